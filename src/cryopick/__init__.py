@@ -1,0 +1,3 @@
+"""cryopick: find protein complexes in cryo-electron tomograms."""
+
+__version__ = "0.1.0"

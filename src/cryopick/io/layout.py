@@ -1,0 +1,195 @@
+"""Where things live in copick filesystem projects and in the Kaggle challenge layout.
+
+Both layouts share the same tree below a root::
+
+    <root>/ExperimentRuns/<run>/VoxelSpacing<spacing:.3f>/<tomo_type>.zarr
+    <root>/ExperimentRuns/<run>/Picks/<user>_<session>_<object>.json
+    <root>/ExperimentRuns/<run>/Segmentations/<spacing:.3f>_<user>_<session>_<name>[-multilabel].zarr
+
+A copick project has a config JSON naming an ``overlay_root`` (read-write: picks,
+segmentations) and optionally a ``static_root`` (read-only: tomograms). The Kaggle
+challenge layout is a folder with ``static/`` and ``overlay/`` subfolders and no config;
+its pick files are named ``<object>.json`` (or ``curation_0_<object>.json``).
+This module only computes paths; reading and writing is done by the io modules.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryopick.errors import InputError
+from cryopick.particles import PARTICLES
+
+RUNS_DIR = "ExperimentRuns"
+
+
+@dataclass(frozen=True)
+class ProjectLayout:
+    """The roots of a copick project or Kaggle challenge folder.
+
+    Attributes
+    ----------
+    overlay_root : Path
+        Root holding picks and segmentations (and tomograms when there is no static root).
+    static_root : Path or None
+        Root holding tomograms, if separate.
+    config_path : Path or None
+        The copick config JSON, or None for the Kaggle layout.
+    pickable_objects : list of dict
+        The config's ``pickable_objects`` (empty for the Kaggle layout).
+    """
+
+    overlay_root: Path
+    static_root: Path | None = None
+    config_path: Path | None = None
+    pickable_objects: list[dict] = field(default_factory=list)
+
+    @property
+    def roots(self) -> list[Path]:
+        """The roots to search, overlay first."""
+        return [r for r in (self.overlay_root, self.static_root) if r is not None]
+
+    def run_names(self) -> list[str]:
+        """Sorted names of all runs found under any root."""
+        names: set[str] = set()
+        for root in self.roots:
+            runs = root / RUNS_DIR
+            if runs.is_dir():
+                names.update(p.name for p in runs.iterdir() if p.is_dir())
+        return sorted(names)
+
+    def run_dirs(self, run: str) -> list[Path]:
+        """The folders of one run under each root that has it, overlay first."""
+        return [root / RUNS_DIR / run for root in self.roots if (root / RUNS_DIR / run).is_dir()]
+
+    def picks_dir(self, run: str) -> Path:
+        """Folder where picks of ``run`` are written (in the overlay)."""
+        return self.overlay_root / RUNS_DIR / run / "Picks"
+
+    def segmentations_dir(self, run: str) -> Path:
+        """Folder where segmentations of ``run`` are written (in the overlay)."""
+        return self.overlay_root / RUNS_DIR / run / "Segmentations"
+
+    def tomogram_write_path(self, run: str, spacing_A: float, tomo_type: str) -> Path:
+        """Where a new tomogram of ``run`` is written (static root if any, else overlay)."""
+        root = self.static_root or self.overlay_root
+        return root / RUNS_DIR / run / voxel_spacing_dirname(spacing_A) / f"{tomo_type}.zarr"
+
+
+def voxel_spacing_dirname(spacing_A: float) -> str:
+    """Folder name of a voxel spacing, e.g. ``VoxelSpacing10.000``."""
+    return f"VoxelSpacing{float(spacing_A):.3f}"
+
+
+def picks_filename(user_id: str, session_id: str, object_name: str) -> str:
+    """copick's pick file name ``<user>_<session>_<object>.json``."""
+    return f"{user_id}_{session_id}_{object_name}.json"
+
+
+def _strip_url(root: str, base: Path) -> Path:
+    if "://" in root:
+        scheme, rest = root.split("://", 1)
+        if scheme not in ("local", "file"):
+            raise InputError(None, f"copick root {root!r} is not on the local filesystem")
+        root = rest
+    p = Path(root).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def read_copick_config(config_path: str | Path) -> ProjectLayout:
+    """Read a copick filesystem config JSON (without needing the copick package).
+
+    Raises
+    ------
+    InputError
+        If the file is not JSON or has no ``overlay_root``.
+    """
+    config_path = Path(config_path)
+    try:
+        cfg = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(config_path, f"cannot read copick config: {err}") from None
+    if not isinstance(cfg, dict) or "overlay_root" not in cfg:
+        raise InputError(config_path, "not a copick filesystem config: no 'overlay_root' key")
+    base = config_path.parent
+    static = cfg.get("static_root")
+    return ProjectLayout(
+        overlay_root=_strip_url(cfg["overlay_root"], base),
+        static_root=_strip_url(static, base) if static else None,
+        config_path=config_path,
+        pickable_objects=list(cfg.get("pickable_objects", [])),
+    )
+
+
+def is_kaggle_root(path: str | Path) -> bool:
+    """True if ``path`` looks like the challenge layout (``static/`` or ``overlay/`` below)."""
+    path = Path(path)
+    return path.is_dir() and any((path / d / RUNS_DIR).is_dir() for d in ("static", "overlay"))
+
+
+def kaggle_layout(root: str | Path) -> ProjectLayout:
+    """Layout of a Kaggle challenge folder (``<root>/static`` and ``<root>/overlay``)."""
+    root = Path(root)
+    static = root / "static"
+    return ProjectLayout(
+        overlay_root=root / "overlay",
+        static_root=static if static.is_dir() else None,
+    )
+
+
+def resolve_layout(path: str | Path) -> ProjectLayout | None:
+    """Layout for a copick config JSON, a Kaggle root, or a bare ``ExperimentRuns`` parent.
+
+    Returns None when ``path`` is none of these (e.g. an MRC file or a CSV).
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".json":
+        try:
+            head = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if isinstance(head, dict) and "overlay_root" in head:
+            return read_copick_config(path)
+        return None
+    if is_kaggle_root(path):
+        return kaggle_layout(path)
+    if path.is_dir() and (path / RUNS_DIR).is_dir():
+        return ProjectLayout(overlay_root=path)
+    return None
+
+
+def make_copick_config(
+    name: str,
+    overlay_root: str | Path,
+    static_root: str | Path | None = None,
+    description: str = "",
+) -> dict:
+    """A copick 1.x filesystem config dict with the six pickable objects of the particle table."""
+    objects = []
+    for p in PARTICLES:
+        rgb = [int(p.colour[i : i + 2], 16) for i in (1, 3, 5)]
+        objects.append(
+            {
+                "name": p.name,
+                "is_particle": True,
+                "pdb_id": p.pdb_id,
+                "label": p.label,
+                "color": [*rgb, 128],
+                "radius": p.radius_A,
+            }
+        )
+    cfg: dict = {
+        "config_type": "filesystem",
+        "name": name,
+        "description": description,
+        "version": "1.0.0",
+        "pickable_objects": objects,
+        "overlay_root": f"local://{Path(overlay_root).resolve()}",
+        "overlay_fs_args": {"auto_mkdir": True},
+    }
+    if static_root is not None:
+        cfg["static_root"] = f"local://{Path(static_root).resolve()}"
+        cfg["static_fs_args"] = {"auto_mkdir": True}
+    return cfg
