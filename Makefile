@@ -18,8 +18,39 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[dev]"
 	touch $(STAMP)
 
-test: install
+# main tests, then copick interop in its own venv (~2 min to build once)
+test: install chromium
 	$(PY) -m pytest -q
+	$(MAKE) test-copick
+
+# headless Chromium for the report screenshot test (tests/test_report.py, skipped without it):
+# installed only when missing, and only as root (about 30 s with apt-get); else says how
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium: install failed; the report screenshot test will be skipped"; \
+	else \
+		echo "chromium not found: run 'sudo apt-get install chromium' (Debian/Ubuntu) to enable"; \
+		echo "the report screenshot test; it is skipped until then"; \
+	fi
+
+# copick 1.x pins zarr<3, so its interop tests run in their own venv (torch first, as above)
+COPICK_VENV := .venv-copick
+COPICK_PY := $(COPICK_VENV)/bin/python
+COPICK_STAMP := $(COPICK_VENV)/.installed
+
+$(COPICK_STAMP): pyproject.toml
+	test -x $(COPICK_PY) || $(PYTHON) -m venv $(COPICK_VENV)
+	$(COPICK_PY) -m pip install -q --upgrade pip
+	$(COPICK_PY) -m pip install -q $(TORCH_PIN)
+	$(COPICK_PY) -m pip install -q "copick>=1,<2" pytest
+	$(COPICK_PY) -m pip install -q -e .
+	touch $(COPICK_STAMP)
+
+test-copick: $(COPICK_STAMP)
+	$(COPICK_PY) -m pytest -q -p no:cacheprovider tests/copick_interop
 
 test-all: install
 	$(PY) -m pytest -q -m ""

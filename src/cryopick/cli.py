@@ -54,6 +54,36 @@ def _main(
 
 # Commands are added below, one section per stage, in pipeline order.
 # ---------------------------------------------------------------- simulate
+@app.command()
+@_report_input_errors
+def simulate(
+    out: Annotated[Path, typer.Argument(help="Folder of the copick project to write.")],
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Number of tomograms.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 0,
+    shape: Annotated[
+        tuple[int, int, int], typer.Option("--shape", help="Tomogram size Z Y X in voxels.")
+    ] = (184, 630, 630),
+    spacing_A: Annotated[float, typer.Option("--spacing-A", help="Voxel size in Å.")] = 10.0,
+    preset: Annotated[
+        str, typer.Option("--preset", help="czii (realistic) or easy (high SNR, fast tests).")
+    ] = "czii",
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="JSON file of simulator settings overriding the preset."),
+    ] = None,
+) -> None:
+    """Simulate tomograms with ground-truth picks and labels as a copick project."""
+    from cryopick.simulate.presets import load_config
+    from cryopick.simulate.project import simulate_project
+
+    settings = load_config(preset, config)
+    if min(shape) < 16:
+        raise InputError(None, f"--shape must be at least 16 voxels per axis, got {shape}")
+    if abs(spacing_A - 10.0) > 1e-6:
+        raise InputError(None, "--spacing-A: the template library is at 10 Å; use 10")
+    path = simulate_project(out, runs, seed=seed, shape=shape, spacing_A=spacing_A, preset=settings)
+    typer.echo(f"wrote {runs} simulated run(s): {path}")
+
 
 # ---------------------------------------------------------------- train
 
@@ -61,7 +91,109 @@ def _main(
 
 # ---------------------------------------------------------------- evaluate
 
+
+_PICKS_SOURCE_HELP = (
+    "CSV (Kaggle submission or experiment,particle_type,x,y,z[,score] in Å), RELION-5 STAR "
+    "(needs --tomograms), copick pick file or config JSON, or Kaggle root / overlay folder."
+)
+
+
+@app.command()
+@_report_input_errors
+def evaluate(
+    truth: Annotated[Path, typer.Option("--truth", help=f"Ground truth: {_PICKS_SOURCE_HELP}")],
+    picks: Annotated[Path, typer.Option("--picks", help=f"Picks to score: {_PICKS_SOURCE_HELP}")],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON only.")
+    ] = False,
+    beta: Annotated[float, typer.Option("--beta", min=0.0, help="F-beta's beta.")] = 4.0,
+    tomograms: Annotated[
+        Path | None,
+        typer.Option(help="Tomograms (project, folder, file) giving shapes for STAR inputs."),
+    ] = None,
+    truth_user: Annotated[str | None, typer.Option(help="copick: truth user_id.")] = None,
+    truth_session: Annotated[str | None, typer.Option(help="copick: truth session_id.")] = None,
+    picks_user: Annotated[str | None, typer.Option(help="copick: picks user_id.")] = None,
+    picks_session: Annotated[str | None, typer.Option(help="copick: picks session_id.")] = None,
+) -> None:
+    """Score picks against ground truth with the CZII metric (per-type F-beta, weighted)."""
+    import json
+
+    from cryopick.io.picks import read_picks
+    from cryopick.metrics import format_score_table, score_picks
+
+    shapes = None
+    if tomograms is not None:
+        from cryopick.io.tomograms import read_tomograms
+
+        shapes = {t.name: (t.shape, t.spacing_A) for t in read_tomograms(tomograms)}
+    truth_df = read_picks(
+        truth, tomogram_shapes=shapes, user_id=truth_user, session_id=truth_session
+    )
+    picks_df = read_picks(
+        picks, tomogram_shapes=shapes, user_id=picks_user, session_id=picks_session
+    )
+    if truth_df.empty:
+        raise InputError(truth, "no ground-truth picks found")
+    result = score_picks(truth_df, picks_df, beta=beta)
+    if json_output:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        typer.echo(format_score_table(result), nl=False)
+
+
 # ---------------------------------------------------------------- report
+
+
+@app.command()
+@_report_input_errors
+def report(
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="Tomograms: copick config JSON, Kaggle root, folder of MRC/Zarr, one file.",
+        ),
+    ],
+    picks: Annotated[Path, typer.Option("--picks", help="Picks to show (any picks format).")],
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")],
+    truth: Annotated[
+        Path | None,
+        typer.Option("--truth", help="Ground truth: adds the metric, TP/FP/miss styles, curves."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Model folder (model.json): card, learning curve."),
+    ] = None,
+    png_dir: Annotated[
+        Path | None, typer.Option("--png-dir", help="Also write every figure here as PNG.")
+    ] = None,
+    tomo_type: Annotated[
+        str | None, typer.Option("--tomo-type", help="Tomogram type [default: denoised].")
+    ] = None,
+    slices: Annotated[
+        int | None,
+        typer.Option("--slices", min=1, help="XY slices per tomogram, evenly spaced [default: 4]."),
+    ] = None,
+    z: Annotated[
+        list[int] | None, typer.Option("--z", help="Show the XY slice at this z index (repeat).")
+    ] = None,
+    slab: Annotated[
+        int | None,
+        typer.Option("--slab", min=1, help="Average this many slices per panel [default: 1]."),
+    ] = None,
+    runs: Annotated[
+        list[str] | None, typer.Option("--run", help="Only this run (repeat); default all.")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page to check picks by eye (slices, metrics, model)."""
+    from cryopick.report import ReportConfig, write_report
+
+    options = {"tomo_type": tomo_type, "n_xy_slices": slices, "xy_slices": z or None,
+               "slab_voxels": slab, "runs": runs or None}  # fmt: skip
+    config = ReportConfig(**{k: v for k, v in options.items() if v is not None})
+    path = write_report(input_path, picks, out, truth, model, png_dir, config)
+    typer.echo(f"wrote {path}")
 
 
 _ = Path  # used by the command sections

@@ -1,0 +1,159 @@
+"""The on-disk state of a batch: manifest, per-run parts, task log, merging.
+
+Layout beside the merged output ``<output>``::
+
+    <output>.parts/
+        manifest.json     model hash, parameters, cryopick version of the last batch
+        <run>.csv         the run's picks (written first, atomically)
+        <run>.json        the run's meta: fingerprint, pick count, seconds (the commit mark)
+        tasks.jsonl       one line per finished task: run, batch id, pid, seconds
+
+A part counts as done only when its meta exists and carries the current fingerprint, so a
+task killed half-way leaves at most a temporary that is ignored and later removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cryopick import __version__
+from cryopick.errors import InputError
+from cryopick.io.atomic import atomic_path, write_text_atomic
+from cryopick.io.picks_table import PICKS_COLUMNS, empty_picks, validate_picks
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+TASK_LOG_NAME = "tasks.jsonl"
+
+
+def hash_model_dir(model_dir: str | Path) -> str:
+    """SHA-256 over the names and bytes of the files of a model folder."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(model_dir).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_manifest(
+    model_dir: str | Path, read_options: Mapping[str, Any], predict_options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Describe a batch: model hash, parameters, cryopick version and their fingerprint.
+
+    Two batches with the same fingerprint produce the same picks for a run, so parts
+    carrying it can be reused.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError(model_dir, "model folder does not exist")
+    identity = {
+        "model_sha256": hash_model_dir(model_dir),
+        "read_options": _jsonable(read_options),
+        "predict_options": _jsonable(predict_options),
+        "cryopick_version": __version__,
+    }
+    blob = json.dumps(identity, sort_keys=True).encode()
+    return {
+        **identity,
+        "fingerprint": hashlib.sha256(blob).hexdigest()[:16],
+        "model_dir": str(model_dir.resolve()),
+        "model_mtime": max((p.stat().st_mtime for p in model_dir.iterdir()), default=0.0),
+    }
+
+
+def parts_dir_for(output: str | Path) -> Path:
+    """Folder of per-run results beside ``output``: ``<output>.parts``."""
+    output = Path(output)
+    return output.with_name(output.name + ".parts")
+
+
+def is_run_done(parts_dir: Path, run: str, fingerprint: str) -> bool:
+    """Tell whether ``run``'s part exists and was made with ``fingerprint``."""
+    meta_path = parts_dir / f"{run}.json"
+    if not (meta_path.is_file() and (parts_dir / f"{run}.csv").is_file()):
+        return False
+    try:
+        return json.loads(meta_path.read_text()).get("fingerprint") == fingerprint
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def write_part(parts_dir: Path, run: str, picks: pd.DataFrame, meta: Mapping[str, Any]) -> None:
+    """Write one run's picks, then its meta (the mark that the part is complete), atomically."""
+    with atomic_path(parts_dir / f"{run}.csv") as tmp:
+        picks.loc[:, list(PICKS_COLUMNS)].to_csv(tmp, index=False)
+    write_text_atomic(parts_dir / f"{run}.json", json.dumps(dict(meta), indent=2))
+
+
+def read_part(parts_dir: Path, run: str) -> pd.DataFrame:
+    """Read one run's picks back exactly (floats round-trip)."""
+    path = parts_dir / f"{run}.csv"
+    df = pd.read_csv(path, dtype={"experiment": str, "particle_type": str})
+    return validate_picks(df, source=path) if len(df) else empty_picks()
+
+
+def merge_parts(parts_dir: Path, runs: Sequence[str]) -> pd.DataFrame:
+    """Concatenate the parts of ``runs`` in the given order into one picks table."""
+    frames = [read_part(parts_dir, run) for run in runs]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_picks()
+
+
+def remove_stale_temporaries(parts_dir: Path) -> int:
+    """Delete temporaries left by killed tasks (``.<name>.*.tmp``); returns how many."""
+    stale = [p for p in parts_dir.glob(".*.tmp") if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
+
+
+def append_task_log(parts_dir: Path, meta: Mapping[str, Any]) -> None:
+    """Append one line (run, batch id, pid, picks, seconds) to ``tasks.jsonl``."""
+    # one short O_APPEND write per line: lines from concurrent workers do not interleave
+    line = json.dumps({k: meta[k] for k in ("run", "batch_id", "pid", "n_picks", "seconds")})
+    fd = os.open(parts_dir / TASK_LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_task_log(parts_dir: str | Path) -> list[dict[str, Any]]:
+    """Lines of ``tasks.jsonl``: which runs were processed, by which batch and process."""
+    path = Path(parts_dir) / TASK_LOG_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(options), sort_keys=True, default=str))
+
+
+def read_meta_summary(parts_dir: Path, run: str) -> dict[str, Any]:
+    """Pick count and seconds recorded in a finished run's meta."""
+    meta = json.loads((parts_dir / f"{run}.json").read_text())
+    return {k: meta[k] for k in ("n_picks", "seconds") if k in meta}
+
+
+def update_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` (atomically), logging when the fingerprint changed."""
+    path = parts_dir / MANIFEST_NAME
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        if old.get("fingerprint") not in (None, manifest["fingerprint"]):
+            log.info("model or parameters changed since the last batch: runs are re-predicted")
+    write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True))

@@ -1,0 +1,155 @@
+"""MRC/REC volumes: memory-mapped reading with the voxel size from the header, atomic writing.
+
+Modes read: 0 (int8; uint8 when IMOD's header flags say the bytes are unsigned),
+1 (int16), 2 (float32), 6 (uint16) and 12 (float16). The data are returned as a
+read-only ``numpy.memmap`` indexed (z, y, x), so a large tomogram is read only where used.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+from numpy.typing import ArrayLike
+
+from cryopick.errors import InputError
+from cryopick.io.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+
+MRC_SUFFIXES = (".mrc", ".rec", ".map", ".st", ".ali")
+_SUPPORTED_DTYPES = ("int8", "uint8", "int16", "uint16", "float16", "float32")
+# IMOD marks its files with this stamp; bit 0 of its flags set means bytes are signed
+_IMOD_STAMP = 1146047817
+_IMOD_OFFSET = 152  # header bytes 152..159: imodStamp, imodFlags (int32 each)
+
+
+def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memmap, float]:
+    """Open an MRC volume memory-mapped, with its voxel size.
+
+    Parameters
+    ----------
+    path : str or Path
+        An MRC/REC file holding one 3-D volume.
+    spacing_A : float, optional
+        Voxel size in Å overriding the header (needed when the header has none).
+
+    Returns
+    -------
+    data : numpy.memmap, shape (Z, Y, X)
+        Read-only view of the file's voxels in their stored dtype.
+    spacing_A : float
+        Voxel size in Å.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or not a readable MRC, is not 3-D, has an unsupported
+        mode, or has no voxel size in its header and ``spacing_A`` is not given.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "does not exist or is not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # permissive mode warns about header quirks
+            mrc = mrcfile.mmap(path, mode="r", permissive=True)
+    except Exception as err:
+        raise InputError(path, f"not a readable MRC file: {err}") from None
+    # closing the file leaves the (read-only) memmap valid: it holds its own mapping
+    with mrc:
+        data = mrc.data
+        if data is None:
+            raise InputError(path, "not a readable MRC file: no data block (unknown mode?)")
+        if data.ndim != 3:
+            raise InputError(path, f"expected a 3-D volume, got shape {data.shape}")
+        if _is_unsigned_imod_bytes(mrc):
+            data = data.view(np.uint8)
+        header_A = _header_spacing_A(mrc, path)
+    if data.dtype.name not in _SUPPORTED_DTYPES:
+        raise InputError(path, f"unsupported MRC data type {data.dtype}")
+    if spacing_A is not None:
+        if not spacing_A > 0:
+            raise InputError(path, f"spacing_A must be > 0, got {spacing_A}")
+        if header_A is not None and not np.isclose(header_A, spacing_A, rtol=1e-3):
+            msg = "%s: header voxel size %.3f Å overridden by %.3f Å"
+            logger.warning(msg, path, header_A, spacing_A)
+        return data, float(spacing_A)
+    if header_A is None:
+        raise InputError(path, "the header has no voxel size (0 or 1 Å); pass it with --spacing-A")
+    return data, header_A
+
+
+def write_mrc(path: str | Path, volume: ArrayLike, spacing_A: float) -> Path:
+    """Write a 3-D volume (z, y, x) to an MRC file atomically.
+
+    float64 is stored as float32; uint8 as mode 0 with IMOD's unsigned-bytes flag
+    (read back as uint8 by :func:`read_mrc`, IMOD and most viewers).
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination; replaced if it exists.
+    volume : array_like, shape (Z, Y, X)
+        int8, uint8, int16, uint16, float16, float32 or float64 voxels.
+    spacing_A : float
+        Voxel size in Å, stored in the header.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    vol = np.asarray(volume)
+    if vol.ndim != 3:
+        raise ValueError(f"expected a 3-D (z, y, x) volume, got shape {vol.shape}")
+    if not spacing_A > 0:
+        raise ValueError(f"spacing_A must be > 0, got {spacing_A}")
+    if vol.dtype == np.float64:
+        vol = vol.astype(np.float32)
+    if vol.dtype.name not in _SUPPORTED_DTYPES:
+        raise ValueError(f"cannot write dtype {vol.dtype} to MRC; use one of {_SUPPORTED_DTYPES}")
+    unsigned_bytes = vol.dtype == np.uint8
+    with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
+        mrc.set_data(vol.view(np.int8) if unsigned_bytes else vol)
+        mrc.voxel_size = float(spacing_A)
+        if unsigned_bytes:
+            _set_imod_flags(mrc, signed_bytes=False)
+        mrc.update_header_stats()
+    return path
+
+
+def _header_spacing_A(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float | None:
+    vs = mrc.voxel_size
+    zyx = np.array([vs.z, vs.y, vs.x], dtype=np.float64)
+    # 0 is "unset"; 1 is what many programs write when cell == grid, i.e. also unset
+    if not np.all(np.isfinite(zyx)) or np.any(zyx <= 0) or np.allclose(zyx, 1.0):
+        return None
+    if not np.allclose(zyx, zyx[-1], rtol=1e-3):
+        logger.warning("%s: anisotropic voxel size %s Å; using x", path, zyx)
+    return float(zyx[-1])
+
+
+def _imod_fields(mrc: mrcfile.mrcfile.MrcFile) -> tuple[int, int]:
+    raw = mrc.header.tobytes()[_IMOD_OFFSET : _IMOD_OFFSET + 8]
+    stamp, flags = np.frombuffer(raw, dtype=mrc.header.mode.dtype)
+    return int(stamp), int(flags)
+
+
+def _is_unsigned_imod_bytes(mrc: mrcfile.mrcfile.MrcFile) -> bool:
+    if int(mrc.header.mode) != 0:
+        return False
+    stamp, flags = _imod_fields(mrc)
+    return stamp == _IMOD_STAMP and not flags & 1
+
+
+def _set_imod_flags(mrc: mrcfile.mrcfile.MrcFile, signed_bytes: bool) -> None:
+    extra2 = bytearray(mrc.header.extra2.tobytes())
+    start = _IMOD_OFFSET - 112  # extra2 starts at header byte 112
+    fields = np.array([_IMOD_STAMP, int(signed_bytes)], dtype=mrc.header.mode.dtype)
+    extra2[start : start + 8] = fields.tobytes()
+    mrc.header.extra2 = bytes(extra2)

@@ -1,0 +1,373 @@
+"""OME-Zarr (OME-NGFF) multiscale volumes: read one level lazily, write a pyramid.
+
+Two flavours are read and written, both as stored by the CZ cryoET data portal and copick:
+
+* zarr v2 + OME-NGFF 0.4: ``.zgroup``/``.zattrs`` with a top-level ``multiscales`` key;
+* zarr v3 + OME-NGFF 0.5: ``zarr.json`` whose attributes hold ``{"ome": {"multiscales": ...}}``.
+
+Axes are ``z, y, x``; the voxel size of each level is the ``scale`` of that level's
+``coordinateTransformations``, in Å (converted when the axes declare another unit).
+Works with zarr-python 2 (copick's environment, v2 stores only) and zarr-python 3.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from numpy.typing import ArrayLike, NDArray
+
+from cryopick.errors import InputError
+from cryopick.io.atomic import atomic_path
+
+ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
+DEFAULT_CHUNKS = (128, 128, 128)
+AXES_ZYX = ("z", "y", "x")
+# length units of OME-NGFF axes, in Å
+_UNIT_TO_A = {
+    "angstrom": 1.0,
+    "nanometer": 10.0,
+    "micrometer": 1e4,
+    "picometer": 0.01,
+    "millimeter": 1e7,
+    "meter": 1e10,
+}
+_GROUP_FILES = (".zgroup", ".zattrs", "zarr.json")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_ome_zarr(path: str | Path, level: int = 0) -> tuple[Any, float]:
+    """Open one resolution level of an OME-Zarr volume lazily.
+
+    Parameters
+    ----------
+    path : str or Path
+        The OME-Zarr group (a ``*.zarr`` folder), zarr v2 or v3.
+    level : int
+        Index into ``multiscales[0].datasets`` (0 = full resolution). The array's path
+        inside the group is taken from the metadata, not assumed to be ``str(level)``.
+
+    Returns
+    -------
+    data : zarr.Array, shape (Z, Y, X)
+        The level, not read into memory.
+    spacing_A : float
+        Voxel size of that level in Å.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is not a zarr group, its metadata are corrupt or lack ``multiscales``,
+        ``level`` is out of range, the voxel size is missing, or the array is not 3-D.
+    """
+    path = Path(path)
+    group, ms = _read_multiscale(path)
+    datasets = ms["datasets"]
+    if not 0 <= level < len(datasets):
+        raise InputError(
+            path, f"level {level} out of range: the pyramid has levels 0..{len(datasets) - 1}"
+        )
+    dataset = datasets[level]
+    ds_path = dataset.get("path") if isinstance(dataset, dict) else None
+    if not isinstance(ds_path, str):
+        raise InputError(path, f"multiscales dataset {level} has no 'path'")
+    try:
+        data = group[ds_path]
+    except Exception:
+        raise InputError(
+            path, f"level {level}: array {ds_path!r} named in the metadata is missing"
+        ) from None
+    if not isinstance(data, zarr.Array):
+        raise InputError(path, f"level {level}: {ds_path!r} is not an array")
+    if data.ndim != 3:
+        raise InputError(
+            path, f"level {level}: expected a 3-D (z, y, x) volume, got shape {data.shape}"
+        )
+    spacing_A = _read_spacing_A(path, ms, dataset, level)
+    return data, spacing_A
+
+
+def read_ome_zarr_levels(path: str | Path) -> list[tuple[tuple[int, ...], float]]:
+    """List the levels of an OME-Zarr volume as ``(shape, spacing_A)`` pairs, finest first."""
+    _, ms = _read_multiscale(Path(path))
+    levels = []
+    for level in range(len(ms["datasets"])):
+        data, spacing_A = read_ome_zarr(path, level)
+        levels.append((tuple(data.shape), spacing_A))
+    return levels
+
+
+def _read_multiscale(path: Path) -> tuple[Any, dict]:
+    group = _open_group(path)
+    try:
+        attrs = group.attrs.asdict()
+    except Exception as err:  # corrupt .zattrs surface here with some stores
+        raise InputError(path, f"corrupt or unreadable zarr attributes: {err}") from None
+    ome = attrs.get("ome", attrs)
+    multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+    if not isinstance(multiscales, list) or not multiscales:
+        raise InputError(path, "not an OME-Zarr image: no 'multiscales' in the zarr attributes")
+    ms = multiscales[0]
+    datasets = ms.get("datasets") if isinstance(ms, dict) else None
+    if not isinstance(datasets, list) or not datasets:
+        raise InputError(path, "OME-Zarr 'multiscales' lists no datasets")
+    return group, ms
+
+
+def is_zarr_store(path: str | Path) -> bool:
+    """Tell whether ``path`` is a folder holding zarr group or array metadata."""
+    path = Path(path)
+    return path.is_dir() and any((path / f).exists() for f in (*_GROUP_FILES, ".zarray"))
+
+
+def _open_group(path: Path) -> Any:
+    if not path.exists():
+        raise InputError(path, "does not exist")
+    if not is_zarr_store(path):
+        raise InputError(path, "not a zarr store: no .zgroup/.zattrs (v2) or zarr.json (v3)")
+    if (path / ".zarray").exists() or _v3_node_type(path) == "array":
+        raise InputError(
+            path, "is a bare zarr array, not an OME-Zarr group: pass the parent *.zarr folder"
+        )
+    if (path / "zarr.json").exists() and not (path / ".zgroup").exists() and not ZARR3:
+        raise InputError(path, f"zarr v3 store needs zarr-python >= 3 (have {zarr.__version__})")
+    try:
+        return zarr.open_group(str(path), mode="r")
+    except Exception as err:  # zarr raises many types for corrupt metadata
+        raise InputError(path, f"corrupt or unreadable zarr metadata: {err}") from None
+
+
+def _v3_node_type(path: Path) -> str | None:
+    meta = path / "zarr.json"
+    if not meta.exists():
+        return None
+    try:
+        node = json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(path, f"corrupt zarr.json: {err}") from None
+    return node.get("node_type") if isinstance(node, dict) else None
+
+
+def _read_spacing_A(path: Path, ms: dict, dataset: dict, level: int) -> float:
+    scale = _scale_of(path, dataset.get("coordinateTransformations"), f"level {level}")
+    if scale is None:
+        raise InputError(path, f"level {level}: no voxel size ('scale' coordinateTransformation)")
+    global_scale = _scale_of(path, ms.get("coordinateTransformations"), "multiscales")
+    if global_scale is not None:
+        scale = scale * global_scale
+    axes = ms.get("axes")
+    names, units = _axes_names_units(path, axes, len(scale))
+    if names is not None and tuple(names) != AXES_ZYX:
+        raise InputError(path, f"axes {names} are not (z, y, x)")
+    factors = []
+    for unit in units:
+        if unit is not None and unit.lower() not in _UNIT_TO_A:
+            raise InputError(path, f"unsupported axis unit {unit!r}")
+        factors.append(1.0 if unit is None else _UNIT_TO_A[unit.lower()])
+    if len(scale) != 3:
+        raise InputError(path, f"level {level}: scale {scale.tolist()} is not 3-D")
+    scale_A = scale * np.asarray(factors)
+    if np.any(scale_A <= 0) or not np.all(np.isfinite(scale_A)):
+        raise InputError(path, f"level {level}: invalid voxel size {scale_A.tolist()}")
+    if not np.allclose(scale_A, scale_A[-1], rtol=1e-3):
+        raise InputError(path, f"anisotropic voxels {scale_A.tolist()} Å are not supported")
+    return float(scale_A[-1])
+
+
+def _scale_of(path: Path, transforms: object, where: str) -> NDArray[np.float64] | None:
+    if transforms is None:
+        return None
+    if not isinstance(transforms, list):
+        raise InputError(path, f"{where}: coordinateTransformations is not a list")
+    for t in transforms:
+        if isinstance(t, dict) and t.get("type") == "scale":
+            if "scale" not in t:
+                raise InputError(path, f"{where}: scale transformation without values")
+            return np.asarray(t["scale"], dtype=np.float64)
+    return None
+
+
+def _axes_names_units(
+    path: Path, axes: object, n: int
+) -> tuple[list[str] | None, list[str | None]]:
+    if axes is None:
+        return None, [None] * n  # OME-NGFF < 0.3: implicit z, y, x; copick's unit is Å
+    if not isinstance(axes, list) or len(axes) != n:
+        raise InputError(path, f"axes {axes} do not match a {n}-D scale")
+    if all(isinstance(a, str) for a in axes):  # OME-NGFF 0.3
+        return list(axes), [None] * n
+    if not all(isinstance(a, dict) and "name" in a for a in axes):
+        raise InputError(path, f"malformed axes {axes}")
+    return [a["name"] for a in axes], [a.get("unit") for a in axes]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def downsample_mean(volume: NDArray) -> NDArray:
+    """Halve each axis by 2x2x2 block averaging (ceil size; edge blocks average what exists).
+
+    Integer volumes are rounded back to their dtype; float volumes keep theirs.
+    """
+    vol = np.asarray(volume)
+    pad = [(0, s % 2) for s in vol.shape]
+    # edge padding duplicates every voxel of a partial block equally, so its mean is exact
+    padded = np.pad(vol, pad, mode="edge") if any(p for _, p in pad) else vol
+    z, y, x = (s // 2 for s in padded.shape)
+    blocks = padded.reshape(z, 2, y, 2, x, 2).astype(np.float32, copy=False)
+    out = blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+    if np.issubdtype(vol.dtype, np.integer):
+        info = np.iinfo(vol.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(vol.dtype)
+    return out.astype(vol.dtype, copy=False)
+
+
+def downsample_nearest(volume: NDArray) -> NDArray:
+    """Halve each axis by taking every second voxel (for label volumes); ceil size."""
+    return np.ascontiguousarray(np.asarray(volume)[::2, ::2, ::2])
+
+
+def write_ome_zarr(
+    path: str | Path,
+    volume_zyx: ArrayLike,
+    spacing_A: float,
+    n_levels: int = 3,
+    zarr_format: int = 2,
+    chunks: Sequence[int] = DEFAULT_CHUNKS,
+    downsample: Callable[[NDArray], NDArray] = downsample_mean,
+    name: str | None = None,
+) -> Path:
+    """Write a volume as a multiscale OME-Zarr, atomically.
+
+    Level ``k`` (array path ``str(k)``) is the volume downsampled ``k`` times by 2, with
+    voxel size ``spacing_A * 2**k``. Metadata follow OME-NGFF 0.4 (zarr v2, as on the
+    cryoET data portal) or 0.5 (zarr v3); axes are z, y, x in angstrom. Only ``scale``
+    transformations are written, as the portal does.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination ``*.zarr`` folder; replaced if it exists.
+    volume_zyx : array_like, shape (Z, Y, X)
+        The full-resolution volume. float64 is stored as float32.
+    spacing_A : float
+        Voxel size of level 0 in Å.
+    n_levels : int
+        Number of pyramid levels (>= 1).
+    zarr_format : {2, 3}
+        Zarr format of the store.
+    chunks : sequence of int
+        Chunk shape (clipped to the level shape).
+    downsample : callable
+        Maps a level to the next coarser one (:func:`downsample_mean` for images,
+        :func:`downsample_nearest` for labels).
+    name : str, optional
+        The multiscales ``name`` (default: the folder stem).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    volume = np.asarray(volume_zyx)
+    if volume.ndim != 3:
+        raise ValueError(f"expected a 3-D (z, y, x) volume, got shape {volume.shape}")
+    if not spacing_A > 0:
+        raise ValueError(f"spacing_A must be > 0, got {spacing_A}")
+    if n_levels < 1:
+        raise ValueError(f"n_levels must be >= 1, got {n_levels}")
+    if zarr_format not in (2, 3):
+        raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
+    if len(chunks) != 3:
+        raise ValueError(f"chunks must have 3 entries (z, y, x), got {chunks}")
+    if zarr_format == 3 and not ZARR3:
+        raise ValueError(f"zarr v3 stores need zarr-python >= 3 (have {zarr.__version__})")
+    if volume.dtype == np.float64:
+        volume = volume.astype(np.float32)
+    multiscale = {
+        "name": name or path.stem,
+        "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in AXES_ZYX],
+        "datasets": [
+            {
+                "path": str(k),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [float(spacing_A) * 2**k] * 3}
+                ],
+            }
+            for k in range(n_levels)
+        ],
+        "type": getattr(downsample, "__name__", "custom").removeprefix("downsample_"),
+    }
+    if zarr_format == 2:
+        attrs: dict = {"multiscales": [{"version": "0.4", **multiscale}]}
+    else:
+        attrs = {"ome": {"version": "0.5", "multiscales": [multiscale]}}
+    with atomic_path(path) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", **_format_kwargs(zarr_format))
+        level = volume
+        for k in range(n_levels):
+            if k > 0:
+                level = downsample(level)
+            _write_array(root, str(k), level, chunks, zarr_format)
+        root.attrs.update(attrs)
+    return path
+
+
+def write_label_zarr(
+    path: str | Path,
+    labels_zyx: ArrayLike,
+    spacing_A: float,
+    n_levels: int = 1,
+    zarr_format: int = 2,
+    chunks: Sequence[int] = DEFAULT_CHUNKS,
+) -> Path:
+    """Write an integer label volume (e.g. a multilabel segmentation) as uint8 OME-Zarr.
+
+    Coarser levels, if any, take every second voxel so labels stay labels.
+
+    Raises
+    ------
+    ValueError
+        If the labels are not integers in 0..255.
+    """
+    labels = np.asarray(labels_zyx)
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_:
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"labels must lie in 0..255, got {labels.min()}..{labels.max()}")
+    return write_ome_zarr(
+        path,
+        labels.astype(np.uint8, copy=False),
+        spacing_A,
+        n_levels=n_levels,
+        zarr_format=zarr_format,
+        chunks=chunks,
+        downsample=downsample_nearest,
+    )
+
+
+def _format_kwargs(zarr_format: int) -> dict:
+    return {"zarr_format": zarr_format} if ZARR3 else {}
+
+
+def _write_array(root: Any, name: str, data: NDArray, chunks: Sequence[int], fmt: int) -> None:
+    chunk_shape = tuple(
+        max(1, min(int(c), int(s))) for c, s in zip(chunks, data.shape, strict=True)
+    )
+    if not ZARR3:
+        root.create_dataset(name, data=data, chunks=chunk_shape, dimension_separator="/")
+        return
+    extra: dict = (
+        {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
+        if fmt == 2
+        else {"dimension_names": list(AXES_ZYX)}
+    )
+    arr = root.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunk_shape, **extra)
+    arr[...] = data

@@ -1,0 +1,264 @@
+"""Find and open tomograms wherever they live: copick projects, Kaggle folders, MRC, OME-Zarr.
+
+``read_tomograms(path)`` accepts
+
+* a copick filesystem config JSON (tomograms under its static or overlay root),
+* a Kaggle challenge root (``<root>/static/ExperimentRuns/...``),
+* a folder holding ``ExperimentRuns/``,
+* a folder of ``.mrc``/``.rec``/``.zarr`` volumes (run name = file stem),
+* one ``.mrc``/``.rec`` file or one ``.zarr`` store (run name = stem).
+
+The voxel size always comes from the data's own metadata (zarr ``scale``, MRC header),
+never from a ``VoxelSpacing`` folder name: the challenge data sit in ``VoxelSpacing10.000``
+but their metadata say 10.012 Å. Data stay lazy (zarr.Array / numpy.memmap) until
+:meth:`Tomogram.to_numpy`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from cryopick.errors import InputError
+from cryopick.io.layout import ProjectLayout, resolve_layout
+from cryopick.io.mrc import MRC_SUFFIXES, read_mrc
+from cryopick.io.omezarr import read_ome_zarr, write_ome_zarr
+
+DEFAULT_TOMO_TYPE = "denoised"
+_SPACING_DIR = re.compile(r"^VoxelSpacing(\d+(?:\.\d*)?)$")
+
+
+@dataclass
+class Tomogram:
+    """One tomogram, opened lazily.
+
+    Attributes
+    ----------
+    name : str
+        Run (experiment) name; picks of this tomogram carry it as ``experiment``.
+    data : zarr.Array or numpy.memmap or numpy.ndarray, shape (Z, Y, X)
+        The voxels, not necessarily in memory.
+    spacing_A : float
+        Voxel size in Å, from the file's metadata.
+    source : Path
+        The file or zarr store the data come from.
+    tomo_type : str or None
+        Reconstruction type (``denoised``, ``wbp``, ...) when known.
+    """
+
+    name: str
+    data: Any
+    spacing_A: float
+    source: Path
+    tomo_type: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape (Z, Y, X) in voxels."""
+        z, y, x = (int(s) for s in self.data.shape)
+        return z, y, x
+
+    def to_numpy(self, dtype: DTypeLike = np.float32) -> NDArray:
+        """Read the whole volume into memory as a new array of ``dtype``."""
+        if isinstance(self.data, np.ndarray):  # memmap or in-memory: copy, never alias
+            return np.array(self.data, dtype=dtype)
+        return np.asarray(self.data[...]).astype(dtype, copy=False)
+
+
+def _read_mrc_tomogram(path: Path, level: int, spacing_A: float | None) -> Tomogram:
+    if level != 0:
+        raise InputError(path, f"an MRC file has one resolution level; got level={level}")
+    data, spacing = read_mrc(path, spacing_A=spacing_A)
+    return Tomogram(name=path.stem, data=data, spacing_A=spacing, source=path)
+
+
+def _read_zarr_tomogram(path: Path, level: int, spacing_A: float | None) -> Tomogram:
+    data, spacing = read_ome_zarr(path, level=level)  # metadata spacing wins over spacing_A
+    return Tomogram(name=path.stem, data=data, spacing_A=spacing, source=path)
+
+
+# one reader per file extension; adding a format = adding a row
+_READERS: dict[str, Callable[[Path, int, float | None], Tomogram]] = {
+    **{suffix: _read_mrc_tomogram for suffix in MRC_SUFFIXES},
+    ".zarr": _read_zarr_tomogram,
+}
+
+
+def read_tomograms(
+    path: str | Path,
+    tomo_type: str = DEFAULT_TOMO_TYPE,
+    level: int = 0,
+    spacing_A: float | None = None,
+    runs: Sequence[str] | None = None,
+) -> list[Tomogram]:
+    """Open every tomogram found at ``path`` (see the module docstring for what it may be).
+
+    Parameters
+    ----------
+    path : str or Path
+        Copick config JSON, Kaggle root, ``ExperimentRuns`` parent, folder of volumes,
+        or a single ``.mrc``/``.rec``/``.zarr``.
+    tomo_type : str
+        Reconstruction type to take from project layouts (ignored for plain files).
+    level : int
+        OME-Zarr pyramid level (0 = full resolution).
+    spacing_A : float, optional
+        For project layouts with several ``VoxelSpacing`` folders: take the one closest
+        to this (default: the smallest). For MRC files: voxel size overriding the header.
+    runs : sequence of str, optional
+        Only these runs (default: all), in this order.
+
+    Returns
+    -------
+    list of Tomogram
+        Sorted by run name unless ``runs`` gives the order.
+
+    Raises
+    ------
+    InputError
+        If nothing readable is found, a requested run is missing, or a run lacks
+        ``tomo_type`` (the message lists the types it has).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "does not exist")
+    if _reader_for(path):
+        members = [path]
+    elif (layout := resolve_layout(path)) is not None:
+        return _read_layout(path, layout, tomo_type, level, spacing_A, runs)
+    elif path.is_dir():
+        members = sorted(p for p in path.iterdir() if _reader_for(p) and not p.name.startswith("."))
+        if not members:
+            raise InputError(
+                path,
+                "no tomograms found: expected a copick config, a folder with ExperimentRuns/, "
+                f"or files ending in {', '.join(_READERS)}",
+            )
+    else:
+        suffixes = ", ".join(_READERS)
+        raise InputError(path, f"not a tomogram: expected a copick config or a {suffixes} file")
+    stems = [p.stem for p in members]
+    if dupes := sorted({n for n in stems if stems.count(n) > 1}):
+        raise InputError(path, f"several volumes share the run name(s) {dupes}")
+    by_name = dict(zip(stems, members, strict=True))
+    selected = _check_runs(path, sorted(by_name), runs)
+    return [_reader_for(by_name[n])(by_name[n], level, spacing_A) for n in selected]
+
+
+def read_tomogram(
+    path: str | Path,
+    tomo_type: str = DEFAULT_TOMO_TYPE,
+    level: int = 0,
+    spacing_A: float | None = None,
+    run: str | None = None,
+) -> Tomogram:
+    """Open exactly one tomogram (``run`` picks it from a project); see :func:`read_tomograms`."""
+    tomograms = read_tomograms(
+        path, tomo_type, level, spacing_A, runs=None if run is None else [run]
+    )
+    if len(tomograms) != 1:
+        names = [t.name for t in tomograms]
+        raise InputError(path, f"holds {len(names)} tomograms {names[:10]}; choose one run")
+    return tomograms[0]
+
+
+def write_tomogram(
+    layout: ProjectLayout,
+    run: str,
+    volume_zyx: ArrayLike,
+    spacing_A: float,
+    tomo_type: str = DEFAULT_TOMO_TYPE,
+    n_levels: int = 3,
+    zarr_format: int = 2,
+) -> Path:
+    """Write a tomogram into a copick/Kaggle project as OME-Zarr and return its path.
+
+    It goes to ``ExperimentRuns/<run>/VoxelSpacing<spacing:.3f>/<tomo_type>.zarr`` under
+    the static root (or the overlay root when there is none).
+    """
+    path = layout.tomogram_write_path(run, spacing_A, tomo_type)
+    return write_ome_zarr(path, volume_zyx, spacing_A, n_levels=n_levels, zarr_format=zarr_format)
+
+
+def list_tomo_types(layout: ProjectLayout, run: str) -> dict[str, list[float]]:
+    """Reconstruction types of ``run`` mapped to the folder voxel spacings that hold them."""
+    types: dict[str, set[float]] = {}
+    for spacing_dir, folder_A in _spacing_dirs(layout, run):
+        for store in spacing_dir.glob("*.zarr"):
+            if not store.stem.endswith("_features"):  # copick feature maps, not tomograms
+                types.setdefault(store.stem, set()).add(folder_A)
+    return {t: sorted(s) for t, s in sorted(types.items())}
+
+
+def _reader_for(path: Path) -> Callable[[Path, int, float | None], Tomogram] | None:
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        return None
+    # a *.zarr that is not a zarr store is reported by the zarr reader, naming it
+    return reader if (path.is_dir() if path.suffix.lower() == ".zarr" else path.is_file()) else None
+
+
+def _spacing_dirs(layout: ProjectLayout, run: str) -> list[tuple[Path, float]]:
+    """``VoxelSpacing*`` folders of a run with the spacing in their name, overlay first."""
+    found = []
+    for run_dir in layout.run_dirs(run):
+        for d in sorted(run_dir.iterdir()):
+            if d.is_dir() and (m := _SPACING_DIR.match(d.name)):
+                found.append((d, float(m.group(1))))
+    return found
+
+
+def _read_layout(
+    source: Path,
+    layout: ProjectLayout,
+    tomo_type: str,
+    level: int,
+    spacing_A: float | None,
+    runs: Sequence[str] | None,
+) -> list[Tomogram]:
+    names = layout.run_names()
+    if not names:
+        raise InputError(source, "no runs: the ExperimentRuns/ folder is missing or empty")
+    selected = _check_runs(source, names, runs)
+    tomograms = []
+    for run in selected:
+        candidates: dict[float, Path] = {}
+        for spacing_dir, folder_A in _spacing_dirs(layout, run):
+            store = spacing_dir / f"{tomo_type}.zarr"
+            if store.is_dir():
+                candidates.setdefault(folder_A, store)  # overlay before static
+        if not candidates:
+            available = list_tomo_types(layout, run)
+            listing = ", ".join(
+                f"{t} ({'/'.join(f'{s:g}' for s in sp)} Å)" for t, sp in available.items()
+            )
+            raise InputError(
+                layout.run_dirs(run)[0],
+                f"run {run!r} has no {tomo_type!r} tomogram; available: {listing or 'none'}",
+            )
+        if spacing_A is None:
+            folder_A = min(candidates)
+        else:
+            folder_A = min(candidates, key=lambda s: (abs(s - spacing_A), s))
+        store = candidates[folder_A]
+        data, spacing = read_ome_zarr(store, level=level)
+        tomograms.append(
+            Tomogram(name=run, data=data, spacing_A=spacing, source=store, tomo_type=tomo_type)
+        )
+    return tomograms
+
+
+def _check_runs(source: Path, names: Sequence[str], runs: Sequence[str] | None) -> list[str]:
+    if runs is None:
+        return list(names)
+    missing = [r for r in runs if r not in names]
+    if missing:
+        shown = ", ".join(list(names)[:20]) + (" ..." if len(names) > 20 else "")
+        raise InputError(source, f"run(s) {missing} not found; available: {shown}")
+    return list(dict.fromkeys(runs))

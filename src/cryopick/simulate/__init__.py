@@ -1,0 +1,21 @@
+"""Physics-based simulation of cryo-ET tomograms with ground truth.
+
+Stages, one module each: :mod:`~cryopick.simulate.templates` (density maps),
+:mod:`~cryopick.simulate.sample` (ice, vesicles, targets, crowding),
+:mod:`~cryopick.simulate.imaging` (tilt series, CTF, dose, noise),
+:mod:`~cryopick.simulate.reconstruct` (WBP and the portal's tomogram types),
+:mod:`~cryopick.simulate.project` (runs and copick projects), configured by
+:mod:`~cryopick.simulate.presets`.
+"""
+
+from cryopick.simulate.presets import PRESETS, SimulationConfig, get_preset
+from cryopick.simulate.project import SimulatedRun, simulate_project, simulate_run
+
+__all__ = [
+    "PRESETS",
+    "SimulatedRun",
+    "SimulationConfig",
+    "get_preset",
+    "simulate_project",
+    "simulate_run",
+]

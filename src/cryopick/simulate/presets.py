@@ -1,0 +1,211 @@
+"""Simulation settings: one validated config, with ranges that each run draws from.
+
+A :class:`SimulationConfig` holds fixed microscope settings and ``(low, high)`` ranges for
+the settings that vary between runs (defocus, dose, ice thickness, crowding,
+misalignment). :func:`draw_run_params` draws one run's values from a seeded generator, so
+a training set is varied and every run is reproducible from ``(config, seed)``.
+
+Presets: ``czii`` (default) imitates the CZII phantom data (dataset 10440: 300 kV, -45..45
+degrees in 3 degree steps, dose-symmetric, 120 e/Å², lysate crowded with serum albumin,
+vesicles); ``easy`` has high SNR and few crowders for fast tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cryopick.errors import InputError
+from cryopick.particles import PARTICLE_NAMES
+
+Range = tuple[float, float]
+
+# Mean and standard deviation of the number of picks per class per tomogram in the seven
+# CZII training runs (czii_train_picks.csv; tomograms 630 x 630 x 184 voxels at 10 Å).
+REAL_COUNTS_MEAN_STD: dict[str, tuple[float, float]] = {
+    "apo-ferritin": (53.6, 21.3),
+    "beta-amylase": (12.4, 4.2),
+    "beta-galactosidase": (16.0, 5.4),
+    "ribosome": (47.3, 18.5),
+    "thyroglobulin": (35.9, 8.1),
+    "virus-like-particle": (16.1, 7.4),
+}
+REAL_VOLUME_A3 = 630 * 630 * 184 * 10.0**3
+
+
+class SimulationConfig(BaseModel):
+    """Settings of the tomogram simulator (all lengths in Å, angles in degrees).
+
+    Ranges are ``(low, high)`` and drawn uniformly per run.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "czii"
+    # --- sample
+    count_scale: float = Field(1.0, ge=0, description="multiplies the real per-class counts")
+    alternate_fraction: float = Field(0.25, ge=0, le=1, description="targets using 2nd model")
+    ice_thickness_fraction: Range = Field((0.6, 0.85), description="slab thickness / Z")
+    ice_tilt_deg: Range = (-4.0, 4.0)
+    ice_offset_fraction: Range = Field((-0.08, 0.04), description="slab centre shift / Z")
+    protein_contrast_V: float = Field(2.0, gt=0, description="protein minus ice potential")
+    ice_potential_V: float = Field(4.5, ge=0)
+    solvent_noise: float = Field(0.03, ge=0, description="amorphous ice, relative std per voxel")
+    crowding_fraction: Range = Field((0.04, 0.10), description="distractor volume fraction")
+    large_distractor_fraction: float = Field(0.15, ge=0, le=1, description="of crowding volume")
+    vesicles_per_um2: Range = Field((0.0, 8.0), description="vesicles per µm² of XY area")
+    vesicle_radius_A: Range = (200.0, 900.0)
+    membrane_contrast: float = Field(1.2, ge=0, description="leaflet peak / protein interior")
+    # --- imaging
+    voltage_kV: float = Field(300.0, gt=0)
+    cs_mm: float = Field(2.7, ge=0)
+    amplitude_contrast: float = Field(0.07, ge=0, le=1)
+    tilt_min_deg: float = Field(-45.0, ge=-90, le=0)
+    tilt_max_deg: float = Field(45.0, ge=0, le=90)
+    tilt_step_deg: float = Field(3.0, gt=0)
+    dose_total_e_A2: Range = (100.0, 140.0)
+    defocus_um: Range = Field((2.0, 5.0), description="underfocus")
+    astigmatism_um: Range = (0.0, 0.3)
+    bfactor_A2: Range = (50.0, 300.0)
+    inelastic_mfp_A: float = Field(3500.0, gt=0, description="zero-loss mean free path")
+    detector_mtf: bool = True
+    misalignment_vox: Range = Field((0.3, 1.2), description="std of per-tilt shifts")
+    tilt_error_deg: Range = (0.0, 0.3)
+    # --- reconstruction outputs
+    wiener_snr: float = Field(30.0, gt=0, description="Wiener SNR at zero frequency")
+    wiener_falloff_A: float = Field(60.0, gt=0, description="SNR halves every this many 1/Å⁻¹")
+    denoise_sigma_vox: float = Field(1.0, ge=0)
+
+    @field_validator(
+        "ice_thickness_fraction",
+        "ice_tilt_deg",
+        "ice_offset_fraction",
+        "crowding_fraction",
+        "vesicles_per_um2",
+        "vesicle_radius_A",
+        "dose_total_e_A2",
+        "defocus_um",
+        "astigmatism_um",
+        "bfactor_A2",
+        "misalignment_vox",
+        "tilt_error_deg",
+    )
+    @classmethod
+    def _check_range(cls, value: Range) -> Range:
+        low, high = value
+        if low > high:
+            raise ValueError(f"range low {low} > high {high}")
+        return value
+
+    @field_validator("ice_thickness_fraction")
+    @classmethod
+    def _check_thickness(cls, value: Range) -> Range:
+        if not 0 < value[0] <= value[1] <= 1:
+            raise ValueError("ice thickness fractions must lie in (0, 1]")
+        return value
+
+    def tilt_angles_deg(self) -> np.ndarray:
+        """The nominal tilt angles, ascending."""
+        n = int(round((self.tilt_max_deg - self.tilt_min_deg) / self.tilt_step_deg)) + 1
+        return np.linspace(self.tilt_min_deg, self.tilt_max_deg, n)
+
+
+PRESETS: dict[str, SimulationConfig] = {
+    "czii": SimulationConfig(),
+    "easy": SimulationConfig(
+        name="easy",
+        count_scale=6.0,
+        alternate_fraction=0.0,
+        protein_contrast_V=3.0,
+        solvent_noise=0.0,
+        crowding_fraction=(0.003, 0.006),
+        large_distractor_fraction=0.0,
+        vesicles_per_um2=(0.0, 2.0),
+        dose_total_e_A2=(600.0, 800.0),
+        defocus_um=(2.0, 2.5),
+        astigmatism_um=(0.0, 0.0),
+        bfactor_A2=(50.0, 50.0),
+        detector_mtf=False,
+        misalignment_vox=(0.0, 0.0),
+        tilt_error_deg=(0.0, 0.0),
+        tilt_step_deg=5.0,
+        tilt_min_deg=-60.0,
+        tilt_max_deg=60.0,
+    ),
+}
+PresetName = Literal["czii", "easy"]
+
+
+def get_preset(preset: str | SimulationConfig) -> SimulationConfig:
+    """Return a preset by name (``czii`` or ``easy``), or a config unchanged."""
+    if isinstance(preset, SimulationConfig):
+        return preset
+    try:
+        return PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}") from None
+
+
+def draw_run_params(config: SimulationConfig, rng: np.random.Generator) -> dict[str, float]:
+    """Draw one run's varying settings from the config's ranges.
+
+    Returns
+    -------
+    dict
+        Scalar values keyed like the config fields (plus ``astigmatism_angle_deg``).
+    """
+    per_object = {"vesicle_radius_A"}  # drawn per vesicle, not per run
+    ranged = [
+        k for k, v in config.model_dump().items() if isinstance(v, tuple) and k not in per_object
+    ]
+    params = {k: float(rng.uniform(*getattr(config, k))) for k in ranged}
+    params["astigmatism_angle_deg"] = float(rng.uniform(0, 180))
+    return params
+
+
+def draw_counts(
+    config: SimulationConfig, volume_A3: float, rng: np.random.Generator
+) -> dict[str, int]:
+    """Number of particles per class for one run, like the real data scaled by volume.
+
+    Counts follow a gamma distribution with the real per-tomogram mean and spread,
+    times ``config.count_scale * volume_A3 / REAL_VOLUME_A3``, then a Poisson draw
+    (so small volumes get integer counts with the right expectation).
+    """
+    scale = config.count_scale * volume_A3 / REAL_VOLUME_A3
+    counts = {}
+    for name in PARTICLE_NAMES:
+        mean, std = REAL_COUNTS_MEAN_STD[name]
+        shape = (mean / std) ** 2
+        expected = rng.gamma(shape, mean / shape) * scale
+        counts[name] = int(rng.poisson(expected))
+    return counts
+
+
+def load_config(preset: str, config_path: str | Path | None = None) -> SimulationConfig:
+    """A preset, optionally overridden by the fields of a JSON file.
+
+    Raises
+    ------
+    InputError
+        If the preset is unknown, or the file is unreadable or has invalid settings.
+    """
+    try:
+        base = get_preset(preset)
+    except ValueError as err:
+        raise InputError(None, f"--preset: {err}") from None
+    if config_path is None:
+        return base
+    config_path = Path(config_path)
+    try:
+        overrides = json.loads(config_path.read_text())
+        return SimulationConfig.model_validate({**base.model_dump(), **overrides})
+    except (OSError, json.JSONDecodeError, TypeError) as err:
+        raise InputError(config_path, f"cannot read simulator settings: {err}") from None
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise InputError(config_path, f"invalid simulator settings: {problems}") from None

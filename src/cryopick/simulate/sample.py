@@ -1,0 +1,319 @@
+"""The specimen: an ice slab with vesicles, target particles and crowding distractors.
+
+Builds the electrostatic potential (in volts, on the output grid) of one run, the
+multi-label segmentation of the targets and their true centres and orientations.
+Particles are placed by rejection sampling on an occupancy grid: a particle's support
+(its binarised, rotated map, lumen filled) may not touch any voxel already taken by
+another particle, a vesicle or the vacuum outside the slab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
+
+from cryopick.particles import PARTICLE_NAMES, get_particle
+from cryopick.simulate.presets import SimulationConfig, draw_counts
+from cryopick.simulate.templates import (
+    load_templates,
+    rotate_template,
+    rotation_xyz_to_zyx,
+    support_mask,
+)
+
+ALBUMIN_VOLUME_A3 = 66_500 * 1.21  # serum albumin, 66.5 kDa at 1.21 Å³/Da
+MEMBRANE_LEAFLET_SEP_A = 40.0
+MEMBRANE_LEAFLET_SIGMA_A = 7.0
+_MAX_TRIES = 60
+
+
+@dataclass
+class Sample:
+    """One run's specimen.
+
+    Attributes
+    ----------
+    potential : numpy.ndarray, shape (Z, Y, X), float32
+        Potential in volts (vacuum 0).
+    labels : numpy.ndarray, shape (Z, Y, X), uint8
+        Multi-label segmentation of the targets (particle labels, 0 = background).
+    centres_zyx : numpy.ndarray, shape (N, 3)
+        True target centres in voxels.
+    particle_types : list of str
+        Particle name of each target.
+    rotations_xyz : numpy.ndarray, shape (N, 3, 3)
+        Rotation of each target (template -> tomogram frame) acting on (x, y, z) vectors.
+    slab_fraction : numpy.ndarray, shape (Z, Y, X), float32
+        How much of each voxel is ice (0 = vacuum).
+    thickness_A : float
+        Ice thickness along the beam at zero tilt.
+    n_distractors : int
+        Number of crowding proteins placed.
+    n_vesicles : int
+        Number of vesicles.
+    """
+
+    potential: NDArray[np.float32]
+    labels: NDArray[np.uint8]
+    centres_zyx: NDArray[np.float64]
+    particle_types: list[str]
+    rotations_xyz: NDArray[np.float64]
+    slab_fraction: NDArray[np.float32]
+    thickness_A: float
+    n_distractors: int = 0
+    n_vesicles: int = 0
+    info: dict = field(default_factory=dict)
+
+
+def _make_slab(
+    shape: tuple[int, int, int], params: dict, rng: np.random.Generator
+) -> tuple[NDArray[np.float32], float]:
+    """Fraction of each voxel inside a tilted ice slab (soft by one voxel)."""
+    nz, ny, nx = shape
+    thickness = params["ice_thickness_fraction"] * nz
+    centre = (nz - 1) / 2 + params["ice_offset_fraction"] * nz
+    tilt = np.deg2rad(params["ice_tilt_deg"])
+    direction = rng.uniform(0, 2 * np.pi)
+    y = (np.arange(ny) - (ny - 1) / 2)[:, None]
+    x = (np.arange(nx) - (nx - 1) / 2)[None, :]
+    mid = centre + np.tan(tilt) * (np.cos(direction) * x + np.sin(direction) * y)
+    z = np.arange(nz, dtype=np.float32)[:, None, None]
+    distance = np.abs(z - mid[None].astype(np.float32)) - thickness / 2
+    return np.clip(0.5 - distance, 0, 1).astype(np.float32), float(thickness)
+
+
+def _paste_slices(
+    shape: tuple[int, ...], corner: NDArray[np.int64], box: tuple[int, ...]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Slices of the volume and of a box placed with its first voxel at ``corner``."""
+    vol_sl, box_sl = [], []
+    for c, b, s in zip(corner, box, shape):
+        lo, hi = max(c, 0), min(c + b, s)
+        if hi <= lo:
+            return None
+        vol_sl.append(slice(lo, hi))
+        box_sl.append(slice(lo - c, hi - c))
+    return tuple(vol_sl), tuple(box_sl)
+
+
+def _try_place(
+    occupied: NDArray[np.bool_],
+    mask: NDArray[np.bool_],
+    centre: NDArray[np.int64],
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Slices where ``mask`` centred at ``centre`` fits without touching ``occupied``."""
+    corner = centre - np.array(mask.shape) // 2
+    sl = _paste_slices(occupied.shape, corner, mask.shape)
+    if sl is None:
+        return None
+    vol_sl, box_sl = sl
+    if np.any(occupied[vol_sl] & mask[box_sl]):
+        return None
+    return sl
+
+
+def _random_centre(
+    shape: tuple[int, int, int], z_range: tuple[float, float], rng: np.random.Generator
+) -> NDArray[np.int64]:
+    z = rng.uniform(*z_range)
+    y, x = rng.uniform(0, shape[1]), rng.uniform(0, shape[2])
+    return np.floor([z, y, x]).astype(np.int64)
+
+
+def _add_vesicles(
+    potential: NDArray[np.float32],
+    occupied: NDArray[np.bool_],
+    config: SimulationConfig,
+    params: dict,
+    spacing_A: float,
+    z_range: tuple[float, float],
+    rng: np.random.Generator,
+) -> int:
+    """Lipid-bilayer vesicles (two dense leaflets 4 nm apart); their inside is occupied."""
+    area_um2 = potential.shape[1] * potential.shape[2] * (spacing_A * 1e-4) ** 2
+    n = int(rng.poisson(params["vesicles_per_um2"] * area_um2))
+    amplitude = config.membrane_contrast * config.protein_contrast_V
+    sigma = MEMBRANE_LEAFLET_SIGMA_A / spacing_A
+    sep = MEMBRANE_LEAFLET_SEP_A / spacing_A
+    placed = 0
+    for _ in range(n):
+        radius = rng.uniform(*config.vesicle_radius_A) / spacing_A
+        axes = radius * rng.uniform(0.8, 1.2, size=3)
+        rot = Rotation.random(random_state=rng).as_matrix()
+        half = int(np.ceil(axes.max() + 3 * sigma + 2))
+        grid = np.mgrid[-half : half + 1, -half : half + 1, -half : half + 1].reshape(3, -1)
+        local = rot.T @ grid
+        rho = np.sqrt(((local / axes[:, None]) ** 2).sum(axis=0))
+        dist = ((rho - 1) * axes.mean()).reshape((2 * half + 1,) * 3)  # >0 outside
+        profile = np.exp(-0.5 * (dist / sigma) ** 2) + np.exp(-0.5 * ((dist + sep) / sigma) ** 2)
+        body = dist < 2 * sigma
+        # centres may lie beyond the slab faces: those vesicles are cut by the ice surface
+        zlo, zhi = z_range
+        centre = _random_centre(potential.shape, (zlo - radius / 2, zhi + radius / 2), rng)
+        sl = _try_place(occupied, body, centre)
+        if sl is None:
+            continue
+        vol_sl, box_sl = sl
+        potential[vol_sl] += amplitude * profile[box_sl].astype(np.float32)
+        occupied[vol_sl] |= body[box_sl]
+        placed += 1
+    return placed
+
+
+def _ellipsoid_blob(rng: np.random.Generator, volume_A3: float, spacing_A: float) -> NDArray:
+    """A smooth ellipsoid of the given volume, randomly elongated and oriented."""
+    ratios = rng.uniform(0.5, 1.5, size=3)
+    axes = ratios * (volume_A3 / (4 / 3 * np.pi * ratios.prod())) ** (1 / 3) / spacing_A
+    half = int(np.ceil(axes.max() + 2))
+    grid = np.mgrid[-half : half + 1, -half : half + 1, -half : half + 1].reshape(3, -1)
+    local = Rotation.random(random_state=rng).as_matrix().T @ grid
+    rho = np.sqrt(((local / axes[:, None]) ** 2).sum(axis=0)).reshape((2 * half + 1,) * 3)
+    return np.clip((1.0 - rho) * axes.mean() + 0.5, 0, 1).astype(np.float32)
+
+
+def _distractor_pool(
+    rng: np.random.Generator, spacing_A: float, n_large_variants: int = 3
+) -> tuple[list[NDArray], list[NDArray]]:
+    """Pre-rotated distractors: albumin-sized blobs and maps, and large complexes."""
+    templates = load_templates()
+    small = [_ellipsoid_blob(rng, ALBUMIN_VOLUME_A3 * rng.uniform(0.6, 1.6), spacing_A)
+             for _ in range(12)]  # fmt: skip
+    albumin = templates["distractor/8vaf"].density
+    for _ in range(6):
+        small.append(rotate_template(albumin, Rotation.random(random_state=rng).as_matrix()))
+    large = []
+    for key, tpl in templates.items():
+        if key.startswith("distractor/") and key != "distractor/8vaf":
+            for _ in range(n_large_variants):
+                rot = Rotation.random(random_state=rng).as_matrix()
+                large.append(rotate_template(tpl.density, rot))
+    return small, large
+
+
+def _fill_distractors(
+    potential: NDArray[np.float32],
+    occupied: NDArray[np.bool_],
+    config: SimulationConfig,
+    params: dict,
+    ice_voxels: float,
+    z_range: tuple[float, float],
+    rng: np.random.Generator,
+    spacing_A: float,
+) -> int:
+    """Crowd the ice with distractors until their volume fraction reaches the drawn value."""
+    small, large = _distractor_pool(rng, spacing_A)
+    target = params["crowding_fraction"] * ice_voxels
+    budget = {"large": target * config.large_distractor_fraction}
+    budget["small"] = target - budget["large"]
+    placed = 0
+    for kind, pool in (("large", large), ("small", small)):
+        if not pool:
+            continue
+        masks = [d > 0.35 for d in pool]
+        volumes = [m.sum() for m in masks]
+        filled, failures = 0.0, 0
+        while filled < budget[kind] and failures < 200:
+            i = int(rng.integers(len(pool)))
+            sl = _try_place(occupied, masks[i], _random_centre(potential.shape, z_range, rng))
+            if sl is None:
+                failures += 1
+                continue
+            failures = 0
+            vol_sl, box_sl = sl
+            potential[vol_sl] += config.protein_contrast_V * pool[i][box_sl]
+            occupied[vol_sl] |= masks[i][box_sl]
+            filled += volumes[i]
+            placed += 1
+    return placed
+
+
+def build_sample(
+    config: SimulationConfig,
+    params: dict,
+    shape: tuple[int, int, int],
+    spacing_A: float,
+    rng: np.random.Generator,
+) -> Sample:
+    """Build one run's specimen potential, labels and truth.
+
+    Parameters
+    ----------
+    config : SimulationConfig
+        Simulator settings.
+    params : dict
+        This run's drawn settings (:func:`cryopick.simulate.presets.draw_run_params`).
+    shape : tuple of int
+        Volume shape (Z, Y, X).
+    spacing_A : float
+        Voxel size in Å.
+    rng : numpy.random.Generator
+        The run's random generator.
+
+    Returns
+    -------
+    Sample
+    """
+    if abs(spacing_A - 10.0) > 1e-6:
+        raise ValueError("the template library is on a 10 Å grid: spacing_A must be 10")
+    slab, thickness = _make_slab(shape, params, rng)
+    potential = np.zeros(shape, np.float32)
+    occupied = np.zeros(shape, bool)
+    labels = np.zeros(shape, np.uint8)
+    z_lo = float(np.argmax(slab.mean(axis=(1, 2)) > 0.01))
+    z_range = (z_lo, z_lo + thickness + abs(np.tan(np.deg2rad(params["ice_tilt_deg"])))
+               * max(shape[1:]))  # fmt: skip
+    n_vesicles = _add_vesicles(potential, occupied, config, params, spacing_A, z_range, rng)
+    potential *= slab
+    occupied |= slab < 0.99  # vacuum and the soft surface are off limits to particles
+
+    templates = load_templates()
+    counts = draw_counts(config, float(np.prod(shape)) * spacing_A**3, rng)
+    order = sorted(PARTICLE_NAMES, key=lambda p: -templates[f"target/{p}"].radius_vox)
+    centres, types, rotations = [], [], []
+    for name in order:
+        for _ in range(counts[name]):
+            key = f"target/{name}"
+            if f"alternate/{name}" in templates and rng.random() < config.alternate_fraction:
+                key = f"alternate/{name}"
+            rot_xyz = Rotation.random(random_state=rng).as_matrix()
+            shift = rng.uniform(-0.5, 0.5, size=3)
+            density = rotate_template(templates[key].density, rotation_xyz_to_zyx(rot_xyz), shift)
+            mask = support_mask(density)
+            for _ in range(_MAX_TRIES):
+                centre = _random_centre(shape, z_range, rng)
+                sl = _try_place(occupied, mask, centre)
+                if sl is not None:
+                    break
+            else:
+                continue
+            vol_sl, box_sl = sl
+            potential[vol_sl] += config.protein_contrast_V * density[box_sl]
+            occupied[vol_sl] |= mask[box_sl]
+            labels[vol_sl][mask[box_sl]] = get_particle(name).label
+            centres.append(centre + shift)
+            types.append(name)
+            rotations.append(rot_xyz)
+
+    ice_voxels = float(slab.sum())
+    n_distractors = _fill_distractors(
+        potential, occupied, config, params, ice_voxels, z_range, rng, spacing_A
+    )
+    ice = config.ice_potential_V * slab
+    if config.solvent_noise > 0:
+        ice *= 1 + config.solvent_noise * rng.standard_normal(shape, dtype=np.float32)
+    potential += ice
+    return Sample(
+        potential=potential,
+        labels=labels,
+        centres_zyx=np.array(centres, dtype=np.float64).reshape(-1, 3),
+        particle_types=types,
+        rotations_xyz=np.array(rotations, dtype=np.float64).reshape(-1, 3, 3),
+        slab_fraction=slab,
+        thickness_A=thickness * spacing_A,
+        n_distractors=n_distractors,
+        n_vesicles=n_vesicles,
+        info={"counts_drawn": counts},
+    )

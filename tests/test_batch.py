@@ -1,0 +1,296 @@
+"""Batch prediction over many runs: Dask LocalCluster, worker death, resume, failing runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryopick.batch import list_run_refs, run_batch, select_shard
+from cryopick.batch_parts import parts_dir_for, read_task_log
+from cryopick.distributed import ClusterConfig, plan_local_threads, slurm_cluster_kwargs
+from cryopick.errors import InputError
+from cryopick.io.mrc import write_mrc
+from cryopick.io.tomograms import read_tomograms
+from cryopick.model import ModelCard, ModelConfig, build_model, load_model, save_model
+
+distributed = pytest.importorskip("distributed")
+# stand-ins defined here must reach the workers by value (tests/ is not a package)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+N_RUNS = 6
+SHAPE_ZYX = (32, 48, 48)
+
+
+def predict_stand_in(tomogram, model, card, n_peaks=3):  # noqa: ANN001, ANN201
+    from cryopick.io.picks_table import make_picks
+
+    volume = tomogram.to_numpy()
+    idx = np.argsort(volume.ravel(), kind="stable")[-n_peaks:]
+    zyx_A = np.stack(np.unravel_index(idx, volume.shape), axis=1) * tomogram.spacing_A
+    return make_picks(tomogram.name, "ribosome", zyx_A.astype(float), score=volume.ravel()[idx])
+
+
+PREDICT = predict_stand_in
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    rng = np.random.default_rng(7)
+    for i in range(N_RUNS):
+        write_mrc(root / f"TS_{i}.mrc", rng.normal(size=SHAPE_ZYX).astype(np.float32), 10.0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    arch = ModelConfig(widths=(4, 8), output_stride=1)
+    card = ModelCard(architecture=arch, patch_size=(32, 32, 32), thresholds={})
+    return save_model(tmp_path_factory.mktemp("model") / "tiny", build_model(arch), card)
+
+
+@pytest.fixture(scope="module")
+def reference(project: Path, model_dir: Path) -> pd.DataFrame:
+    """Picks of the single-process path: every tomogram in turn, in this process."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: same reduction order, same floats
+    try:
+        model, card = load_model(model_dir)
+        frames = [PREDICT(t, model, card) for t in read_tomograms(project)]
+    finally:
+        torch.set_num_threads(threads)
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def client():  # noqa: ANN201
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        silence_logs=True,
+        dashboard_address=None,
+        env={"OMP_NUM_THREADS": "1"},
+    ) as cluster, distributed.Client(cluster) as dask_client:
+        dask_client.run(lambda: __import__("torch").set_num_threads(1))
+        yield dask_client
+
+
+def _read_output(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"experiment": str})
+
+
+def _assert_same_picks(output: Path, reference: pd.DataFrame) -> None:
+    got = _read_output(output)
+    want = reference.loc[:, list(got.columns)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def test_select_shard_assigns_run_k_to_shard_k_mod_n(project: Path) -> None:
+    refs = list_run_refs([project])
+    assert [r.run for r in refs] == [f"TS_{i}" for i in range(N_RUNS)]
+    shards = [[r.run for r in select_shard(refs, (i, 4))] for i in range(4)]
+    assert shards == [["TS_0", "TS_4"], ["TS_1", "TS_5"], ["TS_2"], ["TS_3"]]
+    with pytest.raises(InputError, match="0 <= I < N"):
+        select_shard(refs, (4, 4))
+
+
+def test_list_run_refs_rejects_a_run_in_two_inputs(project: Path, tmp_path: Path) -> None:
+    write_mrc(tmp_path / "TS_3.mrc", np.zeros((4, 4, 4), np.float32), 10.0)
+    with pytest.raises(InputError, match="'TS_3' is also in"):
+        list_run_refs([project, tmp_path])
+
+
+def test_plan_local_threads_never_oversubscribes() -> None:
+    assert plan_local_threads(2, 2) == 1
+    assert plan_local_threads(1, 16) == 16
+    assert plan_local_threads(3, 8) == 2
+    assert plan_local_threads(4, 2) == 1
+
+
+def test_slurm_options_become_one_worker_per_job() -> None:
+    config = ClusterConfig(
+        slurm=True, slurm_partition="gpu", slurm_gpus=1, slurm_cpus=8, slurm_memory="32GB"
+    )
+    kwargs = slurm_cluster_kwargs(config)
+    assert kwargs["queue"] == "gpu"
+    assert (kwargs["cores"], kwargs["processes"], kwargs["job_cpu"]) == (1, 1, 8)
+    assert kwargs["memory"] == "32GB" and kwargs["walltime"] == "02:00:00"
+    assert kwargs["job_extra_directives"] == ["--gpus=1"]
+    assert "export OMP_NUM_THREADS=8" in kwargs["job_script_prologue"]
+    with pytest.raises(ValueError, match="not both"):
+        ClusterConfig(slurm=True, scheduler="tcp://x:8786")
+
+
+def test_slurm_without_dask_jobqueue_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cryopick.distributed import open_client
+
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    with pytest.raises(InputError, match=r"pip install 'cryopick\[slurm\]'"):
+        with open_client(ClusterConfig(slurm=True)):
+            pass
+
+
+# ------------------------------------------------------------------ in process: resume
+
+
+def test_resume_processes_only_missing_runs(
+    project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    output = tmp_path / "picks.csv"
+    first = run_batch([project], model_dir, output, predict_fn=PREDICT, progress=False)
+    assert first.processed == [f"TS_{i}" for i in range(N_RUNS)] and first.complete
+    _assert_same_picks(output, reference)
+    parts = parts_dir_for(output)
+    # simulate an interrupted batch: two runs never finished, one died while writing
+    for run in ("TS_1", "TS_4"):
+        (parts / f"{run}.json").unlink()
+    (parts / "TS_4.csv").unlink()
+    half = parts / ".TS_4.csv.abc123.tmp"
+    half.mkdir()
+    (half / "TS_4.csv").write_text("experiment,particle_type,x,y,z,score\nTS_4,ribo")
+    output.unlink()
+
+    second = run_batch([project], model_dir, output, predict_fn=PREDICT, progress=False)
+    assert second.processed == ["TS_1", "TS_4"]
+    assert second.skipped == ["TS_0", "TS_2", "TS_3", "TS_5"]
+    assert not half.exists()
+    log = read_task_log(parts)
+    batches = {line["batch_id"] for line in log}
+    assert len(batches) == 2
+    assert sorted(line["run"] for line in log[N_RUNS:]) == ["TS_1", "TS_4"]
+    _assert_same_picks(output, reference)
+
+    changed = run_batch(
+        [project], model_dir, output, predict_fn=PREDICT, progress=False,
+        predict_options={"n_peaks": 2},
+    )  # fmt: skip
+    assert len(changed.processed) == N_RUNS  # new parameters: nothing is reused
+    assert len(_read_output(output)) == 2 * N_RUNS
+    manifest = json.loads((parts / "manifest.json").read_text())
+    assert manifest["predict_options"] == {"n_peaks": 2}
+    again = run_batch(
+        [project], model_dir, output, predict_fn=PREDICT, progress=False,
+        predict_options={"n_peaks": 2}, overwrite=True,
+    )  # fmt: skip
+    assert len(again.processed) == N_RUNS
+
+
+def test_shards_merge_once_the_last_shard_is_done(
+    project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    output = tmp_path / "picks.csv"
+    runs = []
+    for i in range(3):
+        result = run_batch(
+            [project], model_dir, output, predict_fn=PREDICT, shard=(i, 3), progress=False
+        )
+        runs += result.processed
+        assert (result.output is None) == (i < 2) and result.complete == (i == 2)
+    assert sorted(runs) == [f"TS_{i}" for i in range(N_RUNS)]
+    _assert_same_picks(output, reference)
+
+
+# ------------------------------------------------------------------ Dask: real processes
+
+
+def test_local_cluster_gives_the_single_process_picks(
+    client, project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    output = tmp_path / "picks.csv"
+    result = run_batch(
+        [project], model_dir, output, client=client, predict_fn=PREDICT, progress=False
+    )
+    assert result.complete and not result.failed
+    assert result.processed == [f"TS_{i}" for i in range(N_RUNS)]
+    _assert_same_picks(output, reference)
+    pids = {r["pid"] for r in result.records}
+    assert pids.isdisjoint({os.getpid()})  # the tasks ran in the workers
+    # the model is loaded once per worker process, not once per run
+    assert sum(r["model_loaded"] for r in result.records) <= 2
+
+
+def test_corrupt_tomogram_fails_alone(
+    client, project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in project.glob("*.mrc"):
+        (inputs / path.name).symlink_to(path)
+    (inputs / "TS_bad.mrc").write_bytes(b"not an MRC file" * 100)
+    output = tmp_path / "picks.csv"
+    result = run_batch(
+        [inputs], model_dir, output, client=client, predict_fn=PREDICT, progress=False
+    )
+    print(result.records)
+    assert [r["run"] for r in result.failed] == ["TS_bad"]
+    assert "TS_bad.mrc" in result.failed[0]["error"]
+    assert len(result.processed) == N_RUNS and result.missing == ["TS_bad"]
+    _assert_same_picks(output, reference)  # the good runs are all there
+
+
+def test_killed_worker_does_not_lose_or_duplicate_picks(
+    client, project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+
+    def gated_predict(tomogram, model, card):  # noqa: ANN001, ANN202
+        (gate / f"started.{tomogram.name}.{os.getpid()}").touch()
+        deadline = time.monotonic() + 60
+        while not (gate / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return PREDICT(tomogram, model, card)
+
+    output = tmp_path / "picks.csv"
+    box: dict = {}
+    thread = threading.Thread(
+        target=lambda: box.update(
+            result=run_batch(
+                [project], model_dir, output, client=client, predict_fn=gated_predict,
+                progress=False,
+            )  # fmt: skip
+        )
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not list(gate.glob("started.*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = sorted(gate.glob("started.*"))
+        assert started, "no task started"
+        victim_run, victim_pid = started[0].name.split(".")[1], int(started[0].name.split(".")[2])
+        assert victim_pid in client.run(os.getpid).values()
+        os.kill(victim_pid, signal.SIGKILL)  # dies in the middle of a run
+    finally:
+        (gate / "go").touch()
+        thread.join(timeout=120)
+    result = box["result"]
+    assert result.complete and not result.failed
+    # the killed run started again in another process, and was written once
+    attempts = {int(p.name.split(".")[2]) for p in gate.glob(f"started.{victim_run}.*")}
+    assert victim_pid in attempts and len(attempts) >= 2
+    log = read_task_log(parts_dir_for(output))
+    assert sorted(line["run"] for line in log) == [f"TS_{i}" for i in range(N_RUNS)]
+    assert not list(parts_dir_for(output).glob(".*.tmp"))
+    _assert_same_picks(output, reference)

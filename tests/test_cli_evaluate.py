@@ -1,0 +1,101 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import cryopick
+from cryopick.cli import app
+from cryopick.io.picks import make_picks, read_picks, write_picks
+from cryopick.metrics import score_picks
+
+EXAMPLE = Path(cryopick.__file__).parent / "data" / "example"
+runner = CliRunner()
+
+
+def f4(tp, fp, fn):
+    p, r = tp / (tp + fp), tp / (tp + fn)
+    return 17 * p * r / (16 * p + r)
+
+
+@pytest.fixture
+def hand_case(tmp_path):
+    truth = make_picks("TS_1", "ribosome", [[0, 0, 0], [0, 0, 1000]])
+    picks = make_picks("TS_1", "ribosome", [[0, 0, 50], [0, 0, 3000]], score=[0.9, 0.1])
+    write_picks(truth, tmp_path / "truth.csv")
+    write_picks(picks, tmp_path / "picks.csv", format="kaggle")
+    return tmp_path / "truth.csv", tmp_path / "picks.csv"
+
+
+def test_evaluate_table(hand_case):
+    truth, picks = hand_case
+    result = runner.invoke(app, ["evaluate", "--truth", str(truth), "--picks", str(picks)])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if "ribosome" in x)
+    cells = [c.strip() for c in line.strip("│ ").split("│")]
+    assert cells == ["ribosome", "1", "1", "1", "0.500", "0.500", f"{f4(1, 1, 1):.3f}", "1"]
+    assert f"score: {f4(1, 1, 1) / 7:.4f}" in result.output
+
+
+def test_evaluate_json(hand_case):
+    truth, picks = hand_case
+    result = runner.invoke(
+        app, ["evaluate", "--truth", str(truth), "--picks", str(picks), "--json", "--beta", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)  # JSON only, nothing else on stdout
+    assert data["beta"] == 1.0
+    assert data["per_class"]["ribosome"]["tp"] == 1
+    assert data["per_class"]["ribosome"]["fbeta"] == pytest.approx(0.5)  # F1 with P = R = 0.5
+    assert data["score"] == pytest.approx(0.5 / 7)
+
+
+def test_evaluate_bundled_example():
+    args = [
+        "evaluate",
+        "--truth",
+        str(EXAMPLE / "truth.csv"),
+        "--picks",
+        str(EXAMPLE / "picks.csv"),
+    ]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    expected = score_picks(read_picks(EXAMPLE / "truth.csv"), read_picks(EXAMPLE / "picks.csv"))
+    data = json.loads(result.output)
+    assert data["score"] == pytest.approx(expected.score)
+    assert 0.3 < data["score"] < 0.9  # non-trivial: some found, some missed, some false
+    per_class = data["per_class"]
+    assert len(per_class) == 6 and all(v["tp"] > 0 and v["fn"] > 0 for v in per_class.values())
+    assert sum(v["fp"] for v in per_class.values()) > 0
+
+
+def test_evaluate_copick_project_with_user_filters(tmp_path):
+    truth = make_picks("TS_1", "thyroglobulin", [[0, 0, 0], [0, 0, 1000]])
+    picks = make_picks("TS_1", "thyroglobulin", [[0, 0, 10]], score=0.8)
+    write_picks(truth, tmp_path / "overlay", format="copick", user_id="curation", session_id="0")
+    write_picks(picks, tmp_path / "overlay", format="copick", user_id="cryopick", session_id="1")
+    root = str(tmp_path / "overlay")
+    args = [
+        "--truth",
+        root,
+        "--truth-user",
+        "curation",
+        "--picks",
+        root,
+        "--picks-user",
+        "cryopick",
+    ]
+    result = runner.invoke(app, ["evaluate", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    thyro = json.loads(result.output)["per_class"]["thyroglobulin"]
+    assert (thyro["tp"], thyro["fp"], thyro["fn"]) == (1, 0, 1)
+
+
+def test_evaluate_star_without_tomograms_is_a_clear_error(tmp_path, hand_case):
+    truth, _ = hand_case
+    star = tmp_path / "picks.star"
+    shapes = {"TS_1": ((10, 10, 10), 10.0)}
+    write_picks(read_picks(truth), star, format="star", tomogram_shapes=shapes)
+    result = runner.invoke(app, ["evaluate", "--truth", str(truth), "--picks", str(star)])
+    assert result.exit_code == 2
+    assert "picks.star" in result.output and "tomogram shapes" in result.output

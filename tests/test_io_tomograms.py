@@ -1,0 +1,301 @@
+import json
+import os
+import shutil
+
+import mrcfile
+import numpy as np
+import pytest
+import zarr
+
+from cryopick.errors import InputError
+from cryopick.io.layout import kaggle_layout, make_copick_config, read_copick_config
+from cryopick.io.mrc import read_mrc, write_mrc
+from cryopick.io.omezarr import (
+    downsample_mean,
+    read_ome_zarr,
+    read_ome_zarr_levels,
+    write_label_zarr,
+    write_ome_zarr,
+)
+from cryopick.io.tomograms import read_tomogram, read_tomograms, write_tomogram
+
+
+def _volume(shape=(5, 6, 7), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def _edit_attrs(store, edit):
+    """Apply ``edit`` to the OME multiscale dict of a v2 or v3 store, in place."""
+    if (store / ".zattrs").exists():
+        meta_file = store / ".zattrs"
+        meta = json.loads(meta_file.read_text())
+        ms = meta["multiscales"][0]
+    else:
+        meta_file = store / "zarr.json"
+        meta = json.loads(meta_file.read_text())
+        ms = meta["attributes"]["ome"]["multiscales"][0]
+    edit(ms)
+    meta_file.write_text(json.dumps(meta))
+
+
+# ---------------------------------------------------------------- OME-Zarr
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_ome_zarr_round_trip(tmp_path, zarr_format):
+    vol = _volume()
+    path = write_ome_zarr(
+        tmp_path / "t.zarr", vol, 10.012, zarr_format=zarr_format, chunks=(4,) * 3
+    )
+    meta = ".zattrs" if zarr_format == 2 else "zarr.json"
+    assert (path / meta).exists()
+
+    data, spacing_A = read_ome_zarr(path)
+    assert isinstance(data, zarr.Array)  # lazy
+    np.testing.assert_array_equal(data[...], vol)
+    assert spacing_A == pytest.approx(10.012)
+
+    level1, spacing1_A = read_ome_zarr(path, level=1)
+    assert level1.shape == (3, 3, 4)  # ceil(5/2), ceil(6/2), ceil(7/2)
+    assert spacing1_A == pytest.approx(20.024)
+    assert level1[0, 0, 0] == pytest.approx(vol[:2, :2, :2].mean(), rel=1e-5)
+    # a partial edge block averages only the voxels that exist
+    assert level1[2, 2, 3] == pytest.approx(vol[4:, 4:, 6:].mean(), rel=1e-5)
+    assert [s for _, s in read_ome_zarr_levels(path)] == pytest.approx([10.012, 20.024, 40.048])
+
+
+def test_downsample_mean_of_known_blocks():
+    vol = np.arange(27, dtype=np.int16).reshape(3, 3, 3) * 8
+    out = downsample_mean(vol)
+    assert out.dtype == np.int16 and out.shape == (2, 2, 2)
+    assert out[0, 0, 0] == 52  # (0+1+3+4+9+10+12+13) * 8 / 8
+    assert out[0, 0, 1] == 8 * (2 + 5 + 11 + 14) / 4  # half block: x has one voxel left
+    assert out[1, 1, 1] == 208  # a lone corner voxel
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_ome_zarr_level_path_comes_from_metadata(tmp_path, zarr_format):
+    vol = _volume((4, 4, 4))
+    path = write_ome_zarr(tmp_path / "t.zarr", vol, 8.0, n_levels=2, zarr_format=zarr_format)
+    # rename the arrays and list the coarse one first: level indexes the list, not the names
+    os.rename(path / "0", path / "full")
+    os.rename(path / "1", path / "0")
+
+    def edit(ms):
+        fine, coarse = ms["datasets"]
+        fine["path"], coarse["path"] = "full", "0"
+        ms["datasets"] = [coarse, fine]
+
+    _edit_attrs(path, edit)
+    data, spacing_A = read_ome_zarr(path, level=1)
+    np.testing.assert_array_equal(data[...], vol)
+    assert spacing_A == 8.0
+    coarse, coarse_A = read_ome_zarr(path, level=0)
+    assert coarse.shape == (2, 2, 2) and coarse_A == 16.0
+
+
+def test_ome_zarr_nanometer_axes_converted(tmp_path):
+    path = write_ome_zarr(tmp_path / "t.zarr", _volume(), 10.0, n_levels=1)
+
+    def to_nm(ms):
+        for ax in ms["axes"]:
+            ax["unit"] = "nanometer"
+        ms["datasets"][0]["coordinateTransformations"][0]["scale"] = [0.75] * 3
+
+    _edit_attrs(path, to_nm)
+    assert read_ome_zarr(path)[1] == pytest.approx(7.5)
+
+
+def test_label_zarr_keeps_labels(tmp_path):
+    labels = np.zeros((4, 4, 4), np.int64)
+    labels[0, 0, 0] = 3
+    labels[2:, 2:, 2:] = 5
+    path = write_label_zarr(tmp_path / "seg.zarr", labels, 10.0, n_levels=2)
+    full, _ = read_ome_zarr(path)
+    assert full.dtype == np.uint8
+    np.testing.assert_array_equal(full[...], labels)
+    half, half_A = read_ome_zarr(path, level=1)
+    assert half_A == 20.0
+    np.testing.assert_array_equal(half[...], labels[::2, ::2, ::2])  # nearest, no blending
+
+
+def _corrupt_attrs(path):
+    (path / ".zattrs").write_text("{not json")
+
+
+def _drop_multiscales(path):
+    (path / ".zattrs").write_text("{}")
+
+
+def _drop_scale(path):
+    _edit_attrs(path, lambda ms: ms["datasets"][0].pop("coordinateTransformations"))
+
+
+def _remove_level0(path):
+    shutil.rmtree(path / "0")
+
+
+@pytest.mark.parametrize(
+    ("damage", "level", "message"),
+    [
+        (_corrupt_attrs, 0, "corrupt"),
+        (_drop_multiscales, 0, "multiscales"),
+        (_drop_scale, 0, "voxel size"),
+        (_remove_level0, 0, "missing"),
+        (lambda p: None, 3, "out of range"),
+    ],
+)
+def test_ome_zarr_errors_name_the_store(tmp_path, damage, level, message):
+    path = write_ome_zarr(tmp_path / "bad.zarr", _volume(), 10.0)
+    damage(path)
+    with pytest.raises(InputError, match=message) as err:
+        read_ome_zarr(path, level=level)
+    assert err.value.path == path
+
+
+def test_ome_zarr_not_zarr_and_not_3d(tmp_path):
+    plain = tmp_path / "plain.zarr"
+    plain.mkdir()
+    with pytest.raises(InputError, match="not a zarr store"):
+        read_ome_zarr(plain)
+    flat = write_ome_zarr(tmp_path / "flat.zarr", _volume(), 10.0, n_levels=1)
+    shutil.rmtree(flat / "0")
+    zarr.open_group(str(flat), mode="a").create_array("0", shape=(4, 4), dtype="f4")
+    with pytest.raises(InputError, match="3-D"):
+        read_ome_zarr(flat)
+
+
+# ---------------------------------------------------------------- MRC
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "float16", "float32"])
+def test_mrc_round_trip_each_mode(tmp_path, dtype):
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    vol = np.arange(60).reshape(3, 4, 5)
+    vol = (vol + (info.max - 60 if info else -30)).astype(dtype)  # values near the type's top
+    path = write_mrc(tmp_path / "t.mrc", vol, 13.48)
+    data, spacing_A = read_mrc(path)
+    assert isinstance(data, np.memmap)
+    assert data.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(data, vol)
+    assert spacing_A == pytest.approx(13.48)
+
+
+def test_mrc_without_voxel_size_needs_override(tmp_path):
+    path = tmp_path / "raw.rec"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(_volume())  # voxel size left at its default: 0 or 1
+    with pytest.raises(InputError, match="--spacing-A") as err:
+        read_mrc(path)
+    assert err.value.path == path
+    assert read_mrc(path, spacing_A=10.0)[1] == 10.0
+    tomo = read_tomogram(path, spacing_A=12.5)
+    assert (tomo.name, tomo.spacing_A) == ("raw", 12.5)
+
+
+def test_mrc_not_3d_and_not_mrc(tmp_path):
+    flat = tmp_path / "flat.mrc"
+    with mrcfile.new(flat) as mrc:
+        mrc.set_data(np.zeros((4, 4), np.float32))
+        mrc.voxel_size = 10.0
+    with pytest.raises(InputError, match="3-D"):
+        read_mrc(flat)
+    junk = tmp_path / "junk.mrc"
+    junk.write_bytes(b"hello")
+    with pytest.raises(InputError, match="not a readable MRC"):
+        read_mrc(junk)
+
+
+# ---------------------------------------------------------------- project layouts
+
+
+def _copick_project(tmp_path):
+    config = tmp_path / "copick.json"
+    cfg = make_copick_config("test", tmp_path / "overlay", tmp_path / "static")
+    config.write_text(json.dumps(cfg))
+    return config, read_copick_config(config)
+
+
+def test_read_tomograms_copick_config(tmp_path):
+    config, layout = _copick_project(tmp_path)
+    vols = {"TS_2": _volume(seed=2), "TS_1": _volume(seed=1)}
+    for run, vol in vols.items():
+        write_tomogram(layout, run, vol, 10.0, n_levels=1)
+    # the challenge data: folder says 10.000, metadata say 10.012
+    odd = layout.static_root / "ExperimentRuns/TS_3/VoxelSpacing10.000/denoised.zarr"
+    write_ome_zarr(odd, _volume(seed=3), 10.012, n_levels=2)
+    (layout.overlay_root / "ExperimentRuns/TS_1/Picks").mkdir(parents=True)  # overlay-only dir
+
+    tomos = read_tomograms(config)
+    assert [t.name for t in tomos] == ["TS_1", "TS_2", "TS_3"]
+    for t in tomos[:2]:
+        np.testing.assert_array_equal(t.data[...], vols[t.name])
+        assert t.spacing_A == 10.0 and t.tomo_type == "denoised"
+        assert isinstance(t.data, zarr.Array)
+    assert tomos[2].spacing_A == pytest.approx(10.012)
+    assert tomos[2].source == odd
+    level1 = read_tomograms(config, level=1, runs=["TS_3"])[0]
+    assert level1.spacing_A == pytest.approx(20.024) and level1.shape == (3, 3, 4)
+
+
+def test_read_tomograms_kaggle_root_types_and_errors(tmp_path):
+    (tmp_path / "static").mkdir()
+    layout = kaggle_layout(tmp_path)
+    wbp, den = _volume(seed=1), _volume(seed=2)
+    write_tomogram(layout, "TS_5_4", den, 10.012, tomo_type="denoised", n_levels=1)
+    write_tomogram(layout, "TS_5_4", wbp, 10.012, tomo_type="wbp", n_levels=1)
+    assert layout.static_root is not None
+    assert (tmp_path / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.012/wbp.zarr").is_dir()
+
+    tomo = read_tomogram(tmp_path, tomo_type="wbp")
+    np.testing.assert_array_equal(tomo.to_numpy(), wbp)
+    assert (tomo.name, tomo.tomo_type) == ("TS_5_4", "wbp")
+    with pytest.raises(InputError, match=r"no 'isonetcorrected'.*denoised.*wbp"):
+        read_tomograms(tmp_path, tomo_type="isonetcorrected")
+    with pytest.raises(InputError, match="TS_9.*not found.*TS_5_4"):
+        read_tomograms(tmp_path, runs=["TS_9"])
+
+
+def test_read_tomograms_chooses_voxel_spacing_folder(tmp_path):
+    runs_dir = tmp_path / "ExperimentRuns/TS_1"
+    write_ome_zarr(runs_dir / "VoxelSpacing20.000/denoised.zarr", _volume(seed=2), 20.0, 1)
+    write_ome_zarr(runs_dir / "VoxelSpacing10.000/denoised.zarr", _volume(seed=1), 10.0, 1)
+    assert read_tomogram(tmp_path).spacing_A == 10.0  # smallest by default
+    assert read_tomogram(tmp_path, spacing_A=19.0).spacing_A == 20.0  # closest
+
+
+def test_read_tomograms_corrupt_zarr_in_project(tmp_path):
+    store = write_ome_zarr(tmp_path / "ExperimentRuns/TS_1/VoxelSpacing10.000/denoised.zarr",
+                           _volume(), 10.0, 1)  # fmt: skip
+    (store / ".zgroup").write_text("garbage")
+    with pytest.raises(InputError) as err:
+        read_tomograms(tmp_path)
+    assert err.value.path == store
+
+
+def test_read_tomograms_folder_of_files_and_single_files(tmp_path):
+    a, b, c = _volume(seed=1), _volume(seed=2), _volume(seed=3)
+    write_mrc(tmp_path / "a.mrc", a, 10.0)
+    write_mrc(tmp_path / "b.rec", b, 10.0)
+    write_ome_zarr(tmp_path / "c.zarr", c, 10.0, 1)
+    (tmp_path / "notes.txt").write_text("ignored")
+
+    tomos = read_tomograms(tmp_path)
+    assert [t.name for t in tomos] == ["a", "b", "c"]
+    assert isinstance(tomos[0].data, np.memmap) and isinstance(tomos[2].data, zarr.Array)
+    for t, vol in zip(tomos, (a, b, c), strict=True):
+        out = t.to_numpy()
+        assert out.dtype == np.float32 and not isinstance(out, np.memmap)
+        np.testing.assert_array_equal(out, vol)
+    assert [t.name for t in read_tomograms(tmp_path, runs=["c", "a"])] == ["c", "a"]
+    assert read_tomogram(tmp_path / "b.rec").shape == (5, 6, 7)
+    assert read_tomogram(tmp_path / "c.zarr").name == "c"
+    with pytest.raises(InputError, match="choose one run"):
+        read_tomogram(tmp_path)
+
+
+def test_read_tomograms_nothing_there(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_tomograms(tmp_path / "nope")
+    with pytest.raises(InputError, match="no tomograms found"):
+        read_tomograms(tmp_path)

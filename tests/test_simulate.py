@@ -1,0 +1,214 @@
+import json
+
+import numpy as np
+import pytest
+import zarr
+from scipy import ndimage as ndi
+from typer.testing import CliRunner
+
+from cryopick.cli import app
+from cryopick.particles import PARTICLE_NAMES, get_particle
+from cryopick.simulate import get_preset, simulate_project, simulate_run
+from cryopick.simulate.imaging import (
+    backprojection_matrix,
+    dose_symmetric_order,
+    electron_wavelength_A,
+    interaction_constant,
+    projection_matrix,
+)
+from cryopick.simulate.presets import REAL_COUNTS_MEAN_STD, REAL_VOLUME_A3, draw_counts
+from cryopick.simulate.reconstruct import reconstruct_wbp
+from cryopick.simulate.templates import (
+    load_templates,
+    rotate_template,
+    rotation_xyz_to_zyx,
+    support_mask,
+)
+
+SHAPE = (64, 128, 128)
+
+
+@pytest.fixture(scope="module")
+def crowded_easy_run():
+    config = get_preset("easy").model_copy(update={"count_scale": 25.0})
+    return simulate_run(config, SHAPE, seed=11, name="sim_test")
+
+
+def test_template_library_is_centred_and_complete():
+    templates = load_templates()
+    for name in PARTICLE_NAMES:
+        tpl = templates[f"target/{name}"]
+        centre = (np.array(tpl.density.shape) - 1) / 2
+        np.testing.assert_allclose(ndi.center_of_mass(tpl.density), centre, atol=0.15)
+        assert tpl.particle_type == name
+    # beta-amylase is shipped as a tetramer: ~4x the monomer map's 1fa2 mass (~100 voxels)
+    assert 350 < templates["target/beta-amylase"].density.sum() < 450
+    assert templates["target/ribosome"].radius_vox > templates["target/apo-ferritin"].radius_vox
+
+
+def test_rotate_template_quarter_turn_about_z_swaps_x_and_y():
+    density = np.zeros((9, 9, 9), np.float32)
+    density[4, 4, 6] = 1.0  # +2 voxels along x
+    quarter = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]], float)  # x -> y (x, y, z order)
+    out = rotate_template(density, rotation_xyz_to_zyx(quarter))
+    assert np.unravel_index(out.argmax(), out.shape) == (4, 6, 4)
+
+
+def test_microscope_constants_at_300_kV():
+    assert electron_wavelength_A(300) == pytest.approx(0.019687, rel=1e-4)
+    assert interaction_constant(300) == pytest.approx(6.526e-4, rel=2e-3)
+
+
+def test_dose_symmetric_order_alternates_pairs():
+    angles = np.arange(-9, 10, 3.0)  # -9 -6 -3 0 3 6 9
+    order = dose_symmetric_order(angles)
+    np.testing.assert_array_equal(angles[order], [0, 3, 6, -3, -6, 9, -9])
+
+
+def test_projection_at_zero_tilt_is_the_z_sum_and_wbp_inverts_it():
+    rng = np.random.default_rng(0)
+    plane = rng.normal(size=(7, 12)).astype(np.float32)  # (Z, X)
+    np.testing.assert_allclose(projection_matrix(7, 12, 0.0) @ plane.ravel(), plane.sum(0), atol=1e-5)
+    # a point back-projected at 0 degrees smears along z only
+    image = np.zeros(12, np.float32)
+    image[5] = 1
+    smear = (backprojection_matrix(7, 12, 0.0) @ image).reshape(7, 12)
+    np.testing.assert_allclose(smear[:, 5], 1)
+    assert smear[:, np.arange(12) != 5].max() == 0
+
+
+def test_wbp_of_a_point_peaks_at_the_point():
+    nz, ny, nx = 24, 4, 32
+    volume = np.zeros((nz, ny, nx), np.float32)
+    volume[9, :, 20] = 1.0
+    flat = np.ascontiguousarray(volume.transpose(0, 2, 1)).reshape(nz * nx, ny)
+    angles = np.arange(-60, 61, 3.0)
+    images = np.stack([(projection_matrix(nz, nx, a) @ flat).T for a in angles])
+    recon = reconstruct_wbp(images, angles, nz)
+    assert np.unravel_index(recon[:, 2].argmax(), (nz, nx)) == (9, 20)
+
+
+def test_counts_follow_the_real_data():
+    config = get_preset("czii")
+    rng = np.random.default_rng(0)
+    draws = [draw_counts(config, REAL_VOLUME_A3, rng) for _ in range(400)]
+    for name, (mean, std) in REAL_COUNTS_MEAN_STD.items():
+        values = np.array([d[name] for d in draws])
+        assert values.mean() == pytest.approx(mean, rel=0.12)
+        assert std * 0.7 < values.std() < std * 1.6 + 3
+
+
+def _sphere_contrast(volume, centres_vox, radius):
+    """Mean of the inner sphere minus the surrounding shell, averaged over centres."""
+    r = int(np.ceil(radius * 1.6))
+    grid = np.sqrt((np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1] ** 2).sum(0))
+    inner, shell = grid <= radius * 0.8, (grid > radius * 1.2) & (grid <= radius * 1.6)
+    padded = np.pad(volume, r, mode="reflect")
+    boxes = [
+        padded[tuple(slice(c + r - r, c + r + r + 1) for c in np.round(ctr).astype(int))]
+        for ctr in centres_vox
+    ]
+    avg = np.mean(boxes, axis=0)
+    return avg[inner].mean() - avg[shell].mean(), avg
+
+
+def test_truth_centres_sit_on_dark_density(crowded_easy_run):
+    run = crowded_easy_run
+    tomo = run.tomograms["denoised"]
+    coords = run.picks[["z", "y", "x"]].to_numpy() / run.spacing_A
+    rng = np.random.default_rng(0)
+    templates = load_templates()
+    checked = 0
+    for name in PARTICLE_NAMES:
+        centres = coords[run.picks["particle_type"] == name]
+        if len(centres) < 2:
+            continue
+        radius = templates[f"target/{name}"].radius_vox
+        contrast, avg = _sphere_contrast(tomo, centres, radius)
+        assert contrast < -0.5, name  # protein darker than solvent
+        # the dark part of the average is centred on the box centre
+        r = (avg.shape[0] - 1) // 2
+        grid = np.sqrt((np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1] ** 2).sum(0))
+        dark = np.clip(np.median(avg) - avg, 0, None) * (grid <= radius)
+        np.testing.assert_allclose(ndi.center_of_mass(dark), (r, r, r), atol=1.0, err_msg=name)
+        random = rng.uniform(0, np.array(tomo.shape) - 1, size=(len(centres) * 4, 3))
+        random_contrast, _ = _sphere_contrast(tomo, random, radius)
+        assert abs(random_contrast) < 0.3 * abs(contrast), name
+        checked += 1
+    assert checked >= 4
+
+
+def test_supports_do_not_overlap_and_labels_match_the_truth(crowded_easy_run):
+    run = crowded_easy_run
+    templates = load_templates()
+    count = np.zeros(SHAPE, np.int32)
+    expected = np.zeros(SHAPE, np.uint8)
+    coords = run.picks[["z", "y", "x"]].to_numpy() / run.spacing_A
+    for (_, pick), centre in zip(run.picks.iterrows(), coords, strict=True):
+        rot = rotation_xyz_to_zyx(np.asarray(pick["transformation"])[:3, :3])
+        voxel = np.floor(centre + 0.5).astype(int)
+        shift = centre - voxel
+        # alternates are off in `easy`, so every pick uses the main target map
+        mask = support_mask(rotate_template(templates[f"target/{pick['particle_type']}"].density, rot, shift))
+        half = mask.shape[0] // 2
+        sl = tuple(slice(max(v - half, 0), min(v + half + 1, s)) for v, s in zip(voxel, SHAPE, strict=True))
+        msl = tuple(slice(s.start - (v - half), s.stop - (v - half)) for s, v in zip(sl, voxel, strict=True))
+        count[sl] += mask[msl]
+        expected[sl][mask[msl]] = get_particle(pick["particle_type"]).label
+    assert len(run.picks) >= 10
+    assert count.max() == 1
+    np.testing.assert_array_equal(run.labels, expected)
+
+
+def test_same_seed_gives_identical_runs():
+    a = simulate_run("easy", (32, 64, 64), seed=5)
+    b = simulate_run("easy", (32, 64, 64), seed=5)
+    c = simulate_run("easy", (32, 64, 64), seed=6)
+    for key in ("wbp", "ctfdeconvolved", "denoised"):
+        np.testing.assert_array_equal(a.tomograms[key], b.tomograms[key])
+        assert a.tomograms[key].dtype == np.float32
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.picks.drop(columns="transformation").equals(b.picks.drop(columns="transformation"))
+    assert not np.array_equal(a.tomograms["wbp"], c.tomograms["wbp"])
+
+
+def test_project_reads_back_through_cryopick_io(tmp_path):
+    from cryopick.io.omezarr import read_ome_zarr, read_ome_zarr_levels
+    from cryopick.io.picks import read_picks
+    from cryopick.io.tomograms import read_tomograms
+
+    config = simulate_project(tmp_path / "proj", 2, seed=4, shape=(32, 64, 64), preset="easy", progress=False)
+    cfg = json.loads(config.read_text())
+    assert [o["name"] for o in cfg["pickable_objects"]] == list(PARTICLE_NAMES)
+    run0 = simulate_run("easy", (32, 64, 64), seed=np.random.SeedSequence([4, 0]), name="sim_0000")
+    for tomo_type in ("wbp", "ctfdeconvolved", "denoised"):
+        tomos = read_tomograms(config, tomo_type=tomo_type)
+        assert [t.name for t in tomos] == ["sim_0000", "sim_0001"]
+        assert tomos[0].spacing_A == pytest.approx(10.0)
+        np.testing.assert_array_equal(tomos[0].to_numpy(), run0.tomograms[tomo_type])
+    store = tmp_path / "proj/ExperimentRuns/sim_0000/VoxelSpacing10.000/wbp.zarr"
+    assert [s for s, _ in read_ome_zarr_levels(store)] == [(32, 64, 64), (16, 32, 32), (8, 16, 16)]
+    picks = read_picks(config)
+    mine = picks[picks["experiment"] == "sim_0000"].sort_values(["particle_type", "x"])
+    truth = run0.picks.sort_values(["particle_type", "x"])
+    np.testing.assert_allclose(mine[["x", "y", "z"]].to_numpy(), truth[["x", "y", "z"]].to_numpy())
+    pick_files = sorted(p.name for p in (tmp_path / "proj/ExperimentRuns/sim_0000/Picks").iterdir())
+    assert pick_files == sorted(f"simulation_0_{n}.json" for n in PARTICLE_NAMES)
+    seg = tmp_path / "proj/ExperimentRuns/sim_0000/Segmentations/10.000_simulation_0_particles-multilabel.zarr"
+    labels, spacing = read_ome_zarr(seg)
+    assert spacing == pytest.approx(10.0)
+    np.testing.assert_array_equal(np.asarray(labels[...]), run0.labels)
+    record = json.loads((tmp_path / "proj/simulation.json").read_text())
+    assert record["seed"] == 4 and set(record["runs"]) == {"sim_0000", "sim_0001"}
+
+
+def test_cli_simulate_writes_a_project(tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        app, ["simulate", str(out), "--runs", "1", "--shape", "32", "48", "48", "--preset", "easy", "--seed", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    store = zarr.open_group(str(out / "ExperimentRuns/sim_0000/VoxelSpacing10.000/denoised.zarr"), mode="r")
+    assert store["0"].shape == (32, 48, 48)
+    bad = CliRunner().invoke(app, ["simulate", str(tmp_path / "x"), "--preset", "nope"])
+    assert bad.exit_code == 2 and "unknown preset" in bad.output
