@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryopick.batch import list_run_refs, run_batch, select_shard
+from cryopick.batch import list_run_refs, load_model_cached, parse_shard, run_batch, select_shard
 from cryopick.batch_parts import parts_dir_for, read_task_log
 from cryopick.distributed import ClusterConfig, plan_local_threads, slurm_cluster_kwargs
 from cryopick.errors import InputError
@@ -45,11 +46,16 @@ PREDICT = predict_stand_in
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    rng = np.random.default_rng(7)
-    for i in range(N_RUNS):
-        write_mrc(root / f"TS_{i}.mrc", rng.normal(size=SHAPE_ZYX).astype(np.float32), 10.0)
-    return root
+    """A copick project of six small simulated runs (its config JSON)."""
+    from cryopick.simulate import simulate_project
+
+    root = tmp_path_factory.mktemp("project")
+    return simulate_project(
+        root, n_runs=N_RUNS, seed=3, shape=SHAPE_ZYX, preset="easy", progress=False
+    )
+
+
+RUNS = [f"sim_{i:04d}" for i in range(N_RUNS)]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +63,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     torch.manual_seed(0)
-    arch = ModelConfig(widths=(4, 8), output_stride=1)
+    arch = ModelConfig(widths=(4, 8))
     card = ModelCard(architecture=arch, patch_size=(32, 32, 32), thresholds={})
     return save_model(tmp_path_factory.mktemp("model") / "tiny", build_model(arch), card)
 
@@ -79,14 +85,17 @@ def reference(project: Path, model_dir: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def client():  # noqa: ANN201
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        silence_logs=True,
-        dashboard_address=None,
-        env={"OMP_NUM_THREADS": "1"},
-    ) as cluster, distributed.Client(cluster) as dask_client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            silence_logs=True,
+            dashboard_address=None,
+            env={"OMP_NUM_THREADS": "1"},
+        ) as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
         dask_client.run(lambda: __import__("torch").set_num_threads(1))
         yield dask_client
 
@@ -106,16 +115,34 @@ def _assert_same_picks(output: Path, reference: pd.DataFrame) -> None:
 
 def test_select_shard_assigns_run_k_to_shard_k_mod_n(project: Path) -> None:
     refs = list_run_refs([project])
-    assert [r.run for r in refs] == [f"TS_{i}" for i in range(N_RUNS)]
+    assert [r.run for r in refs] == RUNS
     shards = [[r.run for r in select_shard(refs, (i, 4))] for i in range(4)]
-    assert shards == [["TS_0", "TS_4"], ["TS_1", "TS_5"], ["TS_2"], ["TS_3"]]
+    assert shards == [RUNS[0::4], RUNS[1::4], RUNS[2::4], RUNS[3::4]]
+    assert shards[0] == ["sim_0000", "sim_0004"]
     with pytest.raises(InputError, match="0 <= I < N"):
         select_shard(refs, (4, 4))
 
 
+def test_parse_shard() -> None:
+    assert parse_shard("3/8") == (3, 8)
+    for bad in ("8/8", "1", "a/b", "-1/2"):
+        with pytest.raises(InputError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_model_is_loaded_once_per_process_until_it_changes(model_dir: Path) -> None:
+    first = load_model_cached(model_dir)
+    second = load_model_cached(model_dir)
+    assert second[0] is first[0] and not second[2]
+    weights = model_dir / "model.pt"
+    os.utime(weights, (time.time() + 5, time.time() + 5))  # a retrained model
+    third = load_model_cached(model_dir)
+    assert third[2] and third[0] is not first[0]
+
+
 def test_list_run_refs_rejects_a_run_in_two_inputs(project: Path, tmp_path: Path) -> None:
-    write_mrc(tmp_path / "TS_3.mrc", np.zeros((4, 4, 4), np.float32), 10.0)
-    with pytest.raises(InputError, match="'TS_3' is also in"):
+    write_mrc(tmp_path / "sim_0003.mrc", np.zeros((4, 4, 4), np.float32), 10.0)
+    with pytest.raises(InputError, match="'sim_0003' is also in"):
         list_run_refs([project, tmp_path])
 
 
@@ -140,6 +167,17 @@ def test_slurm_options_become_one_worker_per_job() -> None:
         ClusterConfig(slurm=True, scheduler="tcp://x:8786")
 
 
+def test_slurm_job_script_books_cores_for_torch_and_one_dask_thread() -> None:
+    jobqueue = pytest.importorskip("dask_jobqueue")
+    config = ClusterConfig(slurm=True, slurm_partition="gpu", slurm_gpus=2, slurm_cpus=8)
+    kwargs = {**slurm_cluster_kwargs(config), "scheduler_options": {"dashboard_address": None}}
+    with jobqueue.SLURMCluster(**kwargs) as cluster:
+        script = cluster.job_script()
+    for line in ("#SBATCH -p gpu", "--cpus-per-task=8", "#SBATCH --gpus=2", "#SBATCH -t 02:00:00"):
+        assert line in script
+    assert "--nthreads 1" in script and "export OMP_NUM_THREADS=8" in script
+
+
 def test_slurm_without_dask_jobqueue_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -159,26 +197,26 @@ def test_resume_processes_only_missing_runs(
 ) -> None:
     output = tmp_path / "picks.csv"
     first = run_batch([project], model_dir, output, predict_fn=PREDICT, progress=False)
-    assert first.processed == [f"TS_{i}" for i in range(N_RUNS)] and first.complete
+    assert first.processed == RUNS and first.complete
     _assert_same_picks(output, reference)
     parts = parts_dir_for(output)
     # simulate an interrupted batch: two runs never finished, one died while writing
-    for run in ("TS_1", "TS_4"):
+    for run in ("sim_0001", "sim_0004"):
         (parts / f"{run}.json").unlink()
-    (parts / "TS_4.csv").unlink()
-    half = parts / ".TS_4.csv.abc123.tmp"
+    (parts / "sim_0004.csv").unlink()
+    half = parts / ".sim_0004.csv.abc123.tmp"
     half.mkdir()
-    (half / "TS_4.csv").write_text("experiment,particle_type,x,y,z,score\nTS_4,ribo")
+    (half / "sim_0004.csv").write_text("experiment,particle_type,x,y,z,score\nsim_0004,ribo")
     output.unlink()
 
     second = run_batch([project], model_dir, output, predict_fn=PREDICT, progress=False)
-    assert second.processed == ["TS_1", "TS_4"]
-    assert second.skipped == ["TS_0", "TS_2", "TS_3", "TS_5"]
+    assert second.processed == ["sim_0001", "sim_0004"]
+    assert second.skipped == ["sim_0000", "sim_0002", "sim_0003", "sim_0005"]
     assert not half.exists()
     log = read_task_log(parts)
     batches = {line["batch_id"] for line in log}
     assert len(batches) == 2
-    assert sorted(line["run"] for line in log[N_RUNS:]) == ["TS_1", "TS_4"]
+    assert sorted(line["run"] for line in log[N_RUNS:]) == ["sim_0001", "sim_0004"]
     _assert_same_picks(output, reference)
 
     changed = run_batch(
@@ -207,7 +245,7 @@ def test_shards_merge_once_the_last_shard_is_done(
         )
         runs += result.processed
         assert (result.output is None) == (i < 2) and result.complete == (i == 2)
-    assert sorted(runs) == [f"TS_{i}" for i in range(N_RUNS)]
+    assert sorted(runs) == RUNS
     _assert_same_picks(output, reference)
 
 
@@ -222,7 +260,7 @@ def test_local_cluster_gives_the_single_process_picks(
         [project], model_dir, output, client=client, predict_fn=PREDICT, progress=False
     )
     assert result.complete and not result.failed
-    assert result.processed == [f"TS_{i}" for i in range(N_RUNS)]
+    assert result.processed == RUNS
     _assert_same_picks(output, reference)
     pids = {r["pid"] for r in result.records}
     assert pids.isdisjoint({os.getpid()})  # the tasks ran in the workers
@@ -233,20 +271,24 @@ def test_local_cluster_gives_the_single_process_picks(
 def test_corrupt_tomogram_fails_alone(
     client, project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
 ) -> None:
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for path in project.glob("*.mrc"):
-        (inputs / path.name).symlink_to(path)
-    (inputs / "TS_bad.mrc").write_bytes(b"not an MRC file" * 100)
+    copy = tmp_path / "project"
+    shutil.copytree(project.parent, copy)
+    config = json.loads((copy / project.name).read_text())
+    config["overlay_root"] = f"local://{copy}"
+    (copy / project.name).write_text(json.dumps(config))
+    chunk = copy / "ExperimentRuns/sim_0002/VoxelSpacing10.000/denoised.zarr/0/0/0/0"
+    chunk.write_bytes(chunk.read_bytes()[:20])  # a half-copied chunk
+    inputs = copy / project.name
     output = tmp_path / "picks.csv"
     result = run_batch(
         [inputs], model_dir, output, client=client, predict_fn=PREDICT, progress=False
     )
-    print(result.records)
-    assert [r["run"] for r in result.failed] == ["TS_bad"]
-    assert "TS_bad.mrc" in result.failed[0]["error"]
-    assert len(result.processed) == N_RUNS and result.missing == ["TS_bad"]
-    _assert_same_picks(output, reference)  # the good runs are all there
+    assert [r["run"] for r in result.failed] == ["sim_0002"]
+    assert "sim_0002/VoxelSpacing10.000/denoised.zarr" in result.failed[0]["error"]
+    assert result.processed == [r for r in RUNS if r != "sim_0002"]
+    assert result.missing == ["sim_0002"]
+    good = reference[reference["experiment"] != "sim_0002"]
+    _assert_same_picks(output, good)  # the good runs are all there
 
 
 def test_killed_worker_does_not_lose_or_duplicate_picks(
@@ -267,7 +309,11 @@ def test_killed_worker_does_not_lose_or_duplicate_picks(
     thread = threading.Thread(
         target=lambda: box.update(
             result=run_batch(
-                [project], model_dir, output, client=client, predict_fn=gated_predict,
+                [project],
+                model_dir,
+                output,
+                client=client,
+                predict_fn=gated_predict,
                 progress=False,
             )  # fmt: skip
         )
@@ -291,6 +337,6 @@ def test_killed_worker_does_not_lose_or_duplicate_picks(
     attempts = {int(p.name.split(".")[2]) for p in gate.glob(f"started.{victim_run}.*")}
     assert victim_pid in attempts and len(attempts) >= 2
     log = read_task_log(parts_dir_for(output))
-    assert sorted(line["run"] for line in log) == [f"TS_{i}" for i in range(N_RUNS)]
+    assert sorted(line["run"] for line in log) == RUNS
     assert not list(parts_dir_for(output).glob(".*.tmp"))
     _assert_same_picks(output, reference)

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from cryopick.cli import app
 from cryopick.io.mrc import write_mrc
-from cryopick.io.picks import write_picks
+from cryopick.io.picks import read_picks, write_picks
 from cryopick.io.picks_table import make_picks
 from cryopick.metrics import score_picks
-from cryopick.particles import get_particle
+from cryopick.particles import PARTICLE_NAMES, get_particle
 from cryopick.report import (
     ReportConfig,
     choose_slice_indices,
@@ -79,43 +79,79 @@ def _volume(truth: pd.DataFrame) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Known picks on a synthetic volume (one MRC), reported with truth on two XY slices."""
     root = tmp_path_factory.mktemp("report")
     truth, picks = _truth_and_picks()
     tomo = write_mrc(root / f"{RUN}.mrc", _volume(truth), SPACING_A)
     write_picks(truth, root / "truth.csv")
     write_picks(picks, root / "picks.csv")
-    model_dir = root / "model"
-    model_dir.mkdir()
-    card = {
-        "spacing_A": 10.0,
-        "training_data": ["simulated:easy x4"],
-        "thresholds": {"apo-ferritin": 0.42, "beta-galactosidase": 0.5},
-        "validation": [
-            {
-                "particle_type": "apo-ferritin",
-                "precision": 0.5,
-                "recall": 0.75,
-                "fbeta": 0.7234,
-                "tp": 3,
-                "fp": 3,
-                "fn": 1,
-            }
-        ],  # fmt: skip
-        "score": 0.6123,
-        "learning_curve": [[10.0, 100, 0.2], [20.0, 200, 0.5], [30.0, 300, 0.6]],
-        "train_config": {"steps": 300},
-    }
-    (model_dir / "model.json").write_text(json.dumps(card))
     out = root / "report.html"
     png_dir = root / "png"
     result = CliRunner().invoke(
         app,
         ["report", str(tomo), "--picks", str(root / "picks.csv"), "--truth",
-         str(root / "truth.csv"), "--model", str(model_dir), "--out", str(out),
-         "--png-dir", str(png_dir), "--z", str(Z_SLICE), "--z", "10"],
+         str(root / "truth.csv"), "--out", str(out), "--png-dir", str(png_dir),
+         "--z", str(Z_SLICE), "--z", "10"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    return {"root": root, "tomo": tomo, "html": out, "png": png_dir, "model": model_dir}
+    return {"root": root, "tomo": tomo, "html": out, "png": png_dir}
+
+
+def _derive_picks(truth: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Imperfect picks from truth: misses, jittered hits, duplicates and stray picks."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, row in enumerate(truth.itertuples()):
+        radius_A = get_particle(row.particle_type).radius_A
+        zyx = np.array([row.z, row.y, row.x])
+        if i % 4 == 3:
+            continue  # missed
+        step = rng.normal(size=3)
+        rows.append((row.particle_type, zyx + 0.2 * radius_A * step / np.linalg.norm(step)))
+        if i % 5 == 0:
+            rows.append((row.particle_type, zyx + 0.1 * radius_A))  # duplicate: a FP
+    for name in sorted(set(truth["particle_type"])):
+        rows.append((name, rng.uniform([0, 0, 0], [480, 960, 960])))  # stray: a FP
+    names, coords = zip(*rows, strict=True)
+    return make_picks(SIM_RUN, list(names), np.array(coords), score=rng.uniform(0.1, 1, len(rows)))
+
+
+SIM_RUN = "sim_0000"
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A simulated copick project (one easy run) with picks and a model card, reported."""
+    from cryopick.model import ClassMetrics, ModelCard
+    from cryopick.simulate import simulate_project
+
+    root = tmp_path_factory.mktemp("simulated")
+    config = simulate_project(
+        root / "project", n_runs=1, seed=0, shape=(48, 96, 96), preset="easy", progress=False
+    )
+    truth = read_picks(config)
+    write_picks(_derive_picks(truth), root / "picks.csv")
+    model_dir = root / "model"
+    model_dir.mkdir()
+    card = ModelCard(
+        training_data=["simulated:easy x4"],
+        thresholds={"apo-ferritin": 0.42, "ribosome": 0.5},
+        validation=[ClassMetrics(particle_type="apo-ferritin", precision=0.5, recall=0.75,
+                                 fbeta=0.7234, tp=3, fp=3, fn=1)],
+        score=0.6123,
+        learning_curve=[(10.0, 100, 0.2), (20.0, 200, 0.5), (30.0, 300, 0.6)],
+        train_config={"steps": 300},
+    )  # fmt: skip
+    (model_dir / "model.json").write_text(card.to_json())
+    out = root / "report.html"
+    result = CliRunner().invoke(
+        app,
+        ["report", str(config), "--picks", str(root / "picks.csv"), "--truth", str(config),
+         "--model", str(model_dir), "--out", str(out), "--png-dir", str(root / "png"),
+         "--tomo-type", "denoised"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return {"root": root, "config": config, "html": out, "png": root / "png", "model": model_dir}
 
 
 class _PageParser(HTMLParser):
@@ -219,39 +255,72 @@ def test_classify_picks_agrees_with_the_metric() -> None:
     assert (classify_picks(picks, None).status == "pick").all()
 
 
-def test_report_table_matches_score_picks(project: dict[str, Path]) -> None:
+def test_class_curves_mark_the_model_threshold() -> None:
+    from cryopick.metrics import fbeta_curve
+    from cryopick.report_plots import plot_class_curves
+
     truth, picks = _truth_and_picks()
+    curve = fbeta_curve(truth, picks, "apo-ferritin")
+    fig = plot_class_curves("apo-ferritin", curve, {"all": picks["score"]}, threshold=0.42)
+    ax_curve, ax_hist = fig.axes
+    f4 = next(line for line in ax_curve.lines if line.get_label() == "F4")
+    # keeping all picks (threshold <= 0.3): 2 of 3 ferritins found by 4 picks
+    expected_all = 17 * 0.5 * (2 / 3) / (16 * 0.5 + 2 / 3)
+    assert f4.get_ydata()[0] == pytest.approx(expected_all)
+    assert f4.get_ydata()[-1] == 0.0  # above the highest score nothing is kept
+    for ax in (ax_curve, ax_hist):
+        marks = [line for line in ax.lines if list(line.get_xdata()) == [0.42, 0.42]]
+        assert len(marks) == 1
+
+
+def test_report_table_matches_evaluate(simulated: dict[str, Path]) -> None:
+    truth = read_picks(simulated["config"])
+    picks = read_picks(simulated["root"] / "picks.csv")
+    result = CliRunner().invoke(
+        app, ["evaluate", "--truth", str(simulated["config"]), "--picks",
+              str(simulated["root"] / "picks.csv"), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.output)
     expected = score_picks(truth, picks)
-    page = _parse(project["html"])
+    assert evaluated["score"] == pytest.approx(expected.score, abs=1e-12)
+    assert 0.2 < expected.score < 0.95  # the run has hits, misses and false positives
+    page = _parse(simulated["html"])
     summary = json.loads(page.summary_json)
-    assert summary["score"] == pytest.approx(expected.score, abs=1e-12)
+    assert summary["score"] == pytest.approx(evaluated["score"], abs=1e-12)
     by_name = {r["particle_type"]: r for r in summary["per_class"]}
-    for row in expected.per_class.to_dict("records"):
-        got = by_name[row["particle_type"]]
+    for name, row in evaluated["per_class"].items():
         for key in ("tp", "fp", "fn", "precision", "recall", "fbeta", "weight"):
-            assert got[key] == pytest.approx(row[key]), (row["particle_type"], key)
+            assert by_name[name][key] == pytest.approx(row[key]), (name, key)
         # visible cells: picks, min, median, max, truth, TP, FP, FN, P, R, F4, weight
-        cells = page.rows[row["particle_type"]][1:]
+        scores = picks.loc[picks.particle_type == name, "score"]
+        cells = page.rows[name][1:]
+        assert cells[0] == str(len(scores))
+        if len(scores):
+            stats = [scores.min(), scores.median(), scores.max()]
+            assert cells[1:4] == [f"{v:.3f}" for v in stats]
+        assert cells[4] == str((truth.particle_type == name).sum())
         assert cells[5:] == [
             str(row["tp"]), str(row["fp"]), str(row["fn"]), f"{row['precision']:.3f}",
             f"{row['recall']:.3f}", f"{row['fbeta']:.3f}", f"{row['weight']:g}",
         ]  # fmt: skip
-    assert page.rows["apo-ferritin"][1:5] == ["4", "0.300", "0.650", "0.900"]
-    assert f"{expected.score:.4f}" in project["html"].read_text()
+    assert f"{evaluated['score']:.4f}" in simulated["html"].read_text()
 
 
-def test_report_has_one_image_per_section(project: dict[str, Path]) -> None:
-    page = _parse(project["html"])
-    classes = ["apo-ferritin", "beta-galactosidase", "thyroglobulin"]
+def test_report_has_one_image_per_section(simulated: dict[str, Path]) -> None:
+    page = _parse(simulated["html"])
+    classes = [n for n in PARTICLE_NAMES if n in set(read_picks(simulated["config"]).particle_type)]
+    assert len(classes) >= 2
     assert page.images == {
-        "tomograms": [f"montage_{RUN}.png"],
+        "tomograms": [f"montage_{SIM_RUN}.png"],
         "classes": [f"class_{n}.png" for n in classes],
         "model": ["learning_curve.png"],
     }
-    assert sorted(p.name for p in project["png"].iterdir()) == sorted(
-        [f"montage_{RUN}.png", "learning_curve.png", *(f"class_{n}.png" for n in classes)]
+    assert sorted(p.name for p in simulated["png"].iterdir()) == sorted(
+        [f"montage_{SIM_RUN}.png", "learning_curve.png", *(f"class_{n}.png" for n in classes)]
     )
-    text = project["html"].read_text()
+    text = simulated["html"].read_text()
+    assert "http://" not in text and "https://" not in text  # self-contained
     for shown in ("simulated:easy x4", "0.420", "0.6123", "0.723"):  # card values
         assert shown in text
 
@@ -321,6 +390,35 @@ def test_report_without_truth_or_model(project: dict[str, Path], tmp_path: Path)
     assert json.loads(page.summary_json)["score"] is None
 
 
+def test_report_of_unscored_picks(project: dict[str, Path], tmp_path: Path) -> None:
+    # truth scored against itself: no scores, so no curves, but the table still holds
+    truth = str(project["root"] / "truth.csv")
+    out = tmp_path / "self.html"
+    result = CliRunner().invoke(
+        app, ["report", str(project["tomo"]), "--picks", truth, "--truth", truth, "--out",
+              str(out), "--slices", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    page = _parse(out)
+    assert json.loads(page.summary_json)["score"] == pytest.approx(5 / 7)  # weights 1 + 2 + 2
+    assert page.rows["apo-ferritin"][1:9] == ["3", "–", "–", "–", "3", "3", "0", "0"]
+    assert len(page.images["classes"]) == 3
+
+
+def test_report_shows_picks_of_another_name_on_a_single_tomogram(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
+    _, picks = _truth_and_picks()
+    write_picks(picks.assign(experiment="TS_other"), tmp_path / "other.csv")
+    out = tmp_path / "other.html"
+    result = CliRunner().invoke(
+        app, ["report", str(project["tomo"]), "--picks", str(tmp_path / "other.csv"), "--out",
+              str(out), "--slices", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _parse(out).rows["apo-ferritin"][1] == "4"
+
+
 def test_report_names_a_missing_model_card(project: dict[str, Path], tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["report", str(project["tomo"]), "--picks", str(project["root"] / "picks.csv"),
@@ -334,13 +432,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (make chromium)")
-def test_report_renders_in_headless_chromium(project: dict[str, Path], tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(simulated: dict[str, Path], tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     cmd = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1300,1600", f"--screenshot={shot}", project["html"].as_uri(),
+        "--window-size=1300,1600", f"--screenshot={shot}", simulated["html"].as_uri(),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     image = imread(shot)[..., :3]
@@ -348,4 +446,4 @@ def test_report_renders_in_headless_chromium(project: dict[str, Path], tmp_path:
     # non-blank: many distinct colours, dark text and grey slices on white
     assert image.std() > 0.1
     assert len(np.unique((image * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
-    shutil.copy(shot, project["root"] / "chromium_screenshot.png")
+    shutil.copy(shot, simulated["root"] / "chromium_screenshot.png")  # to look at

@@ -150,6 +150,23 @@ def list_run_refs(sources: Sequence[str | Path]) -> list[RunRef]:
     return [refs[name] for name in sorted(refs)]
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``--shard I/N`` (0-based ``I``, e.g. ``$SLURM_ARRAY_TASK_ID/8``) into ``(I, N)``.
+
+    Raises
+    ------
+    InputError
+        If ``text`` is not two integers ``I/N`` with ``0 <= I < N``.
+    """
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(None, f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise InputError(None, f"--shard {text}: need 0 <= I < N (I counts from 0)")
+    return i, n
+
+
 def select_shard(refs: Sequence[RunRef], shard: tuple[int, int]) -> list[RunRef]:
     """Select shard ``i`` of ``n``: run ``k`` (in name order) goes to shard ``k % n``."""
     i, n = shard
@@ -195,11 +212,13 @@ def predict_run(ref: RunRef, spec: TaskSpec) -> dict[str, Any]:
     """
     start = time.perf_counter()
     record: dict[str, Any] = {"run": ref.run, "pid": os.getpid(), "model_loaded": False}
+    source = ref.source
     try:
         from cryopick.io.tomograms import read_tomogram
 
         model, card, record["model_loaded"] = load_model_cached(spec.model_dir, spec.device)
         tomogram = read_tomogram(ref.source, run=ref.run, **spec.read_options)
+        source = str(tomogram.source)
         predict_fn = spec.predict_fn or _default_predict_fn()
         picks = predict_fn(tomogram, model, card, **spec.predict_options)
         picks = picks.assign(experiment=ref.run) if len(picks) else empty_picks()
@@ -222,7 +241,8 @@ def predict_run(ref: RunRef, spec: TaskSpec) -> dict[str, Any]:
             status="failed",
             n_picks=0,
             seconds=time.perf_counter() - start,
-            error=_one_line(err),
+            # InputError names its file; anything else (a bad zarr chunk) gets the source
+            error=_one_line(err) if isinstance(err, InputError) else f"{source}: {_one_line(err)}",
             traceback=traceback.format_exc(),
         )
     return record

@@ -89,6 +89,147 @@ def simulate(
 
 # ---------------------------------------------------------------- predict / tune
 
+
+_MODEL_HELP = "Trained model folder (model.pt + model.json); default: the bundled model."
+_INPUT_HELP = "Copick config, Kaggle root, folder of MRC/OME-Zarr files, or one tomogram."
+
+
+def _predict_config(config_file: Path | None, **overrides: Any) -> Any:
+    """Build a PredictConfig from an optional JSON file plus the options that were given."""
+    from cryopick.predict import PredictConfig
+
+    base = PredictConfig()
+    if config_file is not None:
+        try:
+            base = PredictConfig.model_validate_json(config_file.read_text())
+        except (OSError, ValueError) as err:
+            raise InputError(config_file, f"not a valid prediction config: {err}") from None
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return PredictConfig.model_validate({**base.model_dump(), **given})
+    except ValueError as err:
+        raise InputError(config_file, f"invalid prediction settings: {err}") from None
+
+
+def _print_summary(picks: Any, runs: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cryopick.predict import summarise_picks
+
+    counts = summarise_picks(picks, runs)
+    table = Table(title="picks per run and particle type")
+    table.add_column("run")
+    for name in counts.columns:
+        table.add_column(name, justify="right")
+    for run, row in counts.iterrows():
+        table.add_row(str(run), *(str(v) for v in row), style="bold" if run == "total" else None)
+    Console(stderr=True).print(table)
+
+
+@app.command()
+@_report_input_errors
+def predict(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help=_INPUT_HELP)],
+    model: Annotated[Path | None, typer.Option("--model", help=_MODEL_HELP)] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output file (csv, kaggle, star) or project (copick)."),
+    ] = None,
+    format: Annotated[
+        str, typer.Option("--format", help="csv, kaggle, copick (into the project) or star.")
+    ] = "csv",
+    tomo_type: Annotated[str, typer.Option(help="Reconstruction type in projects.")] = "denoised",
+    runs: Annotated[
+        list[str] | None, typer.Option("--run", help="Only this run (repeatable).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    tta: Annotated[
+        bool | None, typer.Option("--tta/--no-tta", help="Flip test-time augmentation (4x).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Windows per batch.")] = None,
+    overlap: Annotated[
+        float | None, typer.Option(min=0.0, max=0.95, help="Window overlap fraction.")
+    ] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="JSON file of PredictConfig settings.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Find particles in tomograms and write the picks (Å)."""
+    from cryopick.predict import OUTPUT_FORMATS
+    from cryopick.predict import predict as run_predict
+
+    if format not in OUTPUT_FORMATS:
+        raise InputError(None, f"--format must be one of {', '.join(OUTPUT_FORMATS)}")
+    if output is None and format != "copick":
+        raise InputError(None, f"--output is needed for --format {format}")
+    settings = _predict_config(
+        config,
+        device=device,
+        tta=tta,
+        batch_size=batch_size,
+        overlap=overlap,
+        precision=precision,
+    )
+    picks = run_predict(
+        input_path,
+        model_dir=model,
+        output=output,
+        format=format,
+        config=settings,
+        tomo_type=tomo_type,
+        runs=runs or None,
+        show_progress=not quiet,
+    )
+    _print_summary(picks, sorted(set(picks["experiment"])) if len(picks) else [])
+    typer.echo(f"wrote {len(picks)} picks ({format}) to {output or input_path}")
+
+
+@app.command()
+@_report_input_errors
+def tune(
+    model: Annotated[Path, typer.Option("--model", help="Trained model folder to tune.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Annotated runs: copick config or Kaggle root.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the tuned model copy.")],
+    tomo_type: Annotated[str, typer.Option(help="Reconstruction type in projects.")] = "denoised",
+    truth: Annotated[
+        Path | None, typer.Option(help="Annotations if not the picks in --data.")
+    ] = None,
+    truth_user: Annotated[str | None, typer.Option(help="copick: annotation user_id.")] = None,
+    truth_session: Annotated[
+        str | None, typer.Option(help="copick: annotation session_id.")
+    ] = None,
+    beta: Annotated[float, typer.Option(min=0.0, help="F-beta's beta.")] = 4.0,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="JSON file of PredictConfig settings.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Re-tune per-class thresholds for F-beta on annotated runs; write a tuned model copy."""
+    from cryopick.predict import tune_model
+
+    thresholds = tune_model(
+        model,
+        data,
+        out,
+        _predict_config(config, device=device),
+        tomo_type=tomo_type,
+        truth=truth,
+        truth_user=truth_user,
+        truth_session=truth_session,
+        beta=beta,
+        show_progress=not quiet,
+    )
+    for name, value in thresholds.items():
+        typer.echo(f"{name:>20s}  {value:.4f}")
+    typer.echo(f"tuned model written to {out}")
+
+
 # ---------------------------------------------------------------- evaluate
 
 
@@ -169,18 +310,18 @@ def report(
         Path | None, typer.Option("--png-dir", help="Also write every figure here as PNG.")
     ] = None,
     tomo_type: Annotated[
-        str | None, typer.Option("--tomo-type", help="Tomogram type [default: denoised].")
+        str | None, typer.Option("--tomo-type", help="Tomogram type (default: denoised).")
     ] = None,
     slices: Annotated[
         int | None,
-        typer.Option("--slices", min=1, help="XY slices per tomogram, evenly spaced [default: 4]."),
+        typer.Option("--slices", min=1, help="XY slices per tomogram, evenly spaced (default: 4)."),
     ] = None,
     z: Annotated[
         list[int] | None, typer.Option("--z", help="Show the XY slice at this z index (repeat).")
     ] = None,
     slab: Annotated[
         int | None,
-        typer.Option("--slab", min=1, help="Average this many slices per panel [default: 1]."),
+        typer.Option("--slab", min=1, help="Average this many slices per panel (default: 1)."),
     ] = None,
     runs: Annotated[
         list[str] | None, typer.Option("--run", help="Only this run (repeat); default all.")

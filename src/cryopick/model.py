@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from torch import nn
 
 from cryopick.errors import InputError
@@ -44,8 +44,12 @@ class ModelConfig(BaseModel):
     widths : tuple of int
         Channels per resolution level, finest first; ``len(widths)`` levels, each
         level halves the grid. Defaults chosen by measurement (docs/training.md).
+    input_stride : {1, 2}
+        2: a learned 2x2x2 stride-2 convolution ("patchify" stem) feeds the U-Net, whose
+        finest level then runs at half resolution (8x less compute); 1: the finest level
+        runs at full resolution.
     output_stride : {1, 2}
-        Grid step of the network's native output, in input voxels.
+        Grid step of the network's native output, in input voxels (>= ``input_stride``).
     convs_per_block : int
         3x3x3 convolutions per encoder/decoder block.
     norm : {"batch", "instance"}
@@ -55,6 +59,7 @@ class ModelConfig(BaseModel):
     """
 
     widths: tuple[int, ...] = (16, 32, 64)
+    input_stride: Literal[1, 2] = 2
     output_stride: Literal[1, 2] = 2
     convs_per_block: int = Field(2, ge=1, le=4)
     norm: Literal["batch", "instance"] = "batch"
@@ -68,10 +73,16 @@ class ModelConfig(BaseModel):
             raise ValueError("widths needs at least two positive channel counts")
         return widths
 
+    @model_validator(mode="after")
+    def _check_strides(self) -> ModelConfig:
+        if self.output_stride < self.input_stride:
+            raise ValueError("output_stride must be >= input_stride")
+        return self
+
     @property
     def input_multiple(self) -> int:
         """Input sides must be multiples of this (``forward`` pads otherwise)."""
-        return 2 ** (len(self.widths) - 1)
+        return self.input_stride * 2 ** (len(self.widths) - 1)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -107,12 +118,21 @@ class UNet3D(nn.Module):
         self.output_stride = config.output_stride
         self.input_multiple = config.input_multiple
         w, k, norm = config.widths, config.convs_per_block, config.norm
+        c_in = config.in_channels
+        if config.input_stride == 2:
+            self.stem: nn.Module = nn.Sequential(
+                nn.Conv3d(c_in, w[0], 2, stride=2, bias=False),
+                _norm(norm, w[0]),
+                nn.ReLU(inplace=True),
+            )
+            c_in = w[0]
+        else:
+            self.stem = nn.Identity()
         self.encoders = nn.ModuleList(
-            _ConvBlock(config.in_channels if i == 0 else w[i - 1], w[i], k, norm)
-            for i in range(len(w))
+            _ConvBlock(c_in if i == 0 else w[i - 1], w[i], k, norm) for i in range(len(w))
         )
-        # decoder levels run from the coarsest-but-one up to level 0 (stride 1) or 1 (stride 2)
-        top = 0 if config.output_stride == 1 else 1
+        # decoder levels run from the coarsest-but-one up to the level at output_stride
+        top = 0 if config.output_stride == config.input_stride else 1
         self.levels = list(range(len(w) - 2, top - 1, -1))
         self.ups = nn.ModuleList(
             nn.ConvTranspose3d(w[i + 1], w[i], 2, stride=2) for i in self.levels
@@ -126,6 +146,7 @@ class UNet3D(nn.Module):
         Input sides must be multiples of :attr:`input_multiple`.
         """
         skips = []
+        x = self.stem(x)
         for i, enc in enumerate(self.encoders):
             x = enc(x if i == 0 else F.max_pool3d(x, 2))
             skips.append(x)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from cryopick import report_figures as rf
+from cryopick import report_plots
 from cryopick.errors import InputError
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.particles import PARTICLE_NAMES, get_particle
@@ -49,7 +49,8 @@ class ReportConfig(BaseModel):
     xz_slice : int or None
         y index of the XZ slice; the middle of the tomogram when None.
     slab_voxels : int
-        Slices averaged around each shown slice (odd; 1 shows single slices).
+        Slices averaged around each shown slice (even counts round up to odd; 1 shows
+        single slices).
     panel_width_px : int
         Width of each slice panel in pixels.
     n_columns : int
@@ -67,18 +68,11 @@ class ReportConfig(BaseModel):
     xy_slices: list[int] | None = None
     xz_slice: int | None = None
     slab_voxels: int = Field(1, ge=1, le=31)
-    panel_width_px: int = Field(400, ge=32, le=4096)
+    panel_width_px: int = Field(640, ge=32, le=4096)
     n_columns: int = Field(2, ge=1, le=8)
     dpi: float = Field(100.0, gt=0)
     beta: float = Field(4.0, gt=0)
     runs: list[str] | None = None
-
-
-@dataclass
-class ReportFigures:
-    """Rendered figures, by file name (``montage_<run>.png``, ``class_<name>.png``, ...)."""
-
-    png: dict[str, bytes] = field(default_factory=dict)
 
 
 def choose_slice_indices(n_vox: int, count: int) -> list[int]:
@@ -236,31 +230,43 @@ def render_figures(
     picks: pd.DataFrame,
     card: dict[str, Any] | None,
     config: ReportConfig,
-) -> tuple[ReportFigures, dict[str, list[rf.PanelBox]]]:
+) -> dict[str, bytes]:
     """Render every figure of the report.
+
+    Parameters
+    ----------
+    tomograms : sequence of Tomogram
+        Tomograms to draw, one montage each.
+    markers : pandas.DataFrame
+        From :func:`classify_picks`.
+    truth, picks : pandas.DataFrame
+        Truth (or None) and picks tables.
+    card : dict or None
+        Model card.
+    config : ReportConfig
+        Display options.
 
     Returns
     -------
-    figures : ReportFigures
-        PNG bytes by file name.
-    boxes : dict
-        Montage panel boxes (pixel geometry) by run name.
+    dict of str to bytes
+        PNG bytes by file name: ``montage_<run>.png``, ``class_<name>.png``,
+        ``learning_curve.png``.
     """
-    figures = ReportFigures()
-    boxes_by_run: dict[str, list[rf.PanelBox]] = {}
+    figures: dict[str, bytes] = {}
     for tomo in tomograms:
         nz, ny, nx = tomo.shape
         xy = config.xy_slices or choose_slice_indices(nz, config.n_xy_slices)
+        if outside := [z for z in xy if not 0 <= z < nz]:
+            log.warning("%s has %d z slices: not showing z = %s", tomo.name, nz, outside)
         xy = [z for z in xy if 0 <= z < nz]
-        xz = ny // 2 if config.xz_slice is None else config.xz_slice
+        xz = ny // 2 if config.xz_slice is None else min(max(config.xz_slice, 0), ny - 1)
         boxes, size_px = rf.layout_montage(
             xy, xz, (nz, ny, nx), tomo.spacing_A, config.panel_width_px, config.n_columns
         )
         slices = [read_slice(tomo.data, b.axis, b.index, config.slab_voxels) for b in boxes]
         run_markers = markers[markers["experiment"] == tomo.name]
         fig = rf.plot_montage(slices, boxes, size_px, run_markers, title=tomo.name, dpi=config.dpi)
-        figures.png[montage_filename(tomo.name)] = rf.render_png(fig)
-        boxes_by_run[tomo.name] = boxes
+        figures[montage_filename(tomo.name)] = rf.render_png(fig)
         log.info("drew %s: %d picks, %d slices", tomo.name, (run_markers.status != "fn").sum(),
                  len(boxes))  # fmt: skip
     thresholds = (card or {}).get("thresholds") or {}
@@ -280,16 +286,18 @@ def render_figures(
                 "true positive": cls.loc[cls.status == "tp", "score"],
                 "false positive": cls.loc[cls.status == "fp", "score"],
             }
+            if (cls.status == "pick").any():  # picks of runs the truth does not cover
+                scores["run without truth"] = cls.loc[cls.status == "pick", "score"]
         n_missed = None if truth is None else int((cls.status == "fn").sum())
-        fig = rf.plot_class_curves(
+        fig = report_plots.plot_class_curves(
             name, curve, scores, thresholds.get(name), config.beta, n_missed, config.dpi
         )
-        figures.png[f"class_{name}.png"] = rf.render_png(fig)
+        figures[f"class_{name}.png"] = rf.render_png(fig)
     if card and card.get("learning_curve"):
-        figures.png["learning_curve.png"] = rf.render_png(
-            rf.plot_learning_curve(card["learning_curve"], dpi=config.dpi)
+        figures["learning_curve.png"] = rf.render_png(
+            report_plots.plot_learning_curve(card["learning_curve"], dpi=config.dpi)
         )
-    return figures, boxes_by_run
+    return figures
 
 
 def _shown_classes(picks: pd.DataFrame, truth: pd.DataFrame | None) -> list[str]:
@@ -297,6 +305,21 @@ def _shown_classes(picks: pd.DataFrame, truth: pd.DataFrame | None) -> list[str]
     if truth is not None:
         present |= set(truth["particle_type"])
     return [n for n in PARTICLE_NAMES if n in present]
+
+
+def _restrict_to_runs(df: pd.DataFrame, tomograms: Sequence[Any], source: Any) -> pd.DataFrame:
+    """Keep the rows of runs shown; one tomogram takes picks named after another run."""
+    names = {t.name for t in tomograms}
+    runs = set(df["experiment"])
+    if len(tomograms) == 1 and runs and not runs & names:
+        # e.g. a lone MRC file whose name is not the run name of the picks
+        log.warning("%s: picks of runs %s shown on %s", source, sorted(runs)[:10],
+                    tomograms[0].name)  # fmt: skip
+        return df.assign(experiment=tomograms[0].name)
+    if dropped := sorted(runs - names):
+        log.warning("%s: no tomogram shown for runs %s; their picks are left out", source,
+                    dropped[:10])  # fmt: skip
+    return df[df["experiment"].isin(names)].reset_index(drop=True)
 
 
 def write_report(
@@ -343,23 +366,14 @@ def write_report(
     picks = read_picks(picks_path, tomogram_shapes=shapes)
     truth = None if truth_path is None else read_picks(truth_path, tomogram_shapes=shapes)
     card = None if model_dir is None else read_model_card(model_dir)
-    names = {t.name for t in tomograms}
-    if len(tomograms) == 1 and set(picks["experiment"]) and not set(picks["experiment"]) & names:
-        # one tomogram, picks named after another run (e.g. an MRC file): use them
-        only = tomograms[0].name
-        log.warning("picks name runs %s; showing them on %s", sorted(set(picks.experiment)), only)
-        picks = picks.assign(experiment=only)
-        if truth is not None:
-            truth = truth.assign(experiment=only)
-    picks = picks[picks["experiment"].isin(names)].reset_index(drop=True)
-    if truth is not None:
-        truth = truth[truth["experiment"].isin(names)].reset_index(drop=True)
+    picks = _restrict_to_runs(picks, tomograms, picks_path)
+    truth = None if truth is None else _restrict_to_runs(truth, tomograms, truth_path)
     sources = {"tomograms": input_path, "picks": picks_path, "truth": truth_path,
                "model": model_dir}  # fmt: skip
     page, figures = build_report(tomograms, picks, truth, card, config, sources)
     write_text_atomic(out_path, page)
     if png_dir is not None:
-        for name, data in figures.png.items():
+        for name, data in figures.items():
             with atomic_path(Path(png_dir) / name) as tmp:
                 tmp.write_bytes(data)
     return Path(out_path)
@@ -372,7 +386,7 @@ def build_report(
     card: dict[str, Any] | None = None,
     config: ReportConfig | None = None,
     sources: dict[str, Any] | None = None,
-) -> tuple[str, ReportFigures]:
+) -> tuple[str, dict[str, bytes]]:
     """Build the report page from loaded inputs.
 
     Parameters
@@ -392,15 +406,15 @@ def build_report(
     -------
     html : str
         The self-contained page.
-    figures : ReportFigures
-        The figures embedded in it.
+    figures : dict of str to bytes
+        The PNG figures embedded in it, by file name.
     """
     config = config or ReportConfig()
     markers = classify_picks(picks, truth)
     table, score = summarise_picks(picks, truth, beta=config.beta)
-    figures, _ = render_figures(tomograms, markers, truth, picks, card, config)
+    figures = render_figures(tomograms, markers, truth, picks, card, config)
     page = render_html(
-        table=table, score=score, figures=figures.png, card=card, config=config,
+        table=table, score=score, figures=figures, card=card, config=config,
         tomograms=tomograms, sources=sources or {},
     )  # fmt: skip
     return page, figures

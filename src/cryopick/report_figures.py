@@ -1,7 +1,8 @@
-"""Figures for ``cryopick report``: slice montages with picks, metric curves, learning curves.
+"""Slice montages for ``cryopick report``: tomogram slices with each pick drawn where it is.
 
 Pure functions: arrays and tables in, :class:`matplotlib.figure.Figure` out. Figures are
 built on matplotlib's object API (no pyplot, no global state), so they render headless.
+The metric and training plots are in :mod:`cryopick.report_plots`.
 
 Slice montages have exact pixel geometry: each panel occupies a known pixel box
 (:class:`PanelBox`), the slice image fills it with no margin and is drawn with an
@@ -11,13 +12,12 @@ Slice montages have exact pixel geometry: each panel occupies a known pixel box
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.collections import PatchCollection
+from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle
@@ -28,7 +28,7 @@ from cryopick.particles import get_particle
 TITLE_PX = 22  # band above each panel for its caption
 GAP_PX = 8  # space between panels
 LEGEND_PX = 56  # band at the bottom of a montage for the legend
-LINE_PX = 3.0  # circle line width, pixels
+LINE_PX = 2.0  # circle line width, pixels
 DISPLAY_PERCENTILES = (1.0, 99.0)  # robust contrast limits per slice
 
 # How each match status is drawn: TP solid circle, FP dashed circle, FN cross at the truth centre
@@ -146,7 +146,7 @@ def cut_spheres(
     normal, vertical = {"z": (0, 1), "y": (1, 0)}[axis]
     distance = np.abs(centers[:, normal] - position_A)
     visible = distance <= radii
-    cut_radii = radii[visible]
+    cut_radii = np.sqrt(np.clip(radii[visible] ** 2 - distance[visible] ** 2, 0.0, None))
     centers_2d = np.stack([centers[visible, 2], centers[visible, vertical]], axis=1)
     return centers_2d, cut_radii, visible
 
@@ -156,8 +156,8 @@ def layout_montage(
     xz_index: int | None,
     shape_zyx: tuple[int, int, int],
     spacing_A: float,
-    panel_width_px: int = 400,
-    n_columns: int = 3,
+    panel_width_px: int = 640,
+    n_columns: int = 2,
 ) -> tuple[list[PanelBox], tuple[int, int]]:
     """Place XY panels in a grid and the XZ panel in a row below; return boxes and figure size.
 
@@ -221,23 +221,20 @@ def _axes_for_box(fig: Figure, box: PanelBox, size_px: tuple[int, int]):
 
 
 def _draw_circles(ax, centers_2d_A, radii_A, colour: str, status: str, line_pt: float) -> None:
-    if len(radii_A) == 0:
-        return
-    if status == "fn":
-        # a miss: a cross spanning the truth particle's cut circle
-        for (h, v), r in zip(centers_2d_A, radii_A, strict=True):
-            d = r / np.sqrt(2.0)
-            ax.plot([h - d, h + d], [v - d, v + d], color=colour, lw=line_pt, solid_capstyle="butt")
-            ax.plot([h - d, h + d], [v + d, v - d], color=colour, lw=line_pt, solid_capstyle="butt")
+    if status == "fn":  # a miss: a cross spanning the truth particle's cut circle
+        d = radii_A[:, None] / np.sqrt(2.0)
+        h, v = centers_2d_A[:, :1], centers_2d_A[:, 1:]
+        down = np.stack([np.hstack([h - d, v - d]), np.hstack([h + d, v + d])], axis=1)
+        up = np.stack([np.hstack([h - d, v + d]), np.hstack([h + d, v - d])], axis=1)
+        lines = LineCollection(np.concatenate([down, up]), colors=colour, linewidths=line_pt)
+        lines.set_capstyle("butt")
+        ax.add_collection(lines)
         return
     patches = [Circle((h, v), r) for (h, v), r in zip(centers_2d_A, radii_A, strict=True)]
+    style = STATUS_STYLES[status]["linestyle"]
     ax.add_collection(
         PatchCollection(
-            patches,
-            facecolor="none",
-            edgecolor=colour,
-            linewidth=line_pt,
-            linestyle=STATUS_STYLES[status]["linestyle"],
+            patches, facecolor="none", edgecolor=colour, linewidth=line_pt, linestyle=style
         )
     )
 
@@ -308,17 +305,15 @@ def _draw_legend(fig: Figure, markers: pd.DataFrame, size_px: tuple[int, int], t
         Line2D([], [], color=get_particle(n).colour, lw=4, label=n)
         for n in sorted(set(markers["particle_type"]), key=lambda n: get_particle(n).label)
     ]
-    statuses = [s for s in ("tp", "fp", "fn", "pick") if s in set(markers["status"])]
-    for status in statuses:
-        style = STATUS_STYLES[status]
-        if status == "fn":
-            handles.append(
-                Line2D([], [], color="black", marker="x", lw=0, ms=8, label=style["label"])
+    for status in ("tp", "fp", "fn", "pick"):
+        if status in set(markers["status"]):
+            style = STATUS_STYLES[status]
+            line = (
+                {"marker": "x", "lw": 0, "ms": 8}
+                if status == "fn"
+                else {"ls": style["linestyle"], "lw": 2}
             )
-        else:
-            handles.append(
-                Line2D([], [], color="black", ls=style["linestyle"], lw=2, label=style["label"])
-            )
+            handles.append(Line2D([], [], color="black", label=style["label"], **line))
     if handles:
         ax.legend(
             handles=handles, loc="center", ncol=min(len(handles), 5), fontsize=8, frameon=False,
@@ -326,126 +321,13 @@ def _draw_legend(fig: Figure, markers: pd.DataFrame, size_px: tuple[int, int], t
         )  # fmt: skip
 
 
-def plot_class_curves(
-    particle_type: str,
-    curve: Any | None,
-    scores: Mapping[str, ArrayLike],
-    threshold: float | None = None,
-    beta: float = 4.0,
-    n_missed: int | None = None,
-    dpi: float = 100.0,
-) -> Figure:
-    """Precision, recall and F-beta against score threshold, beside the pick-score histogram.
-
-    Parameters
-    ----------
-    particle_type : str
-        Class name (sets the colour and title).
-    curve : cryopick.metrics.FbetaCurve or None
-        ``thresholds``, ``precision``, ``recall``, ``fbeta`` arrays (from
-        :func:`cryopick.metrics.fbeta_curve`); None without truth (histogram only).
-    scores : mapping of str to array_like
-        Pick scores by group, e.g. ``{"all picks": s}`` or ``{"true positive": s1,
-        "false positive": s2}``; drawn as stacked histograms.
-    threshold : float or None
-        The model's threshold for this class, marked on both axes.
-    beta : float
-        The F-beta's beta, for the label.
-    n_missed : int or None
-        Truth particles no pick found, shown in the histogram's title.
-    dpi : float
-        Pixels per inch.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    colour = get_particle(particle_type).colour
-    n_axes = 2 if curve is not None else 1
-    fig = Figure(figsize=(4.2 * n_axes, 3.0), dpi=dpi, facecolor="white", layout="constrained")
-    axes = fig.subplots(1, n_axes, squeeze=False)[0]
-    if curve is not None:
-        ax = axes[0]
-        # keeping score >= t: between two pick scores the metric is that of the higher one
-        t = np.asarray(curve.thresholds)[::-1]
-        for values, style in (
-            (curve.precision, {"color": "0.35", "ls": "--", "label": "precision"}),
-            (curve.recall, {"color": "0.35", "ls": ":", "label": "recall"}),
-            (curve.fbeta, {"color": colour, "lw": 2, "label": f"F{beta:g}"}),
-        ):
-            ax.step(t, np.asarray(values)[::-1], where="pre", **style)
-        ax.set_xlabel("score threshold")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{particle_type}: metric vs threshold", fontsize=10)
-        if threshold is not None:
-            ax.axvline(threshold, color="black", lw=1, label=f"model threshold {threshold:.3g}")
-        ax.legend(fontsize=7, loc="best")
-        ax.grid(alpha=0.3)
-    ax = axes[-1]
-    groups = {k: np.asarray(v, dtype=float) for k, v in scores.items()}
-    groups = {k: v[np.isfinite(v)] for k, v in groups.items()}
-    values = np.concatenate(list(groups.values())) if groups else np.empty(0)
-    if values.size:
-        bins = np.histogram_bin_edges(values, bins=min(30, max(5, values.size // 3)))
-        shades = [colour, "0.6", "0.3"]
-        ax.hist(
-            list(groups.values()), bins=bins, stacked=True, label=list(groups),
-            color=shades[: len(groups)],
-        )  # fmt: skip
-        if len(groups) > 1:
-            ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no scored picks", ha="center", va="center", transform=ax.transAxes)
-    if threshold is not None:
-        ax.axvline(threshold, color="black", lw=1)
-    ax.set_xlabel("pick score")
-    ax.set_ylabel("picks")
-    title = f"{particle_type}: score histogram"
-    if n_missed is not None:
-        title += f" ({n_missed} missed)"
-    ax.set_title(title, fontsize=10)
-    return fig
-
-
-def plot_learning_curve(points: Sequence[Sequence[float]], dpi: float = 100.0) -> Figure:
-    """Plot the validation score against training step and wall-clock time.
-
-    Parameters
-    ----------
-    points : sequence of (wall_s, step, score)
-        The model card's ``learning_curve``.
-    dpi : float
-        Pixels per inch.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    data = np.asarray(points, dtype=float).reshape(-1, 3)
-    fig = Figure(figsize=(8.4, 3.0), dpi=dpi, facecolor="white", layout="constrained")
-    ax_step, ax_wall = fig.subplots(1, 2)
-    longest_s = float(data[:, 0].max()) if len(data) else 0.0
-    unit, per = (
-        ("s", 1.0) if longest_s < 120 else ("min", 60.0) if longest_s < 7200 else ("h", 3600.0)
-    )
-    for ax, x, label in (
-        (ax_step, data[:, 1], "training step"),
-        (ax_wall, data[:, 0] / per, f"wall-clock time ({unit})"),
-    ):
-        ax.plot(x, data[:, 2], marker="o", ms=3, color="#1f77b4")
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation score")
-        ax.grid(alpha=0.3)
-    if len(data):
-        best = int(np.argmax(data[:, 2]))
-        ax_step.set_title(
-            f"best {data[best, 2]:.3f} at step {data[best, 1]:.0f}", fontsize=10
-        )  # fmt: skip
-    return fig
-
-
 def render_png(fig: Figure) -> bytes:
     """Render a figure to PNG bytes at its own dpi, without cropping (keeps pixel geometry)."""
+    from PIL import Image  # matplotlib's own dependency
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi, facecolor=fig.get_facecolor())
-    return buf.getvalue()
+    buf.seek(0)
+    rgb = io.BytesIO()  # opaque figures: dropping alpha saves a quarter of the bytes
+    Image.open(buf).convert("RGB").save(rgb, format="PNG")
+    return rgb.getvalue()

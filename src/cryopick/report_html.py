@@ -118,7 +118,9 @@ def _card_rows(card: Mapping[str, Any]) -> str:
     for key, value in card.items():
         if key in skip:
             continue
-        if isinstance(value, list):
+        if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+            shown = ", ".join(str(v) for v in value) or "&ndash;"  # e.g. patch_size
+        elif isinstance(value, list):
             shown = "<br>".join(escape(str(v)) for v in value) or "&ndash;"
         elif isinstance(value, dict):
             shown = escape(json.dumps(value))
@@ -206,6 +208,7 @@ def render_html(
     str
         The HTML document.
     """
+    runs = ", ".join(t.name for t in tomograms[:20]) + (", ..." if len(tomograms) > 20 else "")
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     inputs = "".join(
         f"<li>{escape(k)}: <code>{escape(str(v))}</code></li>"
@@ -221,7 +224,8 @@ def render_html(
         f'<p class="meta">Generated {now}.</p><ul class="meta">{inputs}</ul>',
         '<section id="summary"><h2>Summary</h2>',
         render_summary_table(table, score, config.beta),
-        "</section>",
+        f'<p class="meta">Over the runs shown below ({escape(runs)}); with truth, the '
+        "numbers <code>cryopick evaluate</code> gives for these runs.</p></section>",
         '<section id="tomograms"><h2>Tomograms</h2>',
         '<p class="meta">Each particle is drawn as the circle its sphere cuts from the slice '
         "(radius sqrt(R&sup2; &minus; d&sup2;) at distance d from its centre), in its class "

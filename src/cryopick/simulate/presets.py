@@ -34,6 +34,16 @@ REAL_COUNTS_MEAN_STD: dict[str, tuple[float, float]] = {
     "thyroglobulin": (35.9, 8.1),
     "virus-like-particle": (16.1, 7.4),
 }
+# The real particles cluster: 76 % of apo-ferritins and 84 % of ribosomes have one of
+# their own kind as nearest neighbour, mostly touching (czii_train_picks.csv).
+REAL_CLUSTER_FRACTION: dict[str, float] = {
+    "apo-ferritin": 0.7,
+    "beta-amylase": 0.05,
+    "beta-galactosidase": 0.05,
+    "ribosome": 0.75,
+    "thyroglobulin": 0.2,
+    "virus-like-particle": 0.1,
+}
 REAL_VOLUME_A3 = 630 * 630 * 184 * 10.0**3
 
 
@@ -48,16 +58,20 @@ class SimulationConfig(BaseModel):
     name: str = "czii"
     # --- sample
     count_scale: float = Field(1.0, ge=0, description="multiplies the real per-class counts")
+    cluster_fraction: dict[str, float] = Field(
+        default_factory=lambda: dict(REAL_CLUSTER_FRACTION),
+        description="per class: chance a particle is put beside one of its kind",
+    )
     alternate_fraction: float = Field(0.25, ge=0, le=1, description="targets using 2nd model")
-    ice_thickness_fraction: Range = Field((0.6, 0.85), description="slab thickness / Z")
+    ice_thickness_fraction: Range = Field((0.55, 0.8), description="slab thickness / Z")
     ice_tilt_deg: Range = (-4.0, 4.0)
-    ice_offset_fraction: Range = Field((-0.08, 0.04), description="slab centre shift / Z")
+    ice_offset_fraction: Range = Field((-0.14, -0.02), description="slab centre shift / Z")
     protein_contrast_V: float = Field(2.0, gt=0, description="protein minus ice potential")
     ice_potential_V: float = Field(4.5, ge=0)
     solvent_noise: float = Field(0.03, ge=0, description="amorphous ice, relative std per voxel")
-    crowding_fraction: Range = Field((0.04, 0.10), description="distractor volume fraction")
+    crowding_fraction: Range = Field((0.015, 0.05), description="distractor volume fraction")
     large_distractor_fraction: float = Field(0.15, ge=0, le=1, description="of crowding volume")
-    vesicles_per_um2: Range = Field((0.0, 8.0), description="vesicles per µm² of XY area")
+    vesicles_per_um2: Range = Field((1.0, 10.0), description="vesicles per µm² of XY area")
     vesicle_radius_A: Range = (200.0, 900.0)
     membrane_contrast: float = Field(1.2, ge=0, description="leaflet peak / protein interior")
     # --- imaging
@@ -101,6 +115,16 @@ class SimulationConfig(BaseModel):
             raise ValueError(f"range low {low} > high {high}")
         return value
 
+    @field_validator("cluster_fraction")
+    @classmethod
+    def _check_cluster(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, p in value.items():
+            if name not in PARTICLE_NAMES or not 0 <= p <= 1:
+                raise ValueError(
+                    f"cluster_fraction needs particle names and values in [0, 1]: {name}={p}"
+                )
+        return value
+
     @field_validator("ice_thickness_fraction")
     @classmethod
     def _check_thickness(cls, value: Range) -> Range:
@@ -109,7 +133,7 @@ class SimulationConfig(BaseModel):
         return value
 
     def tilt_angles_deg(self) -> np.ndarray:
-        """The nominal tilt angles, ascending."""
+        """Return the nominal tilt angles, ascending."""
         n = int(round((self.tilt_max_deg - self.tilt_min_deg) / self.tilt_step_deg)) + 1
         return np.linspace(self.tilt_min_deg, self.tilt_max_deg, n)
 
@@ -119,6 +143,7 @@ PRESETS: dict[str, SimulationConfig] = {
     "easy": SimulationConfig(
         name="easy",
         count_scale=6.0,
+        cluster_fraction={},
         alternate_fraction=0.0,
         protein_contrast_V=3.0,
         solvent_noise=0.0,
@@ -170,7 +195,7 @@ def draw_run_params(config: SimulationConfig, rng: np.random.Generator) -> dict[
 def draw_counts(
     config: SimulationConfig, volume_A3: float, rng: np.random.Generator
 ) -> dict[str, int]:
-    """Number of particles per class for one run, like the real data scaled by volume.
+    """Draw the number of particles per class for one run, like the real data scaled by volume.
 
     Counts follow a gamma distribution with the real per-tomogram mean and spread,
     times ``config.count_scale * volume_A3 / REAL_VOLUME_A3``, then a Poisson draw
@@ -187,7 +212,7 @@ def draw_counts(
 
 
 def load_config(preset: str, config_path: str | Path | None = None) -> SimulationConfig:
-    """A preset, optionally overridden by the fields of a JSON file.
+    """Return a preset, optionally overridden by the fields of a JSON file.
 
     Raises
     ------

@@ -230,7 +230,12 @@ def simulate_project(
         "config": config.model_dump(),
         "runs": {},
     }
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn()]  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("simulating", total=n_runs)
         for i in range(n_runs):

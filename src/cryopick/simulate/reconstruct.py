@@ -48,7 +48,7 @@ def reconstruct_wbp(
     # R-weighting; keep a little of the zero frequency so the slab mean survives
     weight = np.maximum(freq, 0.5 / n_tilts / 2).astype(np.float32)
     accum = np.zeros((nz * nx, ny), np.float32)
-    for image, angle in zip(images, angles_deg):
+    for image, angle in zip(images, angles_deg, strict=True):
         centred = image - image.mean()
         filtered = np.fft.irfft(np.fft.rfft(centred, axis=1) * weight, n=nx, axis=1)
         accum += backprojection_matrix(nz, nx, float(angle)) @ np.ascontiguousarray(
@@ -63,7 +63,7 @@ def make_tomogram_types(
     params: dict,
     spacing_A: float,
 ) -> dict[str, NDArray[np.float32]]:
-    """The portal's tomogram types from a raw WBP.
+    """Make the portal's tomogram types from a raw WBP.
 
     Parameters
     ----------
@@ -83,17 +83,27 @@ def make_tomogram_types(
     """
     shape = wbp.shape
     spectrum = scipy.fft.rfftn(wbp, workers=2)
-    kz = np.fft.fftfreq(shape[0])[:, None, None]
-    ky = np.fft.fftfreq(shape[1])[None, :, None]
-    kx = np.fft.rfftfreq(shape[2])[None, None, :]
-    k_vox = np.sqrt(kz**2 + ky**2 + kx**2).astype(np.float32)
-    k_A = k_vox / spacing_A
-    c = ctf(k_A, params["defocus_um"], config.voltage_kV, config.cs_mm, config.amplitude_contrast)
-    snr = config.wiener_snr * np.exp(-config.wiener_falloff_A * k_A)
+    kz = np.fft.fftfreq(shape[0]).astype(np.float32)[:, None, None]
+    ky = np.fft.fftfreq(shape[1]).astype(np.float32)[None, :, None]
+    kx = np.fft.rfftfreq(shape[2]).astype(np.float32)[None, None, :]
+    # both filters depend on |k| only: tabulate them finely and look them up
+    n_bins = 4096
+    k_table = np.linspace(0, np.sqrt(3) / 2, n_bins)
+    c = ctf(
+        k_table / spacing_A,
+        params["defocus_um"],
+        config.voltage_kV,
+        config.cs_mm,
+        config.amplitude_contrast,
+    )
+    snr = config.wiener_snr * np.exp(-config.wiener_falloff_A * k_table / spacing_A)
     wiener = (c / (c * c + 1 / snr)).astype(np.float32)
-    spectrum *= wiener
+    gauss = np.exp(-2 * (np.pi * config.denoise_sigma_vox * k_table) ** 2).astype(np.float32)
+    k_index = np.sqrt(kz**2 + ky**2 + kx**2) * ((n_bins - 1) / k_table[-1])
+    k_index = np.round(k_index).astype(np.int16)
+    spectrum *= wiener[k_index]
     deconv = scipy.fft.irfftn(spectrum, s=shape, workers=2)
-    spectrum *= np.exp(-2 * (np.pi * config.denoise_sigma_vox * k_vox) ** 2)
+    spectrum *= gauss[k_index]
     denoised = scipy.fft.irfftn(spectrum, s=shape, workers=2)
     return {
         "wbp": _standardise(wbp.copy()),

@@ -90,7 +90,7 @@ def _paste_slices(
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
     """Slices of the volume and of a box placed with its first voxel at ``corner``."""
     vol_sl, box_sl = [], []
-    for c, b, s in zip(corner, box, shape):
+    for c, b, s in zip(corner, box, shape, strict=True):
         lo, hi = max(c, 0), min(c + b, s)
         if hi <= lo:
             return None
@@ -164,7 +164,7 @@ def _add_vesicles(
 
 
 def _ellipsoid_blob(rng: np.random.Generator, volume_A3: float, spacing_A: float) -> NDArray:
-    """A smooth ellipsoid of the given volume, randomly elongated and oriented."""
+    """Make a smooth ellipsoid of the given volume, randomly elongated and oriented."""
     ratios = rng.uniform(0.5, 1.5, size=3)
     axes = ratios * (volume_A3 / (4 / 3 * np.pi * ratios.prod())) ** (1 / 3) / spacing_A
     half = int(np.ceil(axes.max() + 2))
@@ -179,8 +179,9 @@ def _distractor_pool(
 ) -> tuple[list[NDArray], list[NDArray]]:
     """Pre-rotated distractors: albumin-sized blobs and maps, and large complexes."""
     templates = load_templates()
-    small = [_ellipsoid_blob(rng, ALBUMIN_VOLUME_A3 * rng.uniform(0.6, 1.6), spacing_A)
-             for _ in range(12)]  # fmt: skip
+    # lysate proteins: albumin-sized on average, 25 to 200 kDa
+    sizes = ALBUMIN_VOLUME_A3 * np.exp(rng.uniform(np.log(0.4), np.log(3.0), size=16))
+    small = [_ellipsoid_blob(rng, size, spacing_A) for size in sizes]
     albumin = templates["distractor/8vaf"].density
     for _ in range(6):
         small.append(rotate_template(albumin, Rotation.random(random_state=rng).as_matrix()))
@@ -230,6 +231,72 @@ def _fill_distractors(
     return placed
 
 
+def _candidate_centres(
+    shape: tuple[int, int, int],
+    z_range: tuple[float, float],
+    anchors: list[tuple[NDArray, float]],
+    radius_vox: float,
+    cluster_p: float,
+    rng: np.random.Generator,
+):
+    """Yield trial centres: beside a placed particle of the same class, else anywhere."""
+    clustered = bool(anchors) and rng.random() < cluster_p
+    for attempt in range(_MAX_TRIES):
+        if clustered and attempt < _MAX_TRIES // 2:
+            anchor, anchor_radius = anchors[int(rng.integers(len(anchors)))]
+            direction = rng.normal(size=3)
+            distance = (anchor_radius + radius_vox) * rng.uniform(0.7, 1.0)
+            centre = np.floor(anchor + direction / np.linalg.norm(direction) * distance)
+            if np.all(centre >= 0) and np.all(centre < shape):  # truth stays inside the volume
+                yield centre.astype(np.int64)
+        else:
+            yield _random_centre(shape, z_range, rng)
+
+
+def _place_targets(
+    potential: NDArray[np.float32],
+    occupied: NDArray[np.bool_],
+    labels: NDArray[np.uint8],
+    counts: dict[str, int],
+    config: SimulationConfig,
+    z_range: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[list[NDArray], list[str], list[NDArray]]:
+    """Place the targets, largest first, in random orientations; return their truth."""
+    templates = load_templates()
+    order = sorted(PARTICLE_NAMES, key=lambda p: -templates[f"target/{p}"].radius_vox)
+    centres, types, rotations = [], [], []
+    for name in order:
+        anchors: list[tuple[NDArray, float]] = []
+        for _ in range(counts[name]):
+            key = f"target/{name}"
+            if f"alternate/{name}" in templates and rng.random() < config.alternate_fraction:
+                key = f"alternate/{name}"
+            rot_xyz = Rotation.random(random_state=rng).as_matrix()
+            shift = rng.uniform(-0.5, 0.5, size=3)
+            density = rotate_template(templates[key].density, rotation_xyz_to_zyx(rot_xyz), shift)
+            mask = support_mask(density)
+            radius = templates[key].radius_vox
+            cluster_p = config.cluster_fraction.get(name, 0.0)
+            for centre in _candidate_centres(
+                potential.shape, z_range, anchors, radius, cluster_p, rng
+            ):
+                sl = _try_place(occupied, mask, centre)
+                if sl is not None:
+                    break
+            else:
+                continue
+            vol_sl, box_sl = sl
+            potential[vol_sl] += config.protein_contrast_V * density[box_sl]
+            occupied[vol_sl] |= mask[box_sl]
+            labels[vol_sl][mask[box_sl]] = get_particle(name).label
+            centres.append(centre + shift)
+            types.append(name)
+            rotations.append(rot_xyz)
+            anchors.append((centre + shift, radius))
+    return centres, types, rotations
+
+
 def build_sample(
     config: SimulationConfig,
     params: dict,
@@ -269,33 +336,10 @@ def build_sample(
     potential *= slab
     occupied |= slab < 0.99  # vacuum and the soft surface are off limits to particles
 
-    templates = load_templates()
     counts = draw_counts(config, float(np.prod(shape)) * spacing_A**3, rng)
-    order = sorted(PARTICLE_NAMES, key=lambda p: -templates[f"target/{p}"].radius_vox)
-    centres, types, rotations = [], [], []
-    for name in order:
-        for _ in range(counts[name]):
-            key = f"target/{name}"
-            if f"alternate/{name}" in templates and rng.random() < config.alternate_fraction:
-                key = f"alternate/{name}"
-            rot_xyz = Rotation.random(random_state=rng).as_matrix()
-            shift = rng.uniform(-0.5, 0.5, size=3)
-            density = rotate_template(templates[key].density, rotation_xyz_to_zyx(rot_xyz), shift)
-            mask = support_mask(density)
-            for _ in range(_MAX_TRIES):
-                centre = _random_centre(shape, z_range, rng)
-                sl = _try_place(occupied, mask, centre)
-                if sl is not None:
-                    break
-            else:
-                continue
-            vol_sl, box_sl = sl
-            potential[vol_sl] += config.protein_contrast_V * density[box_sl]
-            occupied[vol_sl] |= mask[box_sl]
-            labels[vol_sl][mask[box_sl]] = get_particle(name).label
-            centres.append(centre + shift)
-            types.append(name)
-            rotations.append(rot_xyz)
+    centres, types, rotations = _place_targets(
+        potential, occupied, labels, counts, config, z_range, rng
+    )
 
     ice_voxels = float(slab.sum())
     n_distractors = _fill_distractors(

@@ -214,7 +214,7 @@ def rotate_template(
 
 
 def support_mask(density: NDArray[np.float32], fill: bool = True) -> NDArray[np.bool_]:
-    """The voxels a particle occupies: density above :data:`SUPPORT_LEVEL`, holes filled.
+    """Return the voxels a particle occupies: density above :data:`SUPPORT_LEVEL`, holes filled.
 
     Filling makes hollow particles (apo-ferritin, VLP capsids) occupy their lumen too,
     so nothing is placed inside them and their label covers the whole particle.

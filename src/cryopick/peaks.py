@@ -1,0 +1,294 @@
+"""From probability maps to picks: local maxima, NMS, sub-voxel refinement, validation.
+
+For each particle class (channel ``label`` of the map), :func:`find_peaks`
+
+1. takes voxels at or above the class threshold that are maxima of their 3x3x3 neighbourhood
+   (evaluated only at those voxels, z slab by z slab, so a float16 map is never copied whole);
+2. suppresses, greedily by score, any maximum closer than ``nms_fraction * radius`` to a
+   stronger one;
+3. refines each survivor to sub-voxel precision by a few mean-shift steps of the centroid of
+   ``max(p - peak/2, 0)`` in a ball around it;
+4. rejects a peak whose blob (voxels above half its peak value within a window) has an
+   equivalent radius outside ``blob_ratio_range`` times the expected blob radius
+   (``blob_radius_fraction * radius``, the radius of the training target);
+
+and finally, across classes, drops the weaker of two detections of different classes whose
+centres are closer than ``cross_class_fraction`` times the smaller radius.
+
+Coordinates: map index ``i`` is at ``origin_A + i * spacing_A`` Å per axis (the convention of
+:mod:`cryopick.coords`; ``origin_A`` is non-zero only for strided maps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.typing import NDArray
+from scipy.spatial import cKDTree
+
+from cryopick.coords import voxels_to_angstrom
+from cryopick.io.picks import empty_picks, make_picks
+from cryopick.particles import PARTICLES, get_particle
+
+DEFAULT_THRESHOLD = 0.5
+_SLAB = 16  # z slices per slab when scanning for maxima
+_OFFSETS = np.array(
+    [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dz or dy or dx]
+)
+
+
+def find_local_maxima(
+    prob: NDArray, threshold: float
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Voxels ``>= threshold`` that are maxima of their 3x3x3 neighbourhood (ties kept).
+
+    Parameters
+    ----------
+    prob : numpy.ndarray, shape (Z, Y, X)
+        One class's probability map (float16 or float32).
+    threshold : float
+        Minimum value.
+
+    Returns
+    -------
+    coords_zyx : numpy.ndarray, int64, shape (N, 3)
+        Voxel indices, in raster order.
+    values : numpy.ndarray, float32, shape (N,)
+        The map at those voxels.
+    """
+    shape = np.array(prob.shape)
+    found_coords, found_values = [], []
+    for z0 in range(0, prob.shape[0], _SLAB):
+        slab = torch.from_numpy(np.ascontiguousarray(prob[z0 : z0 + _SLAB]))
+        idx = torch.nonzero(slab >= threshold).numpy()
+        if len(idx) == 0:
+            continue
+        idx[:, 0] += z0
+        values = prob[idx[:, 0], idx[:, 1], idx[:, 2]]
+        keep = np.ones(len(idx), dtype=bool)
+        for off in _OFFSETS:
+            nb = np.clip(idx + off, 0, shape - 1)
+            keep &= values >= prob[nb[:, 0], nb[:, 1], nb[:, 2]]
+        found_coords.append(idx[keep])
+        found_values.append(values[keep].astype(np.float32))
+    if not found_coords:
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return np.concatenate(found_coords).astype(np.int64), np.concatenate(found_values)
+
+
+def suppress_non_maxima(
+    coords_zyx: NDArray, scores: NDArray, radius_vox: float
+) -> NDArray[np.int64]:
+    """Greedy non-maximum suppression: indices of kept points, strongest first.
+
+    A point is dropped when a stronger kept point lies within ``radius_vox`` (Euclidean).
+    Ties are broken by input order (stable), so the result is deterministic.
+    """
+    if len(coords_zyx) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    tree = cKDTree(np.asarray(coords_zyx, dtype=np.float64))
+    suppressed = np.zeros(len(coords_zyx), dtype=bool)
+    kept = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        suppressed[tree.query_ball_point(coords_zyx[i], r=radius_vox)] = True
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _ball_window(
+    prob: NDArray, centre: NDArray, radius_vox: float
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """Values inside a ball around ``centre`` (float index) and their offsets from the box start."""
+    r = int(math.ceil(radius_vox))
+    c = np.round(centre).astype(int)
+    lo = np.maximum(c - r, 0)
+    hi = np.minimum(c + r + 1, prob.shape)
+    box = np.asarray(prob[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
+    grid = np.stack(
+        np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij"), -1
+    )
+    inside = ((grid - centre) ** 2).sum(-1) <= radius_vox**2
+    return box[inside], grid[inside].astype(np.float64)
+
+
+def refine_peak(
+    prob: NDArray, coord_zyx: NDArray, peak: float, radius_vox: float, n_iter: int = 3
+) -> NDArray[np.float64]:
+    """Sub-voxel centre: mean-shift of the centroid of ``max(p - peak/2, 0)`` in a ball.
+
+    Parameters
+    ----------
+    prob : numpy.ndarray, shape (Z, Y, X)
+        The class map.
+    coord_zyx : array_like, shape (3,)
+        Starting voxel (the local maximum).
+    peak : float
+        Map value at the maximum.
+    radius_vox : float
+        Ball radius in voxels (about the expected blob radius, at least 1.5).
+    n_iter : int
+        Mean-shift iterations.
+
+    Returns
+    -------
+    numpy.ndarray, shape (3,)
+        Fractional voxel position (z, y, x).
+    """
+    centre = np.asarray(coord_zyx, dtype=np.float64)
+    for _ in range(n_iter):
+        values, points = _ball_window(prob, centre, radius_vox)
+        w = np.maximum(values - 0.5 * peak, 0.0)
+        if w.sum() <= 0:
+            break
+        new = (points * w[:, None]).sum(0) / w.sum()
+        if np.abs(new - centre).max() < 1e-3:
+            centre = new
+            break
+        centre = new
+    # never wander further than the window from the detected maximum
+    shift = centre - coord_zyx
+    norm = np.linalg.norm(shift)
+    return coord_zyx + (shift if norm <= radius_vox else shift * radius_vox / norm)
+
+
+def measure_blob_radius(prob: NDArray, coord_zyx: NDArray, peak: float, window_vox: float) -> float:
+    """Equivalent radius (voxels) of the voxels ``>= peak/2`` within ``window_vox`` of a peak."""
+    values, _ = _ball_window(prob, np.asarray(coord_zyx, dtype=np.float64), window_vox)
+    count = int((values >= 0.5 * peak).sum())
+    return (3.0 * count / (4.0 * math.pi)) ** (1.0 / 3.0)
+
+
+def _find_class_peaks(
+    prob: NDArray,
+    radius_vox: float,
+    threshold: float,
+    nms_fraction: float,
+    blob_radius_vox: float | None,
+    blob_ratio_range: tuple[float, float] | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+    coords, values = find_local_maxima(prob, threshold)
+    kept = suppress_non_maxima(coords, values, nms_fraction * radius_vox)
+    coords, values = coords[kept], values[kept]
+    refine_r = max(1.5, blob_radius_vox if blob_radius_vox else 0.5 * radius_vox)
+    out_coords, out_scores = [], []
+    for coord, value in zip(coords, values, strict=True):
+        if blob_radius_vox and blob_ratio_range is not None:
+            r_eq = measure_blob_radius(prob, coord, float(value), 2.0 * blob_radius_vox)
+            lo, hi = blob_ratio_range
+            if not lo * blob_radius_vox <= r_eq <= hi * blob_radius_vox:
+                continue
+        out_coords.append(refine_peak(prob, coord, float(value), refine_r))
+        out_scores.append(value)
+    if not out_coords:
+        return np.zeros((0, 3)), np.zeros(0, dtype=np.float32)
+    return np.asarray(out_coords), np.asarray(out_scores, dtype=np.float32)
+
+
+def resolve_cross_class(picks: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
+    """Keep the stronger of two picks of different classes closer than ``fraction * min(radius)``.
+
+    Greedy by score over all picks of one experiment at a time; the result keeps input order.
+    """
+    if len(picks) < 2 or fraction <= 0:
+        return picks
+    keep = np.ones(len(picks), dtype=bool)
+    max_radius = max(p.radius_A for p in PARTICLES)
+    for _, group in picks.groupby("experiment", sort=False):
+        pos = group.index.to_numpy()
+        xyz = group[["x", "y", "z"]].to_numpy(dtype=np.float64)
+        radii = np.array([get_particle(t).radius_A for t in group["particle_type"]])
+        types = group["particle_type"].to_numpy()
+        tree = cKDTree(xyz)
+        order = np.argsort(-group["score"].to_numpy(dtype=np.float64), kind="stable")
+        alive = np.ones(len(group), dtype=bool)
+        for i in order:
+            if not alive[i]:
+                continue
+            for j in tree.query_ball_point(xyz[i], r=fraction * max_radius):
+                if alive[j] and j != i and types[j] != types[i]:
+                    limit = fraction * min(radii[i], radii[j])
+                    if np.linalg.norm(xyz[i] - xyz[j]) < limit:
+                        alive[j] = False
+        keep[np.searchsorted(picks.index.to_numpy(), pos[~alive])] = False
+    return picks[keep].reset_index(drop=True)
+
+
+def find_peaks(
+    probs: NDArray,
+    spacing_A: float,
+    experiment: str,
+    thresholds: Mapping[str, float] | None = None,
+    *,
+    default_threshold: float = DEFAULT_THRESHOLD,
+    min_score: float = 0.0,
+    particle_types: Sequence[str] | None = None,
+    nms_fraction: float = 0.6,
+    blob_radius_fraction: float | None = 0.5,
+    blob_ratio_range: tuple[float, float] | None = (0.35, 1.8),
+    cross_class_fraction: float = 0.5,
+    origin_A: float = 0.0,
+) -> pd.DataFrame:
+    """Find picks (Å) in per-class probability maps.
+
+    Parameters
+    ----------
+    probs : numpy.ndarray, shape (C, Z, Y, X)
+        Probabilities (float16 is fine), channel ``label`` per particle type, 0 = background.
+    spacing_A : float
+        Voxel size of the map in Å.
+    experiment : str
+        Run name written into the picks.
+    thresholds : mapping, optional
+        Per-class minimum peak probability (e.g. the model card's tuned thresholds).
+    default_threshold : float
+        For classes missing from ``thresholds``.
+    min_score : float
+        A floor applied to every threshold (e.g. 0.05 when collecting candidates for tuning).
+    particle_types : sequence of str, optional
+        Only these classes (default: all).
+    nms_fraction : float
+        Suppression distance as a fraction of the class radius.
+    blob_radius_fraction : float or None
+        Expected blob radius as a fraction of the class radius (the training target's);
+        None disables blob validation.
+    blob_ratio_range : (float, float) or None
+        Accepted range of measured / expected blob radius; None disables validation.
+    cross_class_fraction : float
+        Cross-class suppression distance as a fraction of the smaller radius (0 disables).
+    origin_A : float
+        Position in Å of map index 0 on every axis.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Picks table (experiment, particle_type, x, y, z in Å, score), sorted by class then
+        descending score.
+    """
+    thresholds = dict(thresholds or {})
+    names = [get_particle(n).name for n in particle_types] if particle_types else None
+    frames = []
+    for particle in PARTICLES:
+        if names is not None and particle.name not in names:
+            continue
+        if particle.label >= probs.shape[0]:
+            continue
+        threshold = max(float(thresholds.get(particle.name, default_threshold)), min_score)
+        radius_vox = particle.radius_A / spacing_A
+        blob_vox = blob_radius_fraction * radius_vox if blob_radius_fraction else None
+        coords, scores = _find_class_peaks(
+            probs[particle.label], radius_vox, threshold, nms_fraction, blob_vox, blob_ratio_range
+        )
+        if len(coords):
+            coords_A = voxels_to_angstrom(coords, spacing_A) + origin_A
+            frames.append(make_picks(experiment, particle.name, coords_A, score=scores))
+    if not frames:
+        return empty_picks()
+    picks = pd.concat(frames, ignore_index=True)
+    return resolve_cross_class(picks, cross_class_fraction)

@@ -1,0 +1,471 @@
+"""Picking: tomograms in, picks out (the library behind ``cryopick predict`` and ``tune``).
+
+:func:`predict_tomogram` chains the stages for one tomogram: read lazily, resample to the
+model's voxel size, normalise, run the network (:mod:`cryopick.infer`), find peaks
+(:mod:`cryopick.peaks`). Picks are in Å in the input tomogram's frame: resampling keeps Å
+positions fixed (see :mod:`cryopick.preprocess`), so only the grid spacing changes and no
+coordinate mapping is needed. Results are deterministic for the same input and settings.
+
+:func:`predict` runs it over everything :func:`cryopick.io.tomograms.read_tomograms`
+resolves and writes the picks; :func:`tune_model` re-tunes a model's per-class thresholds
+on annotated runs and writes a copy of the model with the new card.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shutil
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from cryopick.errors import InputError
+from cryopick.infer import predict_probabilities, resolve_device, select_forward
+from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram, read_tomograms
+from cryopick.peaks import find_peaks
+from cryopick.preprocess import normalise_volume, resample_volume
+
+log = logging.getLogger(__name__)
+
+PICKS_USER_ID = "cryopick"
+PICKS_SESSION_ID = "0"
+OUTPUT_FORMATS = ("csv", "kaggle", "copick", "star")
+TUNING_MIN_SCORE = 0.02  # candidates for threshold tuning: every peak above this
+
+
+class PredictConfig(BaseModel):
+    """Settings of one prediction; saved with batch outputs so results can be reproduced.
+
+    Attributes
+    ----------
+    overlap : float
+        Minimum overlap between sliding windows (fraction of the patch).
+    batch_size : int
+        Windows per forward pass.
+    device : str
+        ``auto``, ``cpu`` or ``cuda`` (``cuda:N``).
+    precision : str
+        ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :func:`cryopick.infer.resolve_precision`).
+    tta : bool
+        Flip test-time augmentation (x, y, xy flips; 4x the network time).
+    patch_size : tuple of int, optional
+        Window size; default the model card's.
+    thresholds : dict, optional
+        Per-class thresholds overriding the model card's.
+    min_score : float
+        Floor on every threshold.
+    nms_fraction, cross_class_fraction : float
+        Suppression distances as fractions of the class radius (see :func:`find_peaks`).
+    blob_ratio_range : (float, float) or None
+        Accepted measured / expected blob radius; None disables blob validation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    batch_size: int = Field(2, ge=1)
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    tta: bool = False
+    patch_size: tuple[int, int, int] | None = None
+    thresholds: dict[str, float] | None = None
+    min_score: float = Field(0.0, ge=0.0, le=1.0)
+    nms_fraction: float = Field(0.6, gt=0.0)
+    cross_class_fraction: float = Field(0.5, ge=0.0)
+    blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
+
+
+def bundled_model_dir() -> Path:
+    """Folder of the model shipped with cryopick (``cryopick/data/model``).
+
+    Raises
+    ------
+    InputError
+        If this installation has no bundled model.
+    """
+    path = Path(str(resources.files("cryopick") / "data" / "model"))
+    if not (path / "model.json").is_file() or not (path / "model.pt").is_file():
+        raise InputError(
+            path,
+            "no bundled model in this installation (model.json and model.pt missing); "
+            "pass --model DIR with a model trained by `cryopick train`",
+        )
+    return path
+
+
+def expected_blob_fraction(target: str) -> float:
+    """Radius of a blob at half its peak, as a fraction of the particle radius, for a target.
+
+    ``target`` is the model card's description, e.g. ``"sphere"``, ``"sphere r=0.5"`` or
+    ``"gaussian sigma=0.3"``; the first number is the radius (sigma) fraction (default 0.5).
+    A Gaussian of sigma ``s`` is at half its peak at ``s * sqrt(2 ln 2)``.
+    """
+    match = re.search(r"(\d+(?:\.\d+)?)", target or "")
+    fraction = float(match.group(1)) if match else 0.5
+    if "gauss" in (target or "").lower():
+        return fraction * math.sqrt(2.0 * math.log(2.0))
+    return fraction
+
+
+def predict_tomogram(
+    tomogram: Tomogram,
+    model: torch.nn.Module,
+    card: Any,
+    config: PredictConfig | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Pick particles in one tomogram.
+
+    Parameters
+    ----------
+    tomogram : Tomogram
+        The input (read lazily).
+    model : torch.nn.Module
+        The network (from :func:`cryopick.model.load_model`).
+    card : ModelCard
+        Its card: ``spacing_A``, ``patch_size``, ``thresholds``, ``target``.
+    config : PredictConfig, optional
+        Settings; keyword ``options`` (the fields of :class:`PredictConfig`) override it.
+    progress : callable, optional
+        ``progress(done, total)`` over the network's windows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Picks table, ``experiment = tomogram.name``, positions in Å of the input frame.
+    """
+    config = (config or PredictConfig()).model_copy(update=options)
+    config = PredictConfig.model_validate(config.model_dump())
+    model_spacing_A = float(card.spacing_A)
+    if math.isclose(tomogram.spacing_A, model_spacing_A, rel_tol=1e-3):
+        volume = normalise_volume(tomogram.data, source=tomogram.source)
+    else:
+        log.info(
+            "%s: resampling from %.3f Å to the model's %.3f Å voxels",
+            tomogram.name,
+            tomogram.spacing_A,
+            model_spacing_A,
+        )
+        resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
+        volume = normalise_volume(resampled, source=tomogram.source)
+        del resampled
+    patch_size = tuple(config.patch_size or card.patch_size)
+    probs = predict_probabilities(
+        model,
+        volume,
+        patch_size=patch_size,
+        overlap=config.overlap,
+        batch_size=config.batch_size,
+        device=config.device,
+        tta=config.tta,
+        precision=config.precision,
+        upsample=False,
+        progress=progress,
+    )
+    # a strided map's voxel j is centred at input voxel j*s + (s-1)/2 (see cryopick.infer)
+    _, stride = select_forward(model, patch_size, resolve_device(config.device))
+    del volume
+    thresholds = dict(card.thresholds or {})
+    thresholds.update(config.thresholds or {})
+    return find_peaks(
+        probs,
+        spacing_A=model_spacing_A * stride,
+        experiment=tomogram.name,
+        thresholds=thresholds,
+        min_score=config.min_score,
+        nms_fraction=config.nms_fraction,
+        blob_radius_fraction=expected_blob_fraction(getattr(card, "target", "sphere")),
+        blob_ratio_range=config.blob_ratio_range,
+        cross_class_fraction=config.cross_class_fraction,
+        origin_A=(stride - 1) / 2.0 * model_spacing_A,
+    )
+
+
+def _read_inputs(input_path: str | Path, tomo_type: str, runs: list[str] | None) -> list[Tomogram]:
+    tomograms = read_tomograms(input_path, tomo_type=tomo_type, runs=runs)
+    if not tomograms:
+        raise InputError(input_path, "no tomograms found")
+    return tomograms
+
+
+def predict_tomograms(
+    tomograms: list[Tomogram],
+    model_dir: str | Path | None = None,
+    config: PredictConfig | None = None,
+    *,
+    show_progress: bool = False,
+) -> pd.DataFrame:
+    """Pick particles in several tomograms with one model; picks of all runs in one table.
+
+    Parameters
+    ----------
+    tomograms : list of Tomogram
+        Inputs.
+    model_dir : str or Path, optional
+        Model folder; default :func:`bundled_model_dir`.
+    config : PredictConfig, optional
+        Settings.
+    show_progress : bool
+        Show a rich progress bar per tomogram (on stderr).
+    """
+    from cryopick.io.picks import empty_picks
+    from cryopick.model import load_model
+
+    config = config or PredictConfig()
+    model, card = load_model(model_dir or bundled_model_dir(), device="cpu")
+    frames = []
+    with _progress_bar(show_progress) as bar:
+        for tomo in tomograms:
+            task = bar.add_task(tomo.name, total=None) if bar else None
+
+            def advance(done: int, total: int, task: Any = task) -> None:
+                if bar is not None:
+                    bar.update(task, completed=done, total=total)
+
+            frames.append(predict_tomogram(tomo, model, card, config, progress=advance))
+            log.info("%s: %d picks", tomo.name, len(frames[-1]))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_picks()
+
+
+class _NoBar:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def _progress_bar(show: bool) -> Any:
+    if not show:
+        return _NoBar()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("windows"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+
+
+def write_predictions(
+    picks: pd.DataFrame,
+    tomograms: list[Tomogram],
+    output: str | Path | None,
+    format: str,
+    input_path: str | Path,
+    model_spacing_A: float | None = None,
+) -> Any:
+    """Write picks in ``format``; copick output goes into the input project's overlay.
+
+    ``star`` needs the tomogram shapes, taken from ``tomograms``; ``copick`` writes files of
+    user ``cryopick`` (session 0) only, for every run (empty files where nothing was found),
+    into ``output`` if given, else into the project ``input_path`` names.
+    """
+    from cryopick.io.picks import write_picks
+
+    if format not in OUTPUT_FORMATS:
+        raise InputError(None, f"unknown output format {format!r}; choose from {OUTPUT_FORMATS}")
+    if format == "copick":
+        return write_picks(
+            picks,
+            output or input_path,
+            format="copick",
+            user_id=PICKS_USER_ID,
+            session_id=PICKS_SESSION_ID,
+            voxel_spacing=model_spacing_A,
+            runs=[t.name for t in tomograms],
+        )
+    if output is None:
+        raise InputError(None, f"--output is needed for the {format} format")
+    if format == "star":
+        shapes = {t.name: (t.shape, t.spacing_A) for t in tomograms}
+        return write_picks(picks, output, format="star", tomogram_shapes=shapes)
+    return write_picks(picks, output, format=format)
+
+
+def predict(
+    input_path: str | Path,
+    model_dir: str | Path | None = None,
+    output: str | Path | None = None,
+    format: str = "csv",
+    config: PredictConfig | None = None,
+    *,
+    tomo_type: str = DEFAULT_TOMO_TYPE,
+    runs: list[str] | None = None,
+    show_progress: bool = False,
+) -> pd.DataFrame:
+    """Pick particles in every tomogram at ``input_path`` and write the picks.
+
+    Parameters
+    ----------
+    input_path : str or Path
+        Anything :func:`cryopick.io.tomograms.read_tomograms` resolves: a copick config,
+        a Kaggle root, a folder of MRC files, one MRC or OME-Zarr.
+    model_dir : str or Path, optional
+        Trained model folder; default the bundled model.
+    output : str or Path, optional
+        Output file (``csv``, ``kaggle``, ``star``) or project (``copick``; default the
+        input project). Nothing is written for csv/kaggle/star when None.
+    format : {"csv", "kaggle", "copick", "star"}
+        Output format.
+    config : PredictConfig, optional
+        Settings.
+    tomo_type : str
+        Reconstruction type to read from projects.
+    runs : list of str, optional
+        Only these runs.
+    show_progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    pandas.DataFrame
+        All picks (Å).
+    """
+    from cryopick.model import read_model_card
+
+    if format not in OUTPUT_FORMATS:
+        raise InputError(None, f"unknown output format {format!r}; choose from {OUTPUT_FORMATS}")
+    model_dir = Path(model_dir) if model_dir else bundled_model_dir()
+    tomograms = _read_inputs(input_path, tomo_type, runs)
+    picks = predict_tomograms(tomograms, model_dir, config, show_progress=show_progress)
+    if output is not None or format == "copick":
+        card = read_model_card(model_dir)
+        write_predictions(picks, tomograms, output, format, input_path, card.spacing_A)
+    return picks
+
+
+def summarise_picks(picks: pd.DataFrame, runs: list[str] | None = None) -> pd.DataFrame:
+    """Count picks per run (rows) and particle type (columns), with a total row."""
+    from cryopick.particles import PARTICLE_NAMES
+
+    counts = pd.crosstab(picks["experiment"], picks["particle_type"])
+    index = sorted(set(runs or []) | set(counts.index))
+    counts = counts.reindex(index=index, columns=list(PARTICLE_NAMES), fill_value=0)
+    counts.loc["total"] = counts.sum()
+    return counts.astype(int)
+
+
+def tune_model(
+    model_dir: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    config: PredictConfig | None = None,
+    *,
+    tomo_type: str = DEFAULT_TOMO_TYPE,
+    runs: list[str] | None = None,
+    truth: str | Path | None = None,
+    truth_user: str | None = None,
+    truth_session: str | None = None,
+    beta: float = 4.0,
+    show_progress: bool = False,
+) -> dict[str, float]:
+    """Re-tune per-class thresholds on annotated runs; write the model with the new card.
+
+    Predicts every run of ``data`` keeping all peaks above a low floor, chooses per class
+    the threshold maximising F-beta against the annotations
+    (:func:`cryopick.metrics.tune_thresholds`), and writes ``out_dir/model.pt`` (a copy)
+    and ``out_dir/model.json`` (the card with the new thresholds and validation metrics).
+
+    Parameters
+    ----------
+    model_dir : str or Path
+        Model to tune.
+    data : str or Path
+        Annotated runs: a copick config or Kaggle root with tomograms and picks.
+    out_dir : str or Path
+        Where the tuned model goes (must differ from ``model_dir``).
+    config : PredictConfig, optional
+        Prediction settings (its thresholds and min_score are replaced).
+    tomo_type : str
+        Reconstruction type to read.
+    runs : list of str, optional
+        Only these runs.
+    truth : str or Path, optional
+        Annotations, if not the picks in ``data`` (any source :func:`read_picks` reads).
+    truth_user, truth_session : str, optional
+        copick: read only annotations of this user / session (e.g. ``curation``).
+    beta : float
+        F-beta's beta.
+    show_progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict of str to float
+        The tuned thresholds.
+    """
+    from cryopick.io.atomic import atomic_path, write_text_atomic
+    from cryopick.io.picks import read_picks
+    from cryopick.metrics import score_picks, tune_thresholds
+    from cryopick.model import CARD_FILENAME, WEIGHTS_FILENAME, ClassMetrics, read_model_card
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.resolve() == model_dir.resolve():
+        raise InputError(out_dir, "the tuned model must go to a new folder, not the input model")
+    card = read_model_card(model_dir)
+    tomograms = _read_inputs(data, tomo_type, runs)
+    truth_source = truth if truth is not None else data
+    truth_df = read_picks(truth_source, user_id=truth_user, session_id=truth_session)
+    names = {t.name for t in tomograms}
+    truth_df = truth_df[truth_df["experiment"].isin(names)]
+    if truth_df.empty:
+        raise InputError(
+            truth_source, "no annotated picks for the runs found; cannot tune thresholds"
+        )
+    # every peak above a low floor is a candidate; tuning picks the threshold per class
+    config = (config or PredictConfig()).model_copy(
+        update={"thresholds": _floor_thresholds(), "min_score": 0.0}
+    )
+    candidates = predict_tomograms(tomograms, model_dir, config, show_progress=show_progress)
+    thresholds = tune_thresholds(truth_df, candidates, beta=beta)
+    kept = candidates[
+        candidates["score"] >= candidates["particle_type"].map(thresholds).fillna(math.inf)
+    ]
+    result = score_picks(truth_df, kept, beta=beta)
+    validation = [
+        ClassMetrics(
+            particle_type=row.particle_type,
+            precision=float(row.precision),
+            recall=float(row.recall),
+            fbeta=float(row.fbeta),
+            tp=int(row.tp),
+            fp=int(row.fp),
+            fn=int(row.fn),
+        )
+        for row in result.per_class.itertuples()
+    ]
+    new_card = card.model_copy(
+        update={
+            "thresholds": thresholds,
+            "validation": validation,
+            "score": float(result.score),
+            "validation_data": [f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"],
+        }
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / WEIGHTS_FILENAME) as tmp:
+        shutil.copyfile(model_dir / WEIGHTS_FILENAME, tmp)
+    write_text_atomic(out_dir / CARD_FILENAME, new_card.to_json())
+    log.info("tuned thresholds written to %s (score %.4f)", out_dir, result.score)
+    return thresholds
+
+
+def _floor_thresholds() -> dict[str, float]:
+    from cryopick.particles import PARTICLE_NAMES
+
+    return dict.fromkeys(PARTICLE_NAMES, TUNING_MIN_SCORE)

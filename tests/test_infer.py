@@ -1,0 +1,162 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cryopick.infer import (
+    compute_window_starts,
+    make_blending_weights,
+    predict_probabilities,
+    select_forward,
+    upsample_probabilities,
+)
+from cryopick.model import ModelConfig, build_model
+
+N_OUT = 7
+
+
+class PointwiseNet(nn.Module):
+    """Logits depend on each voxel only: any window gives the whole-volume answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.weight = nn.Parameter(torch.randn(N_OUT, generator=gen) * 2)
+        self.bias = nn.Parameter(torch.randn(N_OUT, generator=gen))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.view(1, -1, 1, 1, 1)
+        return torch.sin(3 * x) * w + self.bias.view(1, -1, 1, 1, 1)
+
+
+class StridedPointwiseNet(PointwiseNet):
+    """Native output at stride 2: mean over 2x2x2 blocks, then pointwise."""
+
+    output_stride = 2
+
+    def forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nn.functional.avg_pool3d(x, 2))
+
+
+class AsymmetricConv(nn.Module):
+    """A zero-padded conv with a lopsided kernel: flips change its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, N_OUT, 3, padding=1)
+        gen = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=gen))
+            self.conv.bias.copy_(torch.randn(N_OUT, generator=gen))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def _whole(model: nn.Module, volume: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(volume)[None, None]), 1)[0].numpy()
+
+
+@pytest.fixture
+def volume() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(37, 50, 45)).astype(np.float32)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_sliding_window_equals_whole_volume(volume, tta):
+    model = PointwiseNet()
+    probs = predict_probabilities(
+        model, volume, patch_size=(16, 24, 16), overlap=0.3, batch_size=3, device="cpu", tta=tta
+    )
+    assert probs.dtype == np.float16
+    assert probs.shape == (N_OUT, *volume.shape)
+    np.testing.assert_allclose(probs, _whole(model, volume), atol=1e-3)  # float16 rounding
+    np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=4e-3)
+
+
+def test_volume_smaller_than_the_patch_is_padded(volume):
+    model = PointwiseNet()
+    small = volume[:10, :7, :30]
+    probs = predict_probabilities(model, small, patch_size=(16, 16, 16), device="cpu")
+    assert probs.shape == (N_OUT, 10, 7, 30)
+    np.testing.assert_allclose(probs, _whole(model, small), atol=1e-3)
+
+
+def test_tta_averages_the_three_flips(volume):
+    model = AsymmetricConv()
+    v = volume[:8, :12, :16]
+    probs = predict_probabilities(model, v, patch_size=v.shape, device="cpu", tta=True)
+    expected = np.zeros_like(_whole(model, v))
+    for axes in [(), (2,), (1,), (1, 2)]:  # x, y, xy flips; never z
+        flipped = np.flip(v, axes).copy() if axes else v
+        out = _whole(model, flipped)
+        expected += np.flip(out, tuple(a + 1 for a in axes)) if axes else out
+    np.testing.assert_allclose(probs, expected / 4, atol=1e-3)
+    assert np.abs(probs - _whole(model, v)).max() > 1e-2  # the flips do change the answer
+
+
+def test_strided_network_is_blended_at_its_stride_and_upsampled(volume):
+    model = StridedPointwiseNet()
+    v = volume[:20, :32, :28]
+    native = predict_probabilities(model, v, (8, 16, 8), device="cpu", upsample=False)
+    with torch.no_grad():
+        x = torch.from_numpy(v)[None, None]
+        expected = torch.softmax(model.forward_native(x), 1)[0].numpy()
+    assert native.shape == (N_OUT, 10, 16, 14)
+    np.testing.assert_allclose(native, expected, atol=1e-3)
+    full = predict_probabilities(model, v, (8, 16, 8), device="cpu")
+    assert full.shape == (N_OUT, *v.shape)
+    # output voxel j sits at input 2j + 0.5: input voxel 2j+1 reads 3/4 of j and 1/4 of j+1
+    n = native.astype(np.float32)
+    expected_voxel = sum(
+        wz * wy * wx * n[:, 1 + dz, 2 + dy, 3 + dx]
+        for dz, wz in ((0, 0.75), (1, 0.25))
+        for dy, wy in ((0, 0.75), (1, 0.25))
+        for dx, wx in ((0, 0.75), (1, 0.25))
+    )
+    np.testing.assert_allclose(full[:, 3, 5, 7], expected_voxel, atol=2e-3)
+
+
+def test_upsample_maps_centres_to_input_voxels():
+    coarse = np.zeros((1, 4, 4, 4), dtype=np.float16)
+    coarse[0, 1, 2, 3] = 1.0
+    up = upsample_probabilities(coarse, 2, (8, 8, 7))
+    assert up.shape == (1, 8, 8, 7)
+    # coarse voxel (1,2,3) is centred at input (2.5, 4.5, 6.5): equal halves on voxels 2,3 etc.
+    assert up[0, 2, 4, 6] == up[0, 3, 5, 6] == pytest.approx(0.75**2 * 0.75, abs=1e-3)
+
+
+def test_unet_runs_natively_at_stride_two():
+    model = build_model(ModelConfig(widths=(4, 8), output_stride=2))
+    forward, stride = select_forward(model, (16, 16, 16), torch.device("cpu"))
+    assert stride == 2 and forward == model.forward_native
+    v = np.random.default_rng(1).normal(size=(20, 18, 24)).astype(np.float32)
+    native = predict_probabilities(model, v, (16, 16, 16), device="cpu", upsample=False)
+    assert native.shape == (N_OUT, 10, 9, 12)
+    np.testing.assert_allclose(native.astype(np.float32).sum(0), 1.0, atol=4e-3)
+
+
+def test_window_starts_cover_with_overlap():
+    assert compute_window_starts(10, 16, 0.25) == [0]
+    assert compute_window_starts(16, 16, 0.25) == [0]
+    starts = compute_window_starts(630, 64, 0.25)
+    assert starts[0] == 0 and starts[-1] == 630 - 64
+    assert max(np.diff(starts)) <= 48  # at least 25 % overlap
+
+
+def test_blending_weights_peak_at_the_centre():
+    w = make_blending_weights((9, 9, 17))
+    assert w.dtype == np.float32
+    assert w[4, 4, 8] == w.max() == pytest.approx(1.0)
+    # sigma = size / 8: one sigma from the centre along x (17 / 8 voxels) reads exp(-1/2)
+    assert np.interp(8 + 17 / 8, np.arange(17), w[4, 4]) == pytest.approx(np.exp(-0.5), abs=0.02)
+    assert w.min() >= 1e-3
+    np.testing.assert_allclose(w, w[::-1, ::-1, ::-1])  # symmetric
+
+
+def test_same_input_gives_identical_output(volume):
+    model = AsymmetricConv()
+    a = predict_probabilities(model, volume, (16, 16, 16), device="cpu")
+    b = predict_probabilities(model, volume, (16, 16, 16), device="cpu")
+    np.testing.assert_array_equal(a, b)

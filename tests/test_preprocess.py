@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from cryopick import preprocess
+from cryopick.coords import angstrom_to_voxels, voxels_to_angstrom
+from cryopick.errors import InputError
+from cryopick.preprocess import normalise_volume, resample_volume, resampled_shape
+
+
+def _reference_normalise(volume: np.ndarray, clip: float = 5.0) -> np.ndarray:
+    v = volume.astype(np.float64)
+    lo, med, hi = np.percentile(v, [15.865, 50.0, 84.135])
+    return np.clip((v - med) / ((hi - lo) / 2.0), -clip, clip)
+
+
+def test_normalise_int8_matches_robust_zscore():
+    rng = np.random.default_rng(0)
+    volume = np.clip(rng.normal(3.0, 20.0, size=(12, 20, 24)), -128, 127).astype(np.int8)
+    out = normalise_volume(volume)
+    assert out.dtype == np.float32
+    assert out.shape == volume.shape
+    np.testing.assert_allclose(out, _reference_normalise(volume), atol=1e-5)
+    assert abs(float(np.median(out))) < 1e-6
+
+
+def test_normalise_is_the_same_in_small_blocks(monkeypatch):
+    rng = np.random.default_rng(1)
+    volume = rng.gamma(2.0, 3.0, size=(9, 16, 16)).astype(np.float32)
+    whole = normalise_volume(volume)
+    monkeypatch.setattr(preprocess, "_BLOCK_VOXELS", 16 * 16 * 2)  # two z slices per block
+    np.testing.assert_array_equal(normalise_volume(volume), whole)
+
+
+def test_normalise_clips_outliers_and_ignores_them():
+    rng = np.random.default_rng(2)
+    volume = rng.normal(0.0, 1.0, size=(10, 20, 20)).astype(np.float32)
+    volume[5, 5, 5] = 1e6  # a gold bead
+    out = normalise_volume(volume, clip_sigma=3.0)
+    assert out[5, 5, 5] == pytest.approx(3.0)
+    assert out.min() >= -3.0
+    assert 0.9 < np.percentile(out, 84.135) - np.percentile(out, 50) < 1.1
+
+
+def test_normalise_constant_volume_is_zero():
+    assert not normalise_volume(np.full((4, 5, 6), 7, dtype=np.uint8)).any()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_normalise_rejects_non_finite_values_naming_the_file(bad, tmp_path):
+    volume = np.zeros((4, 5, 6), dtype=np.float32)
+    volume[2, 3, 4] = bad
+    with pytest.raises(InputError, match=r"TS_1\.mrc.*NaN or infinite.*\(2, 3, 4\)"):
+        normalise_volume(volume, source=tmp_path / "TS_1.mrc")
+
+
+def test_normalise_rejects_2d_input():
+    with pytest.raises(InputError, match="3D"):
+        normalise_volume(np.zeros((4, 5)))
+
+
+def test_resampled_shape_keeps_voxel_centres_inside_the_extent():
+    assert resampled_shape((184, 630, 630), 10.0, 10.0) == (184, 630, 630)
+    assert resampled_shape((21, 20, 9), 5.0, 10.0) == (11, 10, 5)  # (n-1)*5/10 + 1, floored
+    # 13.48 Å -> 10 Å: last centre (n-1)*13.48 Å must stay inside
+    shape = resampled_shape((10, 10, 10), 13.48, 10.0)
+    assert shape == (13, 13, 13)
+    assert (shape[0] - 1) * 10.0 <= 9 * 13.48 < shape[0] * 10.0
+
+
+def test_resample_of_a_linear_ramp_is_exact_in_the_interior():
+    # value = position in Å along x; resampling must keep value == position at every new voxel
+    spacing_A, target_A = 5.0, 10.0
+    x_A = voxels_to_angstrom(np.arange(40), spacing_A)
+    volume = np.broadcast_to(x_A, (12, 14, 40)).astype(np.float32)
+    out = resample_volume(volume, spacing_A, target_A)
+    expected = voxels_to_angstrom(np.arange(out.shape[2]), target_A)
+    np.testing.assert_allclose(out[3, 3, 2:-2], expected[2:-2], atol=1e-3)
+
+
+def _gaussian_blob(shape, centre_A, spacing_A, sigma_A):
+    grids = np.meshgrid(
+        *(voxels_to_angstrom(np.arange(n), spacing_A) for n in shape), indexing="ij"
+    )
+    d2 = sum((g - c) ** 2 for g, c in zip(grids, centre_A, strict=True))
+    return np.exp(-d2 / (2 * sigma_A**2)).astype(np.float32)
+
+
+def _centroid_A(volume, spacing_A):
+    w = np.clip(volume - 0.2 * volume.max(), 0, None)
+    idx = np.indices(volume.shape).reshape(3, -1)
+    return voxels_to_angstrom((idx * w.ravel()).sum(1) / w.sum(), spacing_A)
+
+
+@pytest.mark.parametrize(("spacing_A", "shape"), [(5.0, (48, 56, 60)), (13.48, (18, 20, 22))])
+def test_resampling_keeps_a_blob_at_its_angstrom_position(spacing_A, shape):
+    centre_A = np.array([113.7, 131.2, 148.9])
+    volume = _gaussian_blob(shape, centre_A, spacing_A, sigma_A=30.0)
+    out = resample_volume(volume, spacing_A, 10.0)
+    assert out.shape == resampled_shape(shape, spacing_A, 10.0)
+    found_A = _centroid_A(out, 10.0)
+    np.testing.assert_allclose(found_A, centre_A, atol=1.0)  # 0.1 voxel at 10 Å
+    # and the peak voxel is the one nearest the Å position
+    peak = np.unravel_index(np.argmax(out), out.shape)
+    np.testing.assert_array_equal(peak, np.round(angstrom_to_voxels(centre_A, 10.0)))
+
+
+def test_resample_in_blocks_equals_whole(monkeypatch):
+    rng = np.random.default_rng(3)
+    volume = rng.normal(size=(30, 12, 12)).astype(np.float32)
+    whole = resample_volume(volume, 5.0, 10.0)
+    monkeypatch.setattr(preprocess, "_BLOCK_VOXELS", 6 * 6 * 4)  # 2 output slices per block
+    np.testing.assert_allclose(resample_volume(volume, 5.0, 10.0), whole, atol=1e-6)
+
+
+def test_resample_same_spacing_is_a_float32_copy():
+    volume = np.arange(24, dtype=np.int8).reshape(2, 3, 4)
+    out = resample_volume(volume, 10.0, 10.0)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, volume)
