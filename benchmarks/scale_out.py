@@ -7,7 +7,8 @@ Usage::
 Measures on this machine, with small simulated runs and an untrained network of the
 default architecture (the cost of a forward pass does not depend on the weights):
 
-* ``in_process``: the runs one after the other in this process (all cores to PyTorch);
+* ``in_process``: the runs one after the other in this process (all cores to PyTorch;
+  "cold" includes loading the model, "warm" reuses it);
 * ``workers_1`` / ``workers_2``: a LocalCluster with 1 or 2 worker processes, each with
   ``cores // workers`` PyTorch threads; "cold" includes the workers' first imports and
   model load, "warm" is a second batch on the same workers (``overwrite=True``);
@@ -102,8 +103,11 @@ def main() -> None:
         report["model"] = {"architecture": arch.model_dump(), "untrained": True}
 
         torch.set_num_threads(n_cores)
-        report["in_process"] = _timed_batch(project, model_dir, tmp / "seq.csv")
-        report["in_process"]["torch_threads"] = n_cores
+        report["in_process"] = {
+            "torch_threads": n_cores,
+            "cold": _timed_batch(project, model_dir, tmp / "seq.csv"),
+            "warm": _timed_batch(project, model_dir, tmp / "seq.csv"),
+        }
         print("in process", report["in_process"], flush=True)
 
         for n_workers in (1, 2):

@@ -85,7 +85,7 @@ def _save_slices(run, img_dir: Path, preset: str) -> list[str]:
             ax.set_axis_off()
         fig.tight_layout()
         name = f"sim_{preset}_{tomo_type}_slices.png"
-        fig.savefig(img_dir / name, dpi=80)
+        fig.savefig(img_dir / name, dpi=60)
         plt.close(fig)
         names.append(name)
     return names
@@ -113,7 +113,7 @@ def _save_averages(runs, img_dir: Path, preset: str, tomo_type: str = "denoised"
             ax.set_axis_off()
     fig.tight_layout()
     name = f"sim_{preset}_averages.png"
-    fig.savefig(img_dir / name, dpi=80)
+    fig.savefig(img_dir / name, dpi=60)
     plt.close(fig)
     return name
 

@@ -15,14 +15,28 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
-from cryopick.batch import list_run_refs, load_model_cached, parse_shard, run_batch, select_shard
-from cryopick.batch_parts import parts_dir_for, read_task_log
-from cryopick.distributed import ClusterConfig, plan_local_threads, slurm_cluster_kwargs
+from cryopick.batch import load_model_cached, run_batch
+from cryopick.batch_parts import (
+    list_run_refs,
+    parse_shard,
+    parts_dir_for,
+    read_task_log,
+    select_shard,
+)
+from cryopick.cli import app
+from cryopick.distributed import (
+    ClusterConfig,
+    plan_local_threads,
+    select_gpu,
+    slurm_cluster_kwargs,
+)
 from cryopick.errors import InputError
 from cryopick.io.mrc import write_mrc
 from cryopick.io.tomograms import read_tomograms
-from cryopick.model import ModelCard, ModelConfig, build_model, load_model, save_model
+from cryopick.model import ModelCard, ModelConfig, build_model, save_model
+from cryopick.particles import PARTICLE_NAMES
 
 distributed = pytest.importorskip("distributed")
 # stand-ins defined here must reach the workers by value (tests/ is not a package)
@@ -32,16 +46,20 @@ N_RUNS = 6
 SHAPE_ZYX = (32, 48, 48)
 
 
-def predict_stand_in(tomogram, model, card, n_peaks=3):  # noqa: ANN001, ANN201
-    from cryopick.io.picks_table import make_picks
-
-    volume = tomogram.to_numpy()
-    idx = np.argsort(volume.ravel(), kind="stable")[-n_peaks:]
-    zyx_A = np.stack(np.unravel_index(idx, volume.shape), axis=1) * tomogram.spacing_A
-    return make_picks(tomogram.name, "ribosome", zyx_A.astype(float), score=volume.ravel()[idx])
+# the real path with settings for an untrained tiny network: low thresholds give picks
+OPTIONS = {"device": "cpu", "blob_ratio_range": None}
+THRESHOLD = 0.15
 
 
-PREDICT = predict_stand_in
+@pytest.fixture(autouse=True)
+def _one_torch_thread():  # noqa: ANN202
+    """In-process batches use one PyTorch thread, like the workers and the reference."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -64,39 +82,40 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     arch = ModelConfig(widths=(4, 8))
-    card = ModelCard(architecture=arch, patch_size=(32, 32, 32), thresholds={})
+    card = ModelCard(
+        architecture=arch,
+        patch_size=(32, 32, 32),
+        thresholds=dict.fromkeys(PARTICLE_NAMES, THRESHOLD),
+    )
     return save_model(tmp_path_factory.mktemp("model") / "tiny", build_model(arch), card)
 
 
 @pytest.fixture(scope="module")
 def reference(project: Path, model_dir: Path) -> pd.DataFrame:
-    """Picks of the single-process path: every tomogram in turn, in this process."""
+    """Picks of the single-process path (``cryopick.predict``), in this process."""
     import torch
+
+    from cryopick.predict import PredictConfig, predict_tomograms
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers: same reduction order, same floats
     try:
-        model, card = load_model(model_dir)
-        frames = [PREDICT(t, model, card) for t in read_tomograms(project)]
+        picks = predict_tomograms(read_tomograms(project), model_dir, PredictConfig(**OPTIONS))
     finally:
         torch.set_num_threads(threads)
-    return pd.concat(frames, ignore_index=True)
+    assert len(picks) > 10 * N_RUNS and set(picks["experiment"]) == set(RUNS)
+    return picks
 
 
 @pytest.fixture(scope="module")
 def client():  # noqa: ANN201
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            silence_logs=True,
-            dashboard_address=None,
-            env={"OMP_NUM_THREADS": "1"},
-        ) as cluster,
-        distributed.Client(cluster) as dask_client,
-    ):
-        dask_client.run(lambda: __import__("torch").set_num_threads(1))
+    """A LocalCluster of 2 worker processes, started the way ``--workers 2`` starts it."""
+    from cryopick.distributed import open_client
+
+    # one torch thread everywhere: the same floats as the single-process reference
+    with open_client(ClusterConfig(workers=2, torch_threads=1)) as dask_client:
+        dask_client.wait_for_workers(2)
+        assert set(dask_client.run(lambda: __import__("torch").get_num_threads()).values()) == {1}
         yield dask_client
 
 
@@ -107,7 +126,7 @@ def _read_output(path: Path) -> pd.DataFrame:
 def _assert_same_picks(output: Path, reference: pd.DataFrame) -> None:
     got = _read_output(output)
     want = reference.loc[:, list(got.columns)].reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-6)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=True)
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -153,6 +172,12 @@ def test_plan_local_threads_never_oversubscribes() -> None:
     assert plan_local_threads(4, 2) == 1
 
 
+def test_local_workers_spread_over_gpus() -> None:
+    assert [select_gpu(i, 4) for i in range(6)] == [0, 1, 2, 3, 0, 1]
+    assert select_gpu(3, 1) is None and select_gpu(3, 0) is None
+    assert select_gpu("tcp://10.0.0.1:4000", 4) is None
+
+
 def test_slurm_options_become_one_worker_per_job() -> None:
     config = ClusterConfig(
         slurm=True, slurm_partition="gpu", slurm_gpus=1, slurm_cpus=8, slurm_memory="32GB"
@@ -196,7 +221,7 @@ def test_resume_processes_only_missing_runs(
     project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
 ) -> None:
     output = tmp_path / "picks.csv"
-    first = run_batch([project], model_dir, output, predict_fn=PREDICT, progress=False)
+    first = run_batch([project], model_dir, output, predict_options=OPTIONS, progress=False)
     assert first.processed == RUNS and first.complete
     _assert_same_picks(output, reference)
     parts = parts_dir_for(output)
@@ -209,7 +234,7 @@ def test_resume_processes_only_missing_runs(
     (half / "sim_0004.csv").write_text("experiment,particle_type,x,y,z,score\nsim_0004,ribo")
     output.unlink()
 
-    second = run_batch([project], model_dir, output, predict_fn=PREDICT, progress=False)
+    second = run_batch([project], model_dir, output, predict_options=OPTIONS, progress=False)
     assert second.processed == ["sim_0001", "sim_0004"]
     assert second.skipped == ["sim_0000", "sim_0002", "sim_0003", "sim_0005"]
     assert not half.exists()
@@ -219,19 +244,25 @@ def test_resume_processes_only_missing_runs(
     assert sorted(line["run"] for line in log[N_RUNS:]) == ["sim_0001", "sim_0004"]
     _assert_same_picks(output, reference)
 
+    cut = float(reference["score"].median())
+    stricter_options = {**OPTIONS, "thresholds": dict.fromkeys(PARTICLE_NAMES, cut)}
     changed = run_batch(
-        [project], model_dir, output, predict_fn=PREDICT, progress=False,
-        predict_options={"n_peaks": 2},
-    )  # fmt: skip
-    assert len(changed.processed) == N_RUNS  # new parameters: nothing is reused
-    assert len(_read_output(output)) == 2 * N_RUNS
+        [project], model_dir, output, predict_options=stricter_options, progress=False
+    )
+    assert changed.processed == RUNS  # new parameters: nothing is reused
+    stricter = _read_output(output)
+    assert 0 < len(stricter) < len(reference) and stricter["score"].min() >= cut
     manifest = json.loads((parts / "manifest.json").read_text())
-    assert manifest["predict_options"] == {"n_peaks": 2}
+    assert manifest["predict_options"]["thresholds"] == stricter_options["thresholds"]
     again = run_batch(
-        [project], model_dir, output, predict_fn=PREDICT, progress=False,
-        predict_options={"n_peaks": 2}, overwrite=True,
-    )  # fmt: skip
-    assert len(again.processed) == N_RUNS
+        [project],
+        model_dir,
+        output,
+        predict_options=stricter_options,
+        progress=False,
+        overwrite=True,
+    )
+    assert again.processed == RUNS
 
 
 def test_shards_merge_once_the_last_shard_is_done(
@@ -241,12 +272,40 @@ def test_shards_merge_once_the_last_shard_is_done(
     runs = []
     for i in range(3):
         result = run_batch(
-            [project], model_dir, output, predict_fn=PREDICT, shard=(i, 3), progress=False
+            [project], model_dir, output, predict_options=OPTIONS, shard=(i, 3), progress=False
         )
         runs += result.processed
         assert (result.output is None) == (i < 2) and result.complete == (i == 2)
     assert sorted(runs) == RUNS
     _assert_same_picks(output, reference)
+
+
+def test_cli_job_array_shards_then_resume(
+    project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    settings = tmp_path / "predict.json"
+    settings.write_text(json.dumps(OPTIONS))
+    output = tmp_path / "picks.csv"
+    args = ["predict", str(project), "--model", str(model_dir), "-o", str(output)]
+    args += ["--config", str(settings), "-q"]
+    for i in range(2):
+        result = CliRunner().invoke(app, [*args, "--shard", f"{i}/2"])
+        assert result.exit_code == 0, result.output
+        assert output.exists() == (i == 1)
+    _assert_same_picks(output, reference)
+    result = CliRunner().invoke(app, args + ["--overwrite", "--run", "sim_0003"])
+    assert result.exit_code == 0, result.output
+    log = read_task_log(parts_dir_for(output))
+    assert [line["run"] for line in log[N_RUNS:]] == ["sim_0003"]
+    assert set(_read_output(output)["experiment"]) == {"sim_0003"}
+    for bad, message in [
+        (["--shard", "2/2"], "0 <= I < N"),
+        (["--shard", "0/2", "--workers", "2"], "--shard runs without Dask"),
+        (["--slurm-gpus", "1"], "--slurm-gpus needs --slurm"),
+        (["--slurm", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
+    ]:
+        result = CliRunner().invoke(app, args + bad)
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 # ------------------------------------------------------------------ Dask: real processes
@@ -257,7 +316,7 @@ def test_local_cluster_gives_the_single_process_picks(
 ) -> None:
     output = tmp_path / "picks.csv"
     result = run_batch(
-        [project], model_dir, output, client=client, predict_fn=PREDICT, progress=False
+        [project], model_dir, output, client=client, predict_options=OPTIONS, progress=False
     )
     assert result.complete and not result.failed
     assert result.processed == RUNS
@@ -268,7 +327,7 @@ def test_local_cluster_gives_the_single_process_picks(
     assert sum(r["model_loaded"] for r in result.records) <= 2
 
 
-def test_corrupt_tomogram_fails_alone(
+def test_corrupt_tomogram_fails_alone_and_the_exit_code_says_so(
     client, project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
 ) -> None:
     copy = tmp_path / "project"
@@ -278,17 +337,19 @@ def test_corrupt_tomogram_fails_alone(
     (copy / project.name).write_text(json.dumps(config))
     chunk = copy / "ExperimentRuns/sim_0002/VoxelSpacing10.000/denoised.zarr/0/0/0/0"
     chunk.write_bytes(chunk.read_bytes()[:20])  # a half-copied chunk
-    inputs = copy / project.name
+    settings = tmp_path / "predict.json"
+    settings.write_text(json.dumps(OPTIONS))
     output = tmp_path / "picks.csv"
-    result = run_batch(
-        [inputs], model_dir, output, client=client, predict_fn=PREDICT, progress=False
-    )
-    assert [r["run"] for r in result.failed] == ["sim_0002"]
-    assert "sim_0002/VoxelSpacing10.000/denoised.zarr" in result.failed[0]["error"]
-    assert result.processed == [r for r in RUNS if r != "sim_0002"]
-    assert result.missing == ["sim_0002"]
+    args = ["predict", str(copy / project.name), "--model", str(model_dir), "-o", str(output)]
+    args += ["--config", str(settings), "--scheduler", client.scheduler.address, "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "run sim_0002 failed" in result.output
+    assert "sim_0002/VoxelSpacing10.000/denoised.zarr" in result.output
+    parts = parts_dir_for(output)
+    assert sorted(p.stem for p in parts.glob("sim_*.json")) == [r for r in RUNS if r != "sim_0002"]
     good = reference[reference["experiment"] != "sim_0002"]
-    _assert_same_picks(output, good)  # the good runs are all there
+    _assert_same_picks(output, good)  # the other runs all completed
 
 
 def test_killed_worker_does_not_lose_or_duplicate_picks(
@@ -297,12 +358,14 @@ def test_killed_worker_does_not_lose_or_duplicate_picks(
     gate = tmp_path / "gate"
     gate.mkdir()
 
-    def gated_predict(tomogram, model, card):  # noqa: ANN001, ANN202
+    def gated_predict(tomogram, model, card, **options):  # noqa: ANN001, ANN003, ANN202
         (gate / f"started.{tomogram.name}.{os.getpid()}").touch()
         deadline = time.monotonic() + 60
         while not (gate / "go").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        return PREDICT(tomogram, model, card)
+        from cryopick.predict import predict_tomogram
+
+        return predict_tomogram(tomogram, model, card, **options)
 
     output = tmp_path / "picks.csv"
     box: dict = {}
@@ -314,8 +377,9 @@ def test_killed_worker_does_not_lose_or_duplicate_picks(
                 output,
                 client=client,
                 predict_fn=gated_predict,
+                predict_options=OPTIONS,
                 progress=False,
-            )  # fmt: skip
+            )
         )
     )
     thread.start()

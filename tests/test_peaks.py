@@ -60,7 +60,7 @@ def test_gaussian_blobs_are_found_with_sub_voxel_accuracy():
 
 
 def test_positions_are_in_angstrom_with_origin():
-    probs = _maps((4, _gaussian((10.0, 20.0, 30.0), 6.0)))
+    probs = _maps((4, _gaussian((10.0, 20.0, 30.0), 3.2)))
     picks = find_peaks(probs, 20.0, "r", origin_A=5.0)
     np.testing.assert_allclose(
         picks[["z", "y", "x"]].to_numpy()[0], voxels_to_angstrom([10, 20, 30], 20.0) + 5.0, atol=1

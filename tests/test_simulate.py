@@ -54,6 +54,30 @@ def test_rotate_template_quarter_turn_about_z_swaps_x_and_y():
     assert np.unravel_index(out.argmax(), out.shape) == (4, 6, 4)
 
 
+def test_rotate_template_zoom_scales_the_support_volume():
+    ribosome = load_templates()["target/ribosome"].density
+    base = support_mask(rotate_template(ribosome, np.eye(3))).sum()
+    double = rotate_template(ribosome, np.eye(3), zoom=2.0)
+    assert double.shape == (4 * (ribosome.shape[0] // 2) + 1,) * 3  # odd, centre kept
+    assert support_mask(double).sum() == pytest.approx(8 * base, rel=0.1)
+    np.testing.assert_allclose(
+        ndi.center_of_mass(double), (np.array(double.shape) - 1) / 2, atol=0.2
+    )
+
+
+def test_other_voxel_sizes_keep_particles_to_scale():
+    run = simulate_run("easy", (32, 64, 64), spacing_A=12.0, seed=2)
+    assert run.spacing_A == 12.0 and len(run.picks) > 0
+    coords = run.picks[["z", "y", "x"]].to_numpy()
+    assert np.all(coords >= 0) and np.all(coords < np.array([32, 64, 64]) * 12.0)
+    vox = np.floor(coords / 12.0 + 0.5).astype(int)
+    labels_at_picks = run.labels[tuple(vox.T)]
+    expected = [get_particle(n).label for n in run.picks["particle_type"]]
+    np.testing.assert_array_equal(labels_at_picks, expected)
+    with pytest.raises(ValueError, match="spacing_A"):
+        simulate_run("easy", (32, 64, 64), spacing_A=40.0)
+
+
 def test_microscope_constants_at_300_kV():
     assert electron_wavelength_A(300) == pytest.approx(0.019687, rel=1e-4)
     assert interaction_constant(300) == pytest.approx(6.526e-4, rel=2e-3)
@@ -252,5 +276,35 @@ def test_cli_simulate_writes_a_project(tmp_path):
         str(out / "ExperimentRuns/sim_0000/VoxelSpacing10.000/denoised.zarr"), mode="r"
     )
     assert store["0"].shape == (32, 48, 48)
+    # an earlier project's simulation.json reproduces it
+    again = tmp_path / "again"
+    args = ["--runs", "1", "--shape", "32", "48", "48", "--seed", "1"]
+    result = CliRunner().invoke(
+        app, ["simulate", str(again), *args, "--config", str(out / "simulation.json")]
+    )
+    assert result.exit_code == 0, result.output
+    again_store = zarr.open_group(
+        str(again / "ExperimentRuns/sim_0000/VoxelSpacing10.000/denoised.zarr"), mode="r"
+    )
+    np.testing.assert_array_equal(again_store["0"][...], store["0"][...])
     bad = CliRunner().invoke(app, ["simulate", str(tmp_path / "x"), "--preset", "nope"])
     assert bad.exit_code == 2 and "unknown preset" in bad.output
+
+
+@pytest.mark.slow
+def test_czii_preset_particles_are_dark_and_centred():
+    config = get_preset("czii").model_copy(update={"count_scale": 8.0})
+    run = simulate_run(config, (96, 192, 192), seed=3)
+    tomo = run.tomograms["denoised"]
+    coords = run.picks[["z", "y", "x"]].to_numpy() / run.spacing_A
+    templates = load_templates()
+    dark_classes = 0
+    for name in PARTICLE_NAMES:
+        template = templates[f"target/{name}"].density
+        half = template.shape[0] // 2
+        inside = np.all((coords >= half) & (coords <= np.array(tomo.shape) - 1 - half), axis=1)
+        centres = coords[(run.picks["particle_type"] == name).to_numpy() & inside]
+        if len(centres) >= 3:
+            contrast, _, _ = _average_contrast(tomo, centres, template)
+            dark_classes += contrast < -0.5
+    assert dark_classes >= 4

@@ -28,18 +28,24 @@ from typing import Any
 import pandas as pd
 
 from cryopick.batch_parts import (
+    RunRef,
     append_task_log,
     build_manifest,
     is_run_done,
+    list_run_refs,
     merge_parts,
+    parse_shard,
     parts_dir_for,
-    read_meta_summary,
+    read_meta,
     remove_stale_temporaries,
+    select_shard,
     update_manifest,
     write_part,
 )
 from cryopick.distributed import (
     ClusterConfig,
+    cluster_config_from_options,
+    format_run_table,
     map_in_process,
     map_on_client,
     open_client,
@@ -51,14 +57,7 @@ from cryopick.io.picks_table import empty_picks
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[..., pd.DataFrame]
-
-
-@dataclass(frozen=True)
-class RunRef:
-    """A run by reference: where its tomogram is and its name (never the array)."""
-
-    source: str
-    run: str
+WriteFn = Callable[[pd.DataFrame, Path, list[dict[str, Any]]], Any]
 
 
 @dataclass(frozen=True)
@@ -103,77 +102,6 @@ class BatchResult:
     def skipped(self) -> list[str]:
         """Runs whose parts were already up to date."""
         return [r["run"] for r in self.records if r["status"] == "skipped"]
-
-
-# ------------------------------------------------------------------ listing runs
-
-
-def list_run_refs(sources: Sequence[str | Path]) -> list[RunRef]:
-    """List the runs of every input, sorted by name, without opening any tomogram.
-
-    A corrupt tomogram must fail its own task, not the listing, so only names are read
-    here (project layouts: run folders; folders of volumes: file stems).
-
-    Raises
-    ------
-    InputError
-        If an input does not exist, holds no volumes, or two inputs share a run name.
-    """
-    from cryopick.io.layout import resolve_layout
-    from cryopick.io.mrc import MRC_SUFFIXES
-
-    suffixes = (*MRC_SUFFIXES, ".zarr")
-    refs: dict[str, RunRef] = {}
-    for source in sources:
-        path = Path(source)
-        if not path.exists():
-            raise InputError(path, "does not exist")
-        layout = None if path.suffix.lower() in suffixes else resolve_layout(path)
-        if layout is not None:
-            names = layout.run_names()
-        elif path.suffix.lower() in suffixes:
-            names = [path.stem]
-        elif path.is_dir():
-            names = sorted(
-                p.stem
-                for p in path.iterdir()
-                if p.suffix.lower() in suffixes and not p.name.startswith(".")
-            )
-        else:
-            names = []
-        if not names:
-            raise InputError(path, "no runs found (copick config, Kaggle root, MRC/zarr files)")
-        for name in names:
-            if name in refs:
-                raise InputError(path, f"run {name!r} is also in {refs[name].source}")
-            refs[name] = RunRef(str(path), name)
-    return [refs[name] for name in sorted(refs)]
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``--shard I/N`` (0-based ``I``, e.g. ``$SLURM_ARRAY_TASK_ID/8``) into ``(I, N)``.
-
-    Raises
-    ------
-    InputError
-        If ``text`` is not two integers ``I/N`` with ``0 <= I < N``.
-    """
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise InputError(None, f"--shard {text!r}: expected I/N, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise InputError(None, f"--shard {text}: need 0 <= I < N (I counts from 0)")
-    return i, n
-
-
-def select_shard(refs: Sequence[RunRef], shard: tuple[int, int]) -> list[RunRef]:
-    """Select shard ``i`` of ``n``: run ``k`` (in name order) goes to shard ``k % n``."""
-    i, n = shard
-    if not 0 <= i < n:
-        raise InputError(None, f"--shard {i}/{n}: need 0 <= I < N")
-    ordered = sorted(refs, key=lambda r: r.run)
-    return [r for k, r in enumerate(ordered) if k % n == i]
 
 
 # ------------------------------------------------------------------ the task
@@ -231,6 +159,8 @@ def predict_run(ref: RunRef, spec: TaskSpec) -> dict[str, Any]:
             "n_picks": len(picks),
             "seconds": round(seconds, 3),
             "pid": os.getpid(),
+            "shape_zyx": list(tomogram.shape),
+            "spacing_A": tomogram.spacing_A,
         }
         parts_dir = Path(spec.parts_dir)
         write_part(parts_dir, ref.run, picks, meta)
@@ -269,7 +199,8 @@ def run_batch(
     *,
     read_options: Mapping[str, Any] | None = None,
     predict_options: Mapping[str, Any] | None = None,
-    write_output: Callable[[pd.DataFrame, Path], Any] | None = None,
+    write_output: WriteFn | None = None,
+    runs: Sequence[str] | None = None,
     cluster: ClusterConfig | None = None,
     client: Any = None,
     shard: tuple[int, int] | None = None,
@@ -292,7 +223,10 @@ def run_batch(
         Keyword arguments of ``read_tomogram`` (``tomo_type``, ``level``, ``spacing_A``)
         and of the predict function; both enter the fingerprint.
     write_output : callable, optional
-        ``write_output(picks, output)`` writes the merged table (default: CSV).
+        ``write_output(picks, output, metas)`` writes the merged table (default: CSV);
+        ``metas`` are the merged runs' meta dicts (``run``, ``shape_zyx``, ``spacing_A``).
+    runs : sequence of str, optional
+        Only these runs (default: all).
     cluster : ClusterConfig, optional
         Where to run (LocalCluster, scheduler address, SLURM). Ignored if ``client`` given.
     client : distributed.Client, optional
@@ -318,6 +252,10 @@ def run_batch(
     read_options = dict(read_options or {})
     predict_options = dict(predict_options or {})
     all_refs = list_run_refs(sources)
+    if runs is not None:
+        if missing := sorted(set(runs) - {r.run for r in all_refs}):
+            raise InputError(Path(sources[0]), f"run(s) {missing} not found")
+        all_refs = [r for r in all_refs if r.run in set(runs)]
     refs = select_shard(all_refs, shard) if shard else all_refs
     output = Path(output)
     parts_dir = parts_dir_for(output)
@@ -331,7 +269,8 @@ def run_batch(
     todo = [r for r in refs if overwrite or not is_run_done(parts_dir, r.run, fingerprint)]
     records = [{"run": r.run, "status": "skipped"} for r in refs if r not in todo]
     for rec in records:
-        rec.update(read_meta_summary(parts_dir, rec["run"]))
+        meta = read_meta(parts_dir, rec["run"])
+        rec.update(n_picks=meta.get("n_picks"), seconds=meta.get("seconds"))
     if records:
         log.info(
             "%d of %d runs already done (use --overwrite to redo them)", len(records), len(refs)
@@ -356,7 +295,7 @@ def run_batch(
     if not result.missing or not shard:
         done = [run for run in all_runs if run not in result.missing]
         picks = merge_parts(parts_dir, done)
-        (write_output or _write_csv)(picks, output)
+        (write_output or _write_csv)(picks, output, [read_meta(parts_dir, r) for r in done])
         result.output = output
         log.info("wrote %d picks of %d runs to %s", len(picks), len(done), output)
     if result.missing:
@@ -403,26 +342,92 @@ def _record_task_error(ref: RunRef, err: BaseException) -> dict[str, Any]:
     }
 
 
-def format_batch_table(result: BatchResult) -> Any:
-    """Build a rich table: one row per run with status, pick count, seconds and error."""
-    from rich.table import Table
-
-    table = Table(title=f"{len(result.records)} runs ({result.parts_dir})")
-    for col in ("run", "status", "picks", "seconds", "error"):
-        table.add_column(col, justify="right" if col in ("picks", "seconds") else "left")
-    for rec in result.records:
-        seconds = rec.get("seconds")
-        table.add_row(
-            rec["run"],
-            rec["status"],
-            str(rec.get("n_picks", "")),
-            "" if seconds is None or seconds != seconds else f"{seconds:.1f}",
-            rec.get("error", ""),
-        )
-    return table
-
-
-def _write_csv(picks: pd.DataFrame, output: Path) -> None:
+def _write_csv(picks: pd.DataFrame, output: Path, metas: list[dict[str, Any]]) -> None:
     from cryopick.io.picks_csv import write_csv_picks
 
     write_csv_picks(picks, output)
+
+
+def predict_batch(
+    input_path: str | Path,
+    model_dir: str | Path | None,
+    output: str | Path | None,
+    format: str,
+    config: Any = None,
+    *,
+    tomo_type: str = "denoised",
+    runs: Sequence[str] | None = None,
+    cluster: ClusterConfig | dict[str, Any] | None = None,
+    shard: tuple[int, int] | str | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> BatchResult:
+    """Run ``cryopick predict`` as a batch: the same picks as :func:`cryopick.predict.predict`.
+
+    Parameters
+    ----------
+    input_path, model_dir, output, format, config, tomo_type, runs
+        As for :func:`cryopick.predict.predict` (``config`` a ``PredictConfig``). For the
+        ``copick`` format without ``output`` the parts go beside the input project.
+    cluster : ClusterConfig or dict, optional
+        Where to run; a dict holds the CLI's options (None = not given), validated by
+        :func:`cryopick.distributed.cluster_config_from_options`.
+    shard : (i, n) or str, optional
+        ``--shard`` as a tuple or ``"I/N"``.
+    overwrite, show_progress
+        As for :func:`run_batch`.
+
+    Returns
+    -------
+    BatchResult
+        Per-run records; ``failed`` non-empty means some runs have no picks.
+    """
+    from types import SimpleNamespace
+
+    from cryopick.model import read_model_card
+    from cryopick.predict import OUTPUT_FORMATS, PredictConfig, bundled_model_dir, write_predictions
+
+    if format not in OUTPUT_FORMATS:
+        raise InputError(None, f"unknown output format {format!r}; choose from {OUTPUT_FORMATS}")
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    if isinstance(cluster, dict):
+        cluster = cluster_config_from_options(cluster, sharded=shard is not None)
+    model_dir = Path(model_dir) if model_dir else bundled_model_dir()
+    model_spacing_A = read_model_card(model_dir).spacing_A
+    config = config or PredictConfig()
+
+    def write_output(picks: pd.DataFrame, _: Path, metas: list[dict[str, Any]]) -> None:
+        # write_predictions needs names (copick), shapes and spacings (STAR) of the runs
+        tomograms = [
+            SimpleNamespace(name=m["run"], shape=tuple(m["shape_zyx"]), spacing_A=m["spacing_A"])
+            for m in metas
+        ]
+        write_predictions(picks, tomograms, output, format, input_path, model_spacing_A)
+
+    return run_batch(
+        [input_path],
+        model_dir,
+        output if output is not None else input_path,
+        read_options={"tomo_type": tomo_type},
+        predict_options=config.model_dump(mode="json"),
+        write_output=write_output,
+        runs=runs,
+        cluster=cluster,
+        shard=shard,
+        overwrite=overwrite,
+        progress=show_progress,
+    )
+
+
+def print_batch_report(result: BatchResult, output_label: str | Path | None = None) -> None:
+    """Print the per-run table on stderr, then where the picks went and which runs failed."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(format_run_table(result.records, title=str(result.parts_dir)))
+    if result.output is not None:
+        n_runs = len(result.records) - len(result.failed)
+        console.print(f"wrote picks of {n_runs} runs to {output_label or result.output}")
+    for rec in result.failed:
+        console.print(f"run {rec['run']} failed: {rec['error']}", style="red", highlight=False)

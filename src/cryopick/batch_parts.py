@@ -1,4 +1,7 @@
-"""The on-disk state of a batch: manifest, per-run parts, task log, merging.
+"""Bookkeeping of a batch: which runs, which shard, and the on-disk state of the results.
+
+Runs are listed by name only (never opening a tomogram) and referred to by
+:class:`RunRef` (input path + run name), so tasks carry references, not arrays.
 
 Layout beside the merged output ``<output>``::
 
@@ -20,6 +23,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,85 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 TASK_LOG_NAME = "tasks.jsonl"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run by reference: where its tomogram is and its name (never the array)."""
+
+    source: str
+    run: str
+
+
+def list_run_refs(sources: Sequence[str | Path]) -> list[RunRef]:
+    """List the runs of every input, sorted by name, without opening any tomogram.
+
+    A corrupt tomogram must fail its own task, not the listing, so only names are read
+    here (project layouts: run folders; folders of volumes: file stems).
+
+    Raises
+    ------
+    InputError
+        If an input does not exist, holds no volumes, or two inputs share a run name.
+    """
+    from cryopick.io.layout import resolve_layout
+    from cryopick.io.mrc import MRC_SUFFIXES
+
+    suffixes = (*MRC_SUFFIXES, ".zarr")
+    refs: dict[str, RunRef] = {}
+    for source in sources:
+        path = Path(source)
+        if not path.exists():
+            raise InputError(path, "does not exist")
+        layout = None if path.suffix.lower() in suffixes else resolve_layout(path)
+        if layout is not None:
+            names = layout.run_names()
+        elif path.suffix.lower() in suffixes:
+            names = [path.stem]
+        elif path.is_dir():
+            names = sorted(
+                p.stem
+                for p in path.iterdir()
+                if p.suffix.lower() in suffixes and not p.name.startswith(".")
+            )
+        else:
+            names = []
+        if not names:
+            raise InputError(path, "no runs found (copick config, Kaggle root, MRC/zarr files)")
+        for name in names:
+            if name in refs:
+                raise InputError(path, f"run {name!r} is also in {refs[name].source}")
+            refs[name] = RunRef(str(path), name)
+    return [refs[name] for name in sorted(refs)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``--shard I/N`` (0-based ``I``, e.g. ``$SLURM_ARRAY_TASK_ID/8``) into ``(I, N)``.
+
+    Raises
+    ------
+    InputError
+        If ``text`` is not two integers ``I/N`` with ``0 <= I < N``.
+    """
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(None, f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise InputError(None, f"--shard {text}: need 0 <= I < N (I counts from 0)")
+    return i, n
+
+
+def select_shard(refs: Sequence[RunRef], shard: tuple[int, int]) -> list[RunRef]:
+    """Select shard ``i`` of ``n``: run ``k`` (in name order) goes to shard ``k % n``."""
+    i, n = shard
+    if not 0 <= i < n:
+        raise InputError(None, f"--shard {i}/{n}: need 0 <= I < N")
+    ordered = sorted(refs, key=lambda r: r.run)
+    return [r for k, r in enumerate(ordered) if k % n == i]
+
+
+# ------------------------------------------------------------------ manifest and parts
 
 
 def hash_model_dir(model_dir: str | Path) -> str:
@@ -140,10 +223,9 @@ def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(options), sort_keys=True, default=str))
 
 
-def read_meta_summary(parts_dir: Path, run: str) -> dict[str, Any]:
-    """Pick count and seconds recorded in a finished run's meta."""
-    meta = json.loads((parts_dir / f"{run}.json").read_text())
-    return {k: meta[k] for k in ("n_picks", "seconds") if k in meta}
+def read_meta(parts_dir: Path, run: str) -> dict[str, Any]:
+    """Read the meta of a finished run: fingerprint, picks, seconds, tomogram shape/spacing."""
+    return json.loads((parts_dir / f"{run}.json").read_text())
 
 
 def update_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:

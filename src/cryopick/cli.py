@@ -79,13 +79,97 @@ def simulate(
     settings = load_config(preset, config)
     if min(shape) < 16:
         raise InputError(None, f"--shape must be at least 16 voxels per axis, got {shape}")
-    if abs(spacing_A - 10.0) > 1e-6:
-        raise InputError(None, "--spacing-A: the template library is at 10 Å; use 10")
+    if not 4.0 <= spacing_A <= 25.0:
+        raise InputError(None, f"--spacing-A must lie in 4..25 Å, got {spacing_A}")
     path = simulate_project(out, runs, seed=seed, shape=shape, spacing_A=spacing_A, preset=settings)
     typer.echo(f"wrote {runs} simulated run(s): {path}")
 
 
 # ---------------------------------------------------------------- train
+def _train_config(config_file: Path | None, settings: list[str], **given: Any) -> Any:
+    """TrainConfig from an optional JSON file, ``--set FIELD=VALUE`` items and the options given.
+
+    Values of ``--set`` are parsed as JSON when they parse (numbers, lists, booleans), else
+    taken as strings; dotted names reach nested settings (``architecture.widths=[8,16,32,64]``).
+    """
+    import json
+
+    from cryopick.train_config import TrainConfig
+
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = json.loads(config_file.read_text())
+        except (OSError, ValueError) as err:
+            raise InputError(config_file, f"not a valid training config: {err}") from None
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise InputError(None, f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    data.update({k: v for k, v in given.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValueError as err:
+        raise InputError(config_file, f"invalid training settings: {err}") from None
+
+
+@app.command()
+@_report_input_errors
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (model + checkpoint).")],
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="Training source (copick config, Kaggle root); repeatable."),
+    ] = None,
+    val: Annotated[
+        list[str] | None,
+        typer.Option("--val", help="Held-out validation source; repeatable."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimiser steps.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+    simulate: Annotated[
+        int | None, typer.Option("--simulate", help="Simulate N fresh training runs first.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt exactly.")
+    ] = False,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="TrainConfig JSON (e.g. a saved one).")
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any TrainConfig field: FIELD=VALUE (see --show-config)."),
+    ] = None,
+    show_config: Annotated[
+        bool, typer.Option("--show-config", help="Print the resulting TrainConfig and exit.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train the 3D U-Net on annotated and/or simulated tomograms."""
+    config = _train_config(
+        config_file, settings or [], data=data or None, val=val or None, steps=steps,
+        device=device, simulate=simulate,
+    )  # fmt: skip
+    if show_config:
+        typer.echo(config.model_dump_json(indent=2))
+        return
+    if not config.data and not config.simulate and not resume:
+        raise InputError(None, "no training data: give --data and/or --simulate N")
+    from cryopick.train import train as run_training
+
+    card = run_training(config, out, resume=resume, progress=progress)
+    score = "n/a" if card.score is None else f"{card.score:.4f}"
+    typer.echo(f"model written to {out} (step {card.steps}, validation F4 {score})")
+
 
 # ---------------------------------------------------------------- predict / tune
 
@@ -112,18 +196,25 @@ def _predict_config(config_file: Path | None, **overrides: Any) -> Any:
 
 
 def _print_summary(picks: Any, runs: list[str]) -> None:
+    """Print picks per particle type (rows) and run (columns; min/median/max when many)."""
     from rich.console import Console
     from rich.table import Table
 
     from cryopick.predict import summarise_picks
 
-    counts = summarise_picks(picks, runs)
-    table = Table(title="picks per run and particle type")
-    table.add_column("run")
-    for name in counts.columns:
+    counts = summarise_picks(picks, runs)  # rows: runs + total; columns: particle types
+    per_run = counts.drop(index="total")
+    table = Table(title="picks per particle type")
+    table.add_column("particle type")
+    if len(per_run) <= 6:
+        columns = {str(run): per_run.loc[run] for run in per_run.index}
+    else:
+        columns = {"min/run": per_run.min(), "median": per_run.median(), "max/run": per_run.max()}
+    columns["total"] = counts.loc["total"]
+    for name in columns:
         table.add_column(name, justify="right")
-    for run, row in counts.iterrows():
-        table.add_row(str(run), *(str(v) for v in row), style="bold" if run == "total" else None)
+    for ptype in counts.columns:
+        table.add_row(ptype, *(f"{col[ptype]:g}" for col in columns.values()))
     Console(stderr=True).print(table)
 
 
@@ -156,6 +247,54 @@ def predict(
         Path | None, typer.Option("--config", help="JSON file of PredictConfig settings.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    # scale-out options (docs/scale_out.md): any of them runs one task per run (cryopick.batch)
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Dask LocalCluster of N processes.", rich_help_panel="Scale out"),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Address of a running Dask scheduler.", rich_help_panel="Scale out"),
+    ] = None,
+    slurm: Annotated[
+        bool,
+        typer.Option("--slurm", help="Dask workers as SLURM jobs.", rich_help_panel="Scale out"),
+    ] = False,
+    slurm_partition: Annotated[
+        str | None, typer.Option(help="SLURM partition (queue).", rich_help_panel="Scale out")
+    ] = None,
+    slurm_gpus: Annotated[
+        int | None, typer.Option(min=0, help="GPUs per job.", rich_help_panel="Scale out")
+    ] = None,
+    slurm_cpus: Annotated[
+        int | None, typer.Option(min=1, help="Cores per job.", rich_help_panel="Scale out")
+    ] = None,
+    slurm_memory: Annotated[
+        str | None, typer.Option(help="Memory per job, e.g. 32GB.", rich_help_panel="Scale out")
+    ] = None,
+    slurm_walltime: Annotated[
+        str | None, typer.Option(help="Walltime per job, HH:MM:SS.", rich_help_panel="Scale out")
+    ] = None,
+    slurm_jobs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Number of jobs (one worker each).", rich_help_panel="Scale out"),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="I/N",
+            help="Only runs k with k % N == I (sorted by name, I from 0); no Dask.",
+            rich_help_panel="Scale out",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Redo runs already predicted (else resumed).",
+            rich_help_panel="Scale out",
+        ),
+    ] = False,
 ) -> None:
     """Find particles in tomograms and write the picks (Å)."""
     from cryopick.predict import OUTPUT_FORMATS
@@ -173,6 +312,29 @@ def predict(
         overlap=overlap,
         precision=precision,
     )
+    cluster_options = {
+        "workers": workers,
+        "scheduler": scheduler,
+        "slurm": slurm or None,
+        "slurm_partition": slurm_partition,
+        "slurm_gpus": slurm_gpus,
+        "slurm_cpus": slurm_cpus,
+        "slurm_memory": slurm_memory,
+        "slurm_walltime": slurm_walltime,
+        "slurm_jobs": slurm_jobs,
+    }
+    if shard or overwrite or any(v is not None for v in cluster_options.values()):
+        from cryopick.batch import predict_batch, print_batch_report
+
+        result = predict_batch(
+            input_path, model, output, format, settings, tomo_type=tomo_type,
+            runs=runs or None, cluster=cluster_options, shard=shard, overwrite=overwrite,
+            show_progress=not quiet,
+        )  # fmt: skip
+        print_batch_report(result, output or input_path)
+        if result.failed:
+            raise typer.Exit(code=1)
+        return
     picks = run_predict(
         input_path,
         model_dir=model,
@@ -211,7 +373,7 @@ def tune(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Re-tune per-class thresholds for F-beta on annotated runs; write a tuned model copy."""
-    from cryopick.predict import tune_model
+    from cryopick.tune import tune_model
 
     thresholds = tune_model(
         model,

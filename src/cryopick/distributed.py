@@ -45,12 +45,39 @@ class ClusterConfig(BaseModel):
     slurm_memory: str = Field("16GB", description="memory per SLURM job, e.g. 32GB")
     slurm_walltime: str = Field("02:00:00", description="walltime per SLURM job, HH:MM:SS")
     slurm_jobs: int = Field(1, ge=1, description="number of SLURM jobs (one worker each)")
+    torch_threads: int | None = Field(
+        None, ge=1, description="PyTorch threads per worker (default: cores // workers)"
+    )
 
     @model_validator(mode="after")
     def _one_backend(self) -> ClusterConfig:
         if self.scheduler and self.slurm:
             raise ValueError("give either a scheduler address or --slurm, not both")
         return self
+
+
+def cluster_config_from_options(
+    options: dict[str, Any], sharded: bool = False
+) -> ClusterConfig | None:
+    """Validate the CLI's scale-out options (None = not given) into a ClusterConfig.
+
+    Returns None when no Dask option was given (the batch then runs in this process).
+
+    Raises
+    ------
+    InputError
+        For contradictory options: ``--shard`` with Dask options, ``--slurm-*`` without
+        ``--slurm``, or a scheduler address together with ``--slurm``.
+    """
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    if sharded and given:
+        raise InputError(None, "--shard runs without Dask: drop --workers/--scheduler/--slurm")
+    if (slurm_only := [k for k in given if k.startswith("slurm_")]) and "slurm" not in given:
+        raise InputError(None, f"--{slurm_only[0].replace('_', '-')} needs --slurm")
+    try:
+        return ClusterConfig(**given) if given else None
+    except ValueError as err:
+        raise InputError(None, f"invalid scale-out options: {err}") from None
 
 
 def count_cores() -> int:
@@ -93,21 +120,38 @@ def set_torch_threads(n_threads: int | None) -> None:
         torch.set_num_threads(n_threads)
 
 
-def _torch_threads_plugin(n_threads: int) -> Any:
+def select_gpu(worker_name: object, n_gpus: int) -> int | None:
+    """GPU index for a LocalCluster worker: worker ``i`` of a multi-GPU node uses GPU ``i % n``.
+
+    Returns None (leave the default device) with fewer than two GPUs or a worker name that
+    is not an integer (a worker not started by a LocalCluster).
+    """
+    if n_gpus < 2 or isinstance(worker_name, bool) or not isinstance(worker_name, int):
+        return None
+    return worker_name % n_gpus
+
+
+def _worker_plugin(n_threads: int, spread_gpus: bool) -> Any:
     from distributed.diagnostics.plugin import WorkerPlugin
 
-    class TorchThreads(WorkerPlugin):
-        """Set the worker's PyTorch thread count when it starts (and after a restart)."""
+    class TorchSetup(WorkerPlugin):
+        """Size the worker's PyTorch threads (and pick its GPU) when it starts or restarts."""
 
-        name = "cryopick-torch-threads"
+        name = "cryopick-torch-setup"
 
-        def __init__(self, n: int) -> None:
-            self.n = n
+        def __init__(self, n: int, spread: bool) -> None:
+            self.n, self.spread = n, spread
 
         def setup(self, worker: Any) -> None:
             set_torch_threads(self.n)
+            if self.spread:
+                import torch
 
-    return TorchThreads(n_threads)
+                n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+                if (gpu := select_gpu(worker.name, n_gpus)) is not None:
+                    torch.cuda.set_device(gpu)  # device "cuda"/"auto" then means this GPU
+
+    return TorchSetup(n_threads, spread_gpus)
 
 
 def slurm_cluster_kwargs(config: ClusterConfig) -> dict[str, Any]:
@@ -151,10 +195,20 @@ def open_client(config: ClusterConfig) -> Iterator[Any]:
         If Dask (or dask-jobqueue for ``slurm``) is not installed.
     """
     distributed = _import_distributed()
-    # Dask logs every worker start/stop at INFO: keep that for --verbose only
+    # Dask logs every worker start and stop at INFO: keep that for --verbose only
     dask_log = logging.getLogger("distributed")
-    if dask_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
-        dask_log.setLevel(logging.WARNING)
+    level = dask_log.level
+    if not log.isEnabledFor(logging.DEBUG):
+        dask_log.setLevel(max(level, logging.WARNING))
+    try:
+        with _open_client(distributed, config) as client:
+            yield client
+    finally:
+        dask_log.setLevel(level)
+
+
+@contextmanager
+def _open_client(distributed: Any, config: ClusterConfig) -> Iterator[Any]:
     if config.scheduler:
         with distributed.Client(config.scheduler) as client:
             log.info("attached to Dask scheduler %s", config.scheduler)
@@ -170,13 +224,15 @@ def open_client(config: ClusterConfig) -> Iterator[Any]:
         with SLURMCluster(**slurm_cluster_kwargs(config)) as cluster:
             cluster.scale(jobs=config.slurm_jobs)
             with distributed.Client(cluster) as client:
-                client.register_plugin(_torch_threads_plugin(config.slurm_cpus))
+                client.register_plugin(
+                    _worker_plugin(config.torch_threads or config.slurm_cpus, spread_gpus=False)
+                )
                 log.info("submitted %d SLURM worker jobs", config.slurm_jobs)
                 yield client
         return
     n_cores = count_cores()
     n_workers = config.workers or n_cores
-    torch_threads = plan_local_threads(n_workers, n_cores)
+    torch_threads = config.torch_threads or plan_local_threads(n_workers, n_cores)
     env = {v: str(torch_threads) for v in THREAD_ENV_VARS}
     with distributed.LocalCluster(
         n_workers=n_workers,
@@ -187,7 +243,7 @@ def open_client(config: ClusterConfig) -> Iterator[Any]:
         env=env,
     ) as cluster:
         with distributed.Client(cluster) as client:
-            client.register_plugin(_torch_threads_plugin(torch_threads))
+            client.register_plugin(_worker_plugin(torch_threads, spread_gpus=True))
             log.info("LocalCluster: %d workers x %d torch threads", n_workers, torch_threads)
             yield client
 
@@ -263,3 +319,23 @@ class track_runs:  # noqa: N801 - used like a function
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def format_run_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
+    """Build a rich table of task records: run, status, pick count, seconds and error."""
+    from rich.table import Table
+
+    table = Table(title=title or f"{len(records)} runs")
+    for col in ("run", "status", "picks", "seconds", "error"):
+        table.add_column(col, justify="right" if col in ("picks", "seconds") else "left")
+    for rec in records:
+        seconds = rec.get("seconds")
+        table.add_row(
+            rec["run"],
+            rec["status"],
+            "" if rec.get("n_picks") is None else str(rec["n_picks"]),
+            "" if seconds is None or seconds != seconds else f"{seconds:.1f}",
+            rec.get("error", ""),
+            style="red" if rec["status"] == "failed" else None,
+        )
+    return table

@@ -191,8 +191,9 @@ def predict_probabilities(
     model.eval()
     model.to(dev, memory_format=memory_format)
     forward, stride = select_forward(model, patch, dev)
-    if any(p % stride for p in patch):
-        raise ValueError(f"patch size {patch} is not divisible by the output stride {stride}")
+    multiple = max(stride, int(getattr(model, "input_multiple", 1)))
+    if any(p % multiple for p in patch):
+        raise ValueError(f"patch size {patch} must be a multiple of {multiple} for this network")
     out_patch = tuple(p // stride for p in patch)
     out_shape = tuple(math.ceil(n / stride) for n in shape)
     # window starts in output units, so that every window is aligned with the output grid

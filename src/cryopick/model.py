@@ -58,7 +58,7 @@ class ModelConfig(BaseModel):
         Input channels (1) and output classes (background + 6 particle types).
     """
 
-    widths: tuple[int, ...] = (16, 32, 64)
+    widths: tuple[int, ...] = (8, 16, 32, 64)
     input_stride: Literal[1, 2] = 2
     output_stride: Literal[1, 2] = 2
     convs_per_block: int = Field(2, ge=1, le=4)

@@ -6,11 +6,14 @@ For each particle class (channel ``label`` of the map), :func:`find_peaks`
    (evaluated only at those voxels, z slab by z slab, so a float16 map is never copied whole);
 2. suppresses, greedily by score, any maximum closer than ``nms_fraction * radius`` to a
    stronger one;
-3. refines each survivor to sub-voxel precision by a few mean-shift steps of the centroid of
-   ``max(p - peak/2, 0)`` in a ball around it;
-4. rejects a peak whose blob (voxels above half its peak value within a window) has an
-   equivalent radius outside ``blob_ratio_range`` times the expected blob radius
-   (``blob_radius_fraction * radius``, the radius of the training target);
+3. refines each survivor to sub-voxel precision by mean-shift steps of the centroid of
+   ``p - peak/2`` over its blob (connected voxels above half the peak, within 1.5 expected
+   blob radii);
+4. rejects a peak whose blob (the connected voxels above half its peak value, within three
+   expected blob radii of the refined centre) has an equivalent radius outside
+   ``blob_ratio_range`` times the expected blob radius (``blob_radius_fraction * radius``,
+   the training target's);
+5. suppresses again (refinement can move maxima of one flat-topped blob together).
 
 and finally, across classes, drops the weaker of two detections of different classes whose
 centres are closer than ``cross_class_fraction`` times the smaller radius.
@@ -28,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from numpy.typing import NDArray
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cryopick.coords import voxels_to_angstrom
@@ -39,12 +43,16 @@ _SLAB = 16  # z slices per slab when scanning for maxima
 _OFFSETS = np.array(
     [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dz or dy or dx]
 )
+_EARLIER = [tuple(off) < (0, 0, 0) for off in _OFFSETS]  # neighbours before a voxel in raster order
 
 
 def find_local_maxima(
     prob: NDArray, threshold: float
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Voxels ``>= threshold`` that are maxima of their 3x3x3 neighbourhood (ties kept).
+    """Voxels ``>= threshold`` that are maxima of their 3x3x3 neighbourhood.
+
+    On a plateau of equal values only voxels with no equal neighbour earlier in raster
+    order are kept (a few per plateau; refinement then moves them to its centre).
 
     Parameters
     ----------
@@ -70,9 +78,14 @@ def find_local_maxima(
         idx[:, 0] += z0
         values = prob[idx[:, 0], idx[:, 1], idx[:, 2]]
         keep = np.ones(len(idx), dtype=bool)
-        for off in _OFFSETS:
-            nb = np.clip(idx + off, 0, shape - 1)
-            keep &= values >= prob[nb[:, 0], nb[:, 1], nb[:, 2]]
+        for off, earlier in zip(_OFFSETS, _EARLIER, strict=True):
+            moved = idx + off
+            nb = np.clip(moved, 0, shape - 1)
+            inside = (nb == moved).all(1)
+            nb_values = prob[nb[:, 0], nb[:, 1], nb[:, 2]]
+            # ties: only the first voxel of a plateau in raster order is a maximum
+            beats = values > nb_values if earlier else values >= nb_values
+            keep &= beats | ~inside
         found_coords.append(idx[keep])
         found_values.append(values[keep].astype(np.float32))
     if not found_coords:
@@ -102,26 +115,35 @@ def suppress_non_maxima(
     return np.asarray(kept, dtype=np.int64)
 
 
-def _ball_window(
-    prob: NDArray, centre: NDArray, radius_vox: float
+def _connected_blob(
+    prob: NDArray, centre_zyx: NDArray, peak: float, radius_vox: float
 ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
-    """Values inside a ball around ``centre`` (float index) and their offsets from the box start."""
+    """Return values and voxel indices of a peak's blob.
+
+    The blob is the connected set of voxels ``>= peak/2`` within ``radius_vox`` of
+    ``centre_zyx`` holding the voxel nearest the centre; connectivity keeps neighbouring
+    particles' blobs out of the window.
+    """
+    centre = np.asarray(centre_zyx, dtype=np.float64)
     r = int(math.ceil(radius_vox))
     c = np.round(centre).astype(int)
     lo = np.maximum(c - r, 0)
     hi = np.minimum(c + r + 1, prob.shape)
     box = np.asarray(prob[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
-    grid = np.stack(
-        np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij"), -1
-    )
-    inside = ((grid - centre) ** 2).sum(-1) <= radius_vox**2
-    return box[inside], grid[inside].astype(np.float64)
+    offsets = np.ogrid[tuple(slice(a - x, b - x) for a, b, x in zip(lo, hi, centre, strict=True))]
+    inside = sum(o**2 for o in offsets) <= radius_vox**2
+    labels, _ = ndimage.label((box >= 0.5 * peak) & inside)
+    own = labels[tuple(np.clip(c - lo, 0, np.array(box.shape) - 1))]
+    if not own:
+        return np.zeros(0, dtype=np.float32), np.zeros((0, 3))
+    where = np.nonzero(labels == own)
+    return box[where], np.stack(where, -1) + lo
 
 
 def refine_peak(
-    prob: NDArray, coord_zyx: NDArray, peak: float, radius_vox: float, n_iter: int = 3
+    prob: NDArray, coord_zyx: NDArray, peak: float, radius_vox: float, n_iter: int = 5
 ) -> NDArray[np.float64]:
-    """Sub-voxel centre: mean-shift of the centroid of ``max(p - peak/2, 0)`` in a ball.
+    """Sub-voxel centre: mean-shift of the centroid of ``p - peak/2`` over the peak's blob.
 
     Parameters
     ----------
@@ -132,7 +154,8 @@ def refine_peak(
     peak : float
         Map value at the maximum.
     radius_vox : float
-        Ball radius in voxels (about the expected blob radius, at least 1.5).
+        Window radius in voxels (larger than the expected blob, so that the centroid of a
+        flat-topped blob is found from any of its voxels).
     n_iter : int
         Mean-shift iterations.
 
@@ -141,28 +164,34 @@ def refine_peak(
     numpy.ndarray, shape (3,)
         Fractional voxel position (z, y, x).
     """
-    centre = np.asarray(coord_zyx, dtype=np.float64)
+    start = np.asarray(coord_zyx, dtype=np.float64)
+    centre = start
     for _ in range(n_iter):
-        values, points = _ball_window(prob, centre, radius_vox)
-        w = np.maximum(values - 0.5 * peak, 0.0)
-        if w.sum() <= 0:
+        values, points = _connected_blob(prob, centre, peak, radius_vox)
+        w = values.astype(np.float64) - 0.5 * peak
+        if len(w) == 0 or w.sum() <= 0:
             break
         new = (points * w[:, None]).sum(0) / w.sum()
-        if np.abs(new - centre).max() < 1e-3:
-            centre = new
-            break
+        done = np.abs(new - centre).max() < 1e-3
         centre = new
+        if done:
+            break
     # never wander further than the window from the detected maximum
-    shift = centre - coord_zyx
+    shift = centre - start
     norm = np.linalg.norm(shift)
-    return coord_zyx + (shift if norm <= radius_vox else shift * radius_vox / norm)
+    return start + (shift if norm <= radius_vox else shift * radius_vox / norm)
 
 
-def measure_blob_radius(prob: NDArray, coord_zyx: NDArray, peak: float, window_vox: float) -> float:
-    """Equivalent radius (voxels) of the voxels ``>= peak/2`` within ``window_vox`` of a peak."""
-    values, _ = _ball_window(prob, np.asarray(coord_zyx, dtype=np.float64), window_vox)
-    count = int((values >= 0.5 * peak).sum())
-    return (3.0 * count / (4.0 * math.pi)) ** (1.0 / 3.0)
+def measure_blob_radius(
+    prob: NDArray, centre_zyx: NDArray, peak: float, window_vox: float
+) -> float:
+    """Equivalent radius (voxels) of a peak's blob within ``window_vox`` of its centre.
+
+    The blob is the connected set of voxels ``>= peak/2`` holding the centre voxel; its
+    equivalent radius is that of a ball of the same volume, ``(3 n / 4 pi)^(1/3)``.
+    """
+    values, _ = _connected_blob(prob, centre_zyx, peak, window_vox)
+    return (3.0 * len(values) / (4.0 * math.pi)) ** (1.0 / 3.0)
 
 
 def _find_class_peaks(
@@ -176,19 +205,23 @@ def _find_class_peaks(
     coords, values = find_local_maxima(prob, threshold)
     kept = suppress_non_maxima(coords, values, nms_fraction * radius_vox)
     coords, values = coords[kept], values[kept]
-    refine_r = max(1.5, blob_radius_vox if blob_radius_vox else 0.5 * radius_vox)
+    refine_r = max(2.0, 1.5 * (blob_radius_vox if blob_radius_vox else 0.5 * radius_vox))
     out_coords, out_scores = [], []
     for coord, value in zip(coords, values, strict=True):
+        centre = refine_peak(prob, coord, float(value), refine_r)
         if blob_radius_vox and blob_ratio_range is not None:
-            r_eq = measure_blob_radius(prob, coord, float(value), 2.0 * blob_radius_vox)
+            r_eq = measure_blob_radius(prob, centre, float(value), 3.0 * blob_radius_vox)
             lo, hi = blob_ratio_range
             if not lo * blob_radius_vox <= r_eq <= hi * blob_radius_vox:
                 continue
-        out_coords.append(refine_peak(prob, coord, float(value), refine_r))
+        out_coords.append(centre)
         out_scores.append(value)
     if not out_coords:
         return np.zeros((0, 3)), np.zeros(0, dtype=np.float32)
-    return np.asarray(out_coords), np.asarray(out_scores, dtype=np.float32)
+    coords, scores = np.asarray(out_coords), np.asarray(out_scores, dtype=np.float32)
+    # refinement moves several maxima of one flat-topped blob to its centre: suppress again
+    kept = np.sort(suppress_non_maxima(coords, scores, nms_fraction * radius_vox))
+    return coords[kept], scores[kept]
 
 
 def resolve_cross_class(picks: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:

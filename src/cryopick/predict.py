@@ -7,8 +7,8 @@ positions fixed (see :mod:`cryopick.preprocess`), so only the grid spacing chang
 coordinate mapping is needed. Results are deterministic for the same input and settings.
 
 :func:`predict` runs it over everything :func:`cryopick.io.tomograms.read_tomograms`
-resolves and writes the picks; :func:`tune_model` re-tunes a model's per-class thresholds
-on annotated runs and writes a copy of the model with the new card.
+resolves and writes the picks (:func:`cryopick.tune.tune_model` re-tunes a model's
+thresholds with it).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import shutil
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 PICKS_USER_ID = "cryopick"
 PICKS_SESSION_ID = "0"
 OUTPUT_FORMATS = ("csv", "kaggle", "copick", "star")
-TUNING_MIN_SCORE = 0.02  # candidates for threshold tuning: every peak above this
 
 
 class PredictConfig(BaseModel):
@@ -190,7 +188,8 @@ def predict_tomogram(
     )
 
 
-def _read_inputs(input_path: str | Path, tomo_type: str, runs: list[str] | None) -> list[Tomogram]:
+def read_inputs(input_path: str | Path, tomo_type: str, runs: list[str] | None) -> list[Tomogram]:
+    """Open the tomograms at ``input_path``; an InputError when there are none."""
     tomograms = read_tomograms(input_path, tomo_type=tomo_type, runs=runs)
     if not tomograms:
         raise InputError(input_path, "no tomograms found")
@@ -341,7 +340,7 @@ def predict(
     if format not in OUTPUT_FORMATS:
         raise InputError(None, f"unknown output format {format!r}; choose from {OUTPUT_FORMATS}")
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
-    tomograms = _read_inputs(input_path, tomo_type, runs)
+    tomograms = read_inputs(input_path, tomo_type, runs)
     picks = predict_tomograms(tomograms, model_dir, config, show_progress=show_progress)
     if output is not None or format == "copick":
         card = read_model_card(model_dir)
@@ -358,114 +357,3 @@ def summarise_picks(picks: pd.DataFrame, runs: list[str] | None = None) -> pd.Da
     counts = counts.reindex(index=index, columns=list(PARTICLE_NAMES), fill_value=0)
     counts.loc["total"] = counts.sum()
     return counts.astype(int)
-
-
-def tune_model(
-    model_dir: str | Path,
-    data: str | Path,
-    out_dir: str | Path,
-    config: PredictConfig | None = None,
-    *,
-    tomo_type: str = DEFAULT_TOMO_TYPE,
-    runs: list[str] | None = None,
-    truth: str | Path | None = None,
-    truth_user: str | None = None,
-    truth_session: str | None = None,
-    beta: float = 4.0,
-    show_progress: bool = False,
-) -> dict[str, float]:
-    """Re-tune per-class thresholds on annotated runs; write the model with the new card.
-
-    Predicts every run of ``data`` keeping all peaks above a low floor, chooses per class
-    the threshold maximising F-beta against the annotations
-    (:func:`cryopick.metrics.tune_thresholds`), and writes ``out_dir/model.pt`` (a copy)
-    and ``out_dir/model.json`` (the card with the new thresholds and validation metrics).
-
-    Parameters
-    ----------
-    model_dir : str or Path
-        Model to tune.
-    data : str or Path
-        Annotated runs: a copick config or Kaggle root with tomograms and picks.
-    out_dir : str or Path
-        Where the tuned model goes (must differ from ``model_dir``).
-    config : PredictConfig, optional
-        Prediction settings (its thresholds and min_score are replaced).
-    tomo_type : str
-        Reconstruction type to read.
-    runs : list of str, optional
-        Only these runs.
-    truth : str or Path, optional
-        Annotations, if not the picks in ``data`` (any source :func:`read_picks` reads).
-    truth_user, truth_session : str, optional
-        copick: read only annotations of this user / session (e.g. ``curation``).
-    beta : float
-        F-beta's beta.
-    show_progress : bool
-        Show progress bars.
-
-    Returns
-    -------
-    dict of str to float
-        The tuned thresholds.
-    """
-    from cryopick.io.atomic import atomic_path, write_text_atomic
-    from cryopick.io.picks import read_picks
-    from cryopick.metrics import score_picks, tune_thresholds
-    from cryopick.model import CARD_FILENAME, WEIGHTS_FILENAME, ClassMetrics, read_model_card
-
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if out_dir.resolve() == model_dir.resolve():
-        raise InputError(out_dir, "the tuned model must go to a new folder, not the input model")
-    card = read_model_card(model_dir)
-    tomograms = _read_inputs(data, tomo_type, runs)
-    truth_source = truth if truth is not None else data
-    truth_df = read_picks(truth_source, user_id=truth_user, session_id=truth_session)
-    names = {t.name for t in tomograms}
-    truth_df = truth_df[truth_df["experiment"].isin(names)]
-    if truth_df.empty:
-        raise InputError(
-            truth_source, "no annotated picks for the runs found; cannot tune thresholds"
-        )
-    # every peak above a low floor is a candidate; tuning picks the threshold per class
-    config = (config or PredictConfig()).model_copy(
-        update={"thresholds": _floor_thresholds(), "min_score": 0.0}
-    )
-    candidates = predict_tomograms(tomograms, model_dir, config, show_progress=show_progress)
-    thresholds = tune_thresholds(truth_df, candidates, beta=beta)
-    kept = candidates[
-        candidates["score"] >= candidates["particle_type"].map(thresholds).fillna(math.inf)
-    ]
-    result = score_picks(truth_df, kept, beta=beta)
-    validation = [
-        ClassMetrics(
-            particle_type=row.particle_type,
-            precision=float(row.precision),
-            recall=float(row.recall),
-            fbeta=float(row.fbeta),
-            tp=int(row.tp),
-            fp=int(row.fp),
-            fn=int(row.fn),
-        )
-        for row in result.per_class.itertuples()
-    ]
-    new_card = card.model_copy(
-        update={
-            "thresholds": thresholds,
-            "validation": validation,
-            "score": float(result.score),
-            "validation_data": [f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"],
-        }
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / WEIGHTS_FILENAME) as tmp:
-        shutil.copyfile(model_dir / WEIGHTS_FILENAME, tmp)
-    write_text_atomic(out_dir / CARD_FILENAME, new_card.to_json())
-    log.info("tuned thresholds written to %s (score %.4f)", out_dir, result.score)
-    return thresholds
-
-
-def _floor_thresholds() -> dict[str, float]:
-    from cryopick.particles import PARTICLE_NAMES
-
-    return dict.fromkeys(PARTICLE_NAMES, TUNING_MIN_SCORE)

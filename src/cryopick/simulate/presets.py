@@ -35,13 +35,14 @@ REAL_COUNTS_MEAN_STD: dict[str, tuple[float, float]] = {
     "virus-like-particle": (16.1, 7.4),
 }
 # The real particles cluster: 76 % of apo-ferritins and 84 % of ribosomes have one of
-# their own kind as nearest neighbour, mostly touching (czii_train_picks.csv).
+# their own kind as nearest neighbour, mostly touching (czii_train_picks.csv); these
+# chances reproduce those nearest-neighbour distances (benchmarks/simulate_realism.py).
 REAL_CLUSTER_FRACTION: dict[str, float] = {
-    "apo-ferritin": 0.7,
+    "apo-ferritin": 0.4,
     "beta-amylase": 0.05,
     "beta-galactosidase": 0.05,
-    "ribosome": 0.75,
-    "thyroglobulin": 0.2,
+    "ribosome": 0.55,
+    "thyroglobulin": 0.15,
     "virus-like-particle": 0.1,
 }
 REAL_VOLUME_A3 = 630 * 630 * 184 * 10.0**3
@@ -214,6 +215,9 @@ def draw_counts(
 def load_config(preset: str, config_path: str | Path | None = None) -> SimulationConfig:
     """Return a preset, optionally overridden by the fields of a JSON file.
 
+    The file holds config fields, or is the ``simulation.json`` of an earlier project
+    (its ``config`` is used, which reproduces that project's settings).
+
     Raises
     ------
     InputError
@@ -228,6 +232,8 @@ def load_config(preset: str, config_path: str | Path | None = None) -> Simulatio
     config_path = Path(config_path)
     try:
         overrides = json.loads(config_path.read_text())
+        if isinstance(overrides, dict) and isinstance(overrides.get("config"), dict):
+            overrides = overrides["config"]
         return SimulationConfig.model_validate({**base.model_dump(), **overrides})
     except (OSError, json.JSONDecodeError, TypeError) as err:
         raise InputError(config_path, f"cannot read simulator settings: {err}") from None

@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation
 from cryopick.particles import PARTICLE_NAMES, get_particle
 from cryopick.simulate.presets import SimulationConfig, draw_counts
 from cryopick.simulate.templates import (
+    TEMPLATE_SPACING_A,
     load_templates,
     rotate_template,
     rotation_xyz_to_zyx,
@@ -184,13 +185,14 @@ def _distractor_pool(
     small = [_ellipsoid_blob(rng, size, spacing_A) for size in sizes]
     albumin = templates["distractor/8vaf"].density
     for _ in range(6):
-        small.append(rotate_template(albumin, Rotation.random(random_state=rng).as_matrix()))
+        rot = Rotation.random(random_state=rng).as_matrix()
+        small.append(rotate_template(albumin, rot, zoom=TEMPLATE_SPACING_A / spacing_A))
     large = []
     for key, tpl in templates.items():
         if key.startswith("distractor/") and key != "distractor/8vaf":
             for _ in range(n_large_variants):
                 rot = Rotation.random(random_state=rng).as_matrix()
-                large.append(rotate_template(tpl.density, rot))
+                large.append(rotate_template(tpl.density, rot, zoom=TEMPLATE_SPACING_A / spacing_A))
     return small, large
 
 
@@ -261,6 +263,7 @@ def _place_targets(
     config: SimulationConfig,
     z_range: tuple[float, float],
     rng: np.random.Generator,
+    spacing_A: float,
 ) -> tuple[list[NDArray], list[str], list[NDArray]]:
     """Place the targets, largest first, in random orientations; return their truth."""
     templates = load_templates()
@@ -274,9 +277,11 @@ def _place_targets(
                 key = f"alternate/{name}"
             rot_xyz = Rotation.random(random_state=rng).as_matrix()
             shift = rng.uniform(-0.5, 0.5, size=3)
-            density = rotate_template(templates[key].density, rotation_xyz_to_zyx(rot_xyz), shift)
+            zoom = TEMPLATE_SPACING_A / spacing_A
+            rot_zyx = rotation_xyz_to_zyx(rot_xyz)
+            density = rotate_template(templates[key].density, rot_zyx, shift, zoom)
             mask = support_mask(density)
-            radius = templates[key].radius_vox
+            radius = templates[key].radius_vox * zoom
             cluster_p = config.cluster_fraction.get(name, 0.0)
             for centre in _candidate_centres(
                 potential.shape, z_range, anchors, radius, cluster_p, rng
@@ -323,8 +328,10 @@ def build_sample(
     -------
     Sample
     """
-    if abs(spacing_A - 10.0) > 1e-6:
-        raise ValueError("the template library is on a 10 Å grid: spacing_A must be 10")
+    if not 4.0 <= spacing_A <= 25.0:
+        raise ValueError(
+            f"spacing_A must lie in 4..25 Å (templates are 10 Å maps), got {spacing_A}"
+        )
     slab, thickness = _make_slab(shape, params, rng)
     potential = np.zeros(shape, np.float32)
     occupied = np.zeros(shape, bool)
@@ -338,7 +345,7 @@ def build_sample(
 
     counts = draw_counts(config, float(np.prod(shape)) * spacing_A**3, rng)
     centres, types, rotations = _place_targets(
-        potential, occupied, labels, counts, config, z_range, rng
+        potential, occupied, labels, counts, config, z_range, rng, spacing_A
     )
 
     ice_voxels = float(slab.sum())

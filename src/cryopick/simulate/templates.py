@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 LIBRARY_FILE = "templates.npz"
+TEMPLATE_SPACING_A = 10.0  # voxel size of the packaged maps
 SUPPORT_LEVEL = 0.35  # fraction of the protein interior level that counts as protein
 _TARGET_FILES = {
     "apo-ferritin": "8cpv",
@@ -188,8 +189,9 @@ def rotate_template(
     density: NDArray[np.float32],
     rotation_zyx: NDArray[np.float64],
     shift_zyx: NDArray[np.float64] | None = None,
+    zoom: float = 1.0,
 ) -> NDArray[np.float32]:
-    """Rotate a centred density about its box centre and shift it by a sub-voxel amount.
+    """Rotate a centred density about its box centre, resample it and shift it sub-voxel.
 
     Parameters
     ----------
@@ -198,19 +200,27 @@ def rotate_template(
     rotation_zyx : numpy.ndarray, shape (3, 3)
         Rotation acting on (z, y, x) column vectors (template frame -> tomogram frame).
     shift_zyx : numpy.ndarray, shape (3,), optional
-        Where the template centre goes relative to the box centre, in voxels.
+        Where the template centre goes relative to the output box centre, in output voxels.
+    zoom : float
+        Output voxels per template voxel: ``TEMPLATE_SPACING_A / spacing_A``. Below 1 the
+        map is low-pass filtered first, so coarse grids do not alias.
 
     Returns
     -------
-    numpy.ndarray, shape (n, n, n), float32
-        ``out[p] = density(R^T (p - c - shift) + c)`` by trilinear interpolation.
+    numpy.ndarray, shape (m, m, m), float32
+        ``out[p] = density(R^T (p - c_out - shift) / zoom + c)`` by trilinear
+        interpolation; ``m`` is the odd size holding the zoomed box (``n`` at zoom 1).
     """
     n = density.shape[0]
-    c = np.full(3, (n - 1) / 2)
+    m = n if zoom == 1 else 2 * int(np.ceil((n - 1) / 2 * zoom)) + 1
+    if zoom < 1:
+        density = ndi.gaussian_filter(density, sigma=0.4 * (1 / zoom - 1) + 1e-3)
+    c_in, c_out = np.full(3, (n - 1) / 2), np.full(3, (m - 1) / 2)
     shift = np.zeros(3) if shift_zyx is None else np.asarray(shift_zyx, dtype=np.float64)
-    inv = np.asarray(rotation_zyx, dtype=np.float64).T
-    offset = c - inv @ (c + shift)
-    return ndi.affine_transform(density, inv, offset=offset, order=1).astype(np.float32)
+    inv = np.asarray(rotation_zyx, dtype=np.float64).T / zoom
+    offset = c_in - inv @ (c_out + shift)
+    out = ndi.affine_transform(density, inv, offset=offset, output_shape=(m,) * 3, order=1)
+    return out.astype(np.float32)
 
 
 def support_mask(density: NDArray[np.float32], fill: bool = True) -> NDArray[np.bool_]:

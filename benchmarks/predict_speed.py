@@ -1,0 +1,251 @@
+"""End-to-end speed and memory of ``predict_tomogram`` on one full-size tomogram.
+
+Usage::
+
+    .venv/bin/python benchmarks/predict_speed.py [--shape 184 630 630] [--threads 2]
+        [--skip-monai] [--out FILE]
+
+Steps, each timed, with the peak resident memory (RSS sampled every 10 ms) during it:
+
+* ``read_normalise``: open the OME-Zarr (10 Å, random smooth content with dark blobs) and
+  normalise it (one pass over the store);
+* ``network``: :func:`cryopick.infer.predict_probabilities` with the default network of
+  :mod:`cryopick.model` (untrained: cost does not depend on the weights), the card's patch
+  size and overlap 0.25, batch 2;
+* ``peaks``: :func:`cryopick.peaks.find_peaks` on the network's map, and, because an
+  untrained network gives flat maps, also on a synthetic map with 150 blobs per class
+  (``peaks_synthetic``);
+* ``write``: the picks CSV.
+
+Reference: MONAI's ``sliding_window_inference`` with the same network (its native stride-2
+forward), patch, overlap, batch and Gaussian blending. Also measured: fp32 and bf16 matmul
+peaks of this CPU (a 2048² matmul), the network's FLOPs per window (torch's FlopCounter),
+and the network's achieved FLOP/s. Results go to ``benchmarks/results/predict_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from cryopick.infer import compute_window_starts, predict_probabilities, resolve_precision
+from cryopick.io.omezarr import write_ome_zarr
+from cryopick.io.picks import write_picks
+from cryopick.io.tomograms import read_tomogram
+from cryopick.model import ModelCard, build_model, describe_hardware
+from cryopick.particles import PARTICLES
+from cryopick.peaks import find_peaks
+from cryopick.preprocess import normalise_volume
+
+RESULTS = Path(__file__).parent / "results" / "predict_speed.json"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class RssSampler:
+    """Peak resident memory of this process, sampled in a background thread."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+@contextmanager
+def stage(results: dict, name: str):  # noqa: ANN201
+    start = time.perf_counter()
+    with RssSampler() as sampler:
+        yield
+    results[name] = {
+        "seconds": round(time.perf_counter() - start, 3),
+        "peak_rss_GB": round(sampler.peak / 1e9, 3),
+    }
+    print(f"{name:>18s}: {results[name]}", flush=True)
+
+
+def measure_matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
+    """GFLOP/s of an n x n matmul in ``dtype`` (best of ``repeats``)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+        if best > 5:  # emulated bf16 without native instructions: one is enough
+            break
+    return 2 * n**3 / best / 1e9
+
+
+def make_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """Smooth random density with dark blobs (protein darker than solvent)."""
+    rng = np.random.default_rng(seed)
+    volume = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), 1.5)
+    zz, yy, xx = (rng.uniform(0, n, 600) for n in shape)
+    blobs = np.zeros(shape, dtype=np.float32)
+    blobs[zz.astype(int), yy.astype(int), xx.astype(int)] = -40.0
+    volume += ndimage.gaussian_filter(blobs, 3.0)
+    return volume
+
+
+def make_synthetic_probs(shape: tuple[int, int, int], per_class: int = 150) -> np.ndarray:
+    """Probability maps at stride 2 with Gaussian blobs of each class's target size."""
+    rng = np.random.default_rng(1)
+    probs = np.zeros((7, *shape), dtype=np.float16)
+    for p in PARTICLES:
+        sigma = 0.5 * p.radius_A / 20.0 / 1.18
+        impulses = np.zeros(shape, dtype=np.float32)
+        idx = tuple(rng.integers(0, n, per_class) for n in shape)
+        impulses[idx] = 1.0
+        field = ndimage.gaussian_filter(impulses, sigma) * (2 * np.pi * sigma**2) ** 1.5
+        probs[p.label] = np.clip(field * 0.9, 0, 1)
+    return probs
+
+
+def run_monai(model: torch.nn.Module, volume: np.ndarray, patch, overlap: float, batch: int):  # noqa: ANN001, ANN201
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(volume)[None, None]
+    with torch.inference_mode():
+        logits = sliding_window_inference(
+            x, patch, batch, model.forward_native, overlap=overlap, mode="gaussian"
+        )
+        return torch.softmax(logits, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shape = tuple(args.shape)
+
+    card = ModelCard()
+    model = build_model(card.architecture).eval()
+    patch = tuple(card.patch_size)
+    results: dict = {
+        "shape_zyx": shape,
+        "spacing_A": 10.0,
+        "threads": args.threads,
+        "hardware": describe_hardware("cpu"),
+        "load_average_before": os.getloadavg(),
+        "architecture": card.architecture.model_dump(),
+        "patch_size": patch,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "precision": str(resolve_precision("auto", torch.device("cpu"))),
+    }
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.forward_native(torch.zeros((1, 1, *patch)))
+    flops_per_window = counter.get_total_flops()
+    n_windows = int(
+        np.prod(
+            [
+                len(compute_window_starts(n // 2, p // 2, args.overlap))
+                for n, p in zip(shape, patch, strict=True)
+            ]
+        )
+    )
+    results["flops_per_window"] = flops_per_window
+    results["n_windows"] = n_windows
+    results["fp32_matmul_peak_GFLOPs"] = round(measure_matmul_peak(torch.float32), 2)
+    results["bf16_matmul_peak_GFLOPs"] = round(measure_matmul_peak(torch.bfloat16, n=1024), 3)
+    print(json.dumps(results, indent=1), flush=True)
+
+    stages: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = write_ome_zarr(Path(tmp) / "TS_bench.zarr", make_volume(shape), 10.0, n_levels=1)
+        total_start = time.perf_counter()
+        with RssSampler() as whole:
+            with stage(stages, "read_normalise"):
+                tomogram = read_tomogram(store)
+                volume = normalise_volume(tomogram.data, source=tomogram.source)
+            with stage(stages, "network"):
+                probs = predict_probabilities(
+                    model, volume, patch, args.overlap, args.batch_size, "cpu", upsample=False
+                )
+            with stage(stages, "peaks"):
+                picks = find_peaks(probs, 20.0, tomogram.name, card.thresholds, origin_A=5.0)
+            with stage(stages, "write"):
+                write_picks(picks, Path(tmp) / "picks.csv")
+        results["end_to_end_seconds"] = round(time.perf_counter() - total_start, 3)
+        results["end_to_end_peak_rss_GB"] = round(whole.peak / 1e9, 3)
+        results["n_picks_untrained"] = len(picks)
+        del probs
+        synthetic = make_synthetic_probs(tuple(-(-n // 2) for n in shape))
+        with stage(stages, "peaks_synthetic"):
+            synthetic_picks = find_peaks(synthetic, 20.0, "synthetic", origin_A=5.0)
+        results["n_picks_synthetic"] = len(synthetic_picks)
+        del synthetic
+        results["stages"] = stages
+        network_s = stages["network"]["seconds"]
+        achieved = n_windows * flops_per_window / network_s / 1e9
+        results["network_GFLOPs"] = round(achieved, 2)
+        results["network_fraction_of_fp32_peak"] = round(
+            achieved / results["fp32_matmul_peak_GFLOPs"], 3
+        )
+        results["network_fraction_of_bf16_peak"] = round(
+            achieved / results["bf16_matmul_peak_GFLOPs"], 3
+        )
+        if not args.skip_monai:
+            monai: dict = {}
+            with stage(monai, "monai_network"):
+                run_monai(model.to(memory_format=torch.contiguous_format), volume, patch,
+                          args.overlap, args.batch_size)  # fmt: skip
+            results["monai"] = monai
+            results["ours_over_monai_network"] = round(
+                network_s / monai["monai_network"]["seconds"], 3
+            )
+    results["max_rss_GB_getrusage"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3
+    )
+    results["load_average_after"] = os.getloadavg()
+    results["python"] = platform.python_version()
+    results["torch"] = torch.__version__
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Seeded data augmentation for training patches.
+
+Geometric transforms keep the missing wedge along Z: flips of x, y and z, and
+90-degree rotations in the XY plane only (a rotation that moved Z into XY would show
+the network wedge artefacts it never meets in real data). A z flip combined with an x
+or y flip is a 180-degree rotation about the other in-plane axis. Input and target are
+transformed together; the target may be on a stride-2 grid (flipping an even-sized
+patch maps output voxel ``j`` to ``n-1-j`` on both grids, so the two stay aligned).
+
+Intensity transforms (input only): scale and offset, extra Gaussian noise and blur.
+All randomness comes from the ``numpy.random.Generator`` passed in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, Field
+from scipy import ndimage
+
+
+class AugmentConfig(BaseModel):
+    """Augmentation probabilities and ranges (0 disables an augmentation)."""
+
+    flip_xy: bool = True
+    flip_z: bool = True
+    rotate_xy: bool = True
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    offset_sigma: float = Field(0.1, ge=0.0)
+    noise_probability: float = Field(0.3, ge=0.0, le=1.0)
+    noise_sigma_max: float = Field(0.5, ge=0.0)
+    blur_probability: float = Field(0.2, ge=0.0, le=1.0)
+    blur_sigma_max_vox: float = Field(1.0, ge=0.0)
+
+
+def augment_geometry(
+    volume: NDArray, target: NDArray, rng: np.random.Generator, config: AugmentConfig
+) -> tuple[NDArray, NDArray]:
+    """Apply the same random flips / XY rotation to an input patch and its target.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray, shape (Z, Y, X)
+        Input patch (Y == X when rotations are on).
+    target : numpy.ndarray, shape (z, y, x) or (C, z, y, x)
+        Class map or soft target on the same or a strided grid.
+    rng : numpy.random.Generator
+        Source of randomness.
+    config : AugmentConfig
+        Which transforms to use.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Contiguous transformed copies.
+    """
+    lead = target.ndim - 3
+    draws = rng.random(3)
+    k = int(rng.integers(0, 4))
+    axes = []
+    if config.flip_z and draws[0] < 0.5:
+        axes.append(0)
+    if config.flip_xy and draws[1] < 0.5:
+        axes.append(1)
+    if config.flip_xy and draws[2] < 0.5:
+        axes.append(2)
+    if axes:
+        volume = np.flip(volume, axis=tuple(axes))
+        target = np.flip(target, axis=tuple(a + lead for a in axes))
+    if config.rotate_xy and k:
+        volume = np.rot90(volume, k, axes=(1, 2))
+        target = np.rot90(target, k, axes=(1 + lead, 2 + lead))
+    return np.ascontiguousarray(volume), np.ascontiguousarray(target)
+
+
+def augment_intensity(
+    volume: NDArray[np.float32], rng: np.random.Generator, config: AugmentConfig
+) -> NDArray[np.float32]:
+    """Random intensity scale/offset, blur and extra noise for a normalised patch."""
+    scale = rng.uniform(*config.scale_range)
+    offset = rng.normal(0.0, config.offset_sigma) if config.offset_sigma > 0 else 0.0
+    blur_draw, blur_sigma = rng.random(), rng.uniform(0.0, config.blur_sigma_max_vox)
+    noise_draw, noise_sigma = rng.random(), rng.uniform(0.0, config.noise_sigma_max)
+    out = volume.astype(np.float32, copy=True)
+    if blur_draw < config.blur_probability and blur_sigma > 0.05:
+        out = ndimage.gaussian_filter(out, blur_sigma, mode="nearest")
+        # blurring lowers the spread: restore it so the network sees the usual contrast
+        out /= max(float(out.std()), 1e-6) / max(float(volume.std()), 1e-6)
+    if noise_draw < config.noise_probability and noise_sigma > 0:
+        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise_sigma)
+    out *= np.float32(scale)
+    out += np.float32(offset)
+    return out

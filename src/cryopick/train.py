@@ -1,0 +1,348 @@
+"""Train the 3D U-Net: loop, checkpoints, exact resume, validation, best-model keeping.
+
+:func:`train` writes into its output folder:
+
+* ``checkpoint.pt``: everything needed to continue exactly (step, weights, optimiser,
+  schedule, torch / numpy / python RNG states, learning curve, best score), replaced
+  atomically every ``checkpoint_every`` steps, so a killed run loses at most that many
+  steps and a reader never sees a half-written file;
+* ``model.pt`` + ``model.json``: the best model so far by validation score (or the last
+  one when there is nothing to validate on), see :mod:`cryopick.model`.
+
+Validation runs the real pipeline on held-out runs: full-volume inference
+(:func:`cryopick.infer.predict_probabilities`), peaks (:func:`cryopick.peaks.find_peaks`),
+per-class thresholds tuned for F-beta (:func:`cryopick.metrics.tune_thresholds`) and the
+weighted score (:func:`cryopick.metrics.score_picks`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cryopick.dataset import PatchSampler, TrainRun, load_runs
+from cryopick.io.atomic import atomic_path
+from cryopick.model import (
+    ClassMetrics,
+    ModelCard,
+    UNet3D,
+    build_model,
+    describe_hardware,
+    save_model,
+)
+from cryopick.targets import describe_target
+from cryopick.train_config import TrainConfig, compute_loss, lr_factor
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILENAME = "checkpoint.pt"
+
+
+def gather_runs(config: TrainConfig, out_dir: Path) -> tuple[list[TrainRun], list[TrainRun]]:
+    """Load (and, with ``simulate``, first make) the training and validation runs.
+
+    Simulated projects are written under ``out_dir/simulated/`` and reused on resume.
+    Without validation sources, ``simulate_val`` runs are simulated when simulating,
+    otherwise the last fifth of the training runs (at least one) is held out.
+    """
+    train_runs: list[TrainRun] = []
+    val_runs: list[TrainRun] = []
+    for source in config.data:
+        train_runs += load_runs(source, config.tomo_types, config.spacing_A)
+    if config.simulate:
+        train_runs += load_runs(
+            _simulated(out_dir / "simulated" / "train", config.simulate, config.seed, config),
+            config.tomo_types,
+            config.spacing_A,
+        )
+    for source in config.val:
+        val_runs += load_runs(source, [config.val_tomo_type], config.spacing_A)
+    if not config.val and config.simulate and config.simulate_val:
+        project = _simulated(
+            out_dir / "simulated" / "val", config.simulate_val, config.seed + 1_000_003, config
+        )
+        val_runs += load_runs(project, [config.val_tomo_type], config.spacing_A)
+    if not config.val and not val_runs and len(train_runs) >= 2:
+        n_val = max(1, len(train_runs) // 5)
+        val_runs, train_runs = train_runs[-n_val:], train_runs[:-n_val]
+        log.info("no validation data given: holding out %s", ", ".join(r.name for r in val_runs))
+    if not train_runs:
+        raise ValueError("no training data: give --data and/or --simulate")
+    return train_runs, val_runs
+
+
+def _simulated(path: Path, n_runs: int, seed: int, config: TrainConfig) -> Path:
+    from cryopick.simulate import simulate_project
+
+    config_path = path / "copick_config.json"
+    if config_path.exists():
+        return config_path
+    log.info("simulating %d runs (%s) into %s", n_runs, config.simulate_preset, path)
+    with atomic_path(path) as tmp:
+        simulate_project(
+            tmp, n_runs, seed=seed, shape=config.simulate_shape, spacing_A=config.spacing_A,
+            preset=config.simulate_preset,
+        )  # fmt: skip
+    return config_path
+
+
+def validate(
+    model: UNet3D,
+    runs: Sequence[TrainRun],
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[float, dict[str, float], list[ClassMetrics]]:
+    """Score the model on held-out runs with per-class thresholds tuned for F-beta (beta=4).
+
+    Returns
+    -------
+    (float, dict, list of ClassMetrics)
+        Weighted F-beta, tuned thresholds, per-class metrics at those thresholds.
+    """
+    from cryopick.infer import predict_probabilities
+    from cryopick.metrics import score_picks, tune_thresholds
+    from cryopick.peaks import find_peaks
+    from cryopick.predict import expected_blob_fraction
+
+    stride = model.output_stride
+    candidates = []
+    for run in runs:
+        volume = run.volumes.get(config.val_tomo_type, next(iter(run.volumes.values())))
+        probs = predict_probabilities(
+            model, volume, patch_size=config.patch_size, overlap=config.val_overlap,
+            device=device, precision=config.precision, channels_last=config.channels_last,
+            upsample=False,
+        )  # fmt: skip
+        candidates.append(
+            find_peaks(
+                probs, spacing_A=run.spacing_A * stride, experiment=run.name,
+                default_threshold=config.val_min_score, min_score=config.val_min_score,
+                blob_radius_fraction=expected_blob_fraction(
+                    describe_target(config.target, config.target_fraction)
+                ),
+                origin_A=(stride - 1) / 2.0 * run.spacing_A,
+            )  # fmt: skip
+        )
+    picks = pd.concat(candidates, ignore_index=True)
+    truth = pd.concat([r.picks for r in runs], ignore_index=True)
+    thresholds = tune_thresholds(truth, picks)
+    keep = picks["score"].to_numpy() >= picks["particle_type"].map(thresholds).to_numpy()
+    result = score_picks(truth, picks[keep])
+    metrics = [
+        ClassMetrics(**{k: row[k] for k in ClassMetrics.model_fields})
+        for row in result.per_class.to_dict("records")
+    ]
+    return float(result.score), thresholds, metrics
+
+
+def _rng_states(rng: np.random.Generator) -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "numpy": rng.bit_generator.state,
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(rng: np.random.Generator, states: dict[str, Any]) -> None:
+    rng.bit_generator.state = states["numpy"]
+    torch.set_rng_state(states["torch"])
+    random.setstate(_as_tuple(states["python"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} steps/s"),
+        TextColumn("val {task.fields[score]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        disable=not enabled,
+    )  # fmt: skip
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    train_runs: Sequence[TrainRun] | None = None,
+    val_runs: Sequence[TrainRun] | None = None,
+    progress: bool = True,
+) -> ModelCard:
+    """Train a model and write it (and its checkpoint) into ``out_dir``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run's configuration. On ``resume`` the checkpoint's configuration is used,
+        except ``steps``, ``time_limit_min`` and ``validate_every``, taken from ``config``.
+    out_dir : str or Path
+        Output folder: ``checkpoint.pt``, ``model.pt``, ``model.json``.
+    resume : bool
+        Continue exactly where the last checkpoint in ``out_dir`` left off.
+    train_runs, val_runs : sequence of TrainRun, optional
+        In-memory runs instead of ``config.data`` / ``config.val`` (tests, notebooks).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    ModelCard
+        Card of the kept model.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_FILENAME
+    checkpoint = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    if resume and checkpoint is None:
+        log.warning("%s: no checkpoint to resume from; starting afresh", ckpt_path)
+    if checkpoint is not None:
+        keep = {k: getattr(config, k) for k in ("steps", "time_limit_min", "validate_every")}
+        config = TrainConfig.model_validate({**checkpoint["config"], **keep})
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    from cryopick.infer import resolve_device, resolve_precision
+
+    device = resolve_device(config.device)
+    amp_dtype = resolve_precision(config.precision, device)
+    if train_runs is None:
+        train_runs, loaded_val = gather_runs(config, out_dir)
+        val_runs = loaded_val if val_runs is None else val_runs
+    val_runs = list(val_runs or [])
+
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = build_model(config.architecture)
+    memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    sampler = PatchSampler(
+        train_runs, config.patch_size, config.architecture.output_stride, config.target,
+        config.target_fraction, config.particle_fraction, config.augment, rng,
+    )  # fmt: skip
+    weights = config.class_weights().to(device)
+    card = ModelCard(
+        architecture=config.architecture, spacing_A=config.spacing_A,
+        patch_size=config.patch_size, target=describe_target(config.target, config.target_fraction),
+        training_data=[f"{r.source}:{r.name}:{'+'.join(sorted(r.volumes))}" for r in train_runs],
+        validation_data=[f"{r.source}:{r.name}:{config.val_tomo_type}" for r in val_runs],
+        hardware=describe_hardware(device), train_config=config.model_dump(mode="json"),
+    )  # fmt: skip
+    step, wall_s, best = 0, 0.0, None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        _set_rng_states(rng, checkpoint["rng"])
+        step, wall_s = checkpoint["step"], checkpoint["wall_s"]
+        card = ModelCard.model_validate_json(checkpoint["card"])
+        best = checkpoint["best_score"]
+        log.info("resumed from %s at step %d", ckpt_path, step)
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {
+            "config": config.model_dump(mode="json"), "step": step, "wall_s": wall_s,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "rng": _rng_states(rng), "card": card.to_json(), "best_score": best,
+        }  # fmt: skip
+
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    )
+    deadline = None if config.time_limit_min is None else config.time_limit_min * 60.0
+    score_text = "-" if best is None else f"{best:.3f}"
+    model.train()
+    with _progress(progress) as bar:
+        task = bar.add_task("train", total=config.steps, completed=step, loss=0.0, rate=0.0,
+                            score=score_text)  # fmt: skip
+        while step < config.steps and (deadline is None or wall_s < deadline):
+            t0 = time.perf_counter()
+            x, y = sampler.sample_batch(config.batch_size)
+            xt = torch.from_numpy(x).to(device).contiguous(memory_format=memory_format)
+            yt = torch.from_numpy(y).to(device)
+            yt = yt.long() if yt.dtype == torch.uint8 else yt
+            with autocast:
+                logits = model.forward_native(xt)
+            loss = compute_loss(logits, yt, config, weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            dt = time.perf_counter() - t0
+            wall_s += dt
+            stop = step >= config.steps or (deadline is not None and wall_s >= deadline)
+            due = config.validate_every and step % config.validate_every == 0
+            if val_runs and (due or stop):
+                score, thresholds, metrics = validate(model, val_runs, config, device)
+                model.train()
+                curve = [*card.learning_curve, (round(wall_s, 2), step, round(score, 5))]
+                card = card.model_copy(update={"learning_curve": curve})
+                log.info("step %d: validation score %.4f", step, score)
+                if best is None or score > best:
+                    best = score
+                    card = card.model_copy(update=dict(
+                        steps=step, wall_time_s=round(wall_s, 2), score=score,
+                        thresholds=thresholds, validation=metrics,
+                    ))  # fmt: skip
+                    save_model(out_dir, model, card)
+                score_text = f"{best:.3f}"
+            elif not val_runs and (step % config.checkpoint_every == 0 or stop):
+                card = card.model_copy(update={"steps": step, "wall_time_s": round(wall_s, 2)})
+                save_model(out_dir, model, card)
+            if step % config.checkpoint_every == 0 or stop:
+                save_checkpoint(ckpt_path, checkpoint_state())
+            bar.update(task, completed=step, loss=float(loss.detach()), rate=1.0 / max(dt, 1e-9),
+                       score=score_text)  # fmt: skip
+    # the kept model's card gets the whole learning curve
+    if (out_dir / "model.json").exists():
+        from cryopick.io.atomic import write_text_atomic
+        from cryopick.model import read_model_card
+
+        kept = read_model_card(out_dir)
+        kept = kept.model_copy(update={"learning_curve": card.learning_curve})
+        write_text_atomic(out_dir / "model.json", kept.to_json())
+        return kept
+    return card

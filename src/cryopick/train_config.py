@@ -1,0 +1,151 @@
+"""The training configuration (one validated object) and the training loss.
+
+:class:`TrainConfig` is built by ``cryopick train``, saved in every checkpoint and in the
+model card, so any model can be reproduced from its folder. Defaults were chosen by
+measurement on a 2-core CPU (docs/training.md).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cryopick.augment import AugmentConfig
+from cryopick.model import ModelConfig
+from cryopick.particles import N_CLASSES
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run.
+
+    Attributes (selection; see field descriptions)
+    ----------------------------------------------
+    data, val : list of str
+        Training / validation sources (copick configs, Kaggle roots, simulated projects).
+    simulate : int
+        Fresh simulated training runs to make first (``simulate_preset``, ``simulate_shape``).
+    steps : int
+        Optimiser steps; the learning-rate schedule spans them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: list[str] = Field(default_factory=list, description="training sources")
+    val: list[str] = Field(default_factory=list, description="held-out validation sources")
+    simulate: int = Field(0, ge=0, description="simulate this many fresh training runs first")
+    simulate_val: int = Field(2, ge=0, description="simulated validation runs when --val is empty")
+    simulate_preset: str = Field("czii", description="simulator preset for --simulate")
+    simulate_shape: tuple[int, int, int] = Field((184, 630, 630), description="simulated (Z,Y,X)")
+    tomo_types: list[str] = Field(
+        default_factory=lambda: ["denoised", "wbp", "ctfdeconvolved"],
+        description="reconstruction types mixed in training (those a run lacks are skipped)",
+    )
+    val_tomo_type: str = Field("denoised", description="reconstruction type validated on")
+    spacing_A: float = Field(10.0, gt=0, description="model voxel size in Å")
+    architecture: ModelConfig = Field(default_factory=ModelConfig)
+    patch_size: tuple[int, int, int] = Field((64, 64, 64), description="training patch (z,y,x)")
+    batch_size: int = Field(2, ge=1, description="patches per step")
+    steps: int = Field(4000, ge=1, description="optimiser steps")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up steps")
+    min_lr_fraction: float = Field(0.02, ge=0, le=1, description="cosine floor, fraction of lr")
+    target: Literal["sphere", "gaussian"] = Field("sphere", description="training target")
+    target_fraction: float = Field(0.5, gt=0, le=1.5, description="sphere radius / sigma fraction")
+    loss: Literal["ce", "ce+dice", "ce+tversky"] = Field("ce", description="loss")
+    background_weight: float = Field(1.0, gt=0, description="cross-entropy weight of background")
+    particle_weight: float = Field(8.0, gt=0, description="cross-entropy weight of particles")
+    overlap_weight: float = Field(1.0, ge=0, description="weight of the Dice/Tversky term")
+    tversky_alpha: float = Field(0.3, ge=0, le=1, description="Tversky false-positive weight")
+    particle_fraction: float = Field(0.8, ge=0, le=1, description="patches centred on particles")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    seed: int = Field(0, description="seed of every random generator")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on CUDA / CPUs with native bf16, else fp32"
+    )
+    channels_last: bool = Field(False, description="channels_last_3d memory format")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's)")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
+    validate_every: int = Field(500, ge=0, description="steps between validations (0: end)")
+    val_overlap: float = Field(0.125, ge=0, lt=1, description="window overlap in validation")
+    val_min_score: float = Field(0.05, gt=0, lt=1, description="candidate floor for tuning")
+    time_limit_min: float | None = Field(None, gt=0, description="stop after this many minutes")
+
+    @model_validator(mode="after")
+    def _check_patch(self) -> TrainConfig:
+        m = self.architecture.input_multiple
+        if any(p % m for p in self.patch_size):
+            raise ValueError(f"patch_size {self.patch_size} must be multiples of {m}")
+        if self.augment.rotate_xy and self.patch_size[1] != self.patch_size[2]:
+            raise ValueError("XY rotations need patch_size y == x")
+        return self
+
+    def class_weights(self) -> torch.Tensor:
+        """Cross-entropy weight per class (background first)."""
+        return torch.tensor(
+            [self.background_weight] + [self.particle_weight] * (N_CLASSES - 1),
+            dtype=torch.float32,
+        )
+
+
+def compute_loss(
+    logits: torch.Tensor, target: torch.Tensor, config: TrainConfig, weights: torch.Tensor
+) -> torch.Tensor:
+    """Class-weighted cross-entropy, plus an optional Dice / Tversky term.
+
+    Parameters
+    ----------
+    logits : torch.Tensor, shape (B, C, z, y, x)
+        Network output on its native grid.
+    target : torch.Tensor
+        Class indices ``(B, z, y, x)`` (int64) or soft probabilities ``(B, C, z, y, x)``.
+    config : TrainConfig
+        Loss choice and parameters.
+    weights : torch.Tensor, shape (C,)
+        Class weights.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+    """
+    logits = logits.float()
+    if target.dtype == torch.int64:
+        # weighted mean normalised by the summed weights of the voxels (torch's convention)
+        loss = F.cross_entropy(logits, target, weight=weights)
+    else:
+        w = weights.view(1, -1, 1, 1, 1)
+        loss = -(w * target * F.log_softmax(logits, dim=1)).sum(1).mean()
+        loss = loss / (w * target).sum(1).mean().clamp_min(1e-6)
+    if config.loss == "ce":
+        return loss
+    probs = torch.softmax(logits, dim=1)[:, 1:]
+    if target.dtype == torch.int64:
+        onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].float()
+    else:
+        onehot = target[:, 1:]
+    dims = (0, 2, 3, 4)
+    tp = (probs * onehot).sum(dims)
+    fp = (probs * (1 - onehot)).sum(dims)
+    fn = ((1 - probs) * onehot).sum(dims)
+    alpha = 0.5 if config.loss == "ce+dice" else config.tversky_alpha
+    index = (tp + 1.0) / (tp + alpha * fp + (1 - alpha) * fn + 1.0)
+    present = onehot.sum(dims) > 0
+    overlap = 1.0 - index[present].mean() if present.any() else logits.new_zeros(())
+    return loss + config.overlap_weight * overlap
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up, then cosine to the floor."""
+    import math
+
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    span = max(config.steps - config.warmup_steps, 1)
+    t = min((step - config.warmup_steps) / span, 1.0)
+    floor = config.min_lr_fraction
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))

@@ -1,0 +1,220 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import cryopick.model
+from cryopick.cli import app
+from cryopick.coords import voxels_to_angstrom
+from cryopick.errors import InputError
+from cryopick.io.layout import make_copick_config, read_copick_config
+from cryopick.io.mrc import write_mrc
+from cryopick.io.picks import make_picks, read_picks, write_picks
+from cryopick.io.tomograms import Tomogram, read_tomograms, write_tomogram
+from cryopick.model import ModelCard, ModelConfig, build_model, save_model
+from cryopick.particles import get_particle
+from cryopick.predict import (
+    PredictConfig,
+    bundled_model_dir,
+    expected_blob_fraction,
+    predict,
+    predict_tomogram,
+)
+from cryopick.tune import tune_model
+
+SHAPE = (24, 40, 44)
+APO = get_particle("apo-ferritin")
+# apo-ferritin centres (z, y, x) in Å, as dark Gaussian blobs
+CENTRES_A = np.array([[101.0, 118.0, 121.0], [142.0, 282.5, 305.0]])
+
+
+class DarkBlobDetector(nn.Module):
+    """Pointwise 'network': dark voxels (protein) -> apo-ferritin, else background."""
+
+    output_stride = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros((x.shape[0], 7, *x.shape[2:]), dtype=x.dtype)
+        logits[:, APO.label] = -2.0 * x[:, 0] - 8.0  # p > 0.5 below -4 sigma
+        return logits
+
+
+def _volume(spacing_A: float = 10.0, shape=SHAPE, seed: int = 0) -> np.ndarray:
+    grids = np.meshgrid(
+        *(voxels_to_angstrom(np.arange(n), spacing_A) for n in shape), indexing="ij"
+    )
+    volume = np.random.default_rng(seed).normal(0.0, 0.1, size=shape)
+    for centre in CENTRES_A:
+        d2 = sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True))
+        volume -= np.exp(-d2 / (2 * 20.0**2))  # smooth: its centre is exact on any grid
+    return volume.astype(np.float32)
+
+
+def _card(**kw) -> ModelCard:
+    tiny = ModelConfig(widths=(4, 8), output_stride=2)
+    return ModelCard(architecture=tiny, patch_size=(16, 16, 16), spacing_A=10.0, **kw)
+
+
+def _tomogram(volume, spacing_A=10.0, name="TS_1", source="TS_1.mrc") -> Tomogram:
+    return Tomogram(name=name, data=volume, spacing_A=spacing_A, source=Path(source))
+
+
+def _matched(picks: pd.DataFrame, tol_A: float) -> bool:
+    found = picks[["z", "y", "x"]].to_numpy()
+    if len(found) != len(CENTRES_A):
+        return False
+    return all(np.linalg.norm(found - c, axis=1).min() < tol_A for c in CENTRES_A)
+
+
+def test_predict_tomogram_finds_particles_at_their_angstrom_positions():
+    picks = predict_tomogram(_tomogram(_volume()), DarkBlobDetector(), _card(), device="cpu")
+    assert set(picks["particle_type"]) == {"apo-ferritin"}
+    assert (picks["experiment"] == "TS_1").all()
+    assert _matched(picks, tol_A=3.0)
+    again = predict_tomogram(_tomogram(_volume()), DarkBlobDetector(), _card(), device="cpu")
+    pd.testing.assert_frame_equal(picks, again)  # deterministic
+
+
+@pytest.mark.parametrize("spacing_A", [5.0, 13.48])
+def test_other_voxel_sizes_are_resampled_and_picks_stay_in_angstrom(spacing_A):
+    extent_A = np.array(SHAPE) * 10.0
+    shape = tuple(int(n) for n in np.ceil(extent_A / spacing_A))
+    tomo = _tomogram(_volume(spacing_A, shape), spacing_A=spacing_A)
+    picks = predict_tomogram(tomo, DarkBlobDetector(), _card(), device="cpu")
+    assert _matched(picks, tol_A=3.0)
+
+
+def test_int8_input_works_and_nan_input_names_the_file():
+    volume = np.clip(_volume() * 60, -128, 127).astype(np.int8)
+    picks = predict_tomogram(_tomogram(volume), DarkBlobDetector(), _card(), device="cpu")
+    assert _matched(picks, tol_A=3.0)
+    bad = _volume()
+    bad[3, 4, 5] = np.nan
+    with pytest.raises(InputError, match="TS_9.mrc.*NaN"):
+        predict_tomogram(_tomogram(bad, source="TS_9.mrc"), DarkBlobDetector(), _card())
+
+
+def test_card_thresholds_are_used_and_options_validated():
+    card = _card(thresholds={"apo-ferritin": 0.9999})
+    picks = predict_tomogram(_tomogram(_volume()), DarkBlobDetector(), card, device="cpu")
+    assert picks.empty
+    with pytest.raises(ValueError, match="overlap"):
+        predict_tomogram(_tomogram(_volume()), DarkBlobDetector(), _card(), overlap=1.5)
+
+
+def test_expected_blob_fraction_reads_the_target():
+    assert expected_blob_fraction("sphere") == 0.5
+    assert expected_blob_fraction("sphere r=0.4") == pytest.approx(0.4)
+    assert expected_blob_fraction("gaussian sigma=0.3") == pytest.approx(0.3 * 1.1774, abs=1e-3)
+
+
+# ---------------------------------------------------------------- end to end through files
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch) -> Path:
+    """A saved tiny model; load_model hands back the detector with the saved card."""
+    path = save_model(tmp_path / "model", build_model(_card().architecture), _card())
+
+    def fake_load(model_dir, device="cpu"):
+        return DarkBlobDetector(), cryopick.model.read_model_card(model_dir)
+
+    monkeypatch.setattr(cryopick.model, "load_model", fake_load)
+    return path
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    config = tmp_path / "copick.json"
+    config.write_text(json.dumps(make_copick_config("t", tmp_path / "overlay", tmp_path / "st")))
+    layout = read_copick_config(config)
+    for i, run in enumerate(["TS_1", "TS_2"]):
+        write_tomogram(layout, run, _volume(seed=i), 10.0, n_levels=1)
+    return config
+
+
+@pytest.mark.parametrize("fmt", ["csv", "kaggle", "star"])
+def test_predict_writes_each_format_and_it_reads_back(project, model_dir, tmp_path, fmt):
+    out = tmp_path / f"picks.{'star' if fmt == 'star' else 'csv'}"
+    picks = predict(project, model_dir, out, format=fmt, config=PredictConfig(device="cpu"))
+    assert sorted(set(picks["experiment"])) == ["TS_1", "TS_2"]
+    shapes = {t.name: (t.shape, t.spacing_A) for t in read_tomograms(project)}
+    back = read_picks(out, tomogram_shapes=shapes)
+    cols = ["experiment", "particle_type", "x", "y", "z"]
+    key = ["experiment", "x"]
+    a, b = picks.sort_values(key)[cols].reset_index(drop=True), back.sort_values(key)[cols]
+    pd.testing.assert_frame_equal(a, b.reset_index(drop=True), atol=1e-3)
+    if fmt == "kaggle":
+        assert out.read_text().splitlines()[0] == "id,experiment,particle_type,x,y,z"
+
+
+def test_copick_output_leaves_other_users_picks_untouched(project, model_dir):
+    layout = read_copick_config(project)
+    other = make_picks("TS_1", "ribosome", [[10.0, 20.0, 30.0]])
+    write_picks(other, project, format="copick", user_id="curation", session_id="0")
+    theirs = layout.overlay_root / "ExperimentRuns/TS_1/Picks/curation_0_ribosome.json"
+    before = theirs.read_bytes()
+    picks = predict(project, model_dir, format="copick", config=PredictConfig(device="cpu"))
+    assert theirs.read_bytes() == before
+    ours = read_picks(project, user_id="cryopick")
+    assert len(ours) == len(picks) == 4
+    ours_file = layout.overlay_root / "ExperimentRuns/TS_2/Picks/cryopick_0_apo-ferritin.json"
+    assert json.loads(ours_file.read_text())["user_id"] == "cryopick"
+
+
+def test_predict_with_a_real_unet_runs_and_is_deterministic(tmp_path):
+    torch.manual_seed(0)
+    card = _card(thresholds=dict.fromkeys(["apo-ferritin", "ribosome"], 0.0))
+    model_path = save_model(tmp_path / "m", build_model(card.architecture), card)
+    write_mrc(tmp_path / "in" / "TS_7.mrc", _volume(), 10.0)
+    cfg = PredictConfig(device="cpu", blob_ratio_range=None)
+    a = predict(tmp_path / "in", model_path, tmp_path / "a.csv", config=cfg)
+    b = predict(tmp_path / "in", model_path, tmp_path / "b.csv", config=cfg)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert len(a) == len(b) > 0
+
+
+def test_tune_writes_a_model_copy_with_thresholds_that_score(project, model_dir, tmp_path):
+    truth = pd.concat(
+        [make_picks(run, "apo-ferritin", CENTRES_A) for run in ("TS_1", "TS_2")],
+        ignore_index=True,
+    )
+    write_picks(truth, project, format="copick", user_id="curation", session_id="0")
+    out = tmp_path / "tuned"
+    thresholds = tune_model(model_dir, project, out, PredictConfig(device="cpu"))
+    card = json.loads((out / "model.json").read_text())
+    assert card["thresholds"] == thresholds
+    apo = next(m for m in card["validation"] if m["particle_type"] == "apo-ferritin")
+    assert (apo["tp"], apo["fp"], apo["fn"]) == (4, 0, 0)  # both particles in both runs
+    assert thresholds["apo-ferritin"] == pytest.approx(0.55, abs=0.01)  # the blobs' peak
+    assert (out / "model.pt").read_bytes() == (model_dir / "model.pt").read_bytes()
+    assert json.loads((model_dir / "model.json").read_text())["thresholds"] == {}
+    with pytest.raises(InputError, match="new folder"):
+        tune_model(model_dir, project, model_dir)
+
+
+def test_cli_predict_and_tune(project, model_dir, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli.csv"
+    args = ["predict", str(project), "--model", str(model_dir), "-o", str(out), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "-q"])
+    assert result.exit_code == 0, result.output
+    assert len(read_picks(out)) == 4
+    assert "ferritin" in result.output and "total" in result.output
+    result = runner.invoke(app, ["predict", str(project), "--model", str(model_dir)])
+    assert result.exit_code == 2 and "--output" in result.output
+    result = runner.invoke(app, ["predict", str(tmp_path / "missing"), "-o", str(out)])
+    assert result.exit_code == 2
+
+
+def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
+    import cryopick.predict as predict_module
+
+    monkeypatch.setattr(predict_module.resources, "files", lambda _: tmp_path)
+    with pytest.raises(InputError, match="no bundled model.*--model"):
+        bundled_model_dir()

@@ -1,0 +1,151 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cryopick import train as train_module
+from cryopick.augment import AugmentConfig
+from cryopick.cli import app
+from cryopick.dataset import PatchSampler, run_from_simulation
+from cryopick.model import ModelConfig, load_model
+from cryopick.simulate import simulate_run
+from cryopick.train import CHECKPOINT_FILENAME, load_checkpoint, train
+from cryopick.train_config import TrainConfig
+
+TINY = ModelConfig(widths=(4, 8, 16))
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    return run_from_simulation(simulate_run("easy", shape=(32, 64, 64), seed=0, name="tiny"))
+
+
+def _config(**update):
+    base = dict(
+        architecture=TINY, patch_size=(32, 32, 32), batch_size=1, steps=6, checkpoint_every=2,
+        validate_every=0, warmup_steps=2, threads=1,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **update})
+
+
+def test_sampler_is_seeded_and_balanced(tiny_run):
+    def draw(seed):
+        s = PatchSampler(
+            [tiny_run], (32, 32, 32), 2, "sphere", 0.5, 1.0, AugmentConfig(),
+            np.random.default_rng(seed),
+        )  # fmt: skip
+        return s.sample_batch(3)
+
+    (xa, ya), (xb, yb), (xc, _) = draw(1), draw(1), draw(2)
+    assert xa.shape == (3, 1, 32, 32, 32) and ya.shape == (3, 16, 16, 16)
+    assert np.array_equal(xa, xb) and np.array_equal(ya, yb) and not np.array_equal(xa, xc)
+    assert all((y > 0).any() for y in ya)  # particle_fraction=1: every patch shows a particle
+
+
+def test_train_end_to_end_writes_model_card_and_checkpoint(tmp_path, tiny_run):
+    config = _config(steps=4, validate_every=4)
+    card = train(config, tmp_path, train_runs=[tiny_run], val_runs=[tiny_run], progress=False)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json", CHECKPOINT_FILENAME}
+    model, loaded = load_model(tmp_path)
+    assert loaded == card
+    assert loaded.steps == 4 and len(loaded.learning_curve) == 1
+    assert loaded.learning_curve[0][1] == 4
+    assert set(loaded.thresholds) == {
+        "apo-ferritin", "beta-amylase", "beta-galactosidase", "ribosome", "thyroglobulin",
+        "virus-like-particle",
+    }  # fmt: skip
+    assert loaded.train_config["steps"] == 4 and loaded.target == "sphere r=0.5"
+    assert load_checkpoint(tmp_path / CHECKPOINT_FILENAME)["step"] == 4
+
+
+def _weights(path):
+    return torch.load(path / "model.pt", weights_only=True)
+
+
+def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path, tiny_run, monkeypatch):
+    config = _config()
+    train(config, tmp_path / "full", train_runs=[tiny_run], progress=False)
+
+    real = PatchSampler.sample_batch
+    calls = {"n": 0}
+
+    def dying(self, batch_size):
+        calls["n"] += 1
+        if calls["n"] == 4:  # killed during step 4, after the checkpoint of step 2
+            raise KeyboardInterrupt
+        return real(self, batch_size)
+
+    monkeypatch.setattr(PatchSampler, "sample_batch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", train_runs=[tiny_run], progress=False)
+    assert load_checkpoint(tmp_path / "cut" / CHECKPOINT_FILENAME)["step"] == 2
+    monkeypatch.setattr(PatchSampler, "sample_batch", real)
+    train(config, tmp_path / "cut", resume=True, train_runs=[tiny_run], progress=False)
+
+    full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert full.keys() == cut.keys()
+    for key in full:
+        assert torch.equal(full[key], cut[key]), key
+
+
+def test_crash_while_saving_checkpoint_keeps_previous(tmp_path, tiny_run, monkeypatch):
+    config = _config(steps=2)
+    train(config, tmp_path, train_runs=[tiny_run], progress=False)
+    good = load_checkpoint(tmp_path / CHECKPOINT_FILENAME)
+
+    def crashing_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"\x80\x02half a checkpoint")
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(train_module.torch, "save", crashing_save)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(config.model_copy(update={"steps": 4}), tmp_path, resume=True,
+              train_runs=[tiny_run], progress=False)  # fmt: skip
+    again = load_checkpoint(tmp_path / CHECKPOINT_FILENAME)
+    assert again["step"] == good["step"] == 2
+    for key, value in good["model"].items():
+        assert torch.equal(value, again["model"][key])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_train_with_simulated_data(tmp_path):
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train", "--out", str(out), "--simulate", "1", "--steps", "2", "--device", "cpu",
+            "--no-progress", "--set", "simulate_shape=[32,64,64]", "--set", "simulate_preset=easy",
+            "--set", "simulate_val=1", "--set", "architecture.widths=[4,8,16]",
+            "--set", "patch_size=[32,32,32]", "--set", "batch_size=1", "--set", "tomo_types=[\"wbp\"]",
+            "--set", "val_tomo_type=wbp",
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "model.json").read_text())
+    assert card["steps"] == 2 and card["train_config"]["simulate"] == 1
+    assert card["training_data"][0].endswith("sim_0000:wbp")
+    assert (out / "simulated" / "train" / "copick_config.json").exists()
+
+
+def test_cli_train_rejects_unknown_setting(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path), "--set", "widths=[4]"])
+    assert result.exit_code == 2
+    assert "widths" in result.output
+
+
+@pytest.mark.slow
+def test_tiny_network_overfits_easy_volume(tmp_path):
+    run = run_from_simulation(simulate_run("easy", shape=(64, 96, 96), seed=0), ["denoised"])
+    no_aug = AugmentConfig(
+        flip_xy=False, flip_z=False, rotate_xy=False, scale_range=(1, 1), offset_sigma=0,
+        noise_probability=0, blur_probability=0,
+    )  # fmt: skip
+    config = TrainConfig(
+        architecture=ModelConfig(widths=(8, 16, 32)), patch_size=(64, 64, 64), steps=150,
+        validate_every=50, checkpoint_every=1000, warmup_steps=10, lr=1e-2, augment=no_aug,
+    )  # fmt: skip
+    card = train(config, tmp_path, train_runs=[run], val_runs=[run], progress=False)
+    assert card.score > 0.9
