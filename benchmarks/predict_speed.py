@@ -5,13 +5,16 @@ Usage::
     .venv/bin/python benchmarks/predict_speed.py [--shape 184 630 630] [--threads 2]
         [--skip-monai] [--out FILE]
 
-Steps, each timed, with the peak resident memory (RSS sampled every 10 ms) during it:
+Steps, each timed (wall and process CPU seconds: the machine may be shared, and CPU time
+is less sensitive to other processes), with the peak resident memory (RSS sampled every
+10 ms) during it:
 
 * ``read_normalise``: open the OME-Zarr (10 Å, random smooth content with dark blobs) and
   normalise it (one pass over the store);
 * ``network``: :func:`cryopick.infer.predict_probabilities` with the default network of
-  :mod:`cryopick.model` (untrained: cost does not depend on the weights), the card's patch
-  size and overlap 0.25, batch 2;
+  :mod:`cryopick.model` (untrained: cost does not depend on the weights), the default
+  inference window (:func:`cryopick.infer.choose_patch_size`, or ``--patch``), overlap
+  0.25, batch 2;
 * ``peaks``: :func:`cryopick.peaks.find_peaks` on the network's map, and, because an
   untrained network gives flat maps, also on a synthetic map with 150 blobs per class
   (``peaks_synthetic``);
@@ -40,7 +43,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cryopick.infer import compute_window_starts, predict_probabilities, resolve_precision
+from cryopick.infer import (
+    choose_patch_size,
+    compute_window_starts,
+    predict_probabilities,
+    resolve_precision,
+)
 from cryopick.io.omezarr import write_ome_zarr
 from cryopick.io.picks import write_picks
 from cryopick.io.tomograms import read_tomogram
@@ -85,11 +93,12 @@ class RssSampler:
 
 @contextmanager
 def stage(results: dict, name: str):  # noqa: ANN201
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with RssSampler() as sampler:
         yield
     results[name] = {
         "seconds": round(time.perf_counter() - start, 3),
+        "cpu_seconds": round(time.process_time() - cpu_start, 3),  # all threads
         "peak_rss_GB": round(sampler.peak / 1e9, 3),
     }
     print(f"{name:>18s}: {results[name]}", flush=True)
@@ -151,6 +160,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument(
+        "--patch", type=int, nargs=3, default=None, help="window (default: choose_patch_size)"
+    )
     parser.add_argument("--skip-monai", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -159,7 +171,7 @@ def main() -> None:
 
     card = ModelCard()
     model = build_model(card.architecture).eval()
-    patch = tuple(card.patch_size)
+    patch = tuple(args.patch) if args.patch else choose_patch_size(shape, model.input_multiple)
     results: dict = {
         "shape_zyx": shape,
         "spacing_A": 10.0,
@@ -176,7 +188,7 @@ def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model.forward_native(torch.zeros((1, 1, *patch)))
+        model.forward_native(torch.zeros((1, 1, *patch)))  # FLOPs do not depend on the batch
     flops_per_window = counter.get_total_flops()
     n_windows = int(
         np.prod(

@@ -244,14 +244,18 @@ def test_resume_processes_only_missing_runs(
     assert sorted(line["run"] for line in log[N_RUNS:]) == ["sim_0001", "sim_0004"]
     _assert_same_picks(output, reference)
 
+    # new parameters: no part is reused (two runs keep the test short)
     cut = float(reference["score"].median())
     stricter_options = {**OPTIONS, "thresholds": dict.fromkeys(PARTICLE_NAMES, cut)}
+    two = ["sim_0002", "sim_0005"]
     changed = run_batch(
-        [project], model_dir, output, predict_options=stricter_options, progress=False
+        [project], model_dir, output, predict_options=stricter_options, runs=two, progress=False
     )
-    assert changed.processed == RUNS  # new parameters: nothing is reused
+    assert changed.processed == two
     stricter = _read_output(output)
-    assert 0 < len(stricter) < len(reference) and stricter["score"].min() >= cut
+    assert set(stricter["experiment"]) == set(two)
+    assert 0 < len(stricter) < (reference["experiment"].isin(two)).sum()
+    assert stricter["score"].min() >= cut
     manifest = json.loads((parts / "manifest.json").read_text())
     assert manifest["predict_options"]["thresholds"] == stricter_options["thresholds"]
     again = run_batch(
@@ -259,10 +263,11 @@ def test_resume_processes_only_missing_runs(
         model_dir,
         output,
         predict_options=stricter_options,
+        runs=two,
         progress=False,
         overwrite=True,
     )
-    assert again.processed == RUNS
+    assert again.processed == two
 
 
 def test_shards_merge_once_the_last_shard_is_done(

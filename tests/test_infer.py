@@ -4,10 +4,11 @@ import torch
 from torch import nn
 
 from cryopick.infer import (
+    choose_patch_size,
     compute_window_starts,
     make_blending_weights,
     predict_probabilities,
-    select_forward,
+    prepare_network,
     upsample_probabilities,
 )
 from cryopick.model import ModelConfig, build_model
@@ -129,8 +130,18 @@ def test_upsample_maps_centres_to_input_voxels():
 
 def test_unet_runs_natively_at_stride_two():
     model = build_model(ModelConfig(widths=(4, 8), output_stride=2))
-    forward, stride = select_forward(model, (16, 16, 16), torch.device("cpu"))
-    assert stride == 2 and forward == model.forward_native
+    gen = torch.Generator().manual_seed(2)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm3d)):
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=gen))
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=gen) + 0.5)
+    net, stride = prepare_network(model, torch.device("cpu"))
+    assert stride == 2
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in net.modules())  # folded
+    assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())  # caller's untouched
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():  # the prepared copy (batch norm folded) computes forward_native
+        model.eval()
+        np.testing.assert_allclose(net(x), model.forward_native(x), atol=1e-4)
     v = np.random.default_rng(1).normal(size=(20, 18, 24)).astype(np.float32)
     native = predict_probabilities(model, v, (16, 16, 16), device="cpu", upsample=False)
     assert native.shape == (N_OUT, 10, 9, 12)
@@ -160,3 +171,53 @@ def test_same_input_gives_identical_output(volume):
     a = predict_probabilities(model, volume, (16, 16, 16), device="cpu")
     b = predict_probabilities(model, volume, (16, 16, 16), device="cpu")
     np.testing.assert_array_equal(a, b)
+
+
+def test_choose_patch_size_rounds_up_and_caps():
+    assert choose_patch_size((184, 630, 630), 16) == (192, 192, 192)
+    assert choose_patch_size((20, 33, 64), 16) == (32, 48, 64)
+    assert choose_patch_size((500, 100, 7), 8, max_edge=100) == (96, 96, 8)
+
+
+def test_default_window_is_the_whole_small_volume(volume):
+    model = AsymmetricConv()  # not pointwise: windows would show at their borders
+    probs = predict_probabilities(model, volume, device="cpu")
+    np.testing.assert_allclose(probs, _whole(model, volume), atol=1e-3)
+
+
+def test_precision_auto_avoids_emulated_bf16_on_cpu(monkeypatch):
+    import cryopick.infer as infer
+
+    monkeypatch.setattr(infer, "cpu_has_fast_bf16", lambda: False)
+    assert infer.resolve_precision("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(infer, "cpu_has_fast_bf16", lambda: True)
+    assert infer.resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
+    assert infer.resolve_precision("fp32", torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="precision"):
+        infer.resolve_precision("int8", torch.device("cpu"))
+
+
+def test_progress_reports_every_window(volume):
+    calls = []
+    predict_probabilities(
+        PointwiseNet(),
+        volume,
+        (16, 24, 16),
+        batch_size=4,
+        device="cpu",
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    n = len(compute_window_starts(37, 16, 0.25)) * 3 * len(compute_window_starts(45, 16, 0.25))
+    assert calls[-1] == (n, n)
+    assert [c[0] for c in calls] == sorted({c[0] for c in calls})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(volume):
+    model = build_model(ModelConfig(widths=(4, 8), output_stride=2))
+    cpu = predict_probabilities(model, volume, (16, 16, 16), device="cpu", upsample=False)
+    gpu = predict_probabilities(
+        model, volume, (16, 16, 16), device="cuda", precision="fp32", upsample=False
+    )
+    np.testing.assert_allclose(gpu, cpu, atol=2e-3)

@@ -75,8 +75,8 @@ def test_nms_suppresses_a_duplicate_but_keeps_two_particles():
     coords, values = find_local_maxima(dup[4], 0.3)
     assert len(coords) == 2  # two local maxima before suppression
     assert len(find_peaks(dup, SPACING_A, "r")) == 1
-    # two touching particles 2 radii... apart at 30 voxels... kept both
-    two = _maps((4, _gaussian((20, 20, 16), sigma) + _gaussian((20, 50, 46), sigma)))
+    # two touching particles, 2 radii (30 voxels) apart: both kept
+    two = _maps((4, _gaussian((20, 32, 17), sigma) + _gaussian((20, 32, 47), sigma)))
     assert len(find_peaks(two, SPACING_A, "r")) == 2
 
 
@@ -146,3 +146,11 @@ def test_no_peaks_gives_an_empty_table():
         "score",
     ]
     assert isinstance(picks, pd.DataFrame)
+
+
+def test_max_peaks_per_class_keeps_the_strongest():
+    rib = get_particle("ribosome")
+    sigma = 0.5 * rib.radius_A / SPACING_A / 1.177
+    probs = _maps((4, _gaussian((20, 15, 15), sigma, 0.6) + _gaussian((20, 48, 48), sigma, 0.9)))
+    picks = find_peaks(probs, SPACING_A, "r", max_peaks_per_class=1)
+    assert len(picks) == 1 and picks["score"].iloc[0] == pytest.approx(0.9, abs=0.01)

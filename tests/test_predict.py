@@ -89,10 +89,14 @@ def test_other_voxel_sizes_are_resampled_and_picks_stay_in_angstrom(spacing_A):
     assert _matched(picks, tol_A=3.0)
 
 
-def test_int8_input_works_and_nan_input_names_the_file():
+def test_int8_input_works_and_nan_input_names_the_file(tmp_path):
     volume = np.clip(_volume() * 60, -128, 127).astype(np.int8)
-    picks = predict_tomogram(_tomogram(volume), DarkBlobDetector(), _card(), device="cpu")
+    write_mrc(tmp_path / "TS_8.mrc", volume, 10.0)
+    (tomogram,) = read_tomograms(tmp_path / "TS_8.mrc")  # memory-mapped int8 MRC
+    assert tomogram.data.dtype == np.int8
+    picks = predict_tomogram(tomogram, DarkBlobDetector(), _card(), device="cpu")
     assert _matched(picks, tol_A=3.0)
+    assert set(picks["experiment"]) == {"TS_8"}
     bad = _volume()
     bad[3, 4, 5] = np.nan
     with pytest.raises(InputError, match="TS_9.mrc.*NaN"):
@@ -210,6 +214,17 @@ def test_cli_predict_and_tune(project, model_dir, tmp_path):
     assert result.exit_code == 2 and "--output" in result.output
     result = runner.invoke(app, ["predict", str(tmp_path / "missing"), "-o", str(out)])
     assert result.exit_code == 2
+    truth = pd.concat([make_picks(r, "apo-ferritin", CENTRES_A) for r in ("TS_1", "TS_2")])
+    truth_csv = tmp_path / "truth.csv"
+    write_picks(truth, truth_csv)
+    tuned = tmp_path / "tuned"
+    result = runner.invoke(
+        app,
+        ["tune", "--model", str(model_dir), "--data", str(project), "--out", str(tuned)]
+        + ["--truth", str(truth_csv), "--device", "cpu", "-q"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tuned / "model.json").read_text())["thresholds"]["apo-ferritin"] > 0.5
 
 
 def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):

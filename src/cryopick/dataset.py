@@ -253,7 +253,7 @@ class PatchSampler:
         return x, y
 
     def sample_batch(self, batch_size: int) -> tuple[NDArray[np.float32], NDArray]:
-        """A batch: inputs ``(B, 1, Z, Y, X)`` and targets ``(B, ...)``."""
+        """Draw a batch: inputs ``(B, 1, Z, Y, X)`` and targets ``(B, ...)``."""
         pairs = [self.sample() for _ in range(batch_size)]
         x = np.stack([p[0] for p in pairs])[:, None]
         y = np.stack([p[1] for p in pairs])

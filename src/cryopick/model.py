@@ -179,7 +179,7 @@ def build_model(config: ModelConfig | None = None) -> UNet3D:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Count the trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

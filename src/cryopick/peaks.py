@@ -201,9 +201,10 @@ def _find_class_peaks(
     nms_fraction: float,
     blob_radius_vox: float | None,
     blob_ratio_range: tuple[float, float] | None,
+    max_peaks: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
     coords, values = find_local_maxima(prob, threshold)
-    kept = suppress_non_maxima(coords, values, nms_fraction * radius_vox)
+    kept = suppress_non_maxima(coords, values, nms_fraction * radius_vox)[:max_peaks]
     coords, values = coords[kept], values[kept]
     refine_r = max(2.0, 1.5 * (blob_radius_vox if blob_radius_vox else 0.5 * radius_vox))
     out_coords, out_scores = [], []
@@ -267,6 +268,7 @@ def find_peaks(
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8),
     cross_class_fraction: float = 0.5,
     origin_A: float = 0.0,
+    max_peaks_per_class: int = 20_000,
 ) -> pd.DataFrame:
     """Find picks (Å) in per-class probability maps.
 
@@ -297,6 +299,9 @@ def find_peaks(
         Cross-class suppression distance as a fraction of the smaller radius (0 disables).
     origin_A : float
         Position in Å of map index 0 on every axis.
+    max_peaks_per_class : int
+        Keep at most this many (the strongest) maxima per class after suppression; bounds
+        the time spent on a noisy map with a low threshold.
 
     Returns
     -------
@@ -316,7 +321,13 @@ def find_peaks(
         radius_vox = particle.radius_A / spacing_A
         blob_vox = blob_radius_fraction * radius_vox if blob_radius_fraction else None
         coords, scores = _find_class_peaks(
-            probs[particle.label], radius_vox, threshold, nms_fraction, blob_vox, blob_ratio_range
+            probs[particle.label],
+            radius_vox,
+            threshold,
+            nms_fraction,
+            blob_vox,
+            blob_ratio_range,
+            max_peaks_per_class,
         )
         if len(coords):
             coords_A = voxels_to_angstrom(coords, spacing_A) + origin_A

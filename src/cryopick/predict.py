@@ -26,7 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryopick.errors import InputError
-from cryopick.infer import predict_probabilities, resolve_device, select_forward
+from cryopick.infer import predict_probabilities, prepare_network, resolve_device
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram, read_tomograms
 from cryopick.peaks import find_peaks
 from cryopick.preprocess import normalise_volume, resample_volume
@@ -54,7 +54,8 @@ class PredictConfig(BaseModel):
     tta : bool
         Flip test-time augmentation (x, y, xy flips; 4x the network time).
     patch_size : tuple of int, optional
-        Window size; default the model card's.
+        Inference window (z, y, x); default :func:`cryopick.infer.choose_patch_size` (up to
+        192³, larger than the training patch: faster, fewer overlaps).
     thresholds : dict, optional
         Per-class thresholds overriding the model card's.
     min_score : float
@@ -130,7 +131,7 @@ def predict_tomogram(
     model : torch.nn.Module
         The network (from :func:`cryopick.model.load_model`).
     card : ModelCard
-        Its card: ``spacing_A``, ``patch_size``, ``thresholds``, ``target``.
+        Its card: ``spacing_A``, ``thresholds`` and ``target`` are used.
     config : PredictConfig, optional
         Settings; keyword ``options`` (the fields of :class:`PredictConfig`) override it.
     progress : callable, optional
@@ -154,13 +155,11 @@ def predict_tomogram(
             model_spacing_A,
         )
         resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
-        volume = normalise_volume(resampled, source=tomogram.source)
-        del resampled
-    patch_size = tuple(config.patch_size or card.patch_size)
+        volume = normalise_volume(resampled, source=tomogram.source, inplace=True)
     probs = predict_probabilities(
         model,
         volume,
-        patch_size=patch_size,
+        patch_size=config.patch_size,
         overlap=config.overlap,
         batch_size=config.batch_size,
         device=config.device,
@@ -170,7 +169,7 @@ def predict_tomogram(
         progress=progress,
     )
     # a strided map's voxel j is centred at input voxel j*s + (s-1)/2 (see cryopick.infer)
-    _, stride = select_forward(model, patch_size, resolve_device(config.device))
+    _, stride = prepare_network(model, resolve_device(config.device))
     del volume
     thresholds = dict(card.thresholds or {})
     thresholds.update(config.thresholds or {})

@@ -45,6 +45,7 @@ def normalise_volume(
     *,
     clip_sigma: float = 5.0,
     source: str | Path | None = None,
+    inplace: bool = False,
 ) -> NDArray[np.float32]:
     """Normalise a tomogram robustly to zero median and unit spread, clipped.
 
@@ -62,6 +63,8 @@ def normalise_volume(
         Clip limit in units of the robust spread.
     source : str or Path, optional
         File the volume came from, named in errors.
+    inplace : bool
+        Normalise a float32 numpy ``volume`` in place (no second copy); ignored otherwise.
 
     Returns
     -------
@@ -77,7 +80,10 @@ def normalise_volume(
     if len(shape) != 3 or min(shape) == 0:
         raise InputError(source, f"expected a non-empty 3D volume (z, y, x), got shape {shape}")
     n_z, n_y, n_x = shape
-    out = np.empty(shape, dtype=np.float32)
+    if inplace and isinstance(volume, np.ndarray) and volume.dtype == np.float32:
+        out = volume
+    else:
+        out = np.empty(shape, dtype=np.float32)
     stride = max(1, round((math.prod(shape) / _SAMPLE_VOXELS) ** (1 / 3)))
     samples = []
     for z0, z1 in _z_blocks(n_z, n_y * n_x):

@@ -81,17 +81,22 @@ def gather_runs(config: TrainConfig, out_dir: Path) -> tuple[list[TrainRun], lis
 
 
 def _simulated(path: Path, n_runs: int, seed: int, config: TrainConfig) -> Path:
+    import shutil
+
     from cryopick.simulate import simulate_project
 
-    config_path = path / "copick_config.json"
-    if config_path.exists():
+    config_path, done = path / "copick_config.json", path / ".complete"
+    if done.exists() and config_path.exists():
         return config_path
+    shutil.rmtree(path, ignore_errors=True)  # an interrupted simulation: start it again
     log.info("simulating %d runs (%s) into %s", n_runs, config.simulate_preset, path)
-    with atomic_path(path) as tmp:
-        simulate_project(
-            tmp, n_runs, seed=seed, shape=config.simulate_shape, spacing_A=config.spacing_A,
-            preset=config.simulate_preset,
-        )  # fmt: skip
+    # the project config holds absolute paths, so it is written in place (not renamed);
+    # the marker written last says it is complete
+    config_path = simulate_project(
+        path, n_runs, seed=seed, shape=config.simulate_shape, spacing_A=config.spacing_A,
+        preset=config.simulate_preset,
+    )  # fmt: skip
+    done.write_text("")
     return config_path
 
 
@@ -124,8 +129,11 @@ def validate(
         )  # fmt: skip
         candidates.append(
             find_peaks(
-                probs, spacing_A=run.spacing_A * stride, experiment=run.name,
-                default_threshold=config.val_min_score, min_score=config.val_min_score,
+                probs,
+                spacing_A=run.spacing_A * stride,
+                experiment=run.name,
+                default_threshold=config.val_min_score,
+                min_score=config.val_min_score,
                 blob_radius_fraction=expected_blob_fraction(
                     describe_target(config.target, config.target_fraction)
                 ),
@@ -252,8 +260,9 @@ def train(
     model = build_model(config.architecture)
     memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     sampler = PatchSampler(
         train_runs, config.patch_size, config.architecture.output_stride, config.target,
@@ -271,7 +280,6 @@ def train(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         _set_rng_states(rng, checkpoint["rng"])
         step, wall_s = checkpoint["step"], checkpoint["wall_s"]
@@ -283,7 +291,7 @@ def train(
         return {
             "config": config.model_dump(mode="json"), "step": step, "wall_s": wall_s,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "scaler": scaler.state_dict(),
             "rng": _rng_states(rng), "card": card.to_json(), "best_score": best,
         }  # fmt: skip
 
@@ -292,6 +300,7 @@ def train(
     )
     deadline = None if config.time_limit_min is None else config.time_limit_min * 60.0
     score_text = "-" if best is None else f"{best:.3f}"
+    rate = 0.0  # steps/s, exponential moving average
     model.train()
     with _progress(progress) as bar:
         task = bar.add_task("train", total=config.steps, completed=step, loss=0.0, rate=0.0,
@@ -302,6 +311,8 @@ def train(
             xt = torch.from_numpy(x).to(device).contiguous(memory_format=memory_format)
             yt = torch.from_numpy(y).to(device)
             yt = yt.long() if yt.dtype == torch.uint8 else yt
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * lr_factor(step, config, wall_s)
             with autocast:
                 logits = model.forward_native(xt)
             loss = compute_loss(logits, yt, config, weights)
@@ -309,10 +320,10 @@ def train(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
             step += 1
             dt = time.perf_counter() - t0
             wall_s += dt
+            rate = 1.0 / dt if rate == 0.0 else 0.9 * rate + 0.1 / dt
             stop = step >= config.steps or (deadline is not None and wall_s >= deadline)
             due = config.validate_every and step % config.validate_every == 0
             if val_runs and (due or stop):
@@ -334,7 +345,7 @@ def train(
                 save_model(out_dir, model, card)
             if step % config.checkpoint_every == 0 or stop:
                 save_checkpoint(ckpt_path, checkpoint_state())
-            bar.update(task, completed=step, loss=float(loss.detach()), rate=1.0 / max(dt, 1e-9),
+            bar.update(task, completed=step, loss=float(loss.detach()), rate=rate,
                        score=score_text)  # fmt: skip
     # the kept model's card gets the whole learning curve
     if (out_dir / "model.json").exists():

@@ -57,7 +57,7 @@ class TrainConfig(BaseModel):
     target_fraction: float = Field(0.5, gt=0, le=1.5, description="sphere radius / sigma fraction")
     loss: Literal["ce", "ce+dice", "ce+tversky"] = Field("ce", description="loss")
     background_weight: float = Field(1.0, gt=0, description="cross-entropy weight of background")
-    particle_weight: float = Field(8.0, gt=0, description="cross-entropy weight of particles")
+    particle_weight: float = Field(32.0, gt=0, description="cross-entropy weight of particles")
     overlap_weight: float = Field(1.0, ge=0, description="weight of the Dice/Tversky term")
     tversky_alpha: float = Field(0.3, ge=0, le=1, description="Tversky false-positive weight")
     particle_fraction: float = Field(0.8, ge=0, le=1, description="patches centred on particles")
@@ -139,13 +139,21 @@ def compute_loss(
     return loss + config.overlap_weight * overlap
 
 
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up, then cosine to the floor."""
+def lr_factor(step: int, config: TrainConfig, wall_s: float = 0.0) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine down to ``min_lr_fraction``.
+
+    Progress is ``step / steps``, or, with ``time_limit_min``, the larger of that and the
+    fraction of the time budget used (so a time-limited run still anneals; such a run is
+    not bit-reproducible on resume, since wall time varies).
+    """
     import math
 
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     span = max(config.steps - config.warmup_steps, 1)
-    t = min((step - config.warmup_steps) / span, 1.0)
+    t = (step - config.warmup_steps) / span
+    if config.time_limit_min:
+        t = max(t, wall_s / (60.0 * config.time_limit_min))
+    t = min(t, 1.0)
     floor = config.min_lr_fraction
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
