@@ -174,3 +174,11 @@ def test_loss_prefers_correct_logits_and_handles_soft_targets():
     assert compute_loss(bad, soft, config, weights) == pytest.approx(np.log(N_CLASSES), rel=1e-5)
     tversky = config.model_copy(update={"loss": "ce+tversky"})
     assert compute_loss(bad, target, tversky, weights) > compute_loss(bad, target, config, weights)
+
+
+def test_class_weights_balance_particle_sizes():
+    flat = TrainConfig(architecture=TINY, patch_size=(32, 32, 32), particle_weight=16.0)
+    assert flat.class_weights().tolist() == [1.0] + [16.0] * 6
+    sized = flat.model_copy(update={"weight_radius_power": 3.0}).class_weights()
+    assert float(sized[1:].mean()) == pytest.approx(16.0)
+    assert float(sized[1] / sized[4]) == pytest.approx((150 / 60) ** 3)  # apo-ferritin / ribosome

@@ -159,14 +159,27 @@ def test_cli_train_rejects_unknown_setting(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_network_overfits_easy_volume(tmp_path):
+    # ~90 s of training on 2 busy cores (F4 = 1.0 measured); the small types need ~400 steps
     run = run_from_simulation(simulate_run("easy", shape=(64, 96, 96), seed=0), ["denoised"])
     no_aug = AugmentConfig(
         flip_xy=False, flip_z=False, rotate_xy=False, scale_range=(1, 1), offset_sigma=0,
         noise_probability=0, blur_probability=0,
     )  # fmt: skip
     config = TrainConfig(
-        architecture=ModelConfig(widths=(8, 16, 32)), patch_size=(64, 64, 64), steps=150,
-        validate_every=50, checkpoint_every=1000, warmup_steps=10, lr=1e-2, augment=no_aug,
+        architecture=ModelConfig(widths=(8, 16, 32)), patch_size=(64, 64, 64), steps=400,
+        validate_every=400, checkpoint_every=1000, warmup_steps=10, lr=5e-3, augment=no_aug,
+        weight_radius_power=1.5,
     )  # fmt: skip
     card = train(config, tmp_path, train_runs=[run], val_runs=[run], progress=False)
     assert card.score > 0.9
+
+
+def test_cli_resume_keeps_checkpoint_settings(tmp_path, tiny_run):
+    train(_config(steps=2, checkpoint_every=1), tmp_path, train_runs=[tiny_run], progress=False)
+    # a resume that does not name --steps keeps the checkpoint's 2 steps (no default 4000)
+    config = TrainConfig.model_validate({})
+    card = train(config, tmp_path, resume=True, train_runs=[tiny_run], progress=False)
+    assert card.steps == 2
+    extended = TrainConfig.model_validate({"steps": 3})
+    card = train(extended, tmp_path, resume=True, train_runs=[tiny_run], progress=False)
+    assert card.steps == 3 and card.train_config["steps"] == 3

@@ -219,7 +219,8 @@ def train(
     ----------
     config : TrainConfig
         The run's configuration. On ``resume`` the checkpoint's configuration is used,
-        except ``steps``, ``time_limit_min`` and ``validate_every``, taken from ``config``.
+        except ``steps``, ``time_limit_min`` and ``validate_every`` when set explicitly
+        in ``config`` (e.g. to extend a finished run).
     out_dir : str or Path
         Output folder: ``checkpoint.pt``, ``model.pt``, ``model.json``.
     resume : bool
@@ -241,7 +242,12 @@ def train(
     if resume and checkpoint is None:
         log.warning("%s: no checkpoint to resume from; starting afresh", ckpt_path)
     if checkpoint is not None:
-        keep = {k: getattr(config, k) for k in ("steps", "time_limit_min", "validate_every")}
+        given = config.model_fields_set  # only what the caller set explicitly
+        keep = {
+            k: getattr(config, k)
+            for k in ("steps", "time_limit_min", "validate_every")
+            if k in given
+        }
         config = TrainConfig.model_validate({**checkpoint["config"], **keep})
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -284,6 +290,7 @@ def train(
         _set_rng_states(rng, checkpoint["rng"])
         step, wall_s = checkpoint["step"], checkpoint["wall_s"]
         card = ModelCard.model_validate_json(checkpoint["card"])
+        card = card.model_copy(update={"train_config": config.model_dump(mode="json")})
         best = checkpoint["best_score"]
         log.info("resumed from %s at step %d", ckpt_path, step)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cryopick.augment import AugmentConfig
 from cryopick.model import ModelConfig
-from cryopick.particles import N_CLASSES
+from cryopick.particles import PARTICLES
 
 
 class TrainConfig(BaseModel):
@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
     loss: Literal["ce", "ce+dice", "ce+tversky"] = Field("ce", description="loss")
     background_weight: float = Field(1.0, gt=0, description="cross-entropy weight of background")
     particle_weight: float = Field(32.0, gt=0, description="cross-entropy weight of particles")
+    weight_radius_power: float = Field(
+        0.0, ge=0, le=4, description="particle weights scale as radius^-power (3: equal volume)"
+    )
     overlap_weight: float = Field(1.0, ge=0, description="weight of the Dice/Tversky term")
     tversky_alpha: float = Field(0.3, ge=0, le=1, description="Tversky false-positive weight")
     particle_fraction: float = Field(0.8, ge=0, le=1, description="patches centred on particles")
@@ -85,11 +88,16 @@ class TrainConfig(BaseModel):
         return self
 
     def class_weights(self) -> torch.Tensor:
-        """Cross-entropy weight per class (background first)."""
-        return torch.tensor(
-            [self.background_weight] + [self.particle_weight] * (N_CLASSES - 1),
-            dtype=torch.float32,
-        )
+        """Cross-entropy weight per class (background first).
+
+        Particle weights average ``particle_weight``; with ``weight_radius_power`` > 0 the
+        small types (fewer target voxels) weigh more, as ``radius ** -power``.
+        """
+        scale = torch.tensor([p.radius_A for p in PARTICLES], dtype=torch.float64)
+        scale = scale**-self.weight_radius_power
+        scale = scale / scale.mean() * self.particle_weight
+        weights = torch.cat([torch.tensor([self.background_weight], dtype=torch.float64), scale])
+        return weights.float()
 
 
 def compute_loss(
