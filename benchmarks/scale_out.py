@@ -9,9 +9,9 @@ default architecture (the cost of a forward pass does not depend on the weights)
 
 * ``in_process``: the runs one after the other in this process (all cores to PyTorch;
   "cold" includes loading the model, "warm" reuses it);
-* ``workers_1`` / ``workers_2``: a LocalCluster with 1 or 2 worker processes, each with
-  ``cores // workers`` PyTorch threads; "cold" includes the workers' first imports and
-  model load, "warm" is a second batch on the same workers (``overwrite=True``);
+* ``workers_W_threads_T``: a LocalCluster with W worker processes of T PyTorch threads
+  each (W=1, T=cores; W=1, T=1; W=2, T=cores//2); "cold" includes the workers' first
+  imports and model load, "warm" is a second batch on the same workers (``overwrite=True``);
 * ``overhead``: trivial Dask tasks (scheduler round trip per task), and cryopick tasks whose
   prediction is a no-op (task machinery: reading metadata, writing parts and the log).
 
@@ -110,13 +110,17 @@ def main() -> None:
         }
         print("in process", report["in_process"], flush=True)
 
-        for n_workers in (1, 2):
+        # (workers, torch threads per worker): the default plan (cores // workers), plus one
+        # worker with one thread to separate "more workers" from "fewer threads per run"
+        plans = [(1, n_cores), (1, 1), (2, max(1, n_cores // 2))]
+        for n_workers, n_threads in plans:
             start = time.perf_counter()
-            with open_client(ClusterConfig(workers=n_workers)) as client:
+            config = ClusterConfig(workers=n_workers, torch_threads=n_threads)
+            with open_client(config) as client:
                 client.wait_for_workers(n_workers)
                 entry = {"startup_s": round(time.perf_counter() - start, 2)}
-                entry["torch_threads"] = max(1, n_cores // n_workers)
-                out = tmp / f"w{n_workers}.csv"
+                entry["torch_threads"] = n_threads
+                out = tmp / f"w{n_workers}t{n_threads}.csv"
                 entry["cold"] = _timed_batch(project, model_dir, out, client=client)
                 entry["warm"] = _timed_batch(project, model_dir, out, client=client)
                 if n_workers == 2:
@@ -131,8 +135,8 @@ def main() -> None:
                         "noop_run_ms_per_run": round(1000 * noop["wall_s"] / args.runs, 1),
                     }
                     print("overhead", report["overhead"], flush=True)
-            report[f"workers_{n_workers}"] = entry
-            print(f"{n_workers} worker(s)", entry, flush=True)
+            report[f"workers_{n_workers}_threads_{n_threads}"] = entry
+            print(f"{n_workers} worker(s) x {n_threads} thread(s)", entry, flush=True)
     report["load_average_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

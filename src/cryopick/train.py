@@ -119,8 +119,11 @@ def validate(
     from cryopick.predict import expected_blob_fraction
 
     stride = model.output_stride
-    candidates = []
-    for run in runs:
+    candidates, truths = [], []
+    for i, run in enumerate(runs):
+        # runs from different sources may share names: key them by position for scoring
+        key = f"{i}:{run.name}"
+        truths.append(run.picks.assign(experiment=key))
         volume = run.volumes.get(config.val_tomo_type, next(iter(run.volumes.values())))
         probs = predict_probabilities(
             model, volume, patch_size=config.patch_size, overlap=config.val_overlap,
@@ -131,7 +134,7 @@ def validate(
             find_peaks(
                 probs,
                 spacing_A=run.spacing_A * stride,
-                experiment=run.name,
+                experiment=key,
                 default_threshold=config.val_min_score,
                 min_score=config.val_min_score,
                 blob_radius_fraction=expected_blob_fraction(
@@ -141,7 +144,7 @@ def validate(
             )  # fmt: skip
         )
     picks = pd.concat(candidates, ignore_index=True)
-    truth = pd.concat([r.picks for r in runs], ignore_index=True)
+    truth = pd.concat(truths, ignore_index=True)
     thresholds = tune_thresholds(truth, picks)
     keep = picks["score"].to_numpy() >= picks["particle_type"].map(thresholds).to_numpy()
     result = score_picks(truth, picks[keep])
