@@ -61,7 +61,7 @@ class ProjectLayout:
         return sorted(names)
 
     def run_dirs(self, run: str) -> list[Path]:
-        """The folders of one run under each root that has it, overlay first."""
+        """Return the folders of one run under each root that has it, overlay first."""
         return [root / RUNS_DIR / run for root in self.roots if (root / RUNS_DIR / run).is_dir()]
 
     def picks_dir(self, run: str) -> Path:
@@ -84,7 +84,7 @@ def voxel_spacing_dirname(spacing_A: float) -> str:
 
 
 def picks_filename(user_id: str, session_id: str, object_name: str) -> str:
-    """copick's pick file name ``<user>_<session>_<object>.json``."""
+    """Return copick's pick file name ``<user>_<session>_<object>.json``."""
     return f"{user_id}_{session_id}_{object_name}.json"
 
 
@@ -124,7 +124,7 @@ def read_copick_config(config_path: str | Path) -> ProjectLayout:
 
 
 def is_kaggle_root(path: str | Path) -> bool:
-    """True if ``path`` looks like the challenge layout (``static/`` or ``overlay/`` below)."""
+    """Tell whether ``path`` looks like the challenge layout (``static/`` or ``overlay/`` below)."""
     path = Path(path)
     return path.is_dir() and any((path / d / RUNS_DIR).is_dir() for d in ("static", "overlay"))
 
@@ -166,7 +166,7 @@ def make_copick_config(
     static_root: str | Path | None = None,
     description: str = "",
 ) -> dict:
-    """A copick 1.x filesystem config dict with the six pickable objects of the particle table."""
+    """Build a copick 1.x filesystem config dict with the six pickable objects of the table."""
     objects = []
     for p in PARTICLES:
         rgb = [int(p.colour[i : i + 2], 16) for i in (1, 3, 5)]
