@@ -233,3 +233,19 @@ def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(predict_module.resources, "files", lambda _: tmp_path)
     with pytest.raises(InputError, match="no bundled model.*--model"):
         bundled_model_dir()
+
+
+def test_cli_spacing_option_for_mrc_without_voxel_size(model_dir, tmp_path):
+    import mrcfile
+
+    path = tmp_path / "TS_9.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(_volume(spacing_A=5.0, shape=(48, 80, 88)))  # header voxel size stays 0
+    out = tmp_path / "picks.csv"
+    runner = CliRunner()
+    args = ["predict", str(path), "--model", str(model_dir), "-o", str(out), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--spacing-A" in result.output
+    result = runner.invoke(app, [*args, "--spacing-A", "5"])
+    assert result.exit_code == 0, result.output
+    assert _matched(read_picks(out)[["z", "y", "x"]], tol_A=5.0)

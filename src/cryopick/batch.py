@@ -361,12 +361,13 @@ def predict_batch(
     shard: tuple[int, int] | str | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    spacing_A: float | None = None,
 ) -> BatchResult:
     """Run ``cryopick predict`` as a batch: the same picks as :func:`cryopick.predict.predict`.
 
     Parameters
     ----------
-    input_path, model_dir, output, format, config, tomo_type, runs
+    input_path, model_dir, output, format, config, tomo_type, runs, spacing_A
         As for :func:`cryopick.predict.predict` (``config`` a ``PredictConfig``). For the
         ``copick`` format without ``output`` the parts go beside the input project.
     cluster : ClusterConfig or dict, optional
@@ -409,7 +410,7 @@ def predict_batch(
         [input_path],
         model_dir,
         output if output is not None else input_path,
-        read_options={"tomo_type": tomo_type},
+        read_options={"tomo_type": tomo_type, "spacing_A": spacing_A},
         predict_options=config.model_dump(mode="json"),
         write_output=write_output,
         runs=runs,

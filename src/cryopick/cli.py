@@ -234,6 +234,10 @@ def predict(
     runs: Annotated[
         list[str] | None, typer.Option("--run", help="Only this run (repeatable).")
     ] = None,
+    spacing_A: Annotated[
+        float | None,
+        typer.Option("--spacing-A", min=0.5, help="Voxel size (Å) of MRCs whose header has none."),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     tta: Annotated[
         bool | None, typer.Option("--tta/--no-tta", help="Flip test-time augmentation (4x).")
@@ -329,7 +333,7 @@ def predict(
         result = predict_batch(
             input_path, model, output, format, settings, tomo_type=tomo_type,
             runs=runs or None, cluster=cluster_options, shard=shard, overwrite=overwrite,
-            show_progress=not quiet,
+            show_progress=not quiet, spacing_A=spacing_A,
         )  # fmt: skip
         print_batch_report(result, output or input_path)
         if result.failed:
@@ -344,6 +348,7 @@ def predict(
         tomo_type=tomo_type,
         runs=runs or None,
         show_progress=not quiet,
+        spacing_A=spacing_A,
     )
     _print_summary(picks, sorted(set(picks["experiment"])) if len(picks) else [])
     typer.echo(f"wrote {len(picks)} picks ({format}) to {output or input_path}")

@@ -187,9 +187,17 @@ def predict_tomogram(
     )
 
 
-def read_inputs(input_path: str | Path, tomo_type: str, runs: list[str] | None) -> list[Tomogram]:
-    """Open the tomograms at ``input_path``; an InputError when there are none."""
-    tomograms = read_tomograms(input_path, tomo_type=tomo_type, runs=runs)
+def read_inputs(
+    input_path: str | Path,
+    tomo_type: str,
+    runs: list[str] | None,
+    spacing_A: float | None = None,
+) -> list[Tomogram]:
+    """Open the tomograms at ``input_path``; an InputError when there are none.
+
+    ``spacing_A`` overrides the voxel size of MRC files whose header has none.
+    """
+    tomograms = read_tomograms(input_path, tomo_type=tomo_type, runs=runs, spacing_A=spacing_A)
     if not tomograms:
         raise InputError(input_path, "no tomograms found")
     return tomograms
@@ -305,6 +313,7 @@ def predict(
     tomo_type: str = DEFAULT_TOMO_TYPE,
     runs: list[str] | None = None,
     show_progress: bool = False,
+    spacing_A: float | None = None,
 ) -> pd.DataFrame:
     """Pick particles in every tomogram at ``input_path`` and write the picks.
 
@@ -328,6 +337,8 @@ def predict(
         Only these runs.
     show_progress : bool
         Show progress bars.
+    spacing_A : float, optional
+        Voxel size in Å for MRC files whose header has none (header value otherwise).
 
     Returns
     -------
@@ -339,7 +350,7 @@ def predict(
     if format not in OUTPUT_FORMATS:
         raise InputError(None, f"unknown output format {format!r}; choose from {OUTPUT_FORMATS}")
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
-    tomograms = read_inputs(input_path, tomo_type, runs)
+    tomograms = read_inputs(input_path, tomo_type, runs, spacing_A)
     picks = predict_tomograms(tomograms, model_dir, config, show_progress=show_progress)
     if output is not None or format == "copick":
         card = read_model_card(model_dir)

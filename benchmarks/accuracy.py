@@ -1,0 +1,78 @@
+"""Accuracy of a model on held-out simulated tomograms: per-class P/R/F4 and weighted score.
+
+The held-out runs are simulated here with a seed the training never used (other
+parameter draws too: each run draws its own defocus, dose, thickness and crowding), or
+taken from an existing project with ``--project``. The model's own per-class thresholds
+(tuned on its validation runs) are used: nothing is tuned on the test runs.
+
+    python benchmarks/accuracy.py                       # bundled model, 2 fresh runs
+    python benchmarks/accuracy.py --model DIR --project sim_test/copick_config.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from cryopick.io.picks import read_picks
+from cryopick.metrics import format_score_table, score_picks
+from cryopick.model import describe_hardware, read_model_card
+from cryopick.predict import bundled_model_dir, predict
+from cryopick.simulate import simulate_project
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, help="model folder (default: bundled)")
+    parser.add_argument("--project", type=Path, help="held-out copick project (simulated)")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
+    parser.add_argument("--preset", default="czii")
+    parser.add_argument("--tomo-type", default="denoised")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/cryopick_accuracy"))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    model_dir = args.model or bundled_model_dir()
+    project = args.project
+    if project is None:
+        project = simulate_project(
+            args.workdir / f"{args.preset}_seed{args.seed}",
+            n_runs=args.runs,
+            seed=args.seed,
+            shape=tuple(args.shape),
+            preset=args.preset,
+        )
+    t0 = time.perf_counter()
+    picks = predict(project, model_dir=model_dir, tomo_type=args.tomo_type)
+    predict_s = time.perf_counter() - t0
+    truth = read_picks(project, user_id="simulation")
+    result = score_picks(truth, picks)
+    print(format_score_table(result))
+
+    card = read_model_card(model_dir)
+    record = {
+        "model": str(model_dir),
+        "model_steps": card.steps,
+        "project": str(project),
+        "preset": args.preset,
+        "seed": args.seed,
+        "tomo_type": args.tomo_type,
+        "n_runs": int(truth.experiment.nunique()),
+        "predict_seconds": round(predict_s, 1),
+        "hardware": describe_hardware(),
+        **result.to_dict(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"accuracy_{args.preset}.json"
+    path.write_text(json.dumps(record, indent=2, default=float))
+    print(f"weighted F4 = {result.score:.4f}; saved {path}")
+
+
+if __name__ == "__main__":
+    main()
