@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from cryopick.errors import InputError
+from cryopick.io._checks import as_volume_to_write
 from cryopick.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -104,11 +105,7 @@ def write_mrc(path: str | Path, volume: ArrayLike, spacing_A: float) -> Path:
         ``path``.
     """
     path = Path(path)
-    vol = np.asarray(volume)
-    if vol.ndim != 3:
-        raise ValueError(f"expected a 3-D (z, y, x) volume, got shape {vol.shape}")
-    if not spacing_A > 0:
-        raise ValueError(f"spacing_A must be > 0, got {spacing_A}")
+    vol = as_volume_to_write(volume, spacing_A)
     if vol.dtype == np.float64:
         vol = vol.astype(np.float32)
     if vol.dtype.name not in _SUPPORTED_DTYPES:

@@ -22,6 +22,7 @@ import zarr
 from numpy.typing import ArrayLike, NDArray
 
 from cryopick.errors import InputError
+from cryopick.io._checks import as_volume_to_write
 from cryopick.io.atomic import atomic_path
 
 ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
@@ -276,11 +277,7 @@ def write_ome_zarr(
         ``path``.
     """
     path = Path(path)
-    volume = np.asarray(volume_zyx)
-    if volume.ndim != 3:
-        raise ValueError(f"expected a 3-D (z, y, x) volume, got shape {volume.shape}")
-    if not spacing_A > 0:
-        raise ValueError(f"spacing_A must be > 0, got {spacing_A}")
+    volume = as_volume_to_write(volume_zyx, spacing_A)
     if n_levels < 1:
         raise ValueError(f"n_levels must be >= 1, got {n_levels}")
     if zarr_format not in (2, 3):
