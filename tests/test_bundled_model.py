@@ -3,7 +3,8 @@
 These use the model shipped in ``cryopick/data/model`` and the ``easy`` simulator preset:
 the particles must be found (score clearly above chance), results must be identical for
 identical input, and the same physical particles must be found whether the tomogram comes
-as MRC, as OME-Zarr, or resampled to 2x finer voxels.
+as MRC, as OME-Zarr, or resampled to 2x finer voxels. The volumes use the realistic
+``czii`` preset the model was trained on, at a small size.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from cryopick.io.tomograms import read_tomograms
 from cryopick.metrics import score_picks
 from cryopick.predict import bundled_model_dir, predict
 
-SHAPE = (64, 160, 160)
+SHAPE = (128, 256, 256)
 SPACING_A = 10.0
 
 
@@ -31,7 +32,7 @@ SPACING_A = 10.0
 def _simulated():
     from cryopick.simulate import simulate_run
 
-    return simulate_run(preset="easy", shape=SHAPE, spacing_A=SPACING_A, seed=7, name="tomo")
+    return simulate_run(preset="czii", shape=SHAPE, spacing_A=SPACING_A, seed=7, name="tomo")
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,8 @@ def test_bundled_model_recovers_simulated_particles(tmp_path, model_dir):
     picks = _predict_file(path, model_dir)
     result = score_picks(run.picks, picks)
     # chance level (random picks of the same count) is ~0.0x; a working picker is far above
-    assert result.score > 0.3, result.per_class
-    ribosome = result.per_class.set_index("particle_type").loc["ribosome"]
-    assert ribosome.recall > 0.5
+    assert result.score > 0.4, result.per_class
+    assert (result.per_class.fbeta > 0.5).sum() >= 3, result.per_class
 
 
 def test_same_input_gives_identical_picks(tmp_path, model_dir):
