@@ -230,6 +230,8 @@ class ModelCard(BaseModel):
         Where it was trained.
     train_config : dict
         The full :class:`cryopick.train.TrainConfig` used.
+    provenance : str
+        Free text: how the training data were made (e.g. the exact commands).
     """
 
     architecture: ModelConfig = Field(default_factory=ModelConfig)
@@ -248,6 +250,7 @@ class ModelCard(BaseModel):
     hardware: str = Field(default_factory=lambda: describe_hardware("cpu"))
     train_config: dict = Field(default_factory=dict)
     cryopick_version: str = ""
+    provenance: str = ""
 
     def to_json(self) -> str:
         """Serialise to indented JSON."""
