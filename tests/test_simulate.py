@@ -7,6 +7,7 @@ from scipy import ndimage as ndi
 from typer.testing import CliRunner
 
 from cryopick.cli import app
+from cryopick.coords import angstrom_to_voxels
 from cryopick.particles import PARTICLE_NAMES, get_particle
 from cryopick.simulate import get_preset, simulate_project, simulate_run
 from cryopick.simulate.imaging import (
@@ -149,19 +150,32 @@ def _average_contrast(volume, centres_vox, template):
     return avg[inner].mean() - avg[shell].mean(), avg, inner
 
 
+def _truth_voxels(run):
+    """Truth centres of a simulated run as fractional voxel indices (z, y, x)."""
+    return angstrom_to_voxels(run.picks[["z", "y", "x"]].to_numpy(), run.spacing_A)
+
+
+def _centres_wholly_inside(run, coords, name, template):
+    """Voxel centres of class ``name`` whose template box lies wholly inside the volume.
+
+    A clipped particle's density is off-centre, so averages use only whole ones.
+    """
+    half = template.shape[0] // 2
+    upper = np.array(run.tomograms["denoised"].shape) - 1 - half
+    inside = np.all((coords >= half) & (coords <= upper), axis=1)
+    return coords[(run.picks["particle_type"] == name).to_numpy() & inside]
+
+
 def test_truth_centres_sit_on_dark_density(crowded_easy_run):
     run = crowded_easy_run
     tomo = run.tomograms["denoised"]
-    coords = run.picks[["z", "y", "x"]].to_numpy() / run.spacing_A
+    coords = _truth_voxels(run)
     rng = np.random.default_rng(0)
     templates = load_templates()
     checked = 0
     for name in PARTICLE_NAMES:
         template = templates[f"target/{name}"].density
-        # only particles wholly inside the volume: a clipped one's density is off-centre
-        half = template.shape[0] // 2
-        inside = np.all((coords >= half) & (coords <= np.array(tomo.shape) - 1 - half), axis=1)
-        centres = coords[(run.picks["particle_type"] == name).to_numpy() & inside]
+        centres = _centres_wholly_inside(run, coords, name, template)
         if len(centres) < 2:
             continue
         contrast, avg, inner = _average_contrast(tomo, centres, template)
@@ -182,7 +196,7 @@ def test_supports_do_not_overlap_and_labels_match_the_truth(crowded_easy_run):
     templates = load_templates()
     count = np.zeros(SHAPE, np.int32)
     expected = np.zeros(SHAPE, np.uint8)
-    coords = run.picks[["z", "y", "x"]].to_numpy() / run.spacing_A
+    coords = _truth_voxels(run)
     for (_, pick), centre in zip(run.picks.iterrows(), coords, strict=True):
         rot = rotation_xyz_to_zyx(np.asarray(pick["transformation"])[:3, :3])
         voxel = np.floor(centre + 0.5).astype(int)
@@ -296,14 +310,12 @@ def test_czii_preset_particles_are_dark_and_centred():
     config = get_preset("czii").model_copy(update={"count_scale": 8.0})
     run = simulate_run(config, (96, 192, 192), seed=3)
     tomo = run.tomograms["denoised"]
-    coords = run.picks[["z", "y", "x"]].to_numpy() / run.spacing_A
+    coords = _truth_voxels(run)
     templates = load_templates()
     dark_classes = 0
     for name in PARTICLE_NAMES:
         template = templates[f"target/{name}"].density
-        half = template.shape[0] // 2
-        inside = np.all((coords >= half) & (coords <= np.array(tomo.shape) - 1 - half), axis=1)
-        centres = coords[(run.picks["particle_type"] == name).to_numpy() & inside]
+        centres = _centres_wholly_inside(run, coords, name, template)
         if len(centres) >= 3:
             contrast, _, _ = _average_contrast(tomo, centres, template)
             dark_classes += contrast < -0.5
