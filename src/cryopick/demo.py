@@ -54,11 +54,11 @@ def run_demo(out_dir: str | Path = "demo_out", shape: tuple[int, int, int] = DEM
 
     console.print(f"[bold]2/4 predicting[/] with the bundled model ({model_dir})")
     picks_csv = out_dir / "picks.csv"
-    predict(config, model_dir=model_dir, output=picks_csv, format="csv", show_progress=True)
+    picks = predict(config, model_dir=model_dir, output=picks_csv, format="csv", show_progress=True)
 
     console.print("[bold]3/4 evaluating[/] against the simulator's exact truth")
     truth = read_picks(config, user_id="simulation")
-    result = score_picks(truth, read_picks(picks_csv))
+    result = score_picks(truth, picks)
     console.print(format_score_table(result))
 
     console.print("[bold]4/4 writing the report[/]")
