@@ -111,28 +111,25 @@ def test_thresholds_per_class():
     assert picks.empty
 
 
-def test_detections_of_two_classes_at_one_place_keep_the_stronger():
+def test_detections_of_two_classes_at_one_place():
     sigma = 6.0
     same = _maps((4, _gaussian((20, 30, 30), sigma, 0.6)), (5, _gaussian((20, 31, 32), sigma, 0.8)))
-    picks = find_peaks(
-        same, SPACING_A, "r", thresholds=dict.fromkeys(["ribosome", "thyroglobulin"], 0.3)
-    )
+    both = dict.fromkeys(["ribosome", "thyroglobulin"], 0.3)
+    # default: no cross-class resolution, both labels are kept (F4 favours recall)
+    kept_both = find_peaks(same, SPACING_A, "r", thresholds=both)
+    assert sorted(kept_both["particle_type"]) == ["ribosome", "thyroglobulin"]
+    # resolution on: the stronger wins at one place, not when apart
+    picks = find_peaks(same, SPACING_A, "r", thresholds=both, cross_class_fraction=0.5)
     assert list(picks["particle_type"]) == ["thyroglobulin"]
     apart = _maps(
         (4, _gaussian((20, 15, 15), sigma, 0.6)), (5, _gaussian((20, 48, 48), sigma, 0.8))
     )
-    picks = find_peaks(
-        apart, SPACING_A, "r", thresholds=dict.fromkeys(["ribosome", "thyroglobulin"], 0.3)
-    )
+    picks = find_peaks(apart, SPACING_A, "r", thresholds=both, cross_class_fraction=0.5)
     assert sorted(picks["particle_type"]) == ["ribosome", "thyroglobulin"]
-    kept_both = find_peaks(
-        same,
-        SPACING_A,
-        "r",
-        thresholds=dict.fromkeys(["ribosome", "thyroglobulin"], 0.3),
-        cross_class_fraction=0.0,
-    )
-    assert len(kept_both) == 2
+    # with a ratio, 0.6 is not dominated by 0.8 at ratio 0.7 (0.6 > 0.56) but is at 0.8
+    ratio = dict(thresholds=both, cross_class_fraction=0.5)
+    assert len(find_peaks(same, SPACING_A, "r", cross_class_ratio=0.7, **ratio)) == 2
+    assert len(find_peaks(same, SPACING_A, "r", cross_class_ratio=0.8, **ratio)) == 1
 
 
 def test_no_peaks_gives_an_empty_table():

@@ -9,6 +9,7 @@ from cryopick import train as train_module
 from cryopick.augment import AugmentConfig
 from cryopick.cli import app
 from cryopick.dataset import PatchSampler, run_from_simulation
+from cryopick.errors import InputError
 from cryopick.model import ModelConfig, load_model
 from cryopick.simulate import simulate_run
 from cryopick.train import CHECKPOINT_FILENAME, load_checkpoint, train
@@ -183,3 +184,31 @@ def test_cli_resume_keeps_checkpoint_settings(tmp_path, tiny_run):
     extended = TrainConfig.model_validate({"steps": 3})
     card = train(extended, tmp_path, resume=True, train_runs=[tiny_run], progress=False)
     assert card.steps == 3 and card.train_config["steps"] == 3
+
+
+def test_init_from_starts_from_the_given_weights(tmp_path, tiny_run):
+    first = tmp_path / "first"
+    train(_config(steps=4), first, train_runs=[tiny_run], progress=False)
+    # another architecture in the config is replaced by the initial model's
+    tuned = tmp_path / "tuned"
+    config = _config(
+        steps=1, lr=1e-12, warmup_steps=0, weight_decay=0.0, init_from=str(first),
+        architecture=ModelConfig(widths=(8, 16)),
+    )  # fmt: skip
+    card = train(config, tuned, train_runs=[tiny_run], progress=False)
+    assert card.architecture == TINY and card.train_config["init_from"] == str(first)
+    before, after = _weights(first), _weights(tuned)
+    conv = [k for k in before if k.endswith("weight") and before[k].ndim == 5]
+    for key in conv:  # one step at lr ~0: the same weights (BatchNorm statistics move)
+        assert torch.allclose(before[key], after[key], atol=1e-6), key
+    fresh = train(_config(steps=1), tmp_path / "fresh", train_runs=[tiny_run], progress=False)
+    assert fresh.architecture == TINY
+    assert not torch.allclose(before[conv[0]], _weights(tmp_path / "fresh")[conv[0]])
+
+
+def test_init_from_rejects_another_voxel_size(tmp_path, tiny_run):
+    first = tmp_path / "first"
+    train(_config(steps=2), first, train_runs=[tiny_run], progress=False)
+    with pytest.raises(InputError, match="voxel size"):
+        train(_config(init_from=str(first), spacing_A=5.0), tmp_path / "x",
+              train_runs=[tiny_run], progress=False)  # fmt: skip

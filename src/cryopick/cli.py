@@ -142,6 +142,12 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt exactly.")
     ] = False,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            "--init-from", help="Fine-tune: start from this model folder ('bundled': ours)."
+        ),
+    ] = None,
     config_file: Annotated[
         Path | None, typer.Option("--config", help="TrainConfig JSON (e.g. a saved one).")
     ] = None,
@@ -157,7 +163,7 @@ def train(
     """Train the 3D U-Net on annotated and/or simulated tomograms."""
     config = _train_config(
         config_file, settings or [], data=data or None, val=val or None, steps=steps,
-        device=device, simulate=simulate,
+        device=device, simulate=simulate, init_from=init_from,
     )  # fmt: skip
     if show_config:
         typer.echo(config.model_dump_json(indent=2))

@@ -15,8 +15,9 @@ For each particle class (channel ``label`` of the map), :func:`find_peaks`
    the training target's);
 5. suppresses again (refinement can move maxima of one flat-topped blob together).
 
-and finally, across classes, drops the weaker of two detections of different classes whose
-centres are closer than ``cross_class_fraction`` times the smaller radius.
+and finally, optionally (off by default), across classes, drops the weaker of two detections
+of different classes whose centres are closer than ``cross_class_fraction`` times the
+smaller radius.
 
 Coordinates: map index ``i`` is at ``origin_A + i * spacing_A`` Å per axis (the convention of
 :mod:`cryopick.coords`; ``origin_A`` is non-zero only for strided maps).
@@ -225,10 +226,15 @@ def _find_class_peaks(
     return coords[kept], scores[kept]
 
 
-def resolve_cross_class(picks: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
-    """Keep the stronger of two picks of different classes closer than ``fraction * min(radius)``.
+def resolve_cross_class(
+    picks: pd.DataFrame, fraction: float = 0.5, ratio: float = 1.0
+) -> pd.DataFrame:
+    """Resolve picks of different classes at one place.
 
-    Greedy by score over all picks of one experiment at a time; the result keeps input order.
+    Of two picks of different classes closer than ``fraction * min(radius)``, the weaker is
+    dropped when its score is at most ``ratio`` times the stronger's (``ratio=1``: always;
+    ``ratio=0.5``: only when clearly dominated). Greedy by score over all picks of one
+    experiment at a time; the result keeps input order.
     """
     if len(picks) < 2 or fraction <= 0:
         return picks
@@ -239,8 +245,9 @@ def resolve_cross_class(picks: pd.DataFrame, fraction: float = 0.5) -> pd.DataFr
         xyz = group[["x", "y", "z"]].to_numpy(dtype=np.float64)
         radii = np.array([get_particle(t).radius_A for t in group["particle_type"]])
         types = group["particle_type"].to_numpy()
+        scores = group["score"].to_numpy(dtype=np.float64)
         tree = cKDTree(xyz)
-        order = np.argsort(-group["score"].to_numpy(dtype=np.float64), kind="stable")
+        order = np.argsort(-scores, kind="stable")
         alive = np.ones(len(group), dtype=bool)
         for i in order:
             if not alive[i]:
@@ -248,7 +255,8 @@ def resolve_cross_class(picks: pd.DataFrame, fraction: float = 0.5) -> pd.DataFr
             for j in tree.query_ball_point(xyz[i], r=fraction * max_radius):
                 if alive[j] and j != i and types[j] != types[i]:
                     limit = fraction * min(radii[i], radii[j])
-                    if np.linalg.norm(xyz[i] - xyz[j]) < limit:
+                    close = np.linalg.norm(xyz[i] - xyz[j]) < limit
+                    if close and scores[j] <= ratio * scores[i]:
                         alive[j] = False
         keep[np.searchsorted(picks.index.to_numpy(), pos[~alive])] = False
     return picks[keep].reset_index(drop=True)
@@ -266,7 +274,8 @@ def find_peaks(
     nms_fraction: float = 0.6,
     blob_radius_fraction: float | None = 0.5,
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8),
-    cross_class_fraction: float = 0.5,
+    cross_class_fraction: float = 0.0,
+    cross_class_ratio: float = 1.0,
     origin_A: float = 0.0,
     max_peaks_per_class: int = 20_000,
 ) -> pd.DataFrame:
@@ -296,7 +305,12 @@ def find_peaks(
     blob_ratio_range : (float, float) or None
         Accepted range of measured / expected blob radius; None disables validation.
     cross_class_fraction : float
-        Cross-class suppression distance as a fraction of the smaller radius (0 disables).
+        Cross-class suppression distance as a fraction of the smaller radius (0, the
+        default, disables it: under F4 a second label at one place costs little precision
+        while the suppressed one may be the right class; see docs/predict.md).
+    cross_class_ratio : float
+        Drop the weaker of two nearby picks of different classes only when its score is at
+        most this fraction of the stronger's (see :func:`resolve_cross_class`).
     origin_A : float
         Position in Å of map index 0 on every axis.
     max_peaks_per_class : int
@@ -335,4 +349,4 @@ def find_peaks(
     if not frames:
         return empty_picks()
     picks = pd.concat(frames, ignore_index=True)
-    return resolve_cross_class(picks, cross_class_fraction)
+    return resolve_cross_class(picks, cross_class_fraction, cross_class_ratio)

@@ -61,7 +61,12 @@ class PredictConfig(BaseModel):
     min_score : float
         Floor on every threshold.
     nms_fraction, cross_class_fraction : float
-        Suppression distances as fractions of the class radius (see :func:`find_peaks`).
+        Suppression distances as fractions of the class radius (see :func:`find_peaks`);
+        ``cross_class_fraction=0`` (default) keeps detections of different classes at one
+        place, which measured better under F4 (docs/predict.md).
+    cross_class_ratio : float
+        With cross-class resolution on, drop only picks scoring at most this fraction of
+        the stronger one.
     blob_ratio_range : (float, float) or None
         Accepted measured / expected blob radius; None disables blob validation.
     """
@@ -77,7 +82,8 @@ class PredictConfig(BaseModel):
     thresholds: dict[str, float] | None = None
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     nms_fraction: float = Field(0.6, gt=0.0)
-    cross_class_fraction: float = Field(0.5, ge=0.0)
+    cross_class_fraction: float = Field(0.0, ge=0.0)
+    cross_class_ratio: float = Field(1.0, ge=0.0, le=1.0)
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
 
 
@@ -183,6 +189,7 @@ def predict_tomogram(
         blob_radius_fraction=expected_blob_fraction(getattr(card, "target", "sphere")),
         blob_ratio_range=config.blob_ratio_range,
         cross_class_fraction=config.cross_class_fraction,
+        cross_class_ratio=config.cross_class_ratio,
         origin_A=(stride - 1) / 2.0 * model_spacing_A,
     )
 

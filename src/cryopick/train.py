@@ -18,6 +18,7 @@ weighted score (:func:`cryopick.metrics.score_picks`).
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import pandas as pd
 import torch
 
 from cryopick.dataset import PatchSampler, TrainRun, load_runs
+from cryopick.errors import InputError
 from cryopick.io.atomic import atomic_path
 from cryopick.model import (
     ClassMetrics,
@@ -174,6 +176,30 @@ def _set_rng_states(rng: np.random.Generator, states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def initialise_model(config: TrainConfig) -> tuple[TrainConfig, torch.nn.Module]:
+    """Build the network to train: fresh, or with ``config.init_from``'s weights (fine-tuning).
+
+    When starting from a trained model, its architecture replaces ``config.architecture``
+    (the returned config says so); its voxel size must equal ``config.spacing_A``.
+    """
+    if not config.init_from:
+        return config, build_model(config.architecture)
+    from cryopick.model import load_model
+    from cryopick.predict import bundled_model_dir
+
+    source = bundled_model_dir() if config.init_from == "bundled" else Path(config.init_from)
+    model, card = load_model(source)
+    if not math.isclose(card.spacing_A, config.spacing_A, rel_tol=1e-3):
+        raise InputError(
+            source,
+            f"model voxel size {card.spacing_A} Å differs from spacing_A {config.spacing_A} Å "
+            "of this training run; set spacing_A to match",
+        )
+    config = config.model_copy(update={"architecture": card.architecture})
+    log.info("starting from the weights of %s", source)
+    return config, model.train()
+
+
 def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
 
@@ -266,7 +292,10 @@ def train(
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = build_model(config.architecture)
+    if checkpoint is None:
+        config, model = initialise_model(config)
+    else:  # the checkpoint holds the weights (and the architecture of any init_from)
+        model = build_model(config.architecture)
     memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     optimizer = torch.optim.AdamW(

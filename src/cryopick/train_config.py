@@ -46,6 +46,11 @@ class TrainConfig(BaseModel):
     val_tomo_type: str = Field("denoised", description="reconstruction type validated on")
     spacing_A: float = Field(10.0, gt=0, description="model voxel size in Å")
     architecture: ModelConfig = Field(default_factory=ModelConfig)
+    init_from: str | None = Field(
+        None,
+        description="start from this model folder's weights ('bundled': the packaged model); "
+        "its architecture replaces `architecture`",
+    )
     patch_size: tuple[int, int, int] = Field((64, 64, 64), description="training patch (z,y,x)")
     batch_size: int = Field(2, ge=1, description="patches per step")
     steps: int = Field(4000, ge=1, description="optimiser steps")

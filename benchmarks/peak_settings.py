@@ -1,0 +1,128 @@
+"""Compare peak-finding settings of one model: tune thresholds on one project, score another.
+
+The network runs once per tomogram (probability maps cached under ``--cache``); each
+setting then finds candidates on both projects, tunes per-class thresholds for F4 on the
+tuning project and scores the held-out one with them, so no setting sees its test truth.
+
+    python benchmarks/peak_settings.py --model DIR \\
+        --tune sim_val/copick_config.json --test sim_test/copick_config.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryopick.infer import predict_probabilities, prepare_network, resolve_device
+from cryopick.io.picks import read_picks
+from cryopick.io.tomograms import read_tomograms
+from cryopick.metrics import score_picks, tune_thresholds
+from cryopick.model import describe_hardware, load_model
+from cryopick.peaks import find_peaks
+from cryopick.predict import bundled_model_dir, expected_blob_fraction
+from cryopick.preprocess import normalise_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SETTINGS: dict[str, dict] = {
+    "no cross-class resolution (default)": {},
+    "cross-class 0.5 x radius (old default)": {"cross_class_fraction": 0.5},
+    "cross-class 0.5 x radius, ratio 0.5": {"cross_class_fraction": 0.5, "cross_class_ratio": 0.5},
+    "cross-class 0.5 x radius, ratio 0.25": {
+        "cross_class_fraction": 0.5,
+        "cross_class_ratio": 0.25,
+    },
+    "no blob-size check": {"blob_ratio_range": None},
+    "NMS 0.4 x radius": {"nms_fraction": 0.4},
+    "NMS 0.8 x radius": {"nms_fraction": 0.8},
+}
+
+
+def cached_maps(model_dir: Path, project: Path, tomo_type: str, cache: Path) -> dict[str, Path]:
+    """Probability maps (float16 .npy, model's strided grid) of every run, computed once."""
+    model, card = load_model(model_dir)
+    out = {}
+    for tomogram in read_tomograms(project, tomo_type=tomo_type):
+        path = cache / f"{project.parent.name}_{tomogram.name}_{tomo_type}.npy"
+        if not path.exists():
+            volume = normalise_volume(tomogram.data, source=tomogram.source)
+            probs = predict_probabilities(model, volume, upsample=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, probs)
+        out[tomogram.name] = path
+    return out
+
+
+def find_candidates(maps: dict[str, Path], spacing_A: float, stride: int, blob: float, **kw):
+    """Every peak above a low floor in every cached map."""
+    frames = [
+        find_peaks(
+            np.load(path, mmap_mode="r"),
+            spacing_A * stride,
+            name,
+            default_threshold=0.02,
+            min_score=0.02,
+            blob_radius_fraction=blob,
+            origin_A=(stride - 1) / 2.0 * spacing_A,
+            **kw,
+        )
+        for name, path in maps.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def select_picks(picks: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
+    """Picks scoring at or above their class threshold."""
+    return picks[picks["score"] >= picks["particle_type"].map(thresholds)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--tune", type=Path, required=True, help="project to tune thresholds on")
+    parser.add_argument("--test", type=Path, required=True, help="held-out project to score")
+    parser.add_argument("--tomo-type", default="denoised")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/cryopick_peak_settings"))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    model_dir = args.model or bundled_model_dir()
+    model, card = load_model(model_dir)
+    _, stride = prepare_network(model, resolve_device("cpu"))
+    blob = expected_blob_fraction(card.target)
+    cache = args.cache / Path(model_dir).resolve().name
+    maps = {p: cached_maps(model_dir, p, args.tomo_type, cache) for p in (args.tune, args.test)}
+    truth = {p: read_picks(p, user_id="simulation") for p in (args.tune, args.test)}
+    results = []
+    for label, kw in SETTINGS.items():
+        tune_c = find_candidates(maps[args.tune], card.spacing_A, stride, blob, **kw)
+        test_c = find_candidates(maps[args.test], card.spacing_A, stride, blob, **kw)
+        thresholds = tune_thresholds(truth[args.tune], tune_c)
+        tuned = score_picks(truth[args.tune], select_picks(tune_c, thresholds))
+        result = score_picks(truth[args.test], select_picks(test_c, thresholds))
+        per_class = {
+            r.particle_type: round(float(r.fbeta), 3) for r in result.per_class.itertuples()
+        }
+        results.append(
+            {"setting": label, "options": kw, "tune_score": round(tuned.score, 4),
+             "test_score": round(result.score, 4), "test_fbeta": per_class}
+        )  # fmt: skip
+        print(f"{label:42s} tune {tuned.score:.3f}  test {result.score:.3f}  {per_class}")
+    record = {
+        "model": str(model_dir),
+        "tune": str(args.tune),
+        "test": str(args.test),
+        "tomo_type": args.tomo_type,
+        "hardware": describe_hardware(),
+        "results": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "peak_settings.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
