@@ -224,6 +224,10 @@ def test_tune_thresholds_hand_case():
     np.testing.assert_allclose(curve.fbeta, [f4(1, 0, 1), f4(1, 1, 1), f4(2, 1, 0), f4(2, 2, 0)])
     thresholds = tune_thresholds(truth, sub)
     assert thresholds["ribosome"] == 0.7
+    # F4 at 0.6 is 0.027 below the best: a tolerance of 0.03 takes the lower threshold
+    assert f4(2, 1, 0) - f4(2, 2, 0) == pytest.approx(0.0270, abs=1e-4)
+    assert tune_thresholds(truth, sub, tolerance=0.03)["ribosome"] == 0.6
+    assert tune_thresholds(truth, sub, tolerance=0.0)["ribosome"] == 0.7
     assert thresholds["apo-ferritin"] > 0.3  # best F is 0: keep nothing
     assert thresholds["virus-like-particle"] == 1.0  # no candidates
     assert set(thresholds) == {p.name for p in PARTICLES}

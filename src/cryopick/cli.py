@@ -377,6 +377,13 @@ def tune(
         str | None, typer.Option(help="copick: annotation session_id.")
     ] = None,
     beta: Annotated[float, typer.Option(min=0.0, help="F-beta's beta.")] = 4.0,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Take the lowest threshold within this F-beta of the best [default: 0.02].",
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="JSON file of PredictConfig settings.")
@@ -396,6 +403,7 @@ def tune(
         truth_user=truth_user,
         truth_session=truth_session,
         beta=beta,
+        **({} if tolerance is None else {"tolerance": tolerance}),
         show_progress=not quiet,
     )
     for name, value in thresholds.items():

@@ -35,6 +35,7 @@ from cryopick.io.picks_table import validate_picks
 from cryopick.particles import PARTICLES, TOTAL_WEIGHT, get_particle
 
 DISTANCE_MULTIPLIER = 0.5
+DEFAULT_TUNE_TOLERANCE = 0.02  # F-beta given up for a lower, more robust threshold
 """A pick matches a truth point within this fraction of the particle radius."""
 
 PER_CLASS_COLUMNS = ("particle_type", "tp", "fp", "fn", "precision", "recall", "fbeta", "weight")
@@ -258,9 +259,17 @@ def fbeta_curve(
 
 
 def tune_thresholds(
-    truth_df: pd.DataFrame, scored_picks_df: pd.DataFrame, beta: float = 4.0
+    truth_df: pd.DataFrame,
+    scored_picks_df: pd.DataFrame,
+    beta: float = 4.0,
+    tolerance: float = DEFAULT_TUNE_TOLERANCE,
 ) -> dict[str, float]:
-    """Per particle type, the score threshold that maximises that type's F-beta.
+    """Per particle type, the lowest score threshold within ``tolerance`` of the best F-beta.
+
+    Taking the lowest threshold whose F-beta is at most ``tolerance`` below the maximum
+    (rather than the arg-max itself) leans towards recall: on held-out runs, where scores
+    shift a little, that generalised better under F4 (docs/benchmarks.md, "Peak
+    settings"). ``tolerance=0`` gives a best threshold (the lowest, if several tie).
 
     Parameters
     ----------
@@ -270,13 +279,14 @@ def tune_thresholds(
         Candidate picks with scores (e.g. peak probabilities).
     beta : float
         F-beta's beta.
+    tolerance : float
+        Accepted loss of F-beta on the tuning data, traded for a lower threshold.
 
     Returns
     -------
     dict of str to float
-        Canonical type name -> threshold; keep picks with ``score >= threshold``. Ties go
-        to the highest threshold. A type with no candidates gets 1.0; one whose best
-        F-beta is 0 gets a threshold just above its highest score (keep nothing).
+        Canonical type name -> threshold; keep picks with ``score >= threshold``. A type
+        with no candidates gets 1.0; one whose best F-beta is 0 gets a threshold just above its highest score (keep nothing).
     """
     thresholds = {}
     for particle in PARTICLES:
@@ -286,7 +296,8 @@ def tune_thresholds(
         elif curve.fbeta.max() <= 0:
             thresholds[particle.name] = float(np.nextafter(curve.thresholds[0], np.inf))
         else:
-            thresholds[particle.name] = float(curve.thresholds[int(np.argmax(curve.fbeta))])
+            good = np.flatnonzero(curve.fbeta >= curve.fbeta.max() - tolerance)
+            thresholds[particle.name] = float(curve.thresholds[good].min())
     return thresholds
 
 

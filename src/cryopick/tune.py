@@ -17,7 +17,7 @@ from cryopick.errors import InputError
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.picks import read_picks
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE
-from cryopick.metrics import score_picks, tune_thresholds
+from cryopick.metrics import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
 from cryopick.model import CARD_FILENAME, WEIGHTS_FILENAME, ClassMetrics, read_model_card
 from cryopick.particles import PARTICLE_NAMES
 from cryopick.predict import PredictConfig, predict_tomograms, read_inputs
@@ -39,6 +39,7 @@ def tune_model(
     truth_user: str | None = None,
     truth_session: str | None = None,
     beta: float = 4.0,
+    tolerance: float = DEFAULT_TUNE_TOLERANCE,
     show_progress: bool = False,
 ) -> dict[str, float]:
     """Re-tune per-class thresholds on annotated runs; write the model with the new card.
@@ -68,6 +69,9 @@ def tune_model(
         copick: read only annotations of this user / session (e.g. ``curation``).
     beta : float
         F-beta's beta.
+    tolerance : float
+        Take the lowest threshold within this F-beta of the best (see
+        :func:`cryopick.metrics.tune_thresholds`).
     show_progress : bool
         Show progress bars.
 
@@ -94,7 +98,7 @@ def tune_model(
         update={"thresholds": _floor_thresholds(), "min_score": 0.0}
     )
     candidates = predict_tomograms(tomograms, model_dir, config, show_progress=show_progress)
-    thresholds = tune_thresholds(truth_df, candidates, beta=beta)
+    thresholds = tune_thresholds(truth_df, candidates, beta=beta, tolerance=tolerance)
     kept = candidates[
         candidates["score"] >= candidates["particle_type"].map(thresholds).fillna(math.inf)
     ]
