@@ -286,7 +286,8 @@ def tune_thresholds(
     -------
     dict of str to float
         Canonical type name -> threshold; keep picks with ``score >= threshold``. A type
-        with no candidates gets 1.0; one whose best F-beta is 0 gets a threshold just above its highest score (keep nothing).
+        with no candidates gets 1.0; one whose best F-beta is 0 gets a threshold just
+        above its highest score (keep nothing).
     """
     thresholds = {}
     for particle in PARTICLES:
