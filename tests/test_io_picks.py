@@ -61,6 +61,11 @@ def test_validate_picks_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="inf"):
         validate_picks(pd.DataFrame({"experiment": ["A"], "particle_type": ["vlp"], "x": [np.inf],
                                      "y": [0], "z": [0]}))  # fmt: skip
+    # a matrix written to CSV by pandas comes back as text: a clear error, not numpy's
+    text = pd.DataFrame({"experiment": ["A"], "particle_type": ["vlp"], "x": [0], "y": [0],
+                         "z": [0], "transformation": [str(np.eye(4))]})  # fmt: skip
+    with pytest.raises(InputError, match=r"truth\.csv: a pick transformation is not a finite"):
+        validate_picks(text, "truth.csv")
 
 
 def test_csv_round_trip(tmp_path):

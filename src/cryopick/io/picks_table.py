@@ -179,7 +179,10 @@ def validate_picks(df: pd.DataFrame, source: str | Path | None = None) -> pd.Dat
 def _check_matrix(matrix: ArrayLike | None, source: str | Path | None) -> np.ndarray:
     if matrix is None or (np.isscalar(matrix) and pd.isna(matrix)):
         return np.array(IDENTITY_MATRIX)
-    arr = np.asarray(matrix, dtype=np.float64)
+    try:
+        arr = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.empty(0)  # e.g. a matrix that a CSV round trip turned into text
     if arr.shape != (4, 4) or not np.isfinite(arr).all():
         raise InputError(source, f"a pick transformation is not a finite 4x4 matrix: {matrix!r}")
     return arr
