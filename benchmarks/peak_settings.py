@@ -1,8 +1,9 @@
-"""Compare peak-finding settings of one model: tune thresholds on one project, score another.
+"""Compare peak-finding and threshold-tuning settings of one model on held-out runs.
 
 The network runs once per tomogram (probability maps cached under ``--cache``); each
-setting then finds candidates on both projects, tunes per-class thresholds for F4 on the
-tuning project and scores the held-out one with them, so no setting sees its test truth.
+setting then finds candidates (peaks above 0.05) on both projects, tunes per-class
+thresholds for F4 on the tuning project and scores the held-out one with them, so no
+setting sees its test truth.
 
     python benchmarks/peak_settings.py --model DIR \\
         --tune sim_val/copick_config.json --test sim_test/copick_config.json
@@ -20,7 +21,7 @@ import pandas as pd
 from cryopick.infer import predict_probabilities, prepare_network, resolve_device
 from cryopick.io.picks import read_picks
 from cryopick.io.tomograms import read_tomograms
-from cryopick.metrics import score_picks, tune_thresholds
+from cryopick.metrics import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
 from cryopick.model import describe_hardware, load_model
 from cryopick.peaks import find_peaks
 from cryopick.predict import bundled_model_dir, expected_blob_fraction
@@ -29,7 +30,9 @@ from cryopick.preprocess import normalise_volume
 ROOT = Path(__file__).resolve().parents[1]
 
 SETTINGS: dict[str, dict] = {
-    "no cross-class resolution (default)": {},
+    "defaults (no cross-class resolution, tolerance 0.02)": {},
+    "thresholds at the best F4 (tolerance 0)": {"tolerance": 0.0},
+    "tolerance 0.05": {"tolerance": 0.05},
     "cross-class 0.5 x radius (old default)": {"cross_class_fraction": 0.5},
     "cross-class 0.5 x radius, ratio 0.5": {"cross_class_fraction": 0.5, "cross_class_ratio": 0.5},
     "cross-class 0.5 x radius, ratio 0.25": {
@@ -40,6 +43,7 @@ SETTINGS: dict[str, dict] = {
     "NMS 0.4 x radius": {"nms_fraction": 0.4},
     "NMS 0.8 x radius": {"nms_fraction": 0.8},
 }
+FLOOR = 0.05  # candidate floor (as in training validation)
 
 
 def cached_maps(model_dir: Path, project: Path, tomo_type: str, cache: Path) -> dict[str, Path]:
@@ -64,8 +68,8 @@ def find_candidates(maps: dict[str, Path], spacing_A: float, stride: int, blob: 
             np.load(path, mmap_mode="r"),
             spacing_A * stride,
             name,
-            default_threshold=0.02,
-            min_score=0.02,
+            default_threshold=FLOOR,
+            min_score=FLOOR,
             blob_radius_fraction=blob,
             origin_A=(stride - 1) / 2.0 * spacing_A,
             **kw,
@@ -97,21 +101,28 @@ def main() -> None:
     cache = args.cache / Path(model_dir).resolve().name
     maps = {p: cached_maps(model_dir, p, args.tomo_type, cache) for p in (args.tune, args.test)}
     truth = {p: read_picks(p, user_id="simulation") for p in (args.tune, args.test)}
-    results = []
-    for label, kw in SETTINGS.items():
-        tune_c = find_candidates(maps[args.tune], card.spacing_A, stride, blob, **kw)
-        test_c = find_candidates(maps[args.test], card.spacing_A, stride, blob, **kw)
-        thresholds = tune_thresholds(truth[args.tune], tune_c)
+    results, candidates = [], {}
+    for label, setting in SETTINGS.items():
+        kw = {k: v for k, v in setting.items() if k != "tolerance"}
+        key = json.dumps(kw, sort_keys=True)
+        if key not in candidates:  # settings differing only in tolerance share candidates
+            candidates[key] = [
+                find_candidates(maps[p], card.spacing_A, stride, blob, **kw)
+                for p in (args.tune, args.test)
+            ]
+        tune_c, test_c = candidates[key]
+        tolerance = setting.get("tolerance", DEFAULT_TUNE_TOLERANCE)
+        thresholds = tune_thresholds(truth[args.tune], tune_c, tolerance=tolerance)
         tuned = score_picks(truth[args.tune], select_picks(tune_c, thresholds))
         result = score_picks(truth[args.test], select_picks(test_c, thresholds))
         per_class = {
             r.particle_type: round(float(r.fbeta), 3) for r in result.per_class.itertuples()
         }
         results.append(
-            {"setting": label, "options": kw, "tune_score": round(tuned.score, 4),
+            {"setting": label, "options": setting, "tune_score": round(tuned.score, 4),
              "test_score": round(result.score, 4), "test_fbeta": per_class}
         )  # fmt: skip
-        print(f"{label:42s} tune {tuned.score:.3f}  test {result.score:.3f}  {per_class}")
+        print(f"{label:52s} tune {tuned.score:.3f}  test {result.score:.3f}  {per_class}")
     record = {
         "model": str(model_dir),
         "tune": str(args.tune),

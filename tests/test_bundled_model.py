@@ -1,10 +1,10 @@
 """The bundled model, end to end on small simulated tomograms (issue: cryopick predict).
 
-These use the model shipped in ``cryopick/data/model`` and the ``easy`` simulator preset:
-the particles must be found (score clearly above chance), results must be identical for
-identical input, and the same physical particles must be found whether the tomogram comes
-as MRC, as OME-Zarr, or resampled to 2x finer voxels. The volumes use the realistic
-``czii`` preset the model was trained on, at a small size.
+These use the model shipped in ``cryopick/data/model`` on a small tomogram of the
+realistic ``czii`` simulator preset it was trained on (other seed): the particles must be
+found (score clearly above chance), results must be identical for identical input, and
+the same physical particles must be found whether the tomogram comes as MRC, as OME-Zarr,
+or resampled to 2x finer voxels.
 """
 
 from __future__ import annotations
