@@ -44,21 +44,40 @@ SETTINGS: dict[str, dict] = {
     "NMS 0.8 x radius": {"nms_fraction": 0.8},
 }
 FLOOR = 0.05  # candidate floor (as in training validation)
+SPLITS = ("tune", "test")
 
 
-def cached_maps(model_dir: Path, project: Path, tomo_type: str, cache: Path) -> dict[str, Path]:
+def run_key(project: Path, run: str) -> str:
+    """Experiment name unique across projects: ``project_folder/run``."""
+    return f"{project.parent.name}/{run}"
+
+
+def cached_maps(
+    model_dir: Path, projects: list[Path], tomo_type: str, cache: Path
+) -> dict[str, Path]:
     """Probability maps (float16 .npy, model's strided grid) of every run, computed once."""
     model, card = load_model(model_dir)
     out = {}
-    for tomogram in read_tomograms(project, tomo_type=tomo_type):
-        path = cache / f"{project.parent.name}_{tomogram.name}_{tomo_type}.npy"
-        if not path.exists():
-            volume = normalise_volume(tomogram.data, source=tomogram.source)
-            probs = predict_probabilities(model, volume, upsample=False)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, probs)
-        out[tomogram.name] = path
+    for project in projects:
+        for tomogram in read_tomograms(project, tomo_type=tomo_type):
+            path = cache / f"{project.parent.name}_{tomogram.name}_{tomo_type}.npy"
+            if not path.exists():
+                volume = normalise_volume(tomogram.data, source=tomogram.source)
+                probs = predict_probabilities(model, volume, upsample=False)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, probs)
+            out[run_key(project, tomogram.name)] = path
     return out
+
+
+def read_truth(projects: list[Path]) -> pd.DataFrame:
+    """The simulation's picks of every project, experiments named by :func:`run_key`."""
+    frames = []
+    for project in projects:
+        truth = read_picks(project, user_id="simulation")
+        truth["experiment"] = [run_key(project, r) for r in truth["experiment"]]
+        frames.append(truth)
+    return pd.concat(frames, ignore_index=True)
 
 
 def find_candidates(maps: dict[str, Path], spacing_A: float, stride: int, blob: float, **kw):
@@ -87,8 +106,8 @@ def select_picks(picks: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--tune", type=Path, required=True, help="project to tune thresholds on")
-    parser.add_argument("--test", type=Path, required=True, help="held-out project to score")
+    parser.add_argument("--tune", type=Path, nargs="+", required=True, help="tuning projects")
+    parser.add_argument("--test", type=Path, nargs="+", required=True, help="held-out projects")
     parser.add_argument("--tomo-type", default="denoised")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/cryopick_peak_settings"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -99,22 +118,21 @@ def main() -> None:
     _, stride = prepare_network(model, resolve_device("cpu"))
     blob = expected_blob_fraction(card.target)
     cache = args.cache / Path(model_dir).resolve().name
-    maps = {p: cached_maps(model_dir, p, args.tomo_type, cache) for p in (args.tune, args.test)}
-    truth = {p: read_picks(p, user_id="simulation") for p in (args.tune, args.test)}
+    maps = {k: cached_maps(model_dir, getattr(args, k), args.tomo_type, cache) for k in SPLITS}
+    truth = {k: read_truth(getattr(args, k)) for k in SPLITS}
     results, candidates = [], {}
     for label, setting in SETTINGS.items():
         kw = {k: v for k, v in setting.items() if k != "tolerance"}
         key = json.dumps(kw, sort_keys=True)
         if key not in candidates:  # settings differing only in tolerance share candidates
             candidates[key] = [
-                find_candidates(maps[p], card.spacing_A, stride, blob, **kw)
-                for p in (args.tune, args.test)
+                find_candidates(maps[k], card.spacing_A, stride, blob, **kw) for k in SPLITS
             ]
         tune_c, test_c = candidates[key]
         tolerance = setting.get("tolerance", DEFAULT_TUNE_TOLERANCE)
-        thresholds = tune_thresholds(truth[args.tune], tune_c, tolerance=tolerance)
-        tuned = score_picks(truth[args.tune], select_picks(tune_c, thresholds))
-        result = score_picks(truth[args.test], select_picks(test_c, thresholds))
+        thresholds = tune_thresholds(truth["tune"], tune_c, tolerance=tolerance)
+        tuned = score_picks(truth["tune"], select_picks(tune_c, thresholds))
+        result = score_picks(truth["test"], select_picks(test_c, thresholds))
         per_class = {
             r.particle_type: round(float(r.fbeta), 3) for r in result.per_class.itertuples()
         }
@@ -125,8 +143,8 @@ def main() -> None:
         print(f"{label:52s} tune {tuned.score:.3f}  test {result.score:.3f}  {per_class}")
     record = {
         "model": str(model_dir),
-        "tune": str(args.tune),
-        "test": str(args.test),
+        "tune": [str(p) for p in args.tune],
+        "test": [str(p) for p in args.test],
         "tomo_type": args.tomo_type,
         "hardware": describe_hardware(),
         "results": results,
