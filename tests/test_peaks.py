@@ -111,6 +111,18 @@ def test_thresholds_per_class():
     assert picks.empty
 
 
+def test_ring_shaped_blob_is_kept_and_centred():
+    # a torus: the refined centre lies in its hole, below half the peak; the blob-size
+    # check must measure around the maximum, or it would find an empty blob and reject it
+    z, y, x = GRID
+    rho = np.hypot(y - 32.0, x - 32.0)
+    ring = 0.9 * np.exp(-((rho - 5.0) ** 2 + (z - 20.0) ** 2) / (2 * 2.0**2))
+    assert ring[20, 32, 32] < 0.45 * ring.max()
+    picks = find_peaks(_maps((4, ring)), SPACING_A, "r", thresholds={"ribosome": 0.3})
+    assert len(picks) == 1
+    assert np.linalg.norm(_xyz_to_zyx_vox(picks)[0] - [20, 32, 32]) < 0.5
+
+
 def test_detections_of_two_classes_at_one_place():
     sigma = 6.0
     same = _maps((4, _gaussian((20, 30, 30), sigma, 0.6)), (5, _gaussian((20, 31, 32), sigma, 0.8)))

@@ -9,8 +9,8 @@ For each particle class (channel ``label`` of the map), :func:`find_peaks`
 3. refines each survivor to sub-voxel precision by mean-shift steps of the centroid of
    ``p - peak/2`` over its blob (connected voxels above half the peak, within 1.5 expected
    blob radii);
-4. rejects a peak whose blob (the connected voxels above half its peak value, within three
-   expected blob radii of the refined centre) has an equivalent radius outside
+4. rejects a peak whose blob (the connected voxels above half its peak value around the
+   maximum, within three expected blob radii) has an equivalent radius outside
    ``blob_ratio_range`` times the expected blob radius (``blob_radius_fraction * radius``,
    the training target's);
 5. suppresses again (refinement can move maxima of one flat-topped blob together).
@@ -212,7 +212,9 @@ def _find_class_peaks(
     for coord, value in zip(coords, values, strict=True):
         centre = refine_peak(prob, coord, float(value), refine_r)
         if blob_radius_vox and blob_ratio_range is not None:
-            r_eq = measure_blob_radius(prob, centre, float(value), 3.0 * blob_radius_vox)
+            # measured around the maximum itself: the refined centre of a ring- or
+            # two-lobed blob can fall in a dip below half the peak (an empty blob)
+            r_eq = measure_blob_radius(prob, coord, float(value), 3.0 * blob_radius_vox)
             lo, hi = blob_ratio_range
             if not lo * blob_radius_vox <= r_eq <= hi * blob_radius_vox:
                 continue
