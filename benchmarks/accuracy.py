@@ -6,7 +6,10 @@ taken from an existing project with ``--project``. The model's own per-class thr
 (tuned on its validation runs) are used: nothing is tuned on the test runs.
 
     python benchmarks/accuracy.py                       # bundled model, 2 fresh runs
-    python benchmarks/accuracy.py --model DIR --project sim_test/copick_config.json
+    python benchmarks/accuracy.py --model DIR --project sim_test/copick_config.json [more ...]
+
+Several ``--project`` folders are scored together (their runs are renamed
+``project/run`` so that equal run names stay apart).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from cryopick.io.picks import read_picks
 from cryopick.metrics import format_score_table, score_picks
@@ -28,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, help="model folder (default: bundled)")
-    parser.add_argument("--project", type=Path, help="held-out copick project (simulated)")
+    parser.add_argument(
+        "--project", type=Path, nargs="+", help="held-out copick project(s), simulated"
+    )
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
@@ -39,19 +46,28 @@ def main() -> None:
     args = parser.parse_args()
 
     model_dir = args.model or bundled_model_dir()
-    project = args.project
-    if project is None:
-        project = simulate_project(
-            args.workdir / f"{args.preset}_seed{args.seed}",
-            n_runs=args.runs,
-            seed=args.seed,
-            shape=tuple(args.shape),
-            preset=args.preset,
-        )
+    projects = args.project
+    if projects is None:
+        projects = [
+            simulate_project(
+                args.workdir / f"{args.preset}_seed{args.seed}",
+                n_runs=args.runs,
+                seed=args.seed,
+                shape=tuple(args.shape),
+                preset=args.preset,
+            )
+        ]
     t0 = time.perf_counter()
-    picks = predict(project, model_dir=model_dir, tomo_type=args.tomo_type)
+    picks, truth = [], []
+    for project in projects:
+        found = predict(project, model_dir=model_dir, tomo_type=args.tomo_type)
+        known = read_picks(project, user_id="simulation")
+        for table in (found, known):
+            table["experiment"] = [f"{Path(project).parent.name}/{r}" for r in table.experiment]
+        picks.append(found)
+        truth.append(known)
     predict_s = time.perf_counter() - t0
-    truth = read_picks(project, user_id="simulation")
+    picks, truth = pd.concat(picks, ignore_index=True), pd.concat(truth, ignore_index=True)
     result = score_picks(truth, picks)
     print(format_score_table(result))
 
@@ -59,7 +75,7 @@ def main() -> None:
     record = {
         "model": str(model_dir),
         "model_steps": card.steps,
-        "project": str(project),
+        "projects": [str(p) for p in projects],
         "preset": args.preset,
         "seed": args.seed,
         "tomo_type": args.tomo_type,

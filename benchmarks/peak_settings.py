@@ -40,6 +40,8 @@ SETTINGS: dict[str, dict] = {
         "cross_class_ratio": 0.25,
     },
     "no blob-size check": {"blob_ratio_range": None},
+    "blob-size range 0.6-1.8": {"blob_ratio_range": (0.6, 1.8)},
+    "blob-size range 0.8-1.8": {"blob_ratio_range": (0.8, 1.8)},
     "NMS 0.4 x radius": {"nms_fraction": 0.4},
     "NMS 0.8 x radius": {"nms_fraction": 0.8},
 }
