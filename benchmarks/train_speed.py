@@ -157,6 +157,8 @@ def main() -> None:
         result["learning_curve_png"] = str(png.relative_to(ROOT))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "train_speed.json"
+    if path.exists():  # keep the parts of an earlier run that this one did not measure
+        result = {**json.loads(path.read_text()), **result}
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
 
