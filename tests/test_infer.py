@@ -68,7 +68,14 @@ def volume() -> np.ndarray:
 def test_sliding_window_equals_whole_volume(volume, tta):
     model = PointwiseNet()
     probs = predict_probabilities(
-        model, volume, patch_size=(16, 24, 16), overlap=0.3, batch_size=3, device="cpu", tta=tta
+        model,
+        volume,
+        patch_size=(16, 24, 16),
+        overlap=0.3,
+        batch_size=3,
+        device="cpu",
+        precision="fp32",
+        tta=tta,
     )
     assert probs.dtype == np.float16
     assert probs.shape == (N_OUT, *volume.shape)
@@ -79,7 +86,9 @@ def test_sliding_window_equals_whole_volume(volume, tta):
 def test_volume_smaller_than_the_patch_is_padded(volume):
     model = PointwiseNet()
     small = volume[:10, :7, :30]
-    probs = predict_probabilities(model, small, patch_size=(16, 16, 16), device="cpu")
+    probs = predict_probabilities(
+        model, small, patch_size=(16, 16, 16), device="cpu", precision="fp32"
+    )
     assert probs.shape == (N_OUT, 10, 7, 30)
     np.testing.assert_allclose(probs, _whole(model, small), atol=1e-3)
 
@@ -87,7 +96,9 @@ def test_volume_smaller_than_the_patch_is_padded(volume):
 def test_tta_averages_the_three_flips(volume):
     model = AsymmetricConv()
     v = volume[:8, :12, :16]
-    probs = predict_probabilities(model, v, patch_size=v.shape, device="cpu", tta=True)
+    probs = predict_probabilities(
+        model, v, patch_size=v.shape, device="cpu", precision="fp32", tta=True
+    )
     expected = np.zeros_like(_whole(model, v))
     for axes in [(), (2,), (1,), (1, 2)]:  # x, y, xy flips; never z
         flipped = np.flip(v, axes).copy() if axes else v
@@ -100,13 +111,15 @@ def test_tta_averages_the_three_flips(volume):
 def test_strided_network_is_blended_at_its_stride_and_upsampled(volume):
     model = StridedPointwiseNet()
     v = volume[:20, :32, :28]
-    native = predict_probabilities(model, v, (8, 16, 8), device="cpu", upsample=False)
+    native = predict_probabilities(
+        model, v, (8, 16, 8), device="cpu", precision="fp32", upsample=False
+    )
     with torch.no_grad():
         x = torch.from_numpy(v)[None, None]
         expected = torch.softmax(model.forward_native(x), 1)[0].numpy()
     assert native.shape == (N_OUT, 10, 16, 14)
     np.testing.assert_allclose(native, expected, atol=1e-3)
-    full = predict_probabilities(model, v, (8, 16, 8), device="cpu")
+    full = predict_probabilities(model, v, (8, 16, 8), device="cpu", precision="fp32")
     assert full.shape == (N_OUT, *v.shape)
     # output voxel j sits at input 2j + 0.5: input voxel 2j+1 reads 3/4 of j and 1/4 of j+1
     n = native.astype(np.float32)
@@ -143,7 +156,9 @@ def test_unet_runs_natively_at_stride_two():
         model.eval()
         np.testing.assert_allclose(net(x), model.forward_native(x), atol=1e-4)
     v = np.random.default_rng(1).normal(size=(20, 18, 24)).astype(np.float32)
-    native = predict_probabilities(model, v, (16, 16, 16), device="cpu", upsample=False)
+    native = predict_probabilities(
+        model, v, (16, 16, 16), device="cpu", precision="fp32", upsample=False
+    )
     assert native.shape == (N_OUT, 10, 9, 12)
     np.testing.assert_allclose(native.astype(np.float32).sum(0), 1.0, atol=4e-3)
 
@@ -168,8 +183,8 @@ def test_blending_weights_peak_at_the_centre():
 
 def test_same_input_gives_identical_output(volume):
     model = AsymmetricConv()
-    a = predict_probabilities(model, volume, (16, 16, 16), device="cpu")
-    b = predict_probabilities(model, volume, (16, 16, 16), device="cpu")
+    a = predict_probabilities(model, volume, (16, 16, 16), device="cpu", precision="fp32")
+    b = predict_probabilities(model, volume, (16, 16, 16), device="cpu", precision="fp32")
     np.testing.assert_array_equal(a, b)
 
 
@@ -181,7 +196,7 @@ def test_choose_patch_size_rounds_up_and_caps():
 
 def test_default_window_is_the_whole_small_volume(volume):
     model = AsymmetricConv()  # not pointwise: windows would show at their borders
-    probs = predict_probabilities(model, volume, device="cpu")
+    probs = predict_probabilities(model, volume, device="cpu", precision="fp32")
     np.testing.assert_allclose(probs, _whole(model, volume), atol=1e-3)
 
 
@@ -197,6 +212,16 @@ def test_precision_auto_avoids_emulated_bf16_on_cpu(monkeypatch):
         infer.resolve_precision("int8", torch.device("cpu"))
 
 
+def test_bf16_path_matches_fp32_within_bf16_rounding(volume):
+    # "auto" picks bf16 on CPUs with AVX512-BF16/AMX; either way bf16 must run and agree
+    model = AsymmetricConv()
+    fp32 = predict_probabilities(model, volume, (16, 24, 16), device="cpu", precision="fp32")
+    bf16 = predict_probabilities(model, volume, (16, 24, 16), device="cpu", precision="bf16")
+    diff = np.abs(bf16.astype(np.float32) - fp32).max()
+    assert 0 < diff < 0.05  # bf16 really ran, and agrees
+    np.testing.assert_allclose(bf16.astype(np.float32).sum(0), 1.0, atol=4e-3)
+
+
 def test_progress_reports_every_window(volume):
     calls = []
     predict_probabilities(
@@ -205,6 +230,7 @@ def test_progress_reports_every_window(volume):
         (16, 24, 16),
         batch_size=4,
         device="cpu",
+        precision="fp32",
         progress=lambda done, total: calls.append((done, total)),
     )
     n = len(compute_window_starts(37, 16, 0.25)) * 3 * len(compute_window_starts(45, 16, 0.25))
@@ -216,7 +242,9 @@ def test_progress_reports_every_window(volume):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(volume):
     model = build_model(ModelConfig(widths=(4, 8), output_stride=2))
-    cpu = predict_probabilities(model, volume, (16, 16, 16), device="cpu", upsample=False)
+    cpu = predict_probabilities(
+        model, volume, (16, 16, 16), device="cpu", precision="fp32", upsample=False
+    )
     gpu = predict_probabilities(
         model, volume, (16, 16, 16), device="cuda", precision="fp32", upsample=False
     )
