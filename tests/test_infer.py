@@ -222,6 +222,21 @@ def test_bf16_path_matches_fp32_within_bf16_rounding(volume):
     np.testing.assert_allclose(bf16.astype(np.float32).sum(0), 1.0, atol=4e-3)
 
 
+def test_training_channels_last_follows_the_cpu(monkeypatch):
+    import cryopick.infer as infer
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(infer, "_cpu_flags", lambda: "flags : fpu avx2 avx512f avx512_bf16")
+    assert infer.resolve_training_channels_last(None, cpu) is True
+    assert infer.resolve_training_channels_last(None, cuda) is False
+    assert infer.resolve_training_channels_last(False, cpu) is False
+    assert infer.cpu_has_fast_bf16() is True
+    monkeypatch.setattr(infer, "_cpu_flags", lambda: "flags : fpu avx2 fma")
+    assert infer.resolve_training_channels_last(None, cpu) is False
+    assert infer.resolve_training_channels_last(True, cpu) is True
+    assert infer.cpu_has_fast_bf16() is False
+
+
 def test_progress_reports_every_window(volume):
     calls = []
     predict_probabilities(

@@ -51,17 +51,33 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 @lru_cache(maxsize=1)
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX).
 
     Without them, bf16 matmuls and convolutions fall back to slow reference kernels
     (measured: ~0.2 GFLOP/s bf16 vs ~80 GFLOP/s fp32 on a 2-core AVX2 EPYC).
     """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_training_channels_last(channels_last: bool | None, device: torch.device) -> bool:
+    """Whether training uses ``channels_last_3d``; ``None`` decides by the hardware.
+
+    Measured per training step on 2 cores: with AVX512, channels_last is faster (0.068 vs
+    0.125 s fp32, 0.050 vs 0.070 s bf16); on an AVX2-only CPU it was slower (5.0 vs 3.6 s).
+    ``None`` therefore means on for CPUs with AVX512, off otherwise (CUDA: not measured, off).
+    """
+    if channels_last is not None:
+        return channels_last
+    return device.type == "cpu" and "avx512f" in _cpu_flags()
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

@@ -280,7 +280,7 @@ def train(
         config = TrainConfig.model_validate({**checkpoint["config"], **keep})
     if config.threads:
         torch.set_num_threads(config.threads)
-    from cryopick.infer import resolve_device, resolve_precision
+    from cryopick.infer import resolve_device, resolve_precision, resolve_training_channels_last
 
     device = resolve_device(config.device)
     amp_dtype = resolve_precision(config.precision, device)
@@ -296,7 +296,8 @@ def train(
         config, model = initialise_model(config)
     else:  # the checkpoint holds the weights (and the architecture of any init_from)
         model = build_model(config.architecture)
-    memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+    channels_last = resolve_training_channels_last(config.channels_last, device)
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay

@@ -75,7 +75,9 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on CUDA / CPUs with native bf16, else fp32"
     )
-    channels_last: bool = Field(False, description="channels_last_3d memory format")
+    channels_last: bool | None = Field(
+        None, description="channels_last_3d memory format (None: on for CPUs with AVX512)"
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's)")
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
     validate_every: int = Field(500, ge=0, description="steps between validations (0: end)")
