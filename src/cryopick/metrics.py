@@ -35,8 +35,10 @@ from cryopick.io.picks_table import validate_picks
 from cryopick.particles import PARTICLES, TOTAL_WEIGHT, get_particle
 
 DISTANCE_MULTIPLIER = 0.5
-DEFAULT_TUNE_TOLERANCE = 0.02  # F-beta given up for a lower, more robust threshold
 """A pick matches a truth point within this fraction of the particle radius."""
+
+DEFAULT_TUNE_TOLERANCE = 0.02
+"""F-beta given up on the tuning data for a lower, more robust threshold (tune_thresholds)."""
 
 PER_CLASS_COLUMNS = ("particle_type", "tp", "fp", "fn", "precision", "recall", "fbeta", "weight")
 
