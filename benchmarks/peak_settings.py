@@ -55,7 +55,7 @@ def run_key(project: Path, run: str) -> str:
 
 
 def cached_maps(
-    model_dir: Path, projects: list[Path], tomo_type: str, cache: Path
+    model_dir: Path, projects: list[Path], tomo_type: str, cache: Path, tta: bool = False
 ) -> dict[str, Path]:
     """Probability maps (float16 .npy, model's strided grid) of every run, computed once."""
     model, card = load_model(model_dir)
@@ -65,7 +65,7 @@ def cached_maps(
             path = cache / f"{project.parent.name}_{tomogram.name}_{tomo_type}.npy"
             if not path.exists():
                 volume = normalise_volume(tomogram.data, source=tomogram.source)
-                probs = predict_probabilities(model, volume, upsample=False)
+                probs = predict_probabilities(model, volume, upsample=False, tta=tta)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(path, probs)
             out[run_key(project, tomogram.name)] = path
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--tune", type=Path, nargs="+", required=True, help="tuning projects")
     parser.add_argument("--test", type=Path, nargs="+", required=True, help="held-out projects")
     parser.add_argument("--tomo-type", default="denoised")
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/cryopick_peak_settings"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -119,8 +120,10 @@ def main() -> None:
     model, card = load_model(model_dir)
     _, stride = prepare_network(model, resolve_device("cpu"))
     blob = expected_blob_fraction(card.target)
-    cache = args.cache / Path(model_dir).resolve().name
-    maps = {k: cached_maps(model_dir, getattr(args, k), args.tomo_type, cache) for k in SPLITS}
+    cache = args.cache / (Path(model_dir).resolve().name + ("_tta" if args.tta else ""))
+    maps = {
+        k: cached_maps(model_dir, getattr(args, k), args.tomo_type, cache, args.tta) for k in SPLITS
+    }
     truth = {k: read_truth(getattr(args, k)) for k in SPLITS}
     results, candidates = [], {}
     for label, setting in SETTINGS.items():
@@ -148,11 +151,13 @@ def main() -> None:
         "tune": [str(p) for p in args.tune],
         "test": [str(p) for p in args.test],
         "tomo_type": args.tomo_type,
+        "tta": args.tta,
         "hardware": describe_hardware(),
         "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "peak_settings.json").write_text(json.dumps(record, indent=2) + "\n")
+    name = "peak_settings_tta.json" if args.tta else "peak_settings.json"
+    (args.out / name).write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
