@@ -24,7 +24,7 @@ import pandas as pd
 from cryopick.io.picks import read_picks
 from cryopick.metrics import format_score_table, score_picks
 from cryopick.model import describe_hardware, read_model_card
-from cryopick.predict import bundled_model_dir, predict
+from cryopick.predict import PredictConfig, bundled_model_dir, predict
 from cryopick.simulate import simulate_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
     parser.add_argument("--preset", default="czii")
     parser.add_argument("--tomo-type", default="denoised")
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cryopick_accuracy"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -60,7 +61,8 @@ def main() -> None:
     t0 = time.perf_counter()
     picks, truth = [], []
     for project in projects:
-        found = predict(project, model_dir=model_dir, tomo_type=args.tomo_type)
+        config = PredictConfig(tta=args.tta)
+        found = predict(project, model_dir=model_dir, config=config, tomo_type=args.tomo_type)
         known = read_picks(project, user_id="simulation")
         for table in (found, known):
             table["experiment"] = [f"{Path(project).parent.name}/{r}" for r in table.experiment]
@@ -79,13 +81,14 @@ def main() -> None:
         "preset": args.preset,
         "seed": args.seed,
         "tomo_type": args.tomo_type,
+        "tta": args.tta,
         "n_runs": int(truth.experiment.nunique()),
         "predict_seconds": round(predict_s, 1),
         "hardware": describe_hardware(),
         **result.to_dict(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"accuracy_{args.preset}.json"
+    path = args.out / f"accuracy_{args.preset}{'_tta' if args.tta else ''}.json"
     path.write_text(json.dumps(record, indent=2, default=float))
     print(f"weighted F4 = {result.score:.4f}; saved {path}")
 

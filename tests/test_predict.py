@@ -111,6 +111,18 @@ def test_card_thresholds_are_used_and_options_validated():
         predict_tomogram(_tomogram(_volume()), DarkBlobDetector(), _card(), overlap=1.5)
 
 
+def test_tta_uses_the_cards_tta_thresholds():
+    # the detector's blobs peak at ~0.55: a 0.9999 threshold keeps nothing, 0.3 keeps them
+    strict, lenient = {"apo-ferritin": 0.9999}, {"apo-ferritin": 0.3}
+    tomogram = _tomogram(_volume())
+    card = _card(thresholds=strict, thresholds_tta=lenient)
+    assert predict_tomogram(tomogram, DarkBlobDetector(), card, device="cpu").empty
+    assert len(predict_tomogram(tomogram, DarkBlobDetector(), card, device="cpu", tta=True))
+    # without TTA thresholds, --tta falls back to the plain ones
+    plain = _card(thresholds=strict)
+    assert predict_tomogram(tomogram, DarkBlobDetector(), plain, device="cpu", tta=True).empty
+
+
 def test_expected_blob_fraction_reads_the_target():
     assert expected_blob_fraction("sphere") == 0.5
     assert expected_blob_fraction("sphere r=0.4") == pytest.approx(0.4)
@@ -198,6 +210,11 @@ def test_tune_writes_a_model_copy_with_thresholds_that_score(project, model_dir,
     assert thresholds["apo-ferritin"] == pytest.approx(0.55, abs=0.01)  # the blobs' peak
     assert (out / "model.pt").read_bytes() == (model_dir / "model.pt").read_bytes()
     assert json.loads((model_dir / "model.json").read_text())["thresholds"] == {}
+    # tuned on TTA maps: the thresholds go to thresholds_tta, the plain ones are kept
+    tta_out = tmp_path / "tuned_tta"
+    tta = tune_model(out, project, tta_out, PredictConfig(device="cpu", tta=True))
+    tta_card = json.loads((tta_out / "model.json").read_text())
+    assert tta_card["thresholds_tta"] == tta and tta_card["thresholds"] == thresholds
     with pytest.raises(InputError, match="new folder"):
         tune_model(model_dir, project, model_dir)
 

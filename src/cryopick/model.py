@@ -218,6 +218,9 @@ class ModelCard(BaseModel):
         Optimiser steps of the kept (best) model.
     thresholds : dict
         Per-class probability thresholds tuned for F-beta on the validation runs.
+    thresholds_tta : dict
+        The same, tuned on flip-TTA maps (used by ``predict --tta``; empty: use
+        ``thresholds``).
     validation : list of ClassMetrics
         Per-class precision, recall and F-beta at the tuned thresholds.
     score : float or None
@@ -243,6 +246,7 @@ class ModelCard(BaseModel):
     validation_data: list[str] = Field(default_factory=list)
     steps: int = 0
     thresholds: dict[str, float] = Field(default_factory=dict)
+    thresholds_tta: dict[str, float] = Field(default_factory=dict)
     validation: list[ClassMetrics] = Field(default_factory=list)
     score: float | None = None
     learning_curve: list[tuple[float, int, float]] = Field(default_factory=list)

@@ -177,7 +177,8 @@ def predict_tomogram(
     # a strided map's voxel j is centred at input voxel j*s + (s-1)/2 (see cryopick.infer)
     _, stride = prepare_network(model, resolve_device(config.device))
     del volume
-    thresholds = dict(card.thresholds or {})
+    tta_thresholds = getattr(card, "thresholds_tta", None) if config.tta else None
+    thresholds = dict(tta_thresholds or card.thresholds or {})
     thresholds.update(config.thresholds or {})
     return find_peaks(
         probs,

@@ -48,6 +48,8 @@ def tune_model(
     the threshold maximising F-beta against the annotations
     (:func:`cryopick.metrics.tune_thresholds`), and writes ``out_dir/model.pt`` (a copy)
     and ``out_dir/model.json`` (the card with the new thresholds and validation metrics).
+    With ``config.tta`` the maps are flip-averaged and the thresholds go to the card's
+    ``thresholds_tta`` (used by ``predict --tta``); the rest of the card is kept.
 
     Parameters
     ----------
@@ -115,14 +117,16 @@ def tune_model(
         )
         for row in result.per_class.itertuples()
     ]
-    new_card = card.model_copy(
-        update={
+    if config.tta:  # TTA maps score differently: keep the plain thresholds and metrics
+        update = {"thresholds_tta": thresholds}
+    else:
+        update = {
             "thresholds": thresholds,
             "validation": validation,
             "score": float(result.score),
             "validation_data": [f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"],
         }
-    )
+    new_card = card.model_copy(update=update)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / WEIGHTS_FILENAME) as tmp:
         shutil.copyfile(model_dir / WEIGHTS_FILENAME, tmp)
