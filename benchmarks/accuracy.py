@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _projects import read_truth, rename_runs
 
-from cryopick.io.picks import read_picks
 from cryopick.metrics import format_score_table, score_picks
 from cryopick.model import describe_hardware, read_model_card
 from cryopick.predict import PredictConfig, bundled_model_dir, predict
@@ -58,18 +58,18 @@ def main() -> None:
                 preset=args.preset,
             )
         ]
+    config = PredictConfig(tta=args.tta)
     t0 = time.perf_counter()
-    picks, truth = [], []
-    for project in projects:
-        config = PredictConfig(tta=args.tta)
-        found = predict(project, model_dir=model_dir, config=config, tomo_type=args.tomo_type)
-        known = read_picks(project, user_id="simulation")
-        for table in (found, known):
-            table["experiment"] = [f"{Path(project).parent.name}/{r}" for r in table.experiment]
-        picks.append(found)
-        truth.append(known)
+    found = [
+        predict(project, model_dir=model_dir, config=config, tomo_type=args.tomo_type)
+        for project in projects
+    ]
     predict_s = time.perf_counter() - t0
-    picks, truth = pd.concat(picks, ignore_index=True), pd.concat(truth, ignore_index=True)
+    picks = pd.concat(
+        [rename_runs(p, project) for p, project in zip(found, projects, strict=True)],
+        ignore_index=True,
+    )
+    truth = read_truth(projects)
     result = score_picks(truth, picks)
     print(format_score_table(result))
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from _projects import read_truth, run_key
 
 from cryopick.infer import predict_probabilities, prepare_network, resolve_device
-from cryopick.io.picks import read_picks
 from cryopick.io.tomograms import read_tomograms
 from cryopick.metrics import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
 from cryopick.model import describe_hardware, load_model
@@ -49,16 +50,10 @@ FLOOR = 0.05  # candidate floor (as in training validation)
 SPLITS = ("tune", "test")
 
 
-def run_key(project: Path, run: str) -> str:
-    """Experiment name unique across projects: ``project_folder/run``."""
-    return f"{project.parent.name}/{run}"
-
-
 def cached_maps(
-    model_dir: Path, projects: list[Path], tomo_type: str, cache: Path, tta: bool = False
+    model: torch.nn.Module, projects: list[Path], tomo_type: str, cache: Path, tta: bool = False
 ) -> dict[str, Path]:
     """Probability maps (float16 .npy, model's strided grid) of every run, computed once."""
-    model, card = load_model(model_dir)
     out = {}
     for project in projects:
         for tomogram in read_tomograms(project, tomo_type=tomo_type):
@@ -70,16 +65,6 @@ def cached_maps(
                 np.save(path, probs)
             out[run_key(project, tomogram.name)] = path
     return out
-
-
-def read_truth(projects: list[Path]) -> pd.DataFrame:
-    """The simulation's picks of every project, experiments named by :func:`run_key`."""
-    frames = []
-    for project in projects:
-        truth = read_picks(project, user_id="simulation")
-        truth["experiment"] = [run_key(project, r) for r in truth["experiment"]]
-        frames.append(truth)
-    return pd.concat(frames, ignore_index=True)
 
 
 def find_candidates(maps: dict[str, Path], spacing_A: float, stride: int, blob: float, **kw):
@@ -122,7 +107,7 @@ def main() -> None:
     blob = expected_blob_fraction(card.target)
     cache = args.cache / (Path(model_dir).resolve().name + ("_tta" if args.tta else ""))
     maps = {
-        k: cached_maps(model_dir, getattr(args, k), args.tomo_type, cache, args.tta) for k in SPLITS
+        k: cached_maps(model, getattr(args, k), args.tomo_type, cache, args.tta) for k in SPLITS
     }
     truth = {k: read_truth(getattr(args, k)) for k in SPLITS}
     results, candidates = [], {}
