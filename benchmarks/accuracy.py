@@ -56,6 +56,7 @@ def main() -> None:
                 seed=args.seed,
                 shape=tuple(args.shape),
                 preset=args.preset,
+                overwrite=True,  # the benchmark's own work folder
             )
         ]
     config = PredictConfig(tta=args.tta)

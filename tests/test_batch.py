@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ from cryopick.distributed import (
     slurm_cluster_kwargs,
 )
 from cryopick.errors import InputError
+from cryopick.io.atomic import temp_prefix
 from cryopick.io.mrc import write_mrc
 from cryopick.io.tomograms import read_tomograms
 from cryopick.model import ModelCard, ModelConfig, build_model, save_model
@@ -229,7 +231,11 @@ def test_resume_processes_only_missing_runs(
     for run in ("sim_0001", "sim_0004"):
         (parts / f"{run}.json").unlink()
     (parts / "sim_0004.csv").unlink()
-    half = parts / ".sim_0004.csv.abc123.tmp"
+    # the temporary of a killed process (its pid no longer runs)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    prefix = temp_prefix("sim_0004.csv").replace(f"-{os.getpid()}-", f"-{dead}-")
+    half = parts / f"{prefix}abc123.tmp"
     half.mkdir()
     (half / "sim_0004.csv").write_text("experiment,particle_type,x,y,z,score\nsim_0004,ribo")
     output.unlink()

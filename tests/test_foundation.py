@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cryopick.coords import angstrom_to_voxels, voxels_to_angstrom, xyz_to_zyx, zyx_to_xyz
+from cryopick.errors import InputError
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.layout import (
     make_copick_config,
@@ -107,7 +108,9 @@ def test_kaggle_root_and_non_projects(tmp_path):
     assert layout.picks_dir("TS_1") == tmp_path / "train/overlay/ExperimentRuns/TS_1/Picks"
     (tmp_path / "picks.json").write_text('{"points": []}')
     assert resolve_layout(tmp_path / "picks.json") is None
-    assert resolve_layout(tmp_path) is None
+    # the competition root (train/ and test/): its one split with runs is read
+    assert resolve_layout(tmp_path).overlay_root == tmp_path / "train/overlay"
+    assert resolve_layout(tmp_path / "train/overlay/ExperimentRuns/TS_1") is None
 
 
 def test_atomic_write_leaves_old_file_on_error(tmp_path):
@@ -120,11 +123,14 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
 
 
-def test_atomic_folder_replaces_an_existing_folder(tmp_path):
+def test_atomic_folder_replaces_an_existing_folder_only_when_allowed(tmp_path):
     target = tmp_path / "store.zarr"
     for content in ("first", "second"):
-        with atomic_path(target) as tmp:
+        with atomic_path(target, replace_folder=True) as tmp:
             tmp.mkdir()
             (tmp / "data").write_text(content)
     assert (target / "data").read_text() == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.zarr"]
+    with pytest.raises(InputError, match="is an existing folder"), atomic_path(target) as tmp:
+        tmp.mkdir()
+    assert (target / "data").read_text() == "second"

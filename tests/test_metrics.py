@@ -131,11 +131,12 @@ def test_aliases_are_canonicalised_and_unknown_types_rejected():
         score_picks(truth, picks([("A", "proteasome", 0, 0, 0)]))
 
 
-def test_one_pick_near_two_truth_points_counts_both_like_the_challenge():
-    # the challenge counts distinct truth points reached; FP = picks - TP can go negative
+def test_one_pick_near_two_truth_points_is_one_match():
+    # one-to-one matching: one pick finds at most one truth point (the challenge's code
+    # counted both, making FP = picks - TP negative and precision above 1)
     truth = picks([("A", "ribosome", 0, 0, 0), ("A", "ribosome", 100, 0, 0)])
     r = row_of(score_picks(truth, picks([("A", "ribosome", 50, 0, 0)])), "ribosome")
-    assert (r["tp"], r["fp"], r["fn"]) == (2, -1, 0)
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 0, 1)
 
 
 def _brute_force_score(truth: pd.DataFrame, sub: pd.DataFrame, beta: float = 4.0) -> dict:

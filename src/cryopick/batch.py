@@ -51,7 +51,7 @@ from cryopick.distributed import (
     open_client,
     track_runs,
 )
-from cryopick.errors import InputError
+from cryopick.errors import InputError, one_line_error
 from cryopick.io.picks_table import empty_picks
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,9 @@ def predict_run(ref: RunRef, spec: TaskSpec) -> dict[str, Any]:
             n_picks=0,
             seconds=time.perf_counter() - start,
             # InputError names its file; anything else (a bad zarr chunk) gets the source
-            error=_one_line(err) if isinstance(err, InputError) else f"{source}: {_one_line(err)}",
+            error=one_line_error(err)
+            if isinstance(err, InputError)
+            else f"{source}: {one_line_error(err)}",
             traceback=traceback.format_exc(),
         )
     return record
@@ -182,11 +184,6 @@ def _default_predict_fn() -> PredictFn:
     from cryopick.predict import predict_tomogram
 
     return predict_tomogram
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 # ------------------------------------------------------------------ the batch
@@ -251,7 +248,8 @@ def run_batch(
     """
     read_options = dict(read_options or {})
     predict_options = dict(predict_options or {})
-    all_refs = list_run_refs(sources)
+    # runs of a project lacking the tomogram type are skipped with a warning, not failed
+    all_refs = list_run_refs(sources, tomo_type=read_options.get("tomo_type"))
     if runs is not None:
         if missing := sorted(set(runs) - {r.run for r in all_refs}):
             raise InputError(Path(sources[0]), f"run(s) {missing} not found")
@@ -336,7 +334,7 @@ def _record_task_error(ref: RunRef, err: BaseException) -> dict[str, Any]:
         "status": "failed",
         "n_picks": 0,
         "seconds": float("nan"),
-        "error": _one_line(err),
+        "error": one_line_error(err),
         "pid": None,
         "model_loaded": False,
     }
@@ -386,10 +384,10 @@ def predict_batch(
     from types import SimpleNamespace
 
     from cryopick.model import read_model_card
-    from cryopick.predict import OUTPUT_FORMATS, PredictConfig, bundled_model_dir, write_predictions
+    from cryopick.predict import PredictConfig, bundled_model_dir
+    from cryopick.predict_output import check_output_target, write_predictions
 
-    if format not in OUTPUT_FORMATS:
-        raise InputError(None, f"unknown output format {format!r}; choose from {OUTPUT_FORMATS}")
+    check_output_target(output, format, input_path)  # before any work
     if isinstance(shard, str):
         shard = parse_shard(shard)
     if isinstance(cluster, dict):

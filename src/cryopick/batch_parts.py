@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import pandas as pd
 from cryopick import __version__
 from cryopick.errors import InputError
 from cryopick.io.atomic import atomic_path, write_text_atomic
+from cryopick.io.atomic import remove_stale_temporaries as remove_stale_temps_in
 from cryopick.io.picks_table import PICKS_COLUMNS, empty_picks, validate_picks
 
 log = logging.getLogger(__name__)
@@ -48,19 +48,31 @@ class RunRef:
     run: str
 
 
-def list_run_refs(sources: Sequence[str | Path]) -> list[RunRef]:
+def list_run_refs(sources: Sequence[str | Path], tomo_type: str | None = None) -> list[RunRef]:
     """List the runs of every input, sorted by name, without opening any tomogram.
 
     A corrupt tomogram must fail its own task, not the listing, so only names are read
     here (project layouts: run folders; folders of volumes: file stems).
 
+    Parameters
+    ----------
+    sources : sequence of str or Path
+        Inputs as accepted by :func:`cryopick.io.tomograms.read_tomograms`.
+    tomo_type : str, optional
+        For project layouts: keep only runs that have this reconstruction type, warning
+        about the others (:func:`cryopick.io.tomograms.select_runs_with_tomo_type`).
+        Default: every run.
+
     Raises
     ------
     InputError
         If an input does not exist, holds no volumes, or two inputs share a run name.
+    MissingTomoTypeError
+        If no run of a project input has ``tomo_type``.
     """
     from cryopick.io.layout import resolve_layout
     from cryopick.io.mrc import MRC_SUFFIXES
+    from cryopick.io.tomograms import select_runs_with_tomo_type
 
     suffixes = (*MRC_SUFFIXES, ".zarr")
     refs: dict[str, RunRef] = {}
@@ -71,6 +83,8 @@ def list_run_refs(sources: Sequence[str | Path]) -> list[RunRef]:
         layout = None if path.suffix.lower() in suffixes else resolve_layout(path)
         if layout is not None:
             names = layout.run_names()
+            if names and tomo_type is not None:
+                names = select_runs_with_tomo_type(path, layout, names, tomo_type)
         elif path.suffix.lower() in suffixes:
             names = [path.stem]
         elif path.is_dir():
@@ -193,11 +207,8 @@ def merge_parts(parts_dir: Path, runs: Sequence[str]) -> pd.DataFrame:
 
 
 def remove_stale_temporaries(parts_dir: Path) -> int:
-    """Delete temporaries left by killed tasks (``.<name>.*.tmp``); returns how many."""
-    stale = [p for p in parts_dir.glob(".*.tmp") if p.is_dir()]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return len(stale)
+    """Delete temporaries left by killed tasks (their process is gone); returns how many."""
+    return remove_stale_temps_in(parts_dir)
 
 
 def append_task_log(parts_dir: Path, meta: Mapping[str, Any]) -> None:

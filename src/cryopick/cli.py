@@ -7,6 +7,7 @@ Each command parses and validates its options, imports its library module lazily
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cryopick.errors import InputError
+from cryopick.errors import InputError, RunsFailedError
 
 app = typer.Typer(
     name="cryopick",
@@ -26,8 +27,26 @@ app = typer.Typer(
 )
 
 
+def describe_os_error(err: OSError) -> str:
+    """One line for a failed file operation: the file, the system's reason, what to do."""
+    where = f"{err.filename}: " if err.filename else ""
+    reason = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"{where}{reason}: the disk is full; free space and run again "
+            "(outputs that were being written were not replaced)"
+        )
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}{reason}: cryopick may not write or read here; check the permissions"
+    return f"{where}{reason}"
+
+
 def _report_input_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn InputError (and unknown particle names) into a one-line message and exit 2."""
+    """Turn expected failures into one line on stderr and an exit code, never a traceback.
+
+    InputError and unknown particle names exit 2; a failed file operation (a full disk,
+    no permission) exits 1; runs that failed in a multi-run command are listed, exit 1.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,6 +57,14 @@ def _report_input_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except (InputError, UnknownParticleError) as err:
             typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
             raise typer.Exit(code=2) from None
+        except RunsFailedError as err:
+            for run, reason in sorted(err.failures.items()):
+                typer.secho(f"run {run} failed: {reason}", err=True, fg=typer.colors.RED)
+            typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(code=1) from None
+        except OSError as err:
+            typer.secho(f"error: {describe_os_error(err)}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(code=1) from None
 
     return wrapper
 
@@ -71,6 +98,10 @@ def simulate(
         Path | None,
         typer.Option("--config", help="JSON file of simulator settings overriding the preset."),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace an earlier cryopick simulation in OUT."),
+    ] = False,
 ) -> None:
     """Simulate tomograms with ground-truth picks and labels as a copick project."""
     from cryopick.simulate.presets import load_config
@@ -81,7 +112,10 @@ def simulate(
         raise InputError(None, f"--shape must be at least 16 voxels per axis, got {shape}")
     if not 4.0 <= spacing_A <= 25.0:
         raise InputError(None, f"--spacing-A must lie in 4..25 Å, got {spacing_A}")
-    path = simulate_project(out, runs, seed=seed, shape=shape, spacing_A=spacing_A, preset=settings)
+    path = simulate_project(
+        out, runs, seed=seed, shape=shape, spacing_A=spacing_A, preset=settings,
+        overwrite=overwrite,
+    )  # fmt: skip
     typer.echo(f"wrote {runs} simulated run(s): {path}")
 
 
@@ -307,8 +341,8 @@ def predict(
     ] = False,
 ) -> None:
     """Find particles in tomograms and write the picks (Å)."""
-    from cryopick.predict import OUTPUT_FORMATS
     from cryopick.predict import predict as run_predict
+    from cryopick.predict_output import OUTPUT_FORMATS
 
     if format not in OUTPUT_FORMATS:
         raise InputError(None, f"--format must be one of {', '.join(OUTPUT_FORMATS)}")
@@ -345,17 +379,15 @@ def predict(
         if result.failed:
             raise typer.Exit(code=1)
         return
-    picks = run_predict(
-        input_path,
-        model_dir=model,
-        output=output,
-        format=format,
-        config=settings,
-        tomo_type=tomo_type,
-        runs=runs or None,
-        show_progress=not quiet,
-        spacing_A=spacing_A,
-    )
+    try:
+        picks = run_predict(
+            input_path, model_dir=model, output=output, format=format, config=settings,
+            tomo_type=tomo_type, runs=runs or None, show_progress=not quiet,
+            spacing_A=spacing_A,
+        )  # fmt: skip
+    except RunsFailedError as err:  # the good runs' picks were written: show them first
+        _print_summary(err.picks, sorted(set(err.picks["experiment"])))
+        raise
     _print_summary(picks, sorted(set(picks["experiment"])) if len(picks) else [])
     typer.echo(f"wrote {len(picks)} picks ({format}) to {output or input_path}")
 
@@ -414,6 +446,8 @@ def tune(
 # ---------------------------------------------------------------- evaluate
 
 
+_TRUTH_USER_HELP = "copick: truth user_id (needed when several users' picks are there)."
+_TYPE_HELP = "Particle type of every pick of a {} STAR file not written by cryopick."
 _PICKS_SOURCE_HELP = (
     "CSV (Kaggle submission or experiment,particle_type,x,y,z[,score] in Å), RELION-5 STAR "
     "(needs --tomograms), copick pick file or config JSON, or Kaggle root / overlay folder."
@@ -433,30 +467,43 @@ def evaluate(
         Path | None,
         typer.Option(help="Tomograms (project, folder, file) giving shapes for STAR inputs."),
     ] = None,
-    truth_user: Annotated[str | None, typer.Option(help="copick: truth user_id.")] = None,
+    tomo_type: Annotated[
+        str, typer.Option("--tomo-type", help="Tomogram type read from --tomograms projects.")
+    ] = "denoised",
+    truth_user: Annotated[str | None, typer.Option(help=_TRUTH_USER_HELP)] = None,
     truth_session: Annotated[str | None, typer.Option(help="copick: truth session_id.")] = None,
     picks_user: Annotated[str | None, typer.Option(help="copick: picks user_id.")] = None,
     picks_session: Annotated[str | None, typer.Option(help="copick: picks session_id.")] = None,
+    particle_type: Annotated[
+        str | None, typer.Option("--particle-type", help=_TYPE_HELP.format("--picks"))
+    ] = None,
+    truth_particle_type: Annotated[
+        str | None, typer.Option("--truth-particle-type", help=_TYPE_HELP.format("--truth"))
+    ] = None,
 ) -> None:
     """Score picks against ground truth with the CZII metric (per-type F-beta, weighted)."""
     import json
 
-    from cryopick.io.picks import read_picks
+    from cryopick.io.picks import check_experiments, read_picks, read_truth
     from cryopick.metrics import format_score_table, score_picks
 
     shapes = None
     if tomograms is not None:
         from cryopick.io.tomograms import read_tomograms
 
-        shapes = {t.name: (t.shape, t.spacing_A) for t in read_tomograms(tomograms)}
-    truth_df = read_picks(
-        truth, tomogram_shapes=shapes, user_id=truth_user, session_id=truth_session
-    )
+        found = read_tomograms(tomograms, tomo_type=tomo_type)
+        shapes = {t.name: (t.shape, t.spacing_A) for t in found}
+    truth_df = read_truth(
+        truth, tomogram_shapes=shapes, particle_type=truth_particle_type, user_id=truth_user,
+        session_id=truth_session,
+    )  # fmt: skip
     picks_df = read_picks(
-        picks, tomogram_shapes=shapes, user_id=picks_user, session_id=picks_session
-    )
+        picks, tomogram_shapes=shapes, particle_type=particle_type, user_id=picks_user,
+        session_id=picks_session, single_source=True,
+    )  # fmt: skip
     if truth_df.empty:
         raise InputError(truth, "no ground-truth picks found")
+    check_experiments(truth_df, picks_df, truth, picks)
     result = score_picks(truth_df, picks_df, beta=beta)
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -507,12 +554,18 @@ def report(
     runs: Annotated[
         list[str] | None, typer.Option("--run", help="Only this run (repeat); default all.")
     ] = None,
+    truth_user: Annotated[str | None, typer.Option(help=_TRUTH_USER_HELP)] = None,
+    truth_session: Annotated[str | None, typer.Option(help="copick: truth session_id.")] = None,
+    picks_user: Annotated[str | None, typer.Option(help="copick: picks user_id.")] = None,
+    picks_session: Annotated[str | None, typer.Option(help="copick: picks session_id.")] = None,
 ) -> None:
     """Write one self-contained HTML page to check picks by eye (slices, metrics, model)."""
     from cryopick.report import ReportConfig, write_report
 
     options = {"tomo_type": tomo_type, "n_xy_slices": slices, "xy_slices": z or None,
-               "slab_voxels": slab, "runs": runs or None}  # fmt: skip
+               "slab_voxels": slab, "runs": runs or None, "truth_user": truth_user,
+               "truth_session": truth_session, "picks_user": picks_user,
+               "picks_session": picks_session}  # fmt: skip
     config = ReportConfig(**{k: v for k, v in options.items() if v is not None})
     path = write_report(input_path, picks, out, truth, model, png_dir, config)
     typer.echo(f"wrote {path}")

@@ -49,8 +49,8 @@ def run_demo(out_dir: str | Path = "demo_out", shape: tuple[int, int, int] = DEM
 
     console.print(f"[bold]1/4 simulating[/] one {shape} tomogram (czii preset, seed {DEMO_SEED})")
     config = simulate_project(
-        out_dir / "project", n_runs=1, seed=DEMO_SEED, shape=shape, preset="czii"
-    )
+        out_dir / "project", n_runs=1, seed=DEMO_SEED, shape=shape, preset="czii", overwrite=True
+    )  # the demo's own project: replaced on every run
 
     console.print(f"[bold]2/4 predicting[/] with the bundled model ({model_dir})")
     picks_csv = out_dir / "picks.csv"

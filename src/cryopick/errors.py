@@ -23,3 +23,41 @@ class InputError(ValueError):
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class RunsFailedError(RuntimeError):
+    """Some runs of a multi-run command failed; the others' results were written.
+
+    Parameters
+    ----------
+    failures : dict of str to str
+        Run name -> one-line reason.
+    written : str or Path or None
+        Where the results of the good runs went (None: nothing was written).
+    n_runs : int
+        How many runs the command had.
+    picks : object, optional
+        The results of the good runs (e.g. their picks table).
+    """
+
+    def __init__(
+        self,
+        failures: dict[str, str],
+        written: str | Path | None,
+        n_runs: int,
+        picks: object = None,
+    ) -> None:
+        self.failures = dict(failures)
+        self.picks = picks
+        self.written = written
+        self.n_runs = n_runs
+        where = f"picks of the other runs written to {written}" if written else "nothing written"
+        super().__init__(f"{len(self.failures)} of {n_runs} run(s) failed ({where})")
+
+
+def one_line_error(err: BaseException) -> str:
+    """Describe an error in one line: an InputError's own text, else its type and first line."""
+    text = str(err).strip().splitlines()
+    if isinstance(err, InputError):
+        return text[0] if text else type(err).__name__
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,38 +1,47 @@
 """The CZII challenge score: per-type F-beta (beta = 4), weighted over particle types.
 
 Follows the challenge's public metric (Kaggle ``czi-cryoet-84969``, ``score`` and
-``compute_metrics``) exactly:
+``compute_metrics``), with the differences below:
 
 * Picks of experiments that have no ground truth at all are ignored.
-* For each experiment and particle type, a truth point counts as found when at least
-  one pick of that type lies within ``0.5 * radius_A`` of it (distance ``<=``, as
-  ``KDTree.query_ball_tree``). TP = number of distinct truth points found,
-  FP = number of picks - TP, FN = number of truth points - TP. (FP therefore counts
-  duplicate picks on one particle, and can even go negative when one pick lies within
-  reach of two truth points; that is the challenge's definition.)
+* Per experiment and type, a pick matches a truth point within ``0.5 * radius_A``
+  (``<=``, as ``KDTree.query_ball_tree``). TP = truth points paired one-to-one with
+  picks (maximum bipartite matching); FP = picks - TP (duplicate picks on one particle
+  are FP); FN = truth points - TP.
 * TP, FP and FN are summed over experiments per type; precision = TP / (TP + FP),
   recall = TP / (TP + FN) (0 when the denominator is 0), and
   F-beta = (1 + b^2) P R / (b^2 P + R), 0 when P + R = 0.
 * score = sum(weight * F-beta) / sum of all six weights (7).
 
-One deliberate difference: the Kaggle code averages over the types present in the
-solution only; here a type without any truth point contributes F = 0 with its weight
-in the denominator. The two agree whenever every type has truth (as in the challenge).
+Differences from the Kaggle code: it counts every truth point some pick reaches, so one
+pick near two truth points counts twice (FP < 0, precision 2, score > 1); the one-to-one
+matching here cannot, and agrees whenever no pick reaches two truth points of its type
+(always for non-overlapping particles). Truth files are read through
+:func:`cryopick.io.picks.read_truth`, which merges duplicate truth points with a warning
+(:func:`merge_duplicate_truth`).
+A type without truth counts F = 0 with its weight in the denominator (Kaggle averages
+over the types present: the same whenever every type has truth).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from cryopick.io.picks_table import validate_picks
 from cryopick.particles import PARTICLES, TOTAL_WEIGHT, get_particle
+
+log = logging.getLogger(__name__)
 
 DISTANCE_MULTIPLIER = 0.5
 """A pick matches a truth point within this fraction of the particle radius."""
@@ -77,13 +86,8 @@ class ScoreResult:
         """JSON-ready dict: ``score``, ``beta`` and ``per_class`` (type -> counts and rates)."""
         per_class = {
             row["particle_type"]: {
-                "tp": int(row["tp"]),
-                "fp": int(row["fp"]),
-                "fn": int(row["fn"]),
-                "precision": float(row["precision"]),
-                "recall": float(row["recall"]),
-                "fbeta": float(row["fbeta"]),
-                "weight": float(row["weight"]),
+                k: int(row[k]) if k in ("tp", "fp", "fn") else float(row[k])
+                for k in PER_CLASS_COLUMNS[1:]
             }
             for row in self.per_class.to_dict("records")
         }
@@ -108,10 +112,84 @@ def _matched_truth(
     return cKDTree(truth_xyz).query_ball_point(picks_xyz, r=radius_A).tolist()
 
 
+def _augment(pick: int, hits: Sequence[Sequence[int]], owner: list[int]) -> bool:
+    """Match ``pick`` to a truth point, re-pairing others along an augmenting path (Kuhn).
+
+    ``hits[p]`` lists the truth points pick ``p`` reaches; ``owner[j]`` is the pick
+    holding truth point ``j`` (-1: free). Returns True when the matching grew by one.
+    Adding picks one at a time keeps the matching maximum for the picks added so far.
+    """
+    for j in hits[pick]:  # fast path: a free truth point in reach
+        if owner[j] < 0:
+            owner[j] = pick
+            return True
+    visited, chosen = set(), []  # chosen[k]: the truth point stack[k]'s pick would take
+    stack = [(pick, iter(hits[pick]))]
+    while stack:
+        j = next((j for j in stack[-1][1] if j not in visited), None)
+        if j is None:
+            stack.pop()
+            if chosen:
+                chosen.pop()
+            continue
+        visited.add(j)
+        chosen.append(j)
+        if owner[j] < 0:
+            for (p, _), t in zip(stack, chosen, strict=True):
+                owner[t] = p
+            return True
+        stack.append((owner[j], iter(hits[owner[j]])))
+    return False
+
+
 def _count(truth_xyz: np.ndarray, picks_xyz: np.ndarray, radius_A: float) -> tuple[int, int, int]:
-    found = {i for hits in _matched_truth(truth_xyz, picks_xyz, radius_A) for i in hits}
-    tp = len(found)
+    hits = _matched_truth(truth_xyz, picks_xyz, radius_A)
+    owner = [-1] * len(truth_xyz)
+    tp = sum(_augment(i, hits, owner) for i in range(len(hits)))
     return tp, len(picks_xyz) - tp, len(truth_xyz) - tp
+
+
+def merge_duplicate_truth(truth_df: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
+    """Merge truth points of one run and type that lie within the match distance.
+
+    Such points are one particle annotated twice (or two annotation sets merged). Each
+    group linked by such distances keeps its first point; a warning names the source
+    and how many points were merged.
+
+    Parameters
+    ----------
+    truth_df : pandas.DataFrame
+        Ground-truth picks table.
+    source : str or Path, optional
+        Where the table came from, named in the warning.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The validated table without the duplicates.
+    """
+    truth = validate_picks(truth_df, source=source)
+    xyz = truth[["x", "y", "z"]].to_numpy(dtype=np.float64)
+    drop, runs = [], set()
+    for (exp, name), idx in truth.groupby(["experiment", "particle_type"]).indices.items():
+        radius_A = get_particle(name).radius_A * DISTANCE_MULTIPLIER
+        pairs = cKDTree(xyz[idx]).query_pairs(radius_A, output_type="ndarray")
+        if len(pairs):
+            graph = coo_matrix((np.ones(len(pairs)), pairs.T), shape=(len(idx), len(idx)))
+            labels = connected_components(graph, directed=False)[1]
+            keep = np.zeros(len(idx), dtype=bool)
+            keep[np.unique(labels, return_index=True)[1]] = True
+            drop.append(idx[~keep])
+            runs.add(str(exp))
+    if not drop:
+        return truth
+    dropped = np.concatenate(drop)
+    log.warning(
+        "%s: merged %d duplicate truth point(s) (same run and type, within the match "
+        "distance of another) in run(s) %s",
+        source or "truth", len(dropped), ", ".join(sorted(runs)[:5]),
+    )  # fmt: skip
+    return truth.drop(index=truth.index[dropped]).reset_index(drop=True)
 
 
 def _prepare(truth_df: pd.DataFrame, picks_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -199,8 +277,9 @@ def fbeta_curve(
     """F-beta of one particle type as a function of the pick score threshold.
 
     Sorts the picks by score once and counts TP incrementally: keeping one more pick
-    adds the truth points it reaches that no higher-scored pick reached. Counts follow
-    :func:`score_picks` (picks of experiments without truth ignored).
+    grows the one-to-one matching by at most one (an augmenting path from it), so each
+    prefix keeps a maximum matching. Counts equal those of :func:`score_picks` on the
+    kept picks (picks of experiments without truth ignored).
 
     Parameters
     ----------
@@ -230,15 +309,8 @@ def fbeta_curve(
         raise ValueError("fbeta_curve needs scored picks: some picks have no score (NaN)")
     n_truth = int((truth["particle_type"] == particle_type).sum())
     order = np.argsort(-score_arr, kind="stable")
-    matched = np.zeros(n_truth, dtype=bool)
-    tp_after = np.empty(len(order), dtype=np.int64)
-    tp = 0
-    for k, i in enumerate(order):
-        for j in hits[i]:
-            if not matched[j]:
-                matched[j] = True
-                tp += 1
-        tp_after[k] = tp
+    owner = [-1] * n_truth
+    tp_after = np.cumsum([_augment(int(i), hits, owner) for i in order], dtype=np.int64)
     sorted_scores = score_arr[order]
     # evaluate only after the last pick of each run of tied scores
     last = (

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -25,17 +25,25 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from cryopick.errors import InputError
+from cryopick.errors import InputError, RunsFailedError, one_line_error
 from cryopick.infer import predict_probabilities, prepare_network, resolve_device
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram, read_tomograms
 from cryopick.peaks import find_peaks
+from cryopick.predict_output import (
+    OUTPUT_FORMATS,
+    PICKS_SESSION_ID,
+    PICKS_USER_ID,
+    check_output_target,
+    write_predictions,
+)
 from cryopick.preprocess import normalise_volume, resample_volume
 
 log = logging.getLogger(__name__)
 
-PICKS_USER_ID = "cryopick"
-PICKS_SESSION_ID = "0"
-OUTPUT_FORMATS = ("csv", "kaggle", "copick", "star")
+__all__ = [
+    "OUTPUT_FORMATS", "PICKS_SESSION_ID", "PICKS_USER_ID", "PredictConfig", "predict",
+    "predict_tomogram", "predict_tomograms", "write_predictions",
+]  # fmt: skip
 
 
 class PredictConfig(BaseModel):
@@ -148,8 +156,10 @@ def predict_tomogram(
     pandas.DataFrame
         Picks table, ``experiment = tomogram.name``, positions in Å of the input frame.
     """
-    config = (config or PredictConfig()).model_copy(update=options)
-    config = PredictConfig.model_validate(config.model_dump())
+    # validate the options (model_copy(update=...) would not: a JSON list left in a tuple
+    # field, as batch workers pass them, made every model_dump warn)
+    config = PredictConfig.model_validate({**(config or PredictConfig()).model_dump(), **options})
+    device = resolve_device(config.device)  # a bad --device fails before any work
     model_spacing_A = float(card.spacing_A)
     if math.isclose(tomogram.spacing_A, model_spacing_A, rel_tol=1e-3):
         volume = normalise_volume(tomogram.data, source=tomogram.source)
@@ -162,20 +172,21 @@ def predict_tomogram(
         )
         resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
         volume = normalise_volume(resampled, source=tomogram.source, inplace=True)
+    warn_if_smaller_than_window(tomogram.name, volume.shape, card.patch_size, model_spacing_A)
     probs = predict_probabilities(
         model,
         volume,
         patch_size=config.patch_size,
         overlap=config.overlap,
         batch_size=config.batch_size,
-        device=config.device,
+        device=device,
         tta=config.tta,
         precision=config.precision,
         upsample=False,
         progress=progress,
     )
     # a strided map's voxel j is centred at input voxel j*s + (s-1)/2 (see cryopick.infer)
-    _, stride = prepare_network(model, resolve_device(config.device))
+    _, stride = prepare_network(model, device)
     del volume
     tta_thresholds = getattr(card, "thresholds_tta", None) if config.tta else None
     thresholds = dict(tta_thresholds or card.thresholds or {})
@@ -195,6 +206,29 @@ def predict_tomogram(
     )
 
 
+def warn_if_smaller_than_window(
+    name: str, shape_zyx: Sequence[int], patch_zyx: Sequence[int], spacing_A: float
+) -> bool:
+    """Warn when a tomogram is thinner than the network's training window on some axis.
+
+    The network then sees mostly padding there; picks are unreliable and often none are
+    found. Returns True when it warned.
+    """
+    small = [
+        f"{axis} {n} < {p}"
+        for axis, n, p in zip("zyx", shape_zyx, patch_zyx, strict=True)
+        if int(n) < int(p)
+    ]
+    if small:
+        log.warning(
+            "%s: the tomogram (%s voxels at %.4g Å) is smaller than the network's %s-voxel "
+            "window (%s): picks are unreliable and there may be none",
+            name, "x".join(map(str, shape_zyx)), spacing_A, "x".join(map(str, patch_zyx)),
+            ", ".join(small),
+        )  # fmt: skip
+    return bool(small)
+
+
 def read_inputs(
     input_path: str | Path,
     tomo_type: str,
@@ -211,12 +245,54 @@ def read_inputs(
     return tomograms
 
 
+def open_tomograms(
+    input_path: str | Path,
+    tomo_type: str = DEFAULT_TOMO_TYPE,
+    runs: list[str] | None = None,
+    spacing_A: float | None = None,
+    failures: dict[str, BaseException] | None = None,
+) -> list[Tomogram]:
+    """Open each run at ``input_path`` on its own, so one unreadable run spoils no other.
+
+    Runs are listed by name first (runs of a project without a ``tomo_type`` tomogram are
+    skipped with a warning); a run that cannot be opened is recorded in ``failures``
+    (run -> error) when given, else its error is raised.
+
+    Raises
+    ------
+    InputError
+        If ``input_path`` holds no runs or a requested run does not exist.
+    """
+    from cryopick.batch_parts import list_run_refs
+    from cryopick.io.tomograms import read_tomogram
+
+    names = [ref.run for ref in list_run_refs([input_path], tomo_type=tomo_type)]
+    if runs is not None:
+        if missing := [r for r in runs if r not in names]:
+            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+            raise InputError(input_path, f"run(s) {missing} not found; available: {shown}")
+        names = list(dict.fromkeys(runs))
+    if not names:
+        raise InputError(input_path, "no tomograms found")
+    tomograms = []
+    for name in names:
+        try:
+            tomograms.append(read_tomogram(input_path, tomo_type, spacing_A=spacing_A, run=name))
+        except Exception as err:
+            if failures is None:
+                raise
+            failures[name] = err
+            log.error("%s: cannot open: %s", name, one_line_error(err))
+    return tomograms
+
+
 def predict_tomograms(
     tomograms: list[Tomogram],
     model_dir: str | Path | None = None,
     config: PredictConfig | None = None,
     *,
     show_progress: bool = False,
+    failures: dict[str, BaseException] | None = None,
 ) -> pd.DataFrame:
     """Pick particles in several tomograms with one model; picks of all runs in one table.
 
@@ -230,11 +306,15 @@ def predict_tomograms(
         Settings.
     show_progress : bool
         Show a rich progress bar per tomogram (on stderr).
+    failures : dict, optional
+        When given, a run whose prediction fails (e.g. a corrupt chunk in its tomogram) is
+        recorded here (run -> error) and the others go on; else the error is raised.
     """
     from cryopick.io.picks import empty_picks
     from cryopick.model import load_model
 
     config = config or PredictConfig()
+    resolve_device(config.device)  # a wrong device fails once, before any run
     model, card = load_model(model_dir or bundled_model_dir(), device="cpu")
     frames = []
     with _progress_bar(show_progress) as bar:
@@ -245,7 +325,14 @@ def predict_tomograms(
                 if bar is not None:
                     bar.update(task, completed=done, total=total)
 
-            frames.append(predict_tomogram(tomo, model, card, config, progress=advance))
+            try:
+                frames.append(predict_tomogram(tomo, model, card, config, progress=advance))
+            except Exception as err:
+                if failures is None:
+                    raise
+                failures[tomo.name] = err
+                log.error("%s: prediction failed: %s", tomo.name, one_line_error(err))
+                continue
             log.info("%s: %d picks", tomo.name, len(frames[-1]))
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else empty_picks()
@@ -273,42 +360,6 @@ def _progress_bar(show: bool) -> Any:
         TimeElapsedColumn(),
         console=Console(stderr=True),
     )
-
-
-def write_predictions(
-    picks: pd.DataFrame,
-    tomograms: list[Tomogram],
-    output: str | Path | None,
-    format: str,
-    input_path: str | Path,
-    model_spacing_A: float | None = None,
-) -> Any:
-    """Write picks in ``format``; copick output goes into the input project's overlay.
-
-    ``star`` needs the tomogram shapes, taken from ``tomograms``; ``copick`` writes files of
-    user ``cryopick`` (session 0) only, for every run (empty files where nothing was found),
-    into ``output`` if given, else into the project ``input_path`` names.
-    """
-    from cryopick.io.picks import write_picks
-
-    if format not in OUTPUT_FORMATS:
-        raise InputError(None, f"unknown output format {format!r}; choose from {OUTPUT_FORMATS}")
-    if format == "copick":
-        return write_picks(
-            picks,
-            output or input_path,
-            format="copick",
-            user_id=PICKS_USER_ID,
-            session_id=PICKS_SESSION_ID,
-            voxel_spacing=model_spacing_A,
-            runs=[t.name for t in tomograms],
-        )
-    if output is None:
-        raise InputError(None, f"--output is needed for the {format} format")
-    if format == "star":
-        shapes = {t.name: (t.shape, t.spacing_A) for t in tomograms}
-        return write_picks(picks, output, format="star", tomogram_shapes=shapes)
-    return write_picks(picks, output, format=format)
 
 
 def predict(
@@ -352,17 +403,41 @@ def predict(
     -------
     pandas.DataFrame
         All picks (Å).
+
+    Raises
+    ------
+    RunsFailedError
+        If some runs could not be read or predicted: the picks of the others were written
+        first (the error holds them as ``picks``), those runs' outputs left as they were.
+    InputError
+        If the input, model or output is wrong, or the only run failed.
     """
     from cryopick.model import read_model_card
 
-    if format not in OUTPUT_FORMATS:
-        raise InputError(None, f"unknown output format {format!r}; choose from {OUTPUT_FORMATS}")
+    check_output_target(output, format, input_path)  # before any work
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
-    tomograms = read_inputs(input_path, tomo_type, runs, spacing_A)
-    picks = predict_tomograms(tomograms, model_dir, config, show_progress=show_progress)
+    card = read_model_card(model_dir)
+    failures: dict[str, BaseException] = {}
+    tomograms = open_tomograms(input_path, tomo_type, runs, spacing_A, failures)
+    picks = predict_tomograms(
+        tomograms, model_dir, config, show_progress=show_progress, failures=failures
+    )
+    done = [t for t in tomograms if t.name not in failures]
+    n_runs = len({t.name for t in tomograms} | set(failures))
+    reasons = {run: one_line_error(err) for run, err in failures.items()}
+    if not done:
+        if len(failures) == 1:  # one run: its own error says it all
+            err = next(iter(failures.values()))
+            raise (
+                err if isinstance(err, InputError) else InputError(input_path, reasons.popitem()[1])
+            )
+        raise RunsFailedError(reasons, None, n_runs)
+    written = None
     if output is not None or format == "copick":
-        card = read_model_card(model_dir)
-        write_predictions(picks, tomograms, output, format, input_path, card.spacing_A)
+        write_predictions(picks, done, output, format, input_path, card.spacing_A)
+        written = output or input_path
+    if failures:
+        raise RunsFailedError(reasons, written, n_runs, picks=picks)
     return picks
 
 

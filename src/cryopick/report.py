@@ -30,6 +30,7 @@ from cryopick import report_plots
 from cryopick.errors import InputError
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.particles import PARTICLE_NAMES, get_particle
+from cryopick.report_figures import choose_slice_indices, read_slice
 from cryopick.report_html import montage_filename, render_html
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class ReportConfig(BaseModel):
         The F-beta's beta (4 in the CZII challenge).
     runs : list of str or None
         Only these runs; all when None.
+    truth_user, truth_session, picks_user, picks_session : str or None
+        copick projects: read only picks of this user / session. A truth (or picks)
+        project holding several user/session pairs after this filter is an error.
     """
 
     tomo_type: str = "denoised"
@@ -73,40 +77,10 @@ class ReportConfig(BaseModel):
     dpi: float = Field(100.0, gt=0)
     beta: float = Field(4.0, gt=0)
     runs: list[str] | None = None
-
-
-def choose_slice_indices(n_vox: int, count: int) -> list[int]:
-    """Evenly spaced slice indices: the centres of ``count`` equal bins along ``n_vox``."""
-    return sorted({min(n_vox - 1, int((k + 0.5) * n_vox / count)) for k in range(count)})
-
-
-def read_slice(data: Any, axis: str, index: int, slab_voxels: int = 1) -> np.ndarray:
-    """Read one slice (mean over a slab of ``slab_voxels``) from a lazy (z, y, x) array.
-
-    Only the voxels of the slab are read, so zarr arrays and memmaps stay on disk.
-
-    Parameters
-    ----------
-    data : array-like, shape (Z, Y, X)
-        Tomogram, e.g. ``zarr.Array``, ``numpy.memmap`` or ``numpy.ndarray``.
-    axis : {"z", "y"}
-        ``"z"`` for an XY slice, ``"y"`` for an XZ slice.
-    index : int
-        Slice index along ``axis``.
-    slab_voxels : int
-        Number of neighbouring slices averaged (clipped at the volume edge).
-
-    Returns
-    -------
-    numpy.ndarray, float32
-        Shape (Y, X) for XY, (Z, X) for XZ.
-    """
-    dim = {"z": 0, "y": 1}[axis]
-    n = data.shape[dim]
-    half = slab_voxels // 2
-    lo, hi = max(0, index - half), min(n, index + half + 1)
-    block = np.asarray(data[lo:hi] if dim == 0 else data[:, lo:hi], dtype=np.float32)
-    return block.mean(axis=dim)
+    truth_user: str | None = None
+    truth_session: str | None = None
+    picks_user: str | None = None
+    picks_session: str | None = None
 
 
 def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
@@ -116,8 +90,8 @@ def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFr
     run is a true positive, as in the CZII metric (:mod:`cryopick.metrics`). Each truth
     particle takes one pick (the highest-scoring, then the nearest), so extra picks on one
     particle are false positives and the counts equal those of
-    :func:`cryopick.metrics.score_picks` (except where one pick reaches two truth points,
-    which the metric counts twice). Picks of runs without any truth keep status ``"pick"``,
+    :func:`cryopick.metrics.score_picks` (this greedy pairing can pair fewer only where
+    one pick reaches two truth points). Picks of runs without truth keep status ``"pick"``,
     as the metric ignores them.
 
     Parameters
@@ -355,7 +329,7 @@ def write_report(
     Path
         ``out_path``.
     """
-    from cryopick.io.picks import read_picks
+    from cryopick.io.picks import check_experiments, read_picks, read_truth
     from cryopick.io.tomograms import read_tomograms
 
     config = config or ReportConfig()
@@ -363,11 +337,17 @@ def write_report(
     if not tomograms:
         raise InputError(input_path, f"no tomograms of type {config.tomo_type!r} found")
     shapes = {t.name: (t.shape, t.spacing_A) for t in tomograms}  # STAR files need them
-    picks = read_picks(picks_path, tomogram_shapes=shapes)
-    truth = None if truth_path is None else read_picks(truth_path, tomogram_shapes=shapes)
+    picks = read_picks(picks_path, tomogram_shapes=shapes, user_id=config.picks_user,
+                       session_id=config.picks_session, single_source=True)  # fmt: skip
+    truth = None if truth_path is None else read_truth(
+        truth_path, tomogram_shapes=shapes, user_id=config.truth_user,
+        session_id=config.truth_session,
+    )  # fmt: skip
     card = None if model_dir is None else read_model_card(model_dir)
     picks = _restrict_to_runs(picks, tomograms, picks_path)
-    truth = None if truth is None else _restrict_to_runs(truth, tomograms, truth_path)
+    if truth is not None:
+        truth = _restrict_to_runs(truth, tomograms, truth_path)
+        check_experiments(truth, picks, truth_path, picks_path)
     sources = {"tomograms": input_path, "picks": picks_path, "truth": truth_path,
                "model": model_dir}  # fmt: skip
     page, figures = build_report(tomograms, picks, truth, card, config, sources)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,40 @@ STATUS_STYLES: dict[str, dict[str, object]] = {
     "fp": {"linestyle": (0, (3, 2)), "label": "false positive (pick)"},
     "fn": {"marker": "x", "label": "missed (truth)"},
 }
+
+
+def choose_slice_indices(n_vox: int, count: int) -> list[int]:
+    """Evenly spaced slice indices: the centres of ``count`` equal bins along ``n_vox``."""
+    return sorted({min(n_vox - 1, int((k + 0.5) * n_vox / count)) for k in range(count)})
+
+
+def read_slice(data: Any, axis: str, index: int, slab_voxels: int = 1) -> np.ndarray:
+    """Read one slice (mean over a slab of ``slab_voxels``) from a lazy (z, y, x) array.
+
+    Only the voxels of the slab are read, so zarr arrays and memmaps stay on disk.
+
+    Parameters
+    ----------
+    data : array-like, shape (Z, Y, X)
+        Tomogram, e.g. ``zarr.Array``, ``numpy.memmap`` or ``numpy.ndarray``.
+    axis : {"z", "y"}
+        ``"z"`` for an XY slice, ``"y"`` for an XZ slice.
+    index : int
+        Slice index along ``axis``.
+    slab_voxels : int
+        Number of neighbouring slices averaged (clipped at the volume edge).
+
+    Returns
+    -------
+    numpy.ndarray, float32
+        Shape (Y, X) for XY, (Z, X) for XZ.
+    """
+    dim = {"z": 0, "y": 1}[axis]
+    n = data.shape[dim]
+    half = slab_voxels // 2
+    lo, hi = max(0, index - half), min(n, index + half + 1)
+    block = np.asarray(data[lo:hi] if dim == 0 else data[:, lo:hi], dtype=np.float32)
+    return block.mean(axis=dim)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryopick.errors import InputError
 from cryopick.io.atomic import atomic_path, write_text_atomic
-from cryopick.io.picks import read_picks
+from cryopick.io.picks import read_truth
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE
 from cryopick.metrics import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
 from cryopick.model import CARD_FILENAME, WEIGHTS_FILENAME, ClassMetrics, read_model_card
@@ -66,7 +66,8 @@ def tune_model(
     runs : list of str, optional
         Only these runs.
     truth : str or Path, optional
-        Annotations, if not the picks in ``data`` (any source :func:`read_picks` reads).
+        Annotations, if not the picks in ``data`` (any source
+        :func:`cryopick.io.picks.read_picks` reads); one user/session, duplicates merged.
     truth_user, truth_session : str, optional
         copick: read only annotations of this user / session (e.g. ``curation``).
     beta : float
@@ -88,7 +89,8 @@ def tune_model(
     card = read_model_card(model_dir)
     tomograms = read_inputs(data, tomo_type, runs)
     truth_source = truth if truth is not None else data
-    truth_df = read_picks(truth_source, user_id=truth_user, session_id=truth_session)
+    # one annotation source, duplicates merged: cryopick's own picks never become truth
+    truth_df = read_truth(truth_source, user_id=truth_user, session_id=truth_session)
     names = {t.name for t in tomograms}
     truth_df = truth_df[truth_df["experiment"].isin(names)]
     if truth_df.empty:

@@ -9,20 +9,27 @@ Both layouts share the same tree below a root::
 A copick project has a config JSON naming an ``overlay_root`` (read-write: picks,
 segmentations) and optionally a ``static_root`` (read-only: tomograms). The Kaggle
 challenge layout is a folder with ``static/`` and ``overlay/`` subfolders and no config;
-its pick files are named ``<object>.json`` (or ``curation_0_<object>.json``).
+its pick files are named ``<object>.json`` (or ``curation_0_<object>.json``). The
+competition download holds two such folders, ``train/`` and ``test/``.
 This module only computes paths; reading and writing is done by the io modules.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryopick.errors import InputError
 from cryopick.particles import PARTICLES
 
+log = logging.getLogger(__name__)
+
 RUNS_DIR = "ExperimentRuns"
+COMPETITION_SPLITS = ("train", "test")
+# a copick config is a few kB; larger files are not read to find out whether they are one
+_MAX_CONFIG_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -139,25 +146,81 @@ def kaggle_layout(root: str | Path) -> ProjectLayout:
     )
 
 
-def resolve_layout(path: str | Path) -> ProjectLayout | None:
-    """Layout for a copick config JSON, a Kaggle root, or a bare ``ExperimentRuns`` parent.
+def is_copick_config(path: str | Path) -> bool:
+    """Tell whether ``path`` is a copick config: a JSON object with ``overlay_root``.
 
-    Returns None when ``path`` is none of these (e.g. an MRC file or a CSV).
+    The file name does not matter (the CZII Kaggle notebooks use ``copick.config``);
+    files that do not start with ``{`` or are larger than 16 MiB are not parsed.
     """
     path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".json":
-        try:
-            head = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        if isinstance(head, dict) and "overlay_root" in head:
-            return read_copick_config(path)
-        return None
+    try:
+        if not path.is_file() or path.stat().st_size > _MAX_CONFIG_BYTES:
+            return False
+        with path.open("rb") as f:
+            if not f.read(4096).lstrip().startswith(b"{"):
+                return False
+        head = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(head, dict) and "overlay_root" in head
+
+
+def resolve_layout(path: str | Path, content: str = "tomograms") -> ProjectLayout | None:
+    """Layout for a copick config, a Kaggle root, or a bare ``ExperimentRuns`` parent.
+
+    Parameters
+    ----------
+    path : str or Path
+        A copick config (any file name, see :func:`is_copick_config`), a Kaggle folder
+        (``static/`` and/or ``overlay/``), a folder holding ``ExperimentRuns/``, or the
+        competition download holding ``train/`` and ``test/`` Kaggle folders.
+    content : {"tomograms", "picks"}
+        What will be read, to choose a split of the competition download: a split counts
+        when it has ``ExperimentRuns`` under ``static/`` or ``overlay/`` (tomograms) or under
+        ``overlay/`` only (picks, e.g. truth: only ``train`` has them). The split read is
+        logged.
+
+    Returns
+    -------
+    ProjectLayout or None
+        None when ``path`` is none of these (e.g. an MRC file or a CSV).
+
+    Raises
+    ------
+    InputError
+        If ``path`` is a copick config that cannot be used, or a competition download
+        where both splits qualify (the message names both).
+    """
+    path = Path(path)
+    if path.is_file():
+        return read_copick_config(path) if is_copick_config(path) else None
     if is_kaggle_root(path):
         return kaggle_layout(path)
     if path.is_dir() and (path / RUNS_DIR).is_dir():
         return ProjectLayout(overlay_root=path)
+    if path.is_dir() and (split := _competition_split(path, content)) is not None:
+        log.info("%s: reading the %r split of the competition data (%s)", path, split.name, split)
+        return kaggle_layout(split)
     return None
+
+
+def _competition_split(root: Path, content: str) -> Path | None:
+    """Return the one split of a competition download holding ``content`` (None: no split)."""
+    if content not in ("tomograms", "picks"):
+        raise ValueError(f"content must be 'tomograms' or 'picks', got {content!r}")
+    subdirs = ("overlay",) if content == "picks" else ("static", "overlay")
+    splits = [
+        root / s
+        for s in COMPETITION_SPLITS
+        if any((root / s / d / RUNS_DIR).is_dir() for d in subdirs)
+    ]
+    if len(splits) > 1:
+        raise InputError(
+            root,
+            f"competition data with {content} in both {splits[0]} and {splits[1]}: "
+            f"pass {splits[0]} or {splits[1]} instead",
+        )
+    return splits[0] if splits else None
 
 
 def make_copick_config(

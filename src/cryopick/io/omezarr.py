@@ -24,6 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 from cryopick.errors import InputError
 from cryopick.io._checks import as_volume_to_write
 from cryopick.io.atomic import atomic_path
+from cryopick.io.omezarr_checks import checked_array, warn_if_translated
 
 ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
 DEFAULT_CHUNKS = (128, 128, 128)
@@ -57,7 +58,9 @@ def read_ome_zarr(path: str | Path, level: int = 0) -> tuple[Any, float]:
     Returns
     -------
     data : zarr.Array, shape (Z, Y, X)
-        The level, not read into memory.
+        The level, not read into memory. Reads with ``data[...]`` raise InputError naming
+        the chunk when a chunk file is missing or corrupt
+        (:mod:`cryopick.io.omezarr_checks`).
     spacing_A : float
         Voxel size of that level in Å.
 
@@ -66,6 +69,11 @@ def read_ome_zarr(path: str | Path, level: int = 0) -> tuple[Any, float]:
     InputError
         If ``path`` is not a zarr group, its metadata are corrupt or lack ``multiscales``,
         ``level`` is out of range, the voxel size is missing, or the array is not 3-D.
+
+    Notes
+    -----
+    An OME-NGFF ``translation`` is not applied (positions stay in the array's voxel frame,
+    voxel ``i`` at ``i * spacing_A``); a warning says so, once per store.
     """
     path = Path(path)
     group, ms = _read_multiscale(path)
@@ -90,8 +98,9 @@ def read_ome_zarr(path: str | Path, level: int = 0) -> tuple[Any, float]:
         raise InputError(
             path, f"level {level}: expected a 3-D (z, y, x) volume, got shape {data.shape}"
         )
-    spacing_A = _read_spacing_A(path, ms, dataset, level)
-    return data, spacing_A
+    spacing_A, unit_A = _read_spacing_A(path, ms, dataset, level)
+    warn_if_translated(path, level, ms, dataset, unit_A)
+    return checked_array(path, ds_path, data), spacing_A
 
 
 def read_ome_zarr_levels(path: str | Path) -> list[tuple[tuple[int, ...], float]]:
@@ -155,7 +164,8 @@ def _v3_node_type(path: Path) -> str | None:
     return node.get("node_type") if isinstance(node, dict) else None
 
 
-def _read_spacing_A(path: Path, ms: dict, dataset: dict, level: int) -> float:
+def _read_spacing_A(path: Path, ms: dict, dataset: dict, level: int) -> tuple[float, list[float]]:
+    """Voxel size of a level in Å, and Å per axis unit (z, y, x)."""
     scale = _scale_of(path, dataset.get("coordinateTransformations"), f"level {level}")
     if scale is None:
         raise InputError(path, f"level {level}: no voxel size ('scale' coordinateTransformation)")
@@ -178,7 +188,7 @@ def _read_spacing_A(path: Path, ms: dict, dataset: dict, level: int) -> float:
         raise InputError(path, f"level {level}: invalid voxel size {scale_A.tolist()}")
     if not np.allclose(scale_A, scale_A[-1], rtol=1e-3):
         raise InputError(path, f"anisotropic voxels {scale_A.tolist()} Å are not supported")
-    return float(scale_A[-1])
+    return float(scale_A[-1]), factors
 
 
 def _scale_of(path: Path, transforms: object, where: str) -> NDArray[np.float64] | None:
@@ -249,7 +259,8 @@ def write_ome_zarr(
     Level ``k`` (array path ``str(k)``) is the volume downsampled ``k`` times by 2, with
     voxel size ``spacing_A * 2**k``. Metadata follow OME-NGFF 0.4 (zarr v2, as on the
     cryoET data portal) or 0.5 (zarr v3); axes are z, y, x in angstrom. Only ``scale``
-    transformations are written, as the portal does.
+    transformations are written, as the portal does. Every chunk is written, also those
+    equal to the fill value, so a missing chunk file always means a damaged store.
 
     Parameters
     ----------
@@ -278,14 +289,7 @@ def write_ome_zarr(
     """
     path = Path(path)
     volume = as_volume_to_write(volume_zyx, spacing_A)
-    if n_levels < 1:
-        raise ValueError(f"n_levels must be >= 1, got {n_levels}")
-    if zarr_format not in (2, 3):
-        raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
-    if len(chunks) != 3:
-        raise ValueError(f"chunks must have 3 entries (z, y, x), got {chunks}")
-    if zarr_format == 3 and not ZARR3:
-        raise ValueError(f"zarr v3 stores need zarr-python >= 3 (have {zarr.__version__})")
+    _check_write_args(n_levels, zarr_format, chunks)
     if volume.dtype == np.float64:
         volume = volume.astype(np.float32)
     multiscale = {
@@ -306,7 +310,8 @@ def write_ome_zarr(
         attrs: dict = {"multiscales": [{"version": "0.4", **multiscale}]}
     else:
         attrs = {"ome": {"version": "0.5", "multiscales": [multiscale]}}
-    with atomic_path(path) as tmp:
+    # an existing zarr store (our own kind of output) may be replaced; any other folder not
+    with atomic_path(path, replace_folder=is_zarr_store(path)) as tmp:
         root = zarr.open_group(str(tmp), mode="w", **_format_kwargs(zarr_format))
         level = volume
         for k in range(n_levels):
@@ -350,6 +355,17 @@ def write_label_zarr(
     )
 
 
+def _check_write_args(n_levels: int, zarr_format: int, chunks: Sequence[int]) -> None:
+    if n_levels < 1:
+        raise ValueError(f"n_levels must be >= 1, got {n_levels}")
+    if zarr_format not in (2, 3):
+        raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
+    if len(chunks) != 3:
+        raise ValueError(f"chunks must have 3 entries (z, y, x), got {chunks}")
+    if zarr_format == 3 and not ZARR3:
+        raise ValueError(f"zarr v3 stores need zarr-python >= 3 (have {zarr.__version__})")
+
+
 def _format_kwargs(zarr_format: int) -> dict:
     return {"zarr_format": zarr_format} if ZARR3 else {}
 
@@ -359,12 +375,21 @@ def _write_array(root: Any, name: str, data: NDArray, chunks: Sequence[int], fmt
         max(1, min(int(c), int(s))) for c, s in zip(chunks, data.shape, strict=True)
     )
     if not ZARR3:
-        root.create_dataset(name, data=data, chunks=chunk_shape, dimension_separator="/")
+        root.create_dataset(
+            name, data=data, chunks=chunk_shape, dimension_separator="/", write_empty_chunks=True
+        )
         return
     extra: dict = (
         {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
         if fmt == 2
         else {"dimension_names": list(AXES_ZYX)}
     )
-    arr = root.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunk_shape, **extra)
+    arr = root.create_array(
+        name,
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=chunk_shape,
+        config={"write_empty_chunks": True},  # zarr 3 skips all-fill chunks by default
+        **extra,
+    )
     arr[...] = data

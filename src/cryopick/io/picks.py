@@ -17,12 +17,16 @@ format        extensions      what
 
 Folders (Kaggle root, its ``overlay`` folder, any ``ExperimentRuns`` parent) and copick
 config JSONs are read as whole projects (:func:`read_copick_project_picks`).
+
+Ground truth is read with :func:`read_truth` (one annotation source, duplicates merged),
+and :func:`check_experiments` says which runs of picks and truth do not match by name.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from cryopick.errors import InputError
-from cryopick.io.layout import resolve_layout
+from cryopick.io.layout import is_copick_config
 from cryopick.io.picks_copick import (
     is_copick_picks,
     read_copick_picks_file,
@@ -52,14 +56,18 @@ __all__ = [
     "PICKS_FORMATS",
     "TRANSFORMATION_COLUMN",
     "PicksFormat",
+    "check_experiments",
     "empty_picks",
     "make_picks",
     "read_copick_project_picks",
     "read_picks",
+    "read_truth",
     "validate_picks",
     "write_copick_picks",
     "write_picks",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,7 @@ def read_picks(
     particle_type: str | None = None,
     user_id: str | None = None,
     session_id: str | None = None,
+    single_source: bool = False,
 ) -> pd.DataFrame:
     """Read picks from a file, project or folder, whatever format it is in.
 
@@ -118,9 +127,13 @@ def read_picks(
     tomogram_shapes : dict, optional
         ``experiment -> (shape_zyx, spacing_A)``; needed for STAR files.
     particle_type : str, optional
-        For STAR files without ``rlnClassNumber``: the type of all picks.
+        For STAR files: the type of all picks (needed unless the file carries
+        cryopick's own class labels, see :func:`cryopick.io.picks_star.read_star_picks`).
     user_id, session_id : str, optional
         For projects: read only pick files of this user / session.
+    single_source : bool
+        For projects: an error if picks of several user/session pairs remain (else they
+        are merged with a warning).
 
     Returns
     -------
@@ -135,17 +148,19 @@ def read_picks(
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
+    project = {"user_id": user_id, "session_id": session_id, "single_source": single_source}
     if path.is_dir():
-        return read_copick_project_picks(path, user_id=user_id, session_id=session_id)
+        return read_copick_project_picks(path, **project)
     suffix = path.suffix.lower()
+    if suffix != ".json" and is_copick_config(path):  # e.g. the notebooks' copick.config
+        return read_copick_project_picks(path, **project)
     if suffix == ".json":
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise InputError(path, f"cannot read JSON: {err}") from None
         if isinstance(data, dict) and "overlay_root" in data:
-            layout = resolve_layout(path)
-            return read_copick_project_picks(layout, user_id=user_id, session_id=session_id)
+            return read_copick_project_picks(path, **project)
         if is_copick_picks(data):
             return read_copick_picks_file(path, data)
         raise InputError(path, "JSON is neither a copick config nor a copick pick file")
@@ -160,6 +175,96 @@ def read_picks(
         f"unknown picks file type {suffix!r}: expected {', '.join(known)}, "
         "a copick config, or a project folder",
     )
+
+
+def read_truth(
+    path: str | Path,
+    *,
+    tomogram_shapes: dict[str, tuple[tuple[int, int, int], float]] | None = None,
+    particle_type: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+) -> pd.DataFrame:
+    """Read ground-truth picks: from one annotation source, without duplicates.
+
+    As :func:`read_picks`, except that a project must hold one user/session pair after
+    the ``user_id`` / ``session_id`` filter (an error lists the pairs and their pick
+    counts: merging annotators, or cryopick's own picks, into the truth inflates the
+    score), and truth points of one run and type within the match distance of each
+    other are merged with a warning naming the file
+    (:func:`cryopick.metrics.merge_duplicate_truth`).
+
+    Parameters
+    ----------
+    path : str or Path
+        Any source :func:`read_picks` reads.
+    tomogram_shapes, particle_type, user_id, session_id
+        As for :func:`read_picks`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The truth picks table.
+    """
+    from cryopick.metrics import merge_duplicate_truth
+
+    df = read_picks(
+        path, tomogram_shapes=tomogram_shapes, particle_type=particle_type, user_id=user_id,
+        session_id=session_id, single_source=True,
+    )  # fmt: skip
+    return merge_duplicate_truth(df, source=path)
+
+
+def _some(names: Sequence[str], n: int = 5) -> str:
+    """List the first ``n`` names, and how many more there are."""
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def check_experiments(
+    truth: pd.DataFrame,
+    picks: pd.DataFrame,
+    truth_source: str | Path | None = None,
+    picks_source: str | Path | None = None,
+) -> None:
+    """Say which runs of the picks and of the truth do not match by name.
+
+    The metric pairs picks and truth by run name (``experiment``): picks of runs without
+    truth are ignored, and truth runs without picks count as all missed. Both are logged
+    as warnings, naming the runs.
+
+    Parameters
+    ----------
+    truth, picks : pandas.DataFrame
+        Truth and picks tables.
+    truth_source, picks_source : str or Path, optional
+        Where they came from, named in the messages.
+
+    Raises
+    ------
+    InputError
+        If there are picks but none of their runs is a truth run (the score would be 0
+        for a naming mismatch); the message lists a few run names of each side.
+    """
+    truth_runs, pick_runs = set(truth["experiment"]), set(picks["experiment"])
+    if pick_runs and truth_runs and not pick_runs & truth_runs:
+        truth_name = f"truth ({truth_source})" if truth_source else "truth"
+        raise InputError(
+            picks_source,
+            f"no run of the picks is a run of the {truth_name}: picks have "
+            f"{_some(sorted(pick_runs))}; truth has {_some(sorted(truth_runs))} "
+            "(run names must be equal)",
+        )
+    if extra := sorted(pick_runs - truth_runs):
+        log.warning(
+            "%s: %d run(s) have no truth, their picks are not scored: %s",
+            picks_source or "picks", len(extra), _some(extra),
+        )  # fmt: skip
+    if missing := sorted(truth_runs - pick_runs):
+        log.warning(
+            "%s: %d truth run(s) have no picks (all their particles count as missed): %s",
+            truth_source or "truth", len(missing), _some(missing),
+        )  # fmt: skip
 
 
 def write_picks(df: pd.DataFrame, path: str | Path, format: str = "csv", **options: Any) -> Any:

@@ -24,22 +24,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cryopick.errors import InputError
-from cryopick.io.atomic import write_text_atomic
-from cryopick.io.layout import RUNS_DIR, ProjectLayout, picks_filename, resolve_layout
+from cryopick.io.layout import RUNS_DIR, ProjectLayout, resolve_layout
 from cryopick.io.picks_table import (
-    IDENTITY_MATRIX,
     TRANSFORMATION_COLUMN,
     empty_picks,
     validate_picks,
 )
-from cryopick.particles import PARTICLE_NAMES, UnknownParticleError, resolve_particle_name
+from cryopick.particles import UnknownParticleError, resolve_particle_name
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +128,27 @@ def _pick_files(layout: ProjectLayout) -> list[Path]:
     return files
 
 
+def _several_sources(
+    layout: ProjectLayout, found: dict[tuple[str, str], int], single_source: bool
+) -> None:
+    """Warn that picks of several user/session pairs were merged, or refuse to merge them."""
+    where = layout.config_path or layout.overlay_root
+    pairs = ", ".join(f"{u}/{s} ({n} picks)" for (u, s), n in sorted(found.items()))
+    if single_source:
+        raise InputError(
+            where,
+            f"holds picks of {len(found)} user/session pairs: {pairs}; choose one "
+            "(--truth-user/--truth-session, --picks-user/--picks-session)",
+        )
+    log.warning("%s: picks of several user/session pairs were merged: %s (filter by "
+                "user/session)", where, pairs)  # fmt: skip
+
+
 def read_copick_project_picks(
     path: str | Path | ProjectLayout,
     user_id: str | None = None,
     session_id: str | None = None,
+    single_source: bool = False,
 ) -> pd.DataFrame:
     """Read all pick files of a copick project or Kaggle challenge folder.
 
@@ -147,6 +160,10 @@ def read_copick_project_picks(
     user_id, session_id : str, optional
         Keep only files of this user / session (as recorded in the JSON, else in the
         file name). None keeps all.
+    single_source : bool
+        Require the picks kept to come from one user/session pair (ground truth, where
+        merging annotators, or cryopick's own picks, would be wrong); by default several
+        pairs are merged with a warning.
 
     Returns
     -------
@@ -154,13 +171,19 @@ def read_copick_project_picks(
         Picks of all runs. Files of objects that are not particle types (e.g. membranes)
         are skipped with a warning. When one run holds the same user, session and object
         twice (``<object>.json`` beside ``<user>_<session>_<object>.json``), it is read once.
+
+    Raises
+    ------
+    InputError
+        With ``single_source``, if several user/session pairs remain; the message lists
+        them with their pick counts.
     """
-    layout = path if isinstance(path, ProjectLayout) else resolve_layout(path)
+    layout = path if isinstance(path, ProjectLayout) else resolve_layout(path, content="picks")
     if layout is None:
         raise InputError(
             path, "not a copick config, a Kaggle root, or a folder holding ExperimentRuns"
         )
-    frames, seen, found = [], set(), set()
+    frames, seen, found = [], set(), {}
     for file in _pick_files(layout):
         data = _load_json(file)
         if not is_copick_picks(data):
@@ -183,119 +206,17 @@ def read_copick_project_picks(
         if key in seen:
             continue
         seen.add(key)
-        found.add((user, session))
         frames.append(read_copick_picks_file(file, data))
+        found[(user, session)] = found.get((user, session), 0) + len(frames[-1])
     if len(found) > 1:
-        log.warning(
-            "%s: picks of several user/session pairs were merged: %s (filter by user/session)",
-            layout.config_path or layout.overlay_root,
-            ", ".join(f"{u}/{s}" for u, s in sorted(found)),
-        )
+        _several_sources(layout, found, single_source)
     if not frames:
         return empty_picks()
     return validate_picks(pd.concat(frames, ignore_index=True))
 
 
-def _check_id(value: str, what: str) -> str:
-    value = str(value)
-    if not value or any(c in value for c in "_/\\ \t\n"):
-        raise InputError(
-            None, f"copick {what} {value!r} must be non-empty without '_', '/' or spaces"
-        )
-    return value
+# the writer lives in its own module; imported here for callers of this module
+from cryopick.io.picks_copick_write import write_copick_picks  # noqa: E402
 
-
-def _object_names(layout: ProjectLayout | None) -> dict[str, str]:
-    """Canonical particle name -> the name the project's config uses for it."""
-    names = {p: p for p in PARTICLE_NAMES}
-    for obj in layout.pickable_objects if layout else []:
-        try:
-            names[resolve_particle_name(obj["name"])] = obj["name"]
-        except (UnknownParticleError, KeyError, TypeError):
-            continue
-    return names
-
-
-def write_copick_picks(
-    df: pd.DataFrame,
-    layout_or_overlay_root: ProjectLayout | str | Path,
-    user_id: str,
-    session_id: str,
-    voxel_spacing: float | None = None,
-    runs: Iterable[str] = (),
-    particle_types: Sequence[str] | None = None,
-) -> list[Path]:
-    """Write picks as copick pick files, one per run and particle type, atomically.
-
-    For every run in ``df`` (and in ``runs``) and every type in ``particle_types``,
-    ``ExperimentRuns/<run>/Picks/<user>_<session>_<object>.json`` is (re)written, with
-    an empty point list where there are no picks, so picks of an earlier session with
-    the same ids do not linger. Files of other users or sessions are never touched.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Picks table (Å).
-    layout_or_overlay_root : ProjectLayout or str or Path
-        A project layout, a copick config JSON, a Kaggle root, or an overlay folder
-        (created if missing).
-    user_id, session_id : str
-        Pick file owner; no ``_``, ``/`` or spaces.
-    voxel_spacing : float, optional
-        Recorded in the files (``null`` if omitted).
-    runs : iterable of str
-        Extra runs to write (empty) files for, e.g. runs where nothing was found.
-    particle_types : sequence of str, optional
-        Types to write files for; default all six.
-
-    Returns
-    -------
-    list of Path
-        The files written.
-    """
-    user_id, session_id = _check_id(user_id, "user_id"), _check_id(session_id, "session_id")
-    if isinstance(layout_or_overlay_root, ProjectLayout):
-        layout: ProjectLayout | None = layout_or_overlay_root
-    else:
-        layout = resolve_layout(layout_or_overlay_root)
-    overlay = layout.overlay_root if layout else Path(layout_or_overlay_root)
-    df = validate_picks(df)
-    types = PARTICLE_NAMES if particle_types is None else particle_types
-    types = list(dict.fromkeys(resolve_particle_name(t) for t in types))
-    names = _object_names(layout)
-    has_tf = TRANSFORMATION_COLUMN in df.columns
-    written = []
-    for run in sorted(set(df["experiment"]) | {str(r) for r in runs}):
-        run_df = df[df["experiment"] == run]
-        for ptype in types:
-            sel = run_df[run_df["particle_type"] == ptype]
-            tfs = sel[TRANSFORMATION_COLUMN] if has_tf else [IDENTITY_MATRIX] * len(sel)
-            columns = (sel["x"], sel["y"], sel["z"], sel["score"], tfs)
-            points = [
-                {
-                    "location": {"x": float(x), "y": float(y), "z": float(z)},
-                    "transformation_": np.asarray(tf, dtype=np.float64).tolist(),
-                    "instance_id": 0,
-                    "score": None if math.isnan(s) else float(s),
-                }
-                for x, y, z, s, tf in zip(*columns, strict=True)
-            ]
-            content = {
-                "pickable_object_name": names[ptype],
-                "user_id": user_id,
-                "session_id": session_id,
-                "run_name": run,
-                "voxel_spacing": None if voxel_spacing is None else float(voxel_spacing),
-                "unit": "angstrom",
-                "points": points,
-                "trust_orientation": has_tf,
-            }
-            path = (
-                overlay
-                / RUNS_DIR
-                / run
-                / "Picks"
-                / picks_filename(user_id, session_id, names[ptype])
-            )
-            written.append(write_text_atomic(path, json.dumps(content, indent=1)))
-    return written
+__all__ = ["is_copick_picks", "read_copick_picks_file", "read_copick_project_picks",
+           "write_copick_picks"]  # fmt: skip

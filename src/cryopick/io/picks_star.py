@@ -16,8 +16,13 @@ so for even ``N`` the centre lies half a voxel past voxel ``N/2 - 1``, not at
 
 Columns written: ``rlnTomoName``, ``rlnCenteredCoordinate{X,Y,Z}Angst``,
 ``rlnClassNumber`` (the particle label 1-6, see :data:`cryopick.particles.PARTICLES`)
-and ``rlnAutopickFigureOfMerit`` (the score; omitted when no pick has one).
-Orientations are not written.
+and ``rlnAutopickFigureOfMerit`` (the score; omitted when no pick has one), after a
+first comment line :data:`CRYOPICK_MARKER`. Orientations are not written.
+
+``rlnClassNumber`` is read as the particle label only in files cryopick wrote (the
+marker, or no columns beyond those above, as in files of earlier versions): elsewhere,
+e.g. after a RELION Class3D job, it is a class of that job, not a particle type, and
+the type of all picks must be given (``particle_type``).
 """
 
 from __future__ import annotations
@@ -31,11 +36,23 @@ import pandas as pd
 from cryopick.errors import InputError
 from cryopick.io.atomic import atomic_path
 from cryopick.io.picks_table import empty_picks, validate_picks
-from cryopick.particles import UnknownParticleError, get_particle, get_particle_by_label
+from cryopick.particles import (
+    PARTICLES,
+    UnknownParticleError,
+    get_particle,
+    get_particle_by_label,
+)
 
 TomogramShapes = Mapping[str, tuple[Sequence[int], float]]
 """experiment -> (shape_zyx in voxels, spacing_A)."""
 
+CRYOPICK_MARKER = "# written by cryopick: rlnClassNumber is the particle label"
+"""First line of STAR files cryopick writes: their rlnClassNumber is a particle label."""
+
+_TYPE_HINT = (
+    "give the particle type of all its picks (cryopick evaluate: --particle-type, or "
+    "--truth-particle-type for the truth)"
+)
 _CENTERED = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
              "rlnCenteredCoordinateZAngst")  # fmt: skip
 
@@ -107,7 +124,35 @@ def write_star_picks(
         out = out.drop(columns="rlnAutopickFigureOfMerit")  # e.g. ground truth
     with atomic_path(path) as tmp:
         starfile.write({"particles": out}, tmp, float_format="%.6f", na_rep="nan")
+        labels = ", ".join(f"{p.label} {p.name}" for p in PARTICLES)
+        tmp.write_text(f"{CRYOPICK_MARKER} ({labels})\n{tmp.read_text()}")
     return Path(path)
+
+
+def _written_by_cryopick(path: Path, table: pd.DataFrame) -> bool:
+    """Tell whether cryopick wrote this STAR file: its marker line, or only its columns."""
+    with path.open(errors="replace") as f:
+        head = [f.readline() for _ in range(3)]
+    own = {"rlnTomoName", *_CENTERED, "rlnClassNumber", "rlnAutopickFigureOfMerit"}
+    return any(line.startswith(CRYOPICK_MARKER) for line in head) or set(table) <= own
+
+
+def _particle_types(path: Path, table: pd.DataFrame, particle_type: str | None) -> list[str]:
+    """Particle type of every row: ``particle_type``, else cryopick's rlnClassNumber."""
+    if particle_type is not None:
+        return [particle_type] * len(table)
+    if "rlnClassNumber" not in table:
+        raise InputError(path, f"no rlnClassNumber column: {_TYPE_HINT}")
+    if not _written_by_cryopick(path, table):
+        raise InputError(
+            path,
+            "not written by cryopick, so its rlnClassNumber is not a particle label (in "
+            f"RELION it is e.g. a Class3D class): {_TYPE_HINT}",
+        )
+    try:
+        return [get_particle_by_label(int(c)).name for c in table["rlnClassNumber"]]
+    except (UnknownParticleError, ValueError) as err:
+        raise InputError(path, f"rlnClassNumber is not a particle label: {err}") from None
 
 
 def read_star_picks(
@@ -124,8 +169,8 @@ def read_star_picks(
     tomogram_shapes : mapping
         ``experiment -> (shape_zyx, spacing_A)`` for every tomogram named in the file.
     particle_type : str, optional
-        Type of all picks; needed when the file has no ``rlnClassNumber`` column,
-        overrides it otherwise.
+        Type of all picks; needed unless the file was written by cryopick (only then is
+        ``rlnClassNumber`` a particle label); overrides it otherwise.
 
     Returns
     -------
@@ -151,15 +196,7 @@ def read_star_picks(
         raise InputError(path, "STAR particle block has no rlnTomoName column")
     if table.empty:
         return empty_picks()
-    if particle_type is not None:
-        types = [particle_type] * len(table)
-    elif "rlnClassNumber" in table:
-        try:
-            types = [get_particle_by_label(int(c)).name for c in table["rlnClassNumber"]]
-        except (UnknownParticleError, ValueError) as err:
-            raise InputError(path, f"rlnClassNumber is not a particle label: {err}") from None
-    else:
-        raise InputError(path, "no rlnClassNumber column: give the particle type of the picks")
+    types = _particle_types(path, table, particle_type)
     experiments = table["rlnTomoName"].astype(str).to_numpy()
     xyz = table[list(_CENTERED)].to_numpy(dtype=np.float64)
     for exp in pd.unique(experiments):

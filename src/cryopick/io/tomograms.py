@@ -2,8 +2,10 @@
 
 ``read_tomograms(path)`` accepts
 
-* a copick filesystem config JSON (tomograms under its static or overlay root),
-* a Kaggle challenge root (``<root>/static/ExperimentRuns/...``),
+* a copick filesystem config JSON, whatever its file name (tomograms under its static or
+  overlay root),
+* a Kaggle challenge root (``<root>/static/ExperimentRuns/...``), or the competition
+  download holding ``train/`` and ``test/`` such roots when only one of them has runs,
 * a folder holding ``ExperimentRuns/``,
 * a folder of ``.mrc``/``.rec``/``.zarr`` volumes (run name = file stem),
 * one ``.mrc``/``.rec`` file or one ``.zarr`` store (run name = stem).
@@ -11,11 +13,13 @@
 The voxel size always comes from the data's own metadata (zarr ``scale``, MRC header),
 never from a ``VoxelSpacing`` folder name: the challenge data sit in ``VoxelSpacing10.000``
 but their metadata say 10.012 Å. Data stay lazy (zarr.Array / numpy.memmap) until
-:meth:`Tomogram.to_numpy`.
+:meth:`Tomogram.to_numpy`. In projects, runs without the requested reconstruction type
+are skipped with a warning (:func:`runs_with_tomo_type`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,8 +34,18 @@ from cryopick.io.layout import ProjectLayout, resolve_layout
 from cryopick.io.mrc import MRC_SUFFIXES, read_mrc
 from cryopick.io.omezarr import read_ome_zarr, write_ome_zarr
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TOMO_TYPE = "denoised"
 _SPACING_DIR = re.compile(r"^VoxelSpacing(\d+(?:\.\d*)?)$")
+
+
+class MissingTomoTypeError(InputError):
+    """No run asked for has a tomogram of the requested type (the message lists those it has).
+
+    Raised for ``read_tomogram(path, run=X)`` when run ``X`` lacks the type, so a caller
+    handling many runs one by one can skip that run and fail on anything else.
+    """
 
 
 @dataclass
@@ -43,7 +57,9 @@ class Tomogram:
     name : str
         Run (experiment) name; picks of this tomogram carry it as ``experiment``.
     data : zarr.Array or numpy.memmap or numpy.ndarray, shape (Z, Y, X)
-        The voxels, not necessarily in memory.
+        The voxels, not necessarily in memory. OME-Zarr levels are checked zarr arrays:
+        reading a missing or corrupt chunk raises InputError naming the store and chunk
+        (:mod:`cryopick.io.omezarr_checks`).
     spacing_A : float
         Voxel size in Å, from the file's metadata.
     source : Path
@@ -102,8 +118,9 @@ def read_tomograms(
     Parameters
     ----------
     path : str or Path
-        Copick config JSON, Kaggle root, ``ExperimentRuns`` parent, folder of volumes,
-        or a single ``.mrc``/``.rec``/``.zarr``.
+        Copick config JSON (any file name), Kaggle root, competition folder with one
+        split, ``ExperimentRuns`` parent, folder of volumes, or a single
+        ``.mrc``/``.rec``/``.zarr``.
     tomo_type : str
         Reconstruction type to take from project layouts (ignored for plain files).
     level : int
@@ -122,8 +139,10 @@ def read_tomograms(
     Raises
     ------
     InputError
-        If nothing readable is found, a requested run is missing, or a run lacks
-        ``tomo_type`` (the message lists the types it has).
+        If nothing readable is found or a requested run is missing.
+    MissingTomoTypeError
+        If no selected run has ``tomo_type`` (the message lists the types they have).
+        Runs lacking it are otherwise skipped with a warning.
     """
     path = Path(path)
     if not path.exists():
@@ -158,7 +177,15 @@ def read_tomogram(
     spacing_A: float | None = None,
     run: str | None = None,
 ) -> Tomogram:
-    """Open exactly one tomogram (``run`` picks it from a project); see :func:`read_tomograms`."""
+    """Open exactly one tomogram (``run`` picks it from a project); see :func:`read_tomograms`.
+
+    Raises
+    ------
+    MissingTomoTypeError
+        If ``run`` (or the only run) has no ``tomo_type`` tomogram.
+    InputError
+        If ``path`` holds several tomograms and no ``run`` is given, or cannot be read.
+    """
     tomograms = read_tomograms(
         path, tomo_type, level, spacing_A, runs=None if run is None else [run]
     )
@@ -214,6 +241,86 @@ def _spacing_dirs(layout: ProjectLayout, run: str) -> list[tuple[Path, float]]:
     return found
 
 
+def runs_with_tomo_type(
+    layout: ProjectLayout, runs: Sequence[str], tomo_type: str
+) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
+    """Split ``runs`` into those that have a ``tomo_type`` tomogram and those that do not.
+
+    Only folder names are looked at; no tomogram is opened.
+
+    Returns
+    -------
+    kept : list of str
+        Runs with a ``<tomo_type>.zarr`` in some ``VoxelSpacing`` folder, in input order.
+    skipped : dict
+        The other runs, each mapped to the types it has (:func:`list_tomo_types`).
+    """
+    kept, skipped = [], {}
+    for run in runs:
+        if _tomo_type_stores(layout, run, tomo_type):
+            kept.append(run)
+        else:
+            skipped[run] = list_tomo_types(layout, run)
+    return kept, skipped
+
+
+def select_runs_with_tomo_type(
+    source: str | Path, layout: ProjectLayout, runs: Sequence[str], tomo_type: str
+) -> list[str]:
+    """Keep the runs that have ``tomo_type``, warning about (and listing) the others.
+
+    Raises
+    ------
+    MissingTomoTypeError
+        If none of ``runs`` has ``tomo_type``; the message lists the types they have.
+    """
+    kept, skipped = runs_with_tomo_type(layout, runs, tomo_type)
+    if not skipped:
+        return kept
+    if not kept:
+        if len(skipped) == 1:
+            run, types = next(iter(skipped.items()))
+            raise MissingTomoTypeError(
+                layout.run_dirs(run)[0],
+                f"run {run!r} has no {tomo_type!r} tomogram; available: "
+                f"{_describe_types(types) or 'none'}",
+            )
+        counts: dict[str, int] = {}
+        for types in skipped.values():
+            for t in types:
+                counts[t] = counts.get(t, 0) + 1
+        listing = ", ".join(f"{t} ({n} of {len(skipped)} runs)" for t, n in sorted(counts.items()))
+        raise MissingTomoTypeError(
+            source, f"no run has a {tomo_type!r} tomogram; available: {listing or 'none'}"
+        )
+    shown = [f"{r} (has: {_describe_types(t) or 'none'})" for r, t in list(skipped.items())[:20]]
+    more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+    log.warning(
+        "%s: skipping %d of %d runs without a %r tomogram: %s%s",
+        source,
+        len(skipped),
+        len(runs),
+        tomo_type,
+        "; ".join(shown),
+        more,
+    )
+    return kept
+
+
+def _describe_types(types: dict[str, list[float]]) -> str:
+    return ", ".join(f"{t} ({'/'.join(f'{s:g}' for s in sp)} Å)" for t, sp in types.items())
+
+
+def _tomo_type_stores(layout: ProjectLayout, run: str, tomo_type: str) -> dict[float, Path]:
+    """``<tomo_type>.zarr`` stores of a run by folder voxel spacing, overlay first."""
+    candidates: dict[float, Path] = {}
+    for spacing_dir, folder_A in _spacing_dirs(layout, run):
+        store = spacing_dir / f"{tomo_type}.zarr"
+        if store.is_dir():
+            candidates.setdefault(folder_A, store)  # overlay before static
+    return candidates
+
+
 def _read_layout(
     source: Path,
     layout: ProjectLayout,
@@ -225,23 +332,12 @@ def _read_layout(
     names = layout.run_names()
     if not names:
         raise InputError(source, "no runs: the ExperimentRuns/ folder is missing or empty")
-    selected = _check_runs(source, names, runs)
+    selected = select_runs_with_tomo_type(
+        source, layout, _check_runs(source, names, runs), tomo_type
+    )
     tomograms = []
     for run in selected:
-        candidates: dict[float, Path] = {}
-        for spacing_dir, folder_A in _spacing_dirs(layout, run):
-            store = spacing_dir / f"{tomo_type}.zarr"
-            if store.is_dir():
-                candidates.setdefault(folder_A, store)  # overlay before static
-        if not candidates:
-            available = list_tomo_types(layout, run)
-            listing = ", ".join(
-                f"{t} ({'/'.join(f'{s:g}' for s in sp)} Å)" for t, sp in available.items()
-            )
-            raise InputError(
-                layout.run_dirs(run)[0],
-                f"run {run!r} has no {tomo_type!r} tomogram; available: {listing or 'none'}",
-            )
+        candidates = _tomo_type_stores(layout, run, tomo_type)
         if spacing_A is None:
             folder_A = min(candidates)
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,62 @@ def write_run(run: SimulatedRun, layout: object, n_levels: int = 3) -> None:
     write_label_zarr(seg, run.labels, run.spacing_A)
 
 
+def prepare_project_folder(out_dir: Path, overwrite: bool) -> list[str]:
+    """Check that ``out_dir`` may receive a new simulation; clear an old one on ``overwrite``.
+
+    A missing or empty folder is fine. A non-empty one is refused unless ``overwrite`` is
+    given and it holds an earlier cryopick simulation (its ``simulation.json``); then the
+    runs that simulation wrote are removed (so runs of two seeds never mix) and the config
+    and record are replaced. Nothing that cryopick did not simulate is removed.
+
+    Returns
+    -------
+    list of str
+        Names of the runs removed.
+
+    Raises
+    ------
+    InputError
+        If ``out_dir`` is a file, or is not empty and may not be replaced.
+    """
+    from cryopick.errors import InputError
+    from cryopick.io.layout import RUNS_DIR
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "is a file: give a folder for the simulated project")
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return []
+    record_path = out_dir / "simulation.json"
+    if not overwrite:
+        raise InputError(
+            out_dir,
+            "is not empty: simulate writes a new project; choose a new or empty folder, or "
+            "pass --overwrite to replace an earlier cryopick simulation there",
+        )
+    try:
+        old_runs = list(json.loads(record_path.read_text())["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(
+            out_dir,
+            "is not a cryopick simulation (no readable simulation.json): --overwrite replaces "
+            "only simulated projects; choose a new or empty folder",
+        ) from None
+    runs_dir = (out_dir / RUNS_DIR).resolve()
+    removed = []
+    for name in old_runs:
+        run_dir = out_dir / RUNS_DIR / str(name)
+        inside = run_dir.resolve().parent == runs_dir and not run_dir.is_symlink()
+        if inside and run_dir.is_dir():
+            shutil.rmtree(run_dir)
+            removed.append(str(name))
+    logger.warning(
+        "%s: --overwrite: replacing the earlier simulation (copick_config.json, "
+        "simulation.json and its %d run(s) %s)",
+        out_dir, len(removed), ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""),
+    )  # fmt: skip
+    return removed
+
+
 def simulate_project(
     out_dir: str | Path,
     n_runs: int,
@@ -181,13 +238,14 @@ def simulate_project(
     spacing_A: float = 10.0,
     preset: str | SimulationConfig = "czii",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Simulate ``n_runs`` tomograms and write them as a copick filesystem project.
 
     Parameters
     ----------
     out_dir : str or Path
-        Project folder (created; existing runs of the same names are replaced).
+        Project folder: new, empty, or (with ``overwrite``) an earlier simulation.
     n_runs : int
         Number of runs, named ``sim_0000``, ``sim_0001``, ...
     seed : int
@@ -200,6 +258,9 @@ def simulate_project(
         Simulator settings (``czii`` or ``easy``).
     progress : bool
         Show a rich progress bar.
+    overwrite : bool
+        Replace an earlier cryopick simulation in ``out_dir`` (see
+        :func:`prepare_project_folder`); without it a non-empty ``out_dir`` is an error.
 
     Returns
     -------
@@ -215,6 +276,7 @@ def simulate_project(
         raise ValueError(f"n_runs must be >= 1, got {n_runs}")
     config = get_preset(preset)
     out_dir = Path(out_dir)
+    prepare_project_folder(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = make_copick_config(
         f"cryopick simulation ({config.name})",
@@ -228,8 +290,11 @@ def simulate_project(
         "shape_zyx": list(shape),
         "spacing_A": spacing_A,
         "config": config.model_dump(),
-        "runs": {},
+        "complete": False,
+        # the planned runs first: an interrupted simulation can still be replaced whole
+        "runs": {run_name(i): {} for i in range(n_runs)},
     }
+    write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -246,5 +311,6 @@ def simulate_project(
             write_run(run, layout)
             record["runs"][name] = {**run.params, "timings_s": run.timings_s}
             bar.advance(task)
+    record["complete"] = True
     write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
     return config_path
