@@ -201,15 +201,15 @@ def test_default_window_is_the_whole_small_volume(volume):
 
 
 def test_precision_auto_avoids_emulated_bf16_on_cpu(monkeypatch):
-    import cryopick.infer as infer
+    import cryopick.runtime as runtime
 
-    monkeypatch.setattr(infer, "cpu_has_fast_bf16", lambda: False)
-    assert infer.resolve_precision("auto", torch.device("cpu")) is None
-    monkeypatch.setattr(infer, "cpu_has_fast_bf16", lambda: True)
-    assert infer.resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
-    assert infer.resolve_precision("fp32", torch.device("cpu")) is None
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    assert runtime.resolve_precision("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+    assert runtime.resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
+    assert runtime.resolve_precision("fp32", torch.device("cpu")) is None
     with pytest.raises(ValueError, match="precision"):
-        infer.resolve_precision("int8", torch.device("cpu"))
+        runtime.resolve_precision("int8", torch.device("cpu"))
 
 
 def test_bf16_path_matches_fp32_within_bf16_rounding(volume):
@@ -223,18 +223,18 @@ def test_bf16_path_matches_fp32_within_bf16_rounding(volume):
 
 
 def test_training_channels_last_follows_the_cpu(monkeypatch):
-    import cryopick.infer as infer
+    import cryopick.runtime as runtime
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(infer, "_cpu_flags", lambda: "flags : fpu avx2 avx512f avx512_bf16")
-    assert infer.resolve_training_channels_last(None, cpu) is True
-    assert infer.resolve_training_channels_last(None, cuda) is False
-    assert infer.resolve_training_channels_last(False, cpu) is False
-    assert infer.cpu_has_fast_bf16() is True
-    monkeypatch.setattr(infer, "_cpu_flags", lambda: "flags : fpu avx2 fma")
-    assert infer.resolve_training_channels_last(None, cpu) is False
-    assert infer.resolve_training_channels_last(True, cpu) is True
-    assert infer.cpu_has_fast_bf16() is False
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: "flags : fpu avx2 avx512f avx512_bf16")
+    assert runtime.resolve_training_channels_last(None, cpu) is True
+    assert runtime.resolve_training_channels_last(None, cuda) is False
+    assert runtime.resolve_training_channels_last(False, cpu) is False
+    assert runtime.cpu_has_fast_bf16() is True
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: "flags : fpu avx2 fma")
+    assert runtime.resolve_training_channels_last(None, cpu) is False
+    assert runtime.resolve_training_channels_last(True, cpu) is True
+    assert runtime.cpu_has_fast_bf16() is False
 
 
 def test_progress_reports_every_window(volume):

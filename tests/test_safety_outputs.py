@@ -346,3 +346,22 @@ def test_a_tomogram_smaller_than_the_window_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="cryopick.predict"):
         predict_tomogram(_tomogram(thin), DarkBlobDetector(), card, device="cpu")
     assert "smaller than the network's 16x16x16-voxel window (z 8 < 16)" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore:Data array contains NaN")  # the point of the test
+def test_report_warns_about_slices_without_data(tmp_path, caplog):
+    from cryopick.report import write_report
+
+    tomos = tmp_path / "tomos"
+    tomos.mkdir()
+    write_mrc(tomos / "TS_flat.mrc", np.full((24, 40, 44), 3.0, np.float32), 10.0)
+    write_mrc(tomos / "TS_nan.mrc", np.full((24, 40, 44), np.nan, np.float32), 10.0)
+    write_mrc(tomos / "TS_ok.mrc", _volume(), 10.0)
+    picks = tmp_path / "picks.csv"
+    make_picks("TS_ok", "apo-ferritin", [[100.0, 120.0, 120.0]]).to_csv(picks, index=False)
+    with caplog.at_level(logging.WARNING):
+        write_report(tomos, picks, tmp_path / "report.html")
+    warnings = [r.getMessage() for r in caplog.records if "show no data" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "TS_flat" in warnings[0] and "is constant (3 everywhere)" in warnings[0]
+    assert "TS_nan" in warnings[1] and "no finite value" in warnings[1]

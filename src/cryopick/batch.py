@@ -386,12 +386,15 @@ def predict_batch(
     from cryopick.model import read_model_card
     from cryopick.predict import PredictConfig, bundled_model_dir
     from cryopick.predict_output import check_output_target, write_predictions
+    from cryopick.runtime import resolve_device
 
     check_output_target(output, format, input_path)  # before any work
     if isinstance(shard, str):
         shard = parse_shard(shard)
     if isinstance(cluster, dict):
         cluster = cluster_config_from_options(cluster, sharded=shard is not None)
+    if cluster is None or not (cluster.scheduler or cluster.slurm):
+        resolve_device(config.device if config else "auto")  # workers on this machine: check now
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
     model_spacing_A = read_model_card(model_dir).spacing_A
     config = config or PredictConfig()

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cryopick.errors import InputError, RunsFailedError
+from cryopick.errors import InputError, RunsFailedError, squeeze_error
 
 app = typer.Typer(
     name="cryopick",
@@ -135,7 +135,9 @@ def _train_config(config_file: Path | None, settings: list[str], **given: Any) -
         try:
             data = json.loads(config_file.read_text())
         except (OSError, ValueError) as err:
-            raise InputError(config_file, f"not a valid training config: {err}") from None
+            raise InputError(
+                config_file, f"not a valid training config: {squeeze_error(err)}"
+            ) from None
     for item in settings:
         key, sep, text = item.partition("=")
         if not sep:
@@ -153,7 +155,7 @@ def _train_config(config_file: Path | None, settings: list[str], **given: Any) -
     try:
         return TrainConfig.model_validate(data)
     except ValueError as err:
-        raise InputError(config_file, f"invalid training settings: {err}") from None
+        raise InputError(config_file, f"invalid training settings: {squeeze_error(err)}") from None
 
 
 @app.command()
@@ -227,12 +229,16 @@ def _predict_config(config_file: Path | None, **overrides: Any) -> Any:
         try:
             base = PredictConfig.model_validate_json(config_file.read_text())
         except (OSError, ValueError) as err:
-            raise InputError(config_file, f"not a valid prediction config: {err}") from None
+            raise InputError(
+                config_file, f"not a valid prediction config: {squeeze_error(err)}"
+            ) from None
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return PredictConfig.model_validate({**base.model_dump(), **given})
     except ValueError as err:
-        raise InputError(config_file, f"invalid prediction settings: {err}") from None
+        raise InputError(
+            config_file, f"invalid prediction settings: {squeeze_error(err)}"
+        ) from None
 
 
 def _print_summary(picks: Any, runs: list[str]) -> None:

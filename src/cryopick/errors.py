@@ -6,6 +6,7 @@ The CLI prints these as one clear line (no traceback) and exits with status 2.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class InputError(ValueError):
@@ -55,9 +56,29 @@ class RunsFailedError(RuntimeError):
         super().__init__(f"{len(self.failures)} of {n_runs} run(s) failed ({where})")
 
 
+def squeeze_error(err: BaseException | str, limit: int = 300) -> str:
+    """Return an error's text on one line, cut at ``limit`` characters.
+
+    A pydantic ``ValidationError`` becomes ``field: problem (got value); ...`` (its own text
+    spans several lines under a header).
+    """
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        err = "; ".join(map(_describe_validation_item, err.errors(include_url=False)))
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_validation_item(item: Any) -> str:
+    got = item["input"]
+    shown = "" if isinstance(got, dict | list) or len(repr(got)) > 40 else f" (got {got!r})"
+    return f"{'.'.join(map(str, item['loc']))}: {item['msg']}{shown}".lstrip(": ")
+
+
 def one_line_error(err: BaseException) -> str:
-    """Describe an error in one line: an InputError's own text, else its type and first line."""
-    text = str(err).strip().splitlines()
+    """Describe an error in one line: an InputError's own text, else its type and text."""
     if isinstance(err, InputError):
-        return text[0] if text else type(err).__name__
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+        return squeeze_error(err)
+    text = squeeze_error(err)
+    return text if text == type(err).__name__ else f"{type(err).__name__}: {text}"

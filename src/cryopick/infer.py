@@ -19,9 +19,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from functools import lru_cache
 from itertools import product
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,72 +29,19 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from cryopick.runtime import (  # noqa: F401 - re-exported: callers import them from here
+    cpu_has_fast_bf16,
+    resolve_device,
+    resolve_precision,
+    resolve_training_channels_last,
+)
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PATCH_EDGE = 192
 PROBE_PATCH = (32, 32, 32)  # probes the output stride of models that do not declare it
 # flips that keep z as z (the missing wedge is not symmetric under z flips)
 TTA_FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Return a torch device: ``"auto"`` picks CUDA when available, else the CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but CUDA is not available")
-    return torch.device(device)
-
-
-@lru_cache(maxsize=1)
-def _cpu_flags() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX).
-
-    Without them, bf16 matmuls and convolutions fall back to slow reference kernels
-    (measured: ~0.2 GFLOP/s bf16 vs ~80 GFLOP/s fp32 on a 2-core AVX2 EPYC).
-    """
-    flags = _cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_training_channels_last(channels_last: bool | None, device: torch.device) -> bool:
-    """Whether training uses ``channels_last_3d``; ``None`` decides by the hardware.
-
-    Measured per training step on 2 cores: with AVX512, channels_last is faster (0.068 vs
-    0.125 s fp32, 0.050 vs 0.070 s bf16); on an AVX2-only CPU it was slower (5.0 vs 3.6 s).
-    ``None`` therefore means on for CPUs with AVX512, off otherwise (CUDA: not measured, off).
-    """
-    if channels_last is not None:
-        return channels_last
-    return device.type == "cpu" and "avx512f" in _cpu_flags()
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``precision`` in ``{"auto", "fp32", "bf16", "fp16"}`` (None: fp32).
-
-    ``"auto"`` means bf16 on CUDA when supported (else fp16), bf16 on a CPU with native bf16
-    instructions, and fp32 otherwise.
-    """
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
 def compute_window_starts(length: int, patch: int, overlap: float) -> list[int]:

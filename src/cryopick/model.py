@@ -2,10 +2,12 @@
 
 A trained model is a folder with two files:
 
-* ``model.pt``: the network weights (a ``state_dict``), and
+* ``model.pt``: the network weights (a ``state_dict``), read with ``weights_only=True``
+  (tensors and plain values only: a crafted file cannot run code), and
 * ``model.json``: the :class:`ModelCard`: architecture, voxel size, input normalisation,
   patch size, training data and steps, per-class tuned thresholds, validation metrics,
-  learning curve, wall time and hardware. The card alone rebuilds the network.
+  learning curve, wall time and hardware. The card alone rebuilds the network. It is
+  validated on load; a bad one is an :class:`~cryopick.errors.InputError` naming it.
 
 The network maps one normalised tomogram channel ``(N, 1, Z, Y, X)`` to logits for
 :data:`cryopick.particles.N_CLASSES` classes (background + one per particle type).
@@ -18,22 +20,27 @@ most of the compute: particles are 6-15 voxels in radius at 10 Å) and
 
 from __future__ import annotations
 
-import json
-import platform
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
-from cryopick.errors import InputError
+from cryopick.errors import InputError, squeeze_error
 from cryopick.io.atomic import atomic_path, write_text_atomic
-from cryopick.particles import N_CLASSES
+from cryopick.io.torch_files import load_tensor_file
+from cryopick.particles import N_CLASSES, resolve_particle_name
+from cryopick.runtime import describe_hardware
 
 WEIGHTS_FILENAME = "model.pt"
 CARD_FILENAME = "model.json"
+# tuning gives a class without a useful threshold one just above its best score
+# (np.nextafter), a hair above 1 when that score is 1 ("keep nothing"): tolerated
+MAX_THRESHOLD = 1.0 + 1e-6
+Threshold = Annotated[float, Field(ge=0.0, le=MAX_THRESHOLD, allow_inf_nan=False)]
+Positive = Annotated[int, Field(gt=0)]
 
 
 class ModelConfig(BaseModel):
@@ -195,6 +202,24 @@ class ClassMetrics(BaseModel):
     fn: int = 0
 
 
+def canonical_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
+    """Key thresholds by canonical particle name (aliases resolved, unknown names refused).
+
+    Raises
+    ------
+    ValueError
+        For an unknown particle name, or one type given twice (under two aliases).
+    """
+    canonical: dict[str, float] = {}
+    given: dict[str, str] = {}
+    for name, value in thresholds.items():
+        key = resolve_particle_name(name)  # UnknownParticleError is a ValueError
+        if key in canonical:
+            raise ValueError(f"{key} has two thresholds ({given[key]!r} and {name!r})")
+        canonical[key], given[key] = value, name
+    return canonical
+
+
 class ModelCard(BaseModel):
     """Everything needed to use, judge and reproduce a trained model (``model.json``).
 
@@ -217,7 +242,8 @@ class ModelCard(BaseModel):
     steps : int
         Optimiser steps of the kept (best) model.
     thresholds : dict
-        Per-class probability thresholds tuned for F-beta on the validation runs.
+        Per-class probability thresholds (in [0, 1]) tuned for F-beta on the validation
+        runs, keyed by canonical particle name (aliases are resolved on load).
     thresholds_tta : dict
         The same, tuned on flip-TTA maps (used by ``predict --tta``; empty: use
         ``thresholds``).
@@ -238,15 +264,15 @@ class ModelCard(BaseModel):
     """
 
     architecture: ModelConfig = Field(default_factory=ModelConfig)
-    spacing_A: float = 10.0
+    spacing_A: float = Field(10.0, gt=0.0, allow_inf_nan=False)
     normalisation: str = "robust-zscore"
-    patch_size: tuple[int, int, int] = (64, 64, 64)
+    patch_size: tuple[Positive, Positive, Positive] = (64, 64, 64)
     target: str = "sphere"
     training_data: list[str] = Field(default_factory=list)
     validation_data: list[str] = Field(default_factory=list)
     steps: int = 0
-    thresholds: dict[str, float] = Field(default_factory=dict)
-    thresholds_tta: dict[str, float] = Field(default_factory=dict)
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    thresholds_tta: dict[str, Threshold] = Field(default_factory=dict)
     validation: list[ClassMetrics] = Field(default_factory=list)
     score: float | None = None
     learning_curve: list[tuple[float, int, float]] = Field(default_factory=list)
@@ -256,6 +282,11 @@ class ModelCard(BaseModel):
     cryopick_version: str = ""
     provenance: str = ""
 
+    @field_validator("thresholds", "thresholds_tta")
+    @classmethod
+    def _canonical_names(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        return canonical_thresholds(thresholds)
+
     def to_json(self) -> str:
         """Serialise to indented JSON."""
         return self.model_dump_json(indent=2)
@@ -264,22 +295,6 @@ class ModelCard(BaseModel):
     def from_json(cls, text: str) -> ModelCard:
         """Parse a card written by :meth:`to_json`."""
         return cls.model_validate_json(text)
-
-
-def describe_hardware(device: str | torch.device = "cpu") -> str:
-    """One line naming the processor (or GPU) and thread count used."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def save_model(model_dir: str | Path, model: nn.Module, card: ModelCard) -> Path:
@@ -307,16 +322,27 @@ def save_model(model_dir: str | Path, model: nn.Module, card: ModelCard) -> Path
 
 
 def read_model_card(model_dir: str | Path) -> ModelCard:
-    """Read ``model.json`` from a model folder (or the JSON file itself)."""
+    """Read and validate ``model.json`` from a model folder (or the JSON file itself).
+
+    Raises
+    ------
+    InputError
+        Naming the file, if it is missing, unreadable or not a valid card (e.g. a NaN or
+        out-of-range threshold, an unknown particle type, a voxel size that is not > 0).
+    """
     path = Path(model_dir)
     if path.is_dir():
         path = path / CARD_FILENAME
     try:
-        return ModelCard.from_json(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise InputError(path, "no model card here (expected a folder with model.json)") from None
-    except (ValueError, json.JSONDecodeError) as err:
-        raise InputError(path, f"not a valid model card: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(path, f"cannot read the model card: {squeeze_error(err)}") from None
+    try:
+        return ModelCard.from_json(text)
+    except ValidationError as err:
+        raise InputError(path, f"not a valid model card: {squeeze_error(err)}") from None
 
 
 def load_model(
@@ -336,15 +362,20 @@ def load_model(
     (UNet3D, ModelCard)
         The network in eval mode, and its card.
     """
+    from cryopick.runtime import resolve_device
+
     model_dir = Path(model_dir)
     card = read_model_card(model_dir)
     weights = model_dir / WEIGHTS_FILENAME
     if not weights.is_file():
         raise InputError(weights, "model weights missing (expected model.pt beside model.json)")
+    device = resolve_device(device)
     model = build_model(card.architecture)
+    state = load_tensor_file(weights, "model weights file")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (RuntimeError, KeyError, EOFError) as err:
-        raise InputError(weights, f"weights do not match the model card: {err}") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise InputError(
+            weights, f"weights do not match the model card {CARD_FILENAME}: {squeeze_error(err)}"
+        ) from None
     return model.to(device).eval(), card

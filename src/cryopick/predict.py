@@ -23,11 +23,14 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cryopick.console import window_progress_bar
 from cryopick.errors import InputError, RunsFailedError, one_line_error
 from cryopick.infer import predict_probabilities, prepare_network, resolve_device
-from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram, read_tomograms
+from cryopick.io.runs import open_tomograms
+from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
+from cryopick.model import Threshold, canonical_thresholds
 from cryopick.peaks import find_peaks
 from cryopick.predict_output import (
     OUTPUT_FORMATS,
@@ -87,12 +90,17 @@ class PredictConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     tta: bool = False
     patch_size: tuple[int, int, int] | None = None
-    thresholds: dict[str, float] | None = None
+    thresholds: dict[str, Threshold] | None = None
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     nms_fraction: float = Field(0.6, gt=0.0)
     cross_class_fraction: float = Field(0.0, ge=0.0)
     cross_class_ratio: float = Field(1.0, ge=0.0, le=1.0)
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _canonical_names(cls, thresholds: dict[str, float] | None) -> dict[str, float] | None:
+        return None if thresholds is None else canonical_thresholds(thresholds)
 
 
 def bundled_model_dir() -> Path:
@@ -229,63 +237,6 @@ def warn_if_smaller_than_window(
     return bool(small)
 
 
-def read_inputs(
-    input_path: str | Path,
-    tomo_type: str,
-    runs: list[str] | None,
-    spacing_A: float | None = None,
-) -> list[Tomogram]:
-    """Open the tomograms at ``input_path``; an InputError when there are none.
-
-    ``spacing_A`` overrides the voxel size of MRC files whose header has none.
-    """
-    tomograms = read_tomograms(input_path, tomo_type=tomo_type, runs=runs, spacing_A=spacing_A)
-    if not tomograms:
-        raise InputError(input_path, "no tomograms found")
-    return tomograms
-
-
-def open_tomograms(
-    input_path: str | Path,
-    tomo_type: str = DEFAULT_TOMO_TYPE,
-    runs: list[str] | None = None,
-    spacing_A: float | None = None,
-    failures: dict[str, BaseException] | None = None,
-) -> list[Tomogram]:
-    """Open each run at ``input_path`` on its own, so one unreadable run spoils no other.
-
-    Runs are listed by name first (runs of a project without a ``tomo_type`` tomogram are
-    skipped with a warning); a run that cannot be opened is recorded in ``failures``
-    (run -> error) when given, else its error is raised.
-
-    Raises
-    ------
-    InputError
-        If ``input_path`` holds no runs or a requested run does not exist.
-    """
-    from cryopick.batch_parts import list_run_refs
-    from cryopick.io.tomograms import read_tomogram
-
-    names = [ref.run for ref in list_run_refs([input_path], tomo_type=tomo_type)]
-    if runs is not None:
-        if missing := [r for r in runs if r not in names]:
-            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-            raise InputError(input_path, f"run(s) {missing} not found; available: {shown}")
-        names = list(dict.fromkeys(runs))
-    if not names:
-        raise InputError(input_path, "no tomograms found")
-    tomograms = []
-    for name in names:
-        try:
-            tomograms.append(read_tomogram(input_path, tomo_type, spacing_A=spacing_A, run=name))
-        except Exception as err:
-            if failures is None:
-                raise
-            failures[name] = err
-            log.error("%s: cannot open: %s", name, one_line_error(err))
-    return tomograms
-
-
 def predict_tomograms(
     tomograms: list[Tomogram],
     model_dir: str | Path | None = None,
@@ -317,7 +268,7 @@ def predict_tomograms(
     resolve_device(config.device)  # a wrong device fails once, before any run
     model, card = load_model(model_dir or bundled_model_dir(), device="cpu")
     frames = []
-    with _progress_bar(show_progress) as bar:
+    with window_progress_bar(show_progress) as bar:
         for tomo in tomograms:
             task = bar.add_task(tomo.name, total=None) if bar else None
 
@@ -336,30 +287,6 @@ def predict_tomograms(
             log.info("%s: %d picks", tomo.name, len(frames[-1]))
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else empty_picks()
-
-
-class _NoBar:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-
-def _progress_bar(show: bool) -> Any:
-    if not show:
-        return _NoBar()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("windows"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
 
 
 def predict(

@@ -238,11 +238,11 @@ def render_figures(
             xy, xz, (nz, ny, nx), tomo.spacing_A, config.panel_width_px, config.n_columns
         )
         slices = [read_slice(tomo.data, b.axis, b.index, config.slab_voxels) for b in boxes]
+        rf.warn_empty_slices(f"{tomo.name} ({tomo.source})", slices, boxes)
         run_markers = markers[markers["experiment"] == tomo.name]
         fig = rf.plot_montage(slices, boxes, size_px, run_markers, title=tomo.name, dpi=config.dpi)
         figures[montage_filename(tomo.name)] = rf.render_png(fig)
-        log.info("drew %s: %d picks, %d slices", tomo.name, (run_markers.status != "fn").sum(),
-                 len(boxes))  # fmt: skip
+        log.info("drew %s: %d markers, %d slices", tomo.name, len(run_markers), len(boxes))
     thresholds = (card or {}).get("thresholds") or {}
     for name in _shown_classes(picks, truth):
         curve = None

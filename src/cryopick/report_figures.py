@@ -12,6 +12,7 @@ Slice montages have exact pixel geometry: each panel occupies a known pixel box
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ STATUS_STYLES: dict[str, dict[str, object]] = {
     "fp": {"linestyle": (0, (3, 2)), "label": "false positive (pick)"},
     "fn": {"marker": "x", "label": "missed (truth)"},
 }
+
+log = logging.getLogger(__name__)
 
 
 def choose_slice_indices(n_vox: int, count: int) -> list[int]:
@@ -123,6 +126,32 @@ class PanelBox:
         col = self.x0_px + (horizontal_A / self.spacing_A + 0.5) * self.width_px / cols
         row = self.y0_px + (vertical_A / self.spacing_A + 0.5) * self.height_px / rows
         return col, row
+
+
+def describe_empty_slice(image: ArrayLike) -> str | None:
+    """Say what is wrong with a slice that shows nothing: no finite value, or one value.
+
+    Returns None for a slice with data (some NaNs among finite values are fine).
+    """
+    values = np.asarray(image, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return "has no finite value (all NaN or infinite)"
+    if finite.min() == finite.max():
+        return f"is constant ({finite.min():g} everywhere)"
+    return None
+
+
+def warn_empty_slices(label: str, slices: Sequence[ArrayLike], boxes: Sequence[PanelBox]) -> int:
+    """Log one warning naming the slices of a tomogram that show no data; return their count."""
+    problems = [
+        f"{box.axis}={box.index} {problem}"
+        for image, box in zip(slices, boxes, strict=True)
+        if (problem := describe_empty_slice(image))
+    ]
+    if problems:
+        log.warning("%s: slices show no data: %s", label, "; ".join(problems))
+    return len(problems)
 
 
 def compute_display_range(image: ArrayLike) -> tuple[float, float]:

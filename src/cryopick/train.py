@@ -5,7 +5,8 @@
 * ``checkpoint.pt``: everything needed to continue exactly (step, weights, optimiser,
   schedule, torch / numpy / python RNG states, learning curve, best score), replaced
   atomically every ``checkpoint_every`` steps, so a killed run loses at most that many
-  steps and a reader never sees a half-written file;
+  steps and a reader never sees a half-written file; it holds tensors and plain values
+  only and is read with ``weights_only=True`` (see :mod:`cryopick.train_config`);
 * ``model.pt`` + ``model.json``: the best model so far by validation score (or the last
   one when there is nothing to validate on), see :mod:`cryopick.model`.
 
@@ -31,22 +32,28 @@ import pandas as pd
 import torch
 
 from cryopick.dataset import PatchSampler, TrainRun, load_runs
-from cryopick.errors import InputError
-from cryopick.io.atomic import atomic_path
+from cryopick.errors import InputError, squeeze_error
 from cryopick.model import (
     ClassMetrics,
     ModelCard,
     UNet3D,
     build_model,
-    describe_hardware,
     save_model,
 )
+from cryopick.runtime import describe_hardware
 from cryopick.targets import describe_target
-from cryopick.train_config import TrainConfig, compute_loss, lr_factor
+from cryopick.train_config import (
+    CHECKPOINT_FILENAME,
+    TrainConfig,
+    compute_loss,
+    load_checkpoint,
+    lr_factor,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FILENAME = "checkpoint.pt"
 
 
 def gather_runs(config: TrainConfig, out_dir: Path) -> tuple[list[TrainRun], list[TrainRun]]:
@@ -157,25 +164,6 @@ def validate(
     return float(result.score), thresholds, metrics
 
 
-def _rng_states(rng: np.random.Generator) -> dict[str, Any]:
-    states: dict[str, Any] = {
-        "numpy": rng.bit_generator.state,
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(rng: np.random.Generator, states: dict[str, Any]) -> None:
-    rng.bit_generator.state = states["numpy"]
-    torch.set_rng_state(states["torch"])
-    random.setstate(_as_tuple(states["python"]))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 def initialise_model(config: TrainConfig) -> tuple[TrainConfig, torch.nn.Module]:
     """Build the network to train: fresh, or with ``config.init_from``'s weights (fine-tuning).
 
@@ -200,19 +188,37 @@ def initialise_model(config: TrainConfig) -> tuple[TrainConfig, torch.nn.Module]
     return config, model.train()
 
 
-def _as_tuple(value: Any) -> Any:
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+def _resumed_config(config: TrainConfig, checkpoint: dict[str, Any], path: Path) -> TrainConfig:
+    """Return the checkpoint's configuration, updated with the caller's explicit settings.
+
+    Only ``steps``, ``time_limit_min`` and ``validate_every`` are taken from ``config``,
+    when set explicitly (e.g. to extend a finished run).
+    """
+    given = config.model_fields_set  # only what the caller set explicitly
+    keep = {k: getattr(config, k) for k in ("steps", "time_limit_min", "validate_every")
+            if k in given}  # fmt: skip
+    try:
+        return TrainConfig.model_validate({**checkpoint["config"], **keep})
+    except ValueError as err:
+        raise InputError(
+            path, f"invalid settings in the checkpoint: {squeeze_error(err)}"
+        ) from None
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+def _restore(
+    checkpoint: dict[str, Any], path: Path, model: torch.nn.Module, optimizer: Any, scaler: Any,
+    rng: np.random.Generator,
+) -> tuple[int, float, ModelCard, float | None]:  # fmt: skip
+    """Load the checkpoint's weights, optimiser, scaler and RNG states; its step and card."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        set_rng_states(rng, checkpoint["rng"])
+        card = ModelCard.model_validate_json(checkpoint["card"])
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
+        raise InputError(path, f"checkpoint does not fit this run: {squeeze_error(err)}") from None
+    return checkpoint["step"], checkpoint["wall_s"], card, checkpoint["best_score"]
 
 
 def _progress(enabled: bool) -> Any:
@@ -271,16 +277,10 @@ def train(
     if resume and checkpoint is None:
         log.warning("%s: no checkpoint to resume from; starting afresh", ckpt_path)
     if checkpoint is not None:
-        given = config.model_fields_set  # only what the caller set explicitly
-        keep = {
-            k: getattr(config, k)
-            for k in ("steps", "time_limit_min", "validate_every")
-            if k in given
-        }
-        config = TrainConfig.model_validate({**checkpoint["config"], **keep})
+        config = _resumed_config(config, checkpoint, ckpt_path)
     if config.threads:
         torch.set_num_threads(config.threads)
-    from cryopick.infer import resolve_device, resolve_precision, resolve_training_channels_last
+    from cryopick.runtime import resolve_device, resolve_precision, resolve_training_channels_last
 
     device = resolve_device(config.device)
     amp_dtype = resolve_precision(config.precision, device)
@@ -317,14 +317,8 @@ def train(
     )  # fmt: skip
     step, wall_s, best = 0, 0.0, None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        _set_rng_states(rng, checkpoint["rng"])
-        step, wall_s = checkpoint["step"], checkpoint["wall_s"]
-        card = ModelCard.model_validate_json(checkpoint["card"])
+        step, wall_s, card, best = _restore(checkpoint, ckpt_path, model, optimizer, scaler, rng)
         card = card.model_copy(update={"train_config": config.model_dump(mode="json")})
-        best = checkpoint["best_score"]
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     def checkpoint_state() -> dict[str, Any]:
@@ -332,7 +326,7 @@ def train(
             "config": config.model_dump(mode="json"), "step": step, "wall_s": wall_s,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
-            "rng": _rng_states(rng), "card": card.to_json(), "best_score": best,
+            "rng": rng_states(rng), "card": card.to_json(), "best_score": best,
         }  # fmt: skip
 
     autocast = (

@@ -1,21 +1,38 @@
-"""The training configuration (one validated object) and the training loss.
+"""The training configuration (one validated object), the training loss and the checkpoint.
 
 :class:`TrainConfig` is built by ``cryopick train``, saved in every checkpoint and in the
 model card, so any model can be reproduced from its folder. Defaults were chosen by
 measurement on a 2-core CPU (docs/training.md).
+
+The checkpoint (``checkpoint.pt``) holds only tensors and plain values (numbers, strings,
+lists, tuples, dicts): the configuration and model card as JSON, the RNG states as their
+plain values. It is read with ``weights_only=True``, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import random
+from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cryopick.augment import AugmentConfig
+from cryopick.errors import InputError
+from cryopick.io.atomic import atomic_path
+from cryopick.io.torch_files import load_tensor_file
 from cryopick.model import ModelConfig
 from cryopick.particles import PARTICLES
+
+CHECKPOINT_FILENAME = "checkpoint.pt"
+# what every checkpoint holds, with its type (best_score: float or None)
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "config": dict, "step": int, "wall_s": (int, float), "model": dict, "optimizer": dict,
+    "scaler": dict, "rng": dict, "card": str, "best_score": (int, float, type(None)),
+}  # fmt: skip
 
 
 class TrainConfig(BaseModel):
@@ -172,3 +189,56 @@ def lr_factor(step: int, config: TrainConfig, wall_s: float = 0.0) -> float:
     t = min(t, 1.0)
     floor = config.min_lr_fraction
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def rng_states(rng: np.random.Generator) -> dict[str, Any]:
+    """Return the numpy, torch, python (and CUDA) RNG states, as tensors and plain values."""
+    states: dict[str, Any] = {
+        "numpy": rng.bit_generator.state,
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(rng: np.random.Generator, states: dict[str, Any]) -> None:
+    """Restore the states saved by :func:`rng_states`."""
+    rng.bit_generator.state = states["numpy"]
+    torch.set_rng_state(states["torch"])
+    random.setstate(_as_tuple(states["python"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, safely (``weights_only=True``).
+
+    Raises
+    ------
+    InputError
+        Naming ``path``, for a file that is not a cryopick checkpoint: unreadable, holding
+        Python objects other than tensors and plain values (never unpickled), or lacking
+        one of :data:`CHECKPOINT_FIELDS`.
+    """
+    state = load_tensor_file(path, "training checkpoint")
+    wrong = [
+        key for key, kind in CHECKPOINT_FIELDS.items()
+        if not isinstance(state, dict) or not isinstance(state.get(key), kind)
+    ]  # fmt: skip
+    if wrong:
+        raise InputError(
+            path, f"not a cryopick training checkpoint: {', '.join(wrong)} missing or malformed"
+        )
+    return state

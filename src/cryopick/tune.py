@@ -16,11 +16,12 @@ from pathlib import Path
 from cryopick.errors import InputError
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.picks import read_truth
+from cryopick.io.runs import read_inputs
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE
 from cryopick.metrics import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
 from cryopick.model import CARD_FILENAME, WEIGHTS_FILENAME, ClassMetrics, read_model_card
 from cryopick.particles import PARTICLE_NAMES
-from cryopick.predict import PredictConfig, predict_tomograms, read_inputs
+from cryopick.predict import PredictConfig, predict_tomograms
 
 log = logging.getLogger(__name__)
 

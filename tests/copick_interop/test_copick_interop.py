@@ -104,3 +104,28 @@ def test_zarr_v3_store_under_zarr2_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="zarr-python >= 3") as err:
         read_ome_zarr(store)
     assert err.value.path == store
+
+
+def test_objects_cryopick_declares_are_usable_in_copick(tmp_path):
+    # a lab project that declares only its ribosome, under the portal's name
+    cfg = make_copick_config("lab", tmp_path / "overlay")
+    cfg["pickable_objects"] = [o for o in cfg["pickable_objects"] if o["name"] == "ribosome"]
+    cfg["pickable_objects"][0]["name"] = "cytosolic-ribosome"
+    path = tmp_path / "copick.config"  # the name the CZII notebooks use
+    path.write_text(json.dumps(cfg, indent=4))
+    root = copick.from_file(str(path))
+    root.new_run("TS_1")
+    ours = make_picks("TS_1", "apo-ferritin", [[30.0, 20.0, 10.0]], score=0.9)
+    ribo = make_picks("TS_1", "ribosome", [[50.0, 60.0, 70.0]], score=0.8)
+    import pandas as pd
+
+    write_copick_picks(pd.concat([ours, ribo], ignore_index=True), path, "cryopick", "0")
+    root = copick.from_file(str(path))
+    assert {o.name for o in root.pickable_objects} == {"cytosolic-ribosome", "apo-ferritin"}
+    run = root.get_run("TS_1")
+    (apo,) = run.get_picks("apo-ferritin", user_id="cryopick", session_id="0")
+    (rib,) = run.get_picks("cytosolic-ribosome", user_id="cryopick", session_id="0")
+    np.testing.assert_allclose(apo.numpy()[0], [[10.0, 20.0, 30.0]])
+    np.testing.assert_allclose(rib.numpy()[0], [[70.0, 60.0, 50.0]])
+    # copick itself now accepts new picks of the declared object
+    run.new_picks("apo-ferritin", session_id="1", user_id="alice")
