@@ -217,6 +217,11 @@ def test_tune_writes_a_model_copy_with_thresholds_that_score(project, model_dir,
     assert tta_card["thresholds_tta"] == tta and tta_card["thresholds"] == thresholds
     with pytest.raises(InputError, match="new folder"):
         tune_model(model_dir, project, model_dir)
+    # an earlier tuned model is not replaced, unless asked to
+    with pytest.raises(InputError, match="holds a trained model"):
+        tune_model(model_dir, project, out)
+    again = tune_model(model_dir, project, out, PredictConfig(device="cpu"), overwrite=True)
+    assert again == thresholds
 
 
 def test_cli_predict_and_tune(project, model_dir, tmp_path):

@@ -212,3 +212,29 @@ def test_init_from_rejects_another_voxel_size(tmp_path, tiny_run):
     with pytest.raises(InputError, match="voxel size"):
         train(_config(init_from=str(first), spacing_A=5.0), tmp_path / "x",
               train_runs=[tiny_run], progress=False)  # fmt: skip
+
+
+def test_train_refuses_to_replace_a_model_unless_resumed_or_overwritten(tmp_path, tiny_run):
+    train(_config(steps=2), tmp_path, train_runs=[tiny_run], progress=False)
+    weights = (tmp_path / "model.pt").read_bytes()
+    with pytest.raises(InputError, match="holds a trained model.*--resume.*--overwrite"):
+        train(_config(steps=2), tmp_path, train_runs=[tiny_run], progress=False)
+    assert (tmp_path / "model.pt").read_bytes() == weights
+    # a model folder without a checkpoint (tuned, bundled) cannot be "resumed" over either
+    (tmp_path / CHECKPOINT_FILENAME).unlink()
+    with pytest.raises(InputError, match="holds a trained model"):
+        train(_config(steps=2), tmp_path, resume=True, train_runs=[tiny_run], progress=False)
+    card = train(_config(steps=1), tmp_path, train_runs=[tiny_run], progress=False, overwrite=True)
+    assert card.steps == 1 and (tmp_path / "model.pt").read_bytes() != weights
+
+
+def test_simulated_training_data_never_deletes_a_folder_it_did_not_make(tmp_path):
+    from cryopick.dataset import gather_runs
+
+    config = _config(simulate=1, simulate_shape=(16, 32, 32), simulate_preset="easy")
+    foreign = tmp_path / "simulated" / "train"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a cryopick simulation"):
+        gather_runs(config, tmp_path)
+    assert (foreign / "notes.txt").read_text() == "mine"

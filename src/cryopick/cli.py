@@ -195,6 +195,9 @@ def train(
         bool, typer.Option("--show-config", help="Print the resulting TrainConfig and exit.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a model already in OUT (else refused).")
+    ] = False,
 ) -> None:
     """Train the 3D U-Net on annotated and/or simulated tomograms."""
     config = _train_config(
@@ -208,7 +211,7 @@ def train(
         raise InputError(None, "no training data: give --data and/or --simulate N")
     from cryopick.train import train as run_training
 
-    card = run_training(config, out, resume=resume, progress=progress)
+    card = run_training(config, out, resume=resume, progress=progress, overwrite=overwrite)
     score = "n/a" if card.score is None else f"{card.score:.4f}"
     typer.echo(f"model written to {out} (step {card.steps}, validation F4 {score})")
 
@@ -427,6 +430,9 @@ def tune(
         Path | None, typer.Option("--config", help="JSON file of PredictConfig settings.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a model already in OUT (else refused).")
+    ] = False,
 ) -> None:
     """Re-tune per-class thresholds for F-beta on annotated runs; write a tuned model copy."""
     from cryopick.tune import tune_model
@@ -443,6 +449,7 @@ def tune(
         beta=beta,
         **({} if tolerance is None else {"tolerance": tolerance}),
         show_progress=not quiet,
+        overwrite=overwrite,
     )
     for name, value in thresholds.items():
         typer.echo(f"{name:>20s}  {value:.4f}")

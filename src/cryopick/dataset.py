@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ from cryopick.coords import angstrom_to_voxels
 from cryopick.errors import InputError
 from cryopick.particles import PARTICLES, get_particle
 from cryopick.targets import TargetKind, input_to_output_coords, render_targets
+
+if TYPE_CHECKING:
+    from cryopick.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -258,3 +261,53 @@ class PatchSampler:
         x = np.stack([p[0] for p in pairs])[:, None]
         y = np.stack([p[1] for p in pairs])
         return x, y
+
+
+def gather_runs(config: TrainConfig, out_dir: Path) -> tuple[list[TrainRun], list[TrainRun]]:
+    """Load (and, with ``simulate``, first make) the training and validation runs.
+
+    Simulated projects are written under ``out_dir/simulated/`` and reused on resume.
+    Without validation sources, ``simulate_val`` runs are simulated when simulating,
+    otherwise the last fifth of the training runs (at least one) is held out.
+    """
+    train_runs: list[TrainRun] = []
+    val_runs: list[TrainRun] = []
+    for source in config.data:
+        train_runs += load_runs(source, config.tomo_types, config.spacing_A)
+    if config.simulate:
+        train_runs += load_runs(
+            _simulated(out_dir / "simulated" / "train", config.simulate, config.seed, config),
+            config.tomo_types,
+            config.spacing_A,
+        )
+    for source in config.val:
+        val_runs += load_runs(source, [config.val_tomo_type], config.spacing_A)
+    if not config.val and config.simulate and config.simulate_val:
+        project = _simulated(
+            out_dir / "simulated" / "val", config.simulate_val, config.seed + 1_000_003, config
+        )
+        val_runs += load_runs(project, [config.val_tomo_type], config.spacing_A)
+    if not config.val and not val_runs and len(train_runs) >= 2:
+        n_val = max(1, len(train_runs) // 5)
+        val_runs, train_runs = train_runs[-n_val:], train_runs[:-n_val]
+        log.info("no validation data given: holding out %s", ", ".join(r.name for r in val_runs))
+    if not train_runs:
+        raise ValueError("no training data: give --data and/or --simulate")
+    return train_runs, val_runs
+
+
+def _simulated(path: Path, n_runs: int, seed: int, config: TrainConfig) -> Path:
+    from cryopick.simulate import simulate_project
+
+    config_path, done = path / "copick_config.json", path / ".complete"
+    if done.exists() and config_path.exists():
+        return config_path
+    log.info("simulating %d runs (%s) into %s", n_runs, config.simulate_preset, path)
+    # the project config holds absolute paths, so it is written in place (not renamed);
+    # the marker written last says it is complete; an interrupted simulation is replaced
+    config_path = simulate_project(
+        path, n_runs, seed=seed, shape=config.simulate_shape, spacing_A=config.spacing_A,
+        preset=config.simulate_preset, overwrite=True,
+    )  # fmt: skip
+    done.write_text("")
+    return config_path

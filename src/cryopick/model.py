@@ -36,6 +36,7 @@ from cryopick.runtime import describe_hardware
 
 WEIGHTS_FILENAME = "model.pt"
 CARD_FILENAME = "model.json"
+CHECKPOINT_FILENAME = "checkpoint.pt"
 # tuning gives a class without a useful threshold one just above its best score
 # (np.nextafter), a hair above 1 when that score is 1 ("keep nothing"): tolerated
 MAX_THRESHOLD = 1.0 + 1e-6
@@ -319,6 +320,26 @@ def save_model(model_dir: str | Path, model: nn.Module, card: ModelCard) -> Path
         torch.save(state, tmp)
     write_text_atomic(model_dir / CARD_FILENAME, card.to_json())
     return model_dir
+
+
+def check_model_folder(out_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to train over an earlier model, unless resuming its checkpoint or overwriting.
+
+    Raises
+    ------
+    InputError
+        If ``out_dir`` holds a model or checkpoint that this run would replace.
+    """
+    names = (CHECKPOINT_FILENAME, WEIGHTS_FILENAME, CARD_FILENAME)  # the files cryopick writes
+    existing = [name for name in names if (out_dir / name).exists()]
+    resumable = resume and (out_dir / CHECKPOINT_FILENAME).exists()
+    if existing and not (resumable or overwrite):
+        raise InputError(
+            out_dir,
+            f"holds a trained model ({', '.join(existing)}): write to a new folder"
+            + ("" if resume else ", continue it with --resume")
+            + ", or pass --overwrite to replace it",
+        )
 
 
 def read_model_card(model_dir: str | Path) -> ModelCard:

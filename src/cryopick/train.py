@@ -31,19 +31,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cryopick.dataset import PatchSampler, TrainRun, load_runs
+from cryopick.dataset import PatchSampler, TrainRun, gather_runs
 from cryopick.errors import InputError, squeeze_error
 from cryopick.model import (
+    CHECKPOINT_FILENAME,
     ClassMetrics,
     ModelCard,
     UNet3D,
     build_model,
+    check_model_folder,
     save_model,
 )
 from cryopick.runtime import describe_hardware
 from cryopick.targets import describe_target
 from cryopick.train_config import (
-    CHECKPOINT_FILENAME,
     TrainConfig,
     compute_loss,
     load_checkpoint,
@@ -54,59 +55,6 @@ from cryopick.train_config import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def gather_runs(config: TrainConfig, out_dir: Path) -> tuple[list[TrainRun], list[TrainRun]]:
-    """Load (and, with ``simulate``, first make) the training and validation runs.
-
-    Simulated projects are written under ``out_dir/simulated/`` and reused on resume.
-    Without validation sources, ``simulate_val`` runs are simulated when simulating,
-    otherwise the last fifth of the training runs (at least one) is held out.
-    """
-    train_runs: list[TrainRun] = []
-    val_runs: list[TrainRun] = []
-    for source in config.data:
-        train_runs += load_runs(source, config.tomo_types, config.spacing_A)
-    if config.simulate:
-        train_runs += load_runs(
-            _simulated(out_dir / "simulated" / "train", config.simulate, config.seed, config),
-            config.tomo_types,
-            config.spacing_A,
-        )
-    for source in config.val:
-        val_runs += load_runs(source, [config.val_tomo_type], config.spacing_A)
-    if not config.val and config.simulate and config.simulate_val:
-        project = _simulated(
-            out_dir / "simulated" / "val", config.simulate_val, config.seed + 1_000_003, config
-        )
-        val_runs += load_runs(project, [config.val_tomo_type], config.spacing_A)
-    if not config.val and not val_runs and len(train_runs) >= 2:
-        n_val = max(1, len(train_runs) // 5)
-        val_runs, train_runs = train_runs[-n_val:], train_runs[:-n_val]
-        log.info("no validation data given: holding out %s", ", ".join(r.name for r in val_runs))
-    if not train_runs:
-        raise ValueError("no training data: give --data and/or --simulate")
-    return train_runs, val_runs
-
-
-def _simulated(path: Path, n_runs: int, seed: int, config: TrainConfig) -> Path:
-    import shutil
-
-    from cryopick.simulate import simulate_project
-
-    config_path, done = path / "copick_config.json", path / ".complete"
-    if done.exists() and config_path.exists():
-        return config_path
-    shutil.rmtree(path, ignore_errors=True)  # an interrupted simulation: start it again
-    log.info("simulating %d runs (%s) into %s", n_runs, config.simulate_preset, path)
-    # the project config holds absolute paths, so it is written in place (not renamed);
-    # the marker written last says it is complete
-    config_path = simulate_project(
-        path, n_runs, seed=seed, shape=config.simulate_shape, spacing_A=config.spacing_A,
-        preset=config.simulate_preset,
-    )  # fmt: skip
-    done.write_text("")
-    return config_path
 
 
 def validate(
@@ -247,6 +195,7 @@ def train(
     train_runs: Sequence[TrainRun] | None = None,
     val_runs: Sequence[TrainRun] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> ModelCard:
     """Train a model and write it (and its checkpoint) into ``out_dir``.
 
@@ -264,6 +213,9 @@ def train(
         In-memory runs instead of ``config.data`` / ``config.val`` (tests, notebooks).
     progress : bool
         Show a progress bar.
+    overwrite : bool
+        Replace a model or checkpoint already in ``out_dir`` (else an error, see
+        :func:`cryopick.model.check_model_folder`).
 
     Returns
     -------
@@ -271,6 +223,7 @@ def train(
         Card of the kept model.
     """
     out_dir = Path(out_dir)
+    check_model_folder(out_dir, resume, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_FILENAME
     checkpoint = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None

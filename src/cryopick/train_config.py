@@ -27,7 +27,6 @@ from cryopick.io.torch_files import load_tensor_file
 from cryopick.model import ModelConfig
 from cryopick.particles import PARTICLES
 
-CHECKPOINT_FILENAME = "checkpoint.pt"
 # what every checkpoint holds, with its type (best_score: float or None)
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "config": dict, "step": int, "wall_s": (int, float), "model": dict, "optimizer": dict,

@@ -19,7 +19,13 @@ from cryopick.io.picks import read_truth
 from cryopick.io.runs import read_inputs
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE
 from cryopick.metrics import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
-from cryopick.model import CARD_FILENAME, WEIGHTS_FILENAME, ClassMetrics, read_model_card
+from cryopick.model import (
+    CARD_FILENAME,
+    WEIGHTS_FILENAME,
+    ClassMetrics,
+    check_model_folder,
+    read_model_card,
+)
 from cryopick.particles import PARTICLE_NAMES
 from cryopick.predict import PredictConfig, predict_tomograms
 
@@ -42,6 +48,7 @@ def tune_model(
     beta: float = 4.0,
     tolerance: float = DEFAULT_TUNE_TOLERANCE,
     show_progress: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, float]:
     """Re-tune per-class thresholds on annotated runs; write the model with the new card.
 
@@ -59,7 +66,8 @@ def tune_model(
     data : str or Path
         Annotated runs: a copick config or Kaggle root with tomograms and picks.
     out_dir : str or Path
-        Where the tuned model goes (must differ from ``model_dir``).
+        Where the tuned model goes (must differ from ``model_dir``; a folder already
+        holding a model is refused unless ``overwrite``).
     config : PredictConfig, optional
         Prediction settings (its thresholds and min_score are replaced).
     tomo_type : str
@@ -78,6 +86,8 @@ def tune_model(
         :func:`cryopick.metrics.tune_thresholds`).
     show_progress : bool
         Show progress bars.
+    overwrite : bool
+        Replace a model already in ``out_dir``.
 
     Returns
     -------
@@ -87,6 +97,7 @@ def tune_model(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if out_dir.resolve() == model_dir.resolve():
         raise InputError(out_dir, "the tuned model must go to a new folder, not the input model")
+    check_model_folder(out_dir, overwrite=overwrite)
     card = read_model_card(model_dir)
     tomograms = read_inputs(data, tomo_type, runs)
     truth_source = truth if truth is not None else data
