@@ -365,3 +365,29 @@ def test_report_warns_about_slices_without_data(tmp_path, caplog):
     assert len(warnings) == 2
     assert "TS_flat" in warnings[0] and "is constant (3 everywhere)" in warnings[0]
     assert "TS_nan" in warnings[1] and "no finite value" in warnings[1]
+
+
+def test_an_input_or_another_data_file_is_never_the_output(tmp_path, model_dir):
+    tomos = _mrc_folder(tmp_path / "tomos")
+    tomogram = tomos / "TS_1.mrc"
+    before = tomogram.read_bytes()
+    config = _project(tmp_path / "proj")
+    config_text = config.read_text()
+    cases = [
+        (str(tomogram), str(tomogram), "is an input of this command"),
+        (str(tomos), str(tmp_path / "other.mrc"), "a .mrc file is not what this command writes"),
+        (str(config), str(config), "is an input of this command"),
+        (str(tomos), str(tmp_path / "picks.star"), "expected .csv"),  # CSV format, STAR name
+    ]
+    for source, output, message in cases:
+        result = RUNNER.invoke(app, _predict_args(model_dir, source, "-o", output))
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert tomogram.read_bytes() == before and config.read_text() == config_text
+    assert not (tmp_path / "other.mrc").exists() and not (tmp_path / "picks.star").exists()
+    picks = tmp_path / "picks.csv"
+    make_picks("TS_1", "apo-ferritin", [[100.0, 120.0, 120.0]]).to_csv(picks, index=False)
+    kept = picks.read_bytes()
+    report = ["report", str(tomos), "--picks", str(picks), "--out", str(picks)]
+    result = RUNNER.invoke(app, report)
+    assert result.exit_code == 2 and "is an input of this command" in result.output
+    assert picks.read_bytes() == kept

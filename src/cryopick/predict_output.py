@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from cryopick.errors import InputError
+from cryopick.io.atomic import check_output_file
 
 PICKS_USER_ID = "cryopick"
 PICKS_SESSION_ID = "0"
@@ -54,14 +55,8 @@ def check_output_target(
         return target
     if output is None:
         return None
-    output = Path(output)
-    if output.is_dir():
-        raise InputError(
-            output,
-            f"is an existing folder: --output takes a file name for --format {format} "
-            "(folders are never replaced)",
-        )
-    return output
+    suffixes = (".star",) if format == "star" else (".csv",)
+    return check_output_file(output, [input_path], suffixes)
 
 
 def write_predictions(

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from cryopick import report_figures as rf
 from cryopick import report_plots
 from cryopick.errors import InputError
-from cryopick.io.atomic import atomic_path, write_text_atomic
+from cryopick.io.atomic import atomic_path, check_output_file, write_text_atomic
 from cryopick.particles import PARTICLE_NAMES, get_particle
 from cryopick.report_figures import choose_slice_indices, read_slice
 from cryopick.report_html import montage_filename, render_html
@@ -333,6 +333,7 @@ def write_report(
     from cryopick.io.tomograms import read_tomograms
 
     config = config or ReportConfig()
+    check_output_file(out_path, [input_path, picks_path, truth_path], (".html", ".htm"))
     tomograms = read_tomograms(input_path, tomo_type=config.tomo_type, runs=config.runs)
     if not tomograms:
         raise InputError(input_path, f"no tomograms of type {config.tomo_type!r} found")
@@ -348,8 +349,7 @@ def write_report(
     if truth is not None:
         truth = _restrict_to_runs(truth, tomograms, truth_path)
         check_experiments(truth, picks, truth_path, picks_path)
-    sources = {"tomograms": input_path, "picks": picks_path, "truth": truth_path,
-               "model": model_dir}  # fmt: skip
+    sources = dict(tomograms=input_path, picks=picks_path, truth=truth_path, model=model_dir)
     page, figures = build_report(tomograms, picks, truth, card, config, sources)
     write_text_atomic(out_path, page)
     if png_dir is not None:

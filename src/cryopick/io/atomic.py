@@ -13,7 +13,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -144,3 +144,45 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+# files cryopick reads as data, never writes as a picks table or report
+DATA_SUFFIXES = (".mrc", ".rec", ".map", ".st", ".ali", ".zarr", ".json", ".pt", ".star", ".csv")
+
+
+def check_output_file(
+    output: str | Path, inputs: Iterable[str | Path | None] = (), suffixes: Sequence[str] = ()
+) -> Path:
+    """Refuse an output file that would replace an input or a data file of another kind.
+
+    Parameters
+    ----------
+    output : str or Path
+        The file a command is about to write.
+    inputs : iterable of path
+        The command's inputs (None entries ignored): the output may be none of them.
+    suffixes : sequence of str
+        Suffixes this output may have among :data:`DATA_SUFFIXES` (e.g. ``(".csv",)`` for a
+        CSV); any other data suffix (``.mrc``, a copick ``.json``, ...) is refused.
+
+    Raises
+    ------
+    InputError
+        If ``output`` is an existing folder, one of ``inputs``, or has another data suffix.
+    """
+    output = Path(output)
+    if output.is_dir():
+        raise InputError(
+            output, "is an existing folder: give a file name (folders are never replaced)"
+        )
+    for source in inputs:
+        if source is not None and output.resolve() == Path(source).resolve():
+            raise InputError(output, "is an input of this command: give another output file name")
+    suffix = output.suffix.lower()
+    if suffix in DATA_SUFFIXES and suffix not in suffixes:
+        raise InputError(
+            output,
+            f"a {suffix} file is not what this command writes (expected "
+            f"{' or '.join(suffixes) or 'another suffix'}): give another output file name",
+        )
+    return output
