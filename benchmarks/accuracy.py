@@ -22,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 from _projects import read_truth, rename_runs
 
-from cryopick.metrics import format_score_table, score_picks
+from cryopick.evaluation.metric import format_score_table, score_picks
+from cryopick.inference.pipeline import PredictConfig, bundled_model_dir, predict
 from cryopick.model import describe_hardware, read_model_card
-from cryopick.predict import PredictConfig, bundled_model_dir, predict
 from cryopick.simulate import simulate_project
 
 ROOT = Path(__file__).resolve().parents[1]

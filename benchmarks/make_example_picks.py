@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cryopick.core.particles import PARTICLES
 from cryopick.io.picks import make_picks, write_picks
-from cryopick.particles import PARTICLES
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "cryopick" / "data" / "example"
 EXPERIMENTS = ("TS_example_1", "TS_example_2")

@@ -20,13 +20,13 @@ import pandas as pd
 import torch
 from _projects import read_truth, run_key
 
-from cryopick.infer import predict_probabilities, prepare_network, resolve_device
+from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
+from cryopick.inference.peaks import find_peaks
+from cryopick.inference.pipeline import bundled_model_dir, expected_blob_fraction
+from cryopick.inference.preprocess import normalise_volume
+from cryopick.inference.window import predict_probabilities, prepare_network, resolve_device
 from cryopick.io.tomograms import read_tomograms
-from cryopick.metrics import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
 from cryopick.model import describe_hardware, load_model
-from cryopick.peaks import find_peaks
-from cryopick.predict import bundled_model_dir, expected_blob_fraction
-from cryopick.preprocess import normalise_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ is less sensitive to other processes), with the peak resident memory (RSS sample
 
 * ``read_normalise``: open the OME-Zarr (10 Å, random smooth content with dark blobs) and
   normalise it (one pass over the store);
-* ``network``: :func:`cryopick.infer.predict_probabilities` with the default network of
+* ``network``: :func:`cryopick.inference.window.predict_probabilities` with the default network of
   :mod:`cryopick.model` (untrained: cost does not depend on the weights), the default
-  inference window (:func:`cryopick.infer.choose_patch_size`, or ``--patch``), overlap
+  inference window (:func:`cryopick.inference.window.choose_patch_size`, or ``--patch``), overlap
   0.25, batch 2;
-* ``peaks``: :func:`cryopick.peaks.find_peaks` on the network's map, and, because an
+* ``peaks``: :func:`cryopick.inference.peaks.find_peaks` on the network's map, and, because an
   untrained network gives flat maps, also on a synthetic map with 150 blobs per class
   (``peaks_synthetic``);
 * ``write``: the picks CSV.
@@ -43,7 +43,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cryopick.infer import (
+from cryopick.core.particles import PARTICLES
+from cryopick.inference.peaks import find_peaks
+from cryopick.inference.preprocess import normalise_volume
+from cryopick.inference.window import (
     choose_patch_size,
     compute_window_starts,
     predict_probabilities,
@@ -53,9 +56,6 @@ from cryopick.io.omezarr import write_ome_zarr
 from cryopick.io.picks import write_picks
 from cryopick.io.tomograms import read_tomogram
 from cryopick.model import ModelCard, build_model, describe_hardware
-from cryopick.particles import PARTICLES
-from cryopick.peaks import find_peaks
-from cryopick.preprocess import normalise_volume
 
 RESULTS = Path(__file__).parent / "results" / "predict_speed.json"
 PAGE = os.sysconf("SC_PAGE_SIZE")

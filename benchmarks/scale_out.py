@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from cryopick.batch import run_batch
-from cryopick.distributed import ClusterConfig, count_cores, open_client
-from cryopick.io.picks_table import empty_picks
+from cryopick.core.picks import empty_picks
 from cryopick.model import ModelCard, ModelConfig, build_model, describe_hardware, save_model
+from cryopick.scale.executors import ClusterConfig, count_cores, open_client
+from cryopick.scale.runner import run_batch
 
 RESULTS = Path(__file__).parent / "results" / "scale_out.json"
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from cryopick.particles import PARTICLE_NAMES
+from cryopick.core.particles import PARTICLE_NAMES
 from cryopick.simulate import simulate_run
 from cryopick.simulate.presets import REAL_VOLUME_A3
 from cryopick.simulate.templates import load_templates

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from cryopick.infer import cpu_has_fast_bf16
+from cryopick.inference.window import cpu_has_fast_bf16
 from cryopick.model import ModelConfig, build_model, count_parameters, describe_hardware
-from cryopick.train_config import TrainConfig, compute_loss
+from cryopick.training.config import TrainConfig, compute_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 TOMOGRAM_VOXELS = 184 * 630 * 630
@@ -139,7 +139,7 @@ def main() -> None:
         result["speed"] = measure_speeds(config, args.steps)
     model_dir = args.curve_from
     if args.curve_minutes:
-        from cryopick.train import train
+        from cryopick.training.trainer import train
 
         model_dir = args.out / "curve_model"
         run_config = config.model_copy(

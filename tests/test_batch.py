@@ -18,27 +18,27 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cryopick.batch import load_model_cached, run_batch
-from cryopick.batch_parts import (
+from cryopick.cli import app
+from cryopick.core.errors import InputError
+from cryopick.core.particles import PARTICLE_NAMES
+from cryopick.io.atomic import temp_prefix
+from cryopick.io.mrc import write_mrc
+from cryopick.io.tomograms import read_tomograms
+from cryopick.model import ModelCard, ModelConfig, build_model, save_model
+from cryopick.scale.executors import (
+    ClusterConfig,
+    plan_local_threads,
+    select_gpu,
+    slurm_cluster_kwargs,
+)
+from cryopick.scale.parts import (
     list_run_refs,
     parse_shard,
     parts_dir_for,
     read_task_log,
     select_shard,
 )
-from cryopick.cli import app
-from cryopick.distributed import (
-    ClusterConfig,
-    plan_local_threads,
-    select_gpu,
-    slurm_cluster_kwargs,
-)
-from cryopick.errors import InputError
-from cryopick.io.atomic import temp_prefix
-from cryopick.io.mrc import write_mrc
-from cryopick.io.tomograms import read_tomograms
-from cryopick.model import ModelCard, ModelConfig, build_model, save_model
-from cryopick.particles import PARTICLE_NAMES
+from cryopick.scale.runner import load_model_cached, run_batch
 
 distributed = pytest.importorskip("distributed")
 # stand-ins defined here must reach the workers by value (tests/ is not a package)
@@ -94,10 +94,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(project: Path, model_dir: Path) -> pd.DataFrame:
-    """Picks of the single-process path (``cryopick.predict``), in this process."""
+    """Picks of the single-process path (``cryopick.inference.pipeline``), in this process."""
     import torch
 
-    from cryopick.predict import PredictConfig, predict_tomograms
+    from cryopick.inference.pipeline import PredictConfig, predict_tomograms
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers: same reduction order, same floats
@@ -112,7 +112,7 @@ def reference(project: Path, model_dir: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def client():  # noqa: ANN201
     """A LocalCluster of 2 worker processes, started the way ``--workers 2`` starts it."""
-    from cryopick.distributed import open_client
+    from cryopick.scale.executors import open_client
 
     # one torch thread everywhere: the same floats as the single-process reference
     with open_client(ClusterConfig(workers=2, torch_threads=1)) as dask_client:
@@ -208,7 +208,7 @@ def test_slurm_job_script_books_cores_for_torch_and_one_dask_thread() -> None:
 def test_slurm_without_dask_jobqueue_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cryopick.distributed import open_client
+    from cryopick.scale.executors import open_client
 
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
     with pytest.raises(InputError, match=r"pip install 'cryopick\[slurm\]'"):
@@ -374,7 +374,7 @@ def test_killed_worker_does_not_lose_or_duplicate_picks(
         deadline = time.monotonic() + 60
         while not (gate / "go").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        from cryopick.predict import predict_tomogram
+        from cryopick.inference.pipeline import predict_tomogram
 
         return predict_tomogram(tomogram, model, card, **options)
 

@@ -18,11 +18,11 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from cryopick.evaluation.metric import score_picks
+from cryopick.inference.pipeline import bundled_model_dir, predict
 from cryopick.io.mrc import write_mrc
 from cryopick.io.omezarr import write_ome_zarr
 from cryopick.io.tomograms import read_tomograms
-from cryopick.metrics import score_picks
-from cryopick.predict import bundled_model_dir, predict
 
 SHAPE = (128, 256, 256)
 SPACING_A = 10.0

@@ -6,8 +6,8 @@ from typer.testing import CliRunner
 
 import cryopick
 from cryopick.cli import app
+from cryopick.evaluation.metric import score_picks
 from cryopick.io.picks import make_picks, read_picks, write_picks
-from cryopick.metrics import score_picks
 
 EXAMPLE = Path(cryopick.__file__).parent / "data" / "example"
 runner = CliRunner()

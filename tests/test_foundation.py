@@ -7,17 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from cryopick.coords import angstrom_to_voxels, voxels_to_angstrom, xyz_to_zyx, zyx_to_xyz
-from cryopick.errors import InputError
-from cryopick.io.atomic import atomic_path, write_text_atomic
-from cryopick.io.layout import (
-    make_copick_config,
-    picks_filename,
-    read_copick_config,
-    resolve_layout,
-    voxel_spacing_dirname,
-)
-from cryopick.particles import (
+from cryopick.core.coords import angstrom_to_voxels, voxels_to_angstrom, xyz_to_zyx, zyx_to_xyz
+from cryopick.core.errors import InputError
+from cryopick.core.particles import (
     PARTICLE_NAMES,
     PARTICLES,
     TOTAL_WEIGHT,
@@ -25,6 +17,14 @@ from cryopick.particles import (
     get_particle,
     get_particle_by_label,
     resolve_particle_name,
+)
+from cryopick.io.atomic import atomic_path, write_text_atomic
+from cryopick.io.layout import (
+    make_copick_config,
+    picks_filename,
+    read_copick_config,
+    resolve_layout,
+    voxel_spacing_dirname,
 )
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from cryopick.infer import (
+from cryopick.inference.window import (
     choose_patch_size,
     compute_window_starts,
     make_blending_weights,
@@ -201,7 +201,7 @@ def test_default_window_is_the_whole_small_volume(volume):
 
 
 def test_precision_auto_avoids_emulated_bf16_on_cpu(monkeypatch):
-    import cryopick.runtime as runtime
+    import cryopick.inference.runtime as runtime
 
     monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
     assert runtime.resolve_precision("auto", torch.device("cpu")) is None
@@ -223,7 +223,7 @@ def test_bf16_path_matches_fp32_within_bf16_rounding(volume):
 
 
 def test_training_channels_last_follows_the_cpu(monkeypatch):
-    import cryopick.runtime as runtime
+    import cryopick.inference.runtime as runtime
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(runtime, "_cpu_flags", lambda: "flags : fpu avx2 avx512f avx512_bf16")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
 from cryopick.io.layout import make_copick_config
 from cryopick.io.picks import (
     PICKS_FORMATS,

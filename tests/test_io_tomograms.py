@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zarr
 
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
 from cryopick.io.layout import kaggle_layout, make_copick_config, read_copick_config
 from cryopick.io.mrc import read_mrc, write_mrc
 from cryopick.io.omezarr import (

@@ -4,16 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryopick.errors import InputError
-from cryopick.io.picks import make_picks
-from cryopick.metrics import (
+from cryopick.core.errors import InputError
+from cryopick.core.particles import PARTICLES
+from cryopick.evaluation.metric import (
     ScoreResult,
     fbeta_curve,
     format_score_table,
     score_picks,
     tune_thresholds,
 )
-from cryopick.particles import PARTICLES
+from cryopick.io.picks import make_picks
 
 
 def f4(tp, fp, fn, beta=4.0):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cryopick.augment import AugmentConfig, augment_geometry, augment_intensity
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
+from cryopick.core.particles import N_CLASSES
 from cryopick.model import (
     ClassMetrics,
     ModelCard,
@@ -13,9 +13,9 @@ from cryopick.model import (
     read_model_card,
     save_model,
 )
-from cryopick.particles import N_CLASSES
-from cryopick.targets import input_to_output_coords, render_targets
-from cryopick.train_config import TrainConfig, compute_loss
+from cryopick.training.augmentation import AugmentConfig, augment_geometry, augment_intensity
+from cryopick.training.config import TrainConfig, compute_loss
+from cryopick.training.targets import input_to_output_coords, render_targets
 
 TINY = ModelConfig(widths=(4, 8, 16))
 

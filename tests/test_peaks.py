@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryopick.coords import angstrom_to_voxels, voxels_to_angstrom
-from cryopick.particles import get_particle
-from cryopick.peaks import find_local_maxima, find_peaks, suppress_non_maxima
+from cryopick.core.coords import angstrom_to_voxels, voxels_to_angstrom
+from cryopick.core.particles import get_particle
+from cryopick.inference.peaks import find_local_maxima, find_peaks, suppress_non_maxima
 
 SPACING_A = 10.0
 SHAPE = (40, 64, 64)

@@ -10,22 +10,22 @@ from typer.testing import CliRunner
 
 import cryopick.model
 from cryopick.cli import app
-from cryopick.coords import voxels_to_angstrom
-from cryopick.errors import InputError
-from cryopick.io.layout import make_copick_config, read_copick_config
-from cryopick.io.mrc import write_mrc
-from cryopick.io.picks import make_picks, read_picks, write_picks
-from cryopick.io.tomograms import Tomogram, read_tomograms, write_tomogram
-from cryopick.model import ModelCard, ModelConfig, build_model, save_model
-from cryopick.particles import get_particle
-from cryopick.predict import (
+from cryopick.core.coords import voxels_to_angstrom
+from cryopick.core.errors import InputError
+from cryopick.core.particles import get_particle
+from cryopick.evaluation.tuning import tune_model
+from cryopick.inference.pipeline import (
     PredictConfig,
     bundled_model_dir,
     expected_blob_fraction,
     predict,
     predict_tomogram,
 )
-from cryopick.tune import tune_model
+from cryopick.io.layout import make_copick_config, read_copick_config
+from cryopick.io.mrc import write_mrc
+from cryopick.io.picks import make_picks, read_picks, write_picks
+from cryopick.io.tomograms import Tomogram, read_tomograms, write_tomogram
+from cryopick.model import ModelCard, ModelConfig, build_model, save_model
 
 SHAPE = (24, 40, 44)
 APO = get_particle("apo-ferritin")
@@ -250,7 +250,7 @@ def test_cli_predict_and_tune(project, model_dir, tmp_path):
 
 
 def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
-    import cryopick.predict as predict_module
+    import cryopick.inference.pipeline as predict_module
 
     monkeypatch.setattr(predict_module.resources, "files", lambda _: tmp_path)
     with pytest.raises(InputError, match="no bundled model.*--model"):

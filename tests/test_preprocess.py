@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from cryopick import preprocess
-from cryopick.coords import angstrom_to_voxels, voxels_to_angstrom
-from cryopick.errors import InputError
-from cryopick.preprocess import normalise_volume, resample_volume, resampled_shape
+from cryopick.core.coords import angstrom_to_voxels, voxels_to_angstrom
+from cryopick.core.errors import InputError
+from cryopick.inference import preprocess
+from cryopick.inference.preprocess import normalise_volume, resample_volume, resampled_shape
 
 
 def _reference_normalise(volume: np.ndarray, clip: float = 5.0) -> np.ndarray:

@@ -16,18 +16,18 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from cryopick.cli import app
+from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.core.picks import make_picks
+from cryopick.evaluation.metric import score_picks
 from cryopick.io.mrc import write_mrc
 from cryopick.io.picks import read_picks, write_picks
-from cryopick.io.picks_table import make_picks
-from cryopick.metrics import score_picks
-from cryopick.particles import PARTICLE_NAMES, get_particle
-from cryopick.report import (
-    ReportConfig,
+from cryopick.report import ReportConfig, classify_picks
+from cryopick.report.figures import (
     choose_slice_indices,
-    classify_picks,
+    cut_spheres,
+    layout_montage,
     read_slice,
 )
-from cryopick.report_figures import cut_spheres, layout_montage
 
 SPACING_A = 10.0
 SHAPE = (40, 48, 64)  # z, y, x voxels
@@ -256,8 +256,8 @@ def test_classify_picks_agrees_with_the_metric() -> None:
 
 
 def test_class_curves_mark_the_model_threshold() -> None:
-    from cryopick.metrics import fbeta_curve
-    from cryopick.report_plots import plot_class_curves
+    from cryopick.evaluation.metric import fbeta_curve
+    from cryopick.report.plots import plot_class_curves
 
     truth, picks = _truth_and_picks()
     curve = fbeta_curve(truth, picks, "apo-ferritin")

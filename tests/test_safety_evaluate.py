@@ -16,13 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cryopick.cli import app
+from cryopick.core.particles import PARTICLES
+from cryopick.evaluation.metric import fbeta_curve, score_picks
 from cryopick.io.layout import make_copick_config, resolve_layout
 from cryopick.io.mrc import write_mrc
 from cryopick.io.picks import make_picks, read_picks, write_picks
-from cryopick.io.picks_copick import write_copick_picks
+from cryopick.io.picks.copick_read import write_copick_picks
 from cryopick.io.tomograms import write_tomogram
-from cryopick.metrics import fbeta_curve, score_picks
-from cryopick.particles import PARTICLES
 
 runner = CliRunner()
 SHAPE = (20, 30, 40)  # z, y, x voxels of the test tomogram
@@ -236,7 +236,7 @@ def test_tomo_type_reads_shapes_of_that_type(tmp_path: Path) -> None:
 def test_cryopick_star_keeps_its_class_labels(tmp_path: Path) -> None:
     import starfile
 
-    from cryopick.io.picks_star import CRYOPICK_MARKER
+    from cryopick.io.picks.star_io import CRYOPICK_MARKER
 
     shapes = {"TS_1": (SHAPE, SPACING_A)}
     picks = _one_of_each().assign(score=0.5)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import zarr
 
-from cryopick.batch_parts import list_run_refs
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
 from cryopick.io.layout import kaggle_layout, make_copick_config, resolve_layout
 from cryopick.io.omezarr import ZARR3, read_ome_zarr, read_ome_zarr_levels, write_ome_zarr
 from cryopick.io.tomograms import read_tomogram, read_tomograms, write_tomogram
+from cryopick.scale.parts import list_run_refs
 
 FORMATS = [2, 3] if ZARR3 else [2]
 CHUNK_KEY = {2: "0/1/1/1", 3: "0/c/1/1/1"}  # chunk (1, 1, 1) of level 0, as write_ome_zarr names it

@@ -15,10 +15,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 from cryopick.cli import app
-from cryopick.coords import voxels_to_angstrom
-from cryopick.dataset import run_from_simulation
-from cryopick.errors import InputError
-from cryopick.infer import resolve_device
+from cryopick.core.coords import voxels_to_angstrom
+from cryopick.core.errors import InputError
+from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.inference.pipeline import PredictConfig, bundled_model_dir, predict_tomogram
+from cryopick.inference.window import resolve_device
 from cryopick.io.mrc import write_mrc
 from cryopick.io.tomograms import Tomogram
 from cryopick.model import (
@@ -29,11 +30,10 @@ from cryopick.model import (
     read_model_card,
     save_model,
 )
-from cryopick.particles import PARTICLE_NAMES, get_particle
-from cryopick.predict import PredictConfig, bundled_model_dir, predict_tomogram
 from cryopick.simulate import simulate_run
-from cryopick.train import CHECKPOINT_FILENAME, train
-from cryopick.train_config import TrainConfig
+from cryopick.training.config import TrainConfig
+from cryopick.training.sampling import run_from_simulation
+from cryopick.training.trainer import CHECKPOINT_FILENAME, train
 
 TINY = ModelConfig(widths=(4, 8))
 NO_GPU_MESSAGE = (
@@ -355,7 +355,7 @@ def test_bad_device_fails_before_a_local_batch_starts(monkeypatch, tmp_path):
 
 
 def test_threshold_overrides_are_validated_and_aliases_resolved(tmp_path):
-    from cryopick.predict import PredictConfig
+    from cryopick.inference.pipeline import PredictConfig
 
     config = PredictConfig(thresholds={"ferritin": 0.3, "vlp": 0.2})
     assert config.thresholds == {"apo-ferritin": 0.3, "virus-like-particle": 0.2}

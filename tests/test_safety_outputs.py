@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 
 import test_predict
 from cryopick.cli import app
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
+from cryopick.inference.pipeline import predict_tomogram
 from cryopick.io.atomic import temp_prefix, write_text_atomic
-from cryopick.io.copick_config_edit import insert_array_items
 from cryopick.io.layout import make_copick_config, read_copick_config
 from cryopick.io.mrc import write_mrc
 from cryopick.io.picks import make_picks, read_picks, write_copick_picks
-from cryopick.predict import predict_tomogram
+from cryopick.io.picks.copick_config import insert_array_items
 from test_predict import DarkBlobDetector, _card, _tomogram, _volume
 
 RUNNER = CliRunner()
@@ -227,7 +227,7 @@ def test_stale_temporaries_of_killed_writers_are_removed_on_the_next_write(tmp_p
 _KILLED_WRITER = textwrap.dedent(
     """
     import os, sys
-    import cryopick.io.picks_copick_write as w
+    import cryopick.io.picks.copick_write as w
     from cryopick.io.picks import make_picks
     renames = []
     real = os.replace
@@ -339,11 +339,11 @@ def test_array_items_are_inserted_as_text(text, expected):
 
 def test_a_tomogram_smaller_than_the_window_is_warned_about(caplog):
     card = _card()  # 16-voxel training window
-    with caplog.at_level(logging.WARNING, logger="cryopick.predict"):
+    with caplog.at_level(logging.WARNING, logger="cryopick.inference.pipeline"):
         predict_tomogram(_tomogram(_volume()), DarkBlobDetector(), card, device="cpu")
     assert "smaller than the network" not in caplog.text
     thin = _volume(shape=(8, 40, 44))
-    with caplog.at_level(logging.WARNING, logger="cryopick.predict"):
+    with caplog.at_level(logging.WARNING, logger="cryopick.inference.pipeline"):
         predict_tomogram(_tomogram(thin), DarkBlobDetector(), card, device="cpu")
     assert "smaller than the network's 16x16x16-voxel window (z 8 < 16)" in caplog.text
 

@@ -7,8 +7,8 @@ from scipy import ndimage as ndi
 from typer.testing import CliRunner
 
 from cryopick.cli import app
-from cryopick.coords import angstrom_to_voxels
-from cryopick.particles import PARTICLE_NAMES, get_particle
+from cryopick.core.coords import angstrom_to_voxels
+from cryopick.core.particles import PARTICLE_NAMES, get_particle
 from cryopick.simulate import get_preset, simulate_project, simulate_run
 from cryopick.simulate.imaging import (
     backprojection_matrix,

@@ -5,15 +5,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cryopick import train as train_module
-from cryopick.augment import AugmentConfig
 from cryopick.cli import app
-from cryopick.dataset import PatchSampler, run_from_simulation
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
 from cryopick.model import ModelConfig, load_model
 from cryopick.simulate import simulate_run
-from cryopick.train import CHECKPOINT_FILENAME, load_checkpoint, train
-from cryopick.train_config import TrainConfig
+from cryopick.training import trainer as train_module
+from cryopick.training.augmentation import AugmentConfig
+from cryopick.training.config import TrainConfig
+from cryopick.training.sampling import PatchSampler, run_from_simulation
+from cryopick.training.trainer import CHECKPOINT_FILENAME, load_checkpoint, train
 
 TINY = ModelConfig(widths=(4, 8, 16))
 
@@ -229,7 +229,7 @@ def test_train_refuses_to_replace_a_model_unless_resumed_or_overwritten(tmp_path
 
 
 def test_simulated_training_data_never_deletes_a_folder_it_did_not_make(tmp_path):
-    from cryopick.dataset import gather_runs
+    from cryopick.training.sampling import gather_runs
 
     config = _config(simulate=1, simulate_shape=(16, 32, 32), simulate_preset="easy")
     foreign = tmp_path / "simulated" / "train"

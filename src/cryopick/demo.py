@@ -36,9 +36,9 @@ def run_demo(out_dir: str | Path = "demo_out", shape: tuple[int, int, int] = DEM
     float
         The weighted CZII F4 score of the picks.
     """
+    from cryopick.evaluation.metric import format_score_table, score_picks
+    from cryopick.inference.pipeline import bundled_model_dir, predict
     from cryopick.io.picks import read_picks
-    from cryopick.metrics import format_score_table, score_picks
-    from cryopick.predict import bundled_model_dir, predict
     from cryopick.report import write_report
     from cryopick.simulate import simulate_project
 
@@ -80,7 +80,7 @@ def run_demo(out_dir: str | Path = "demo_out", shape: tuple[int, int, int] = DEM
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m cryopick.demo [OUT_DIR]``."""
-    from cryopick.errors import InputError
+    from cryopick.core.errors import InputError
 
     logging.basicConfig(level=logging.WARNING)
     args = sys.argv[1:] if argv is None else argv

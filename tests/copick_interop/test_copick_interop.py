@@ -10,12 +10,12 @@ copick = pytest.importorskip("copick")  # noqa: E402 - skips the module in the m
 import zarr  # noqa: E402
 from copick.util.ome import get_voxel_size_from_zarr  # noqa: E402
 
-from cryopick.errors import InputError  # noqa: E402
+from cryopick.core.errors import InputError  # noqa: E402
+from cryopick.core.picks import make_picks  # noqa: E402
 from cryopick.io.layout import make_copick_config, read_copick_config  # noqa: E402
 from cryopick.io.omezarr import read_ome_zarr  # noqa: E402
 from cryopick.io.picks import read_picks  # noqa: E402
-from cryopick.io.picks_copick import write_copick_picks  # noqa: E402
-from cryopick.io.picks_table import make_picks  # noqa: E402
+from cryopick.io.picks.copick_read import write_copick_picks  # noqa: E402
 from cryopick.io.tomograms import read_tomograms, write_tomogram  # noqa: E402
 
 SPACING_A = 10.012

@@ -5,7 +5,7 @@ import pytest
 
 copick = pytest.importorskip("copick")  # noqa: E402 - skips the module in the main env
 
-from cryopick.particles import PARTICLE_NAMES, get_particle  # noqa: E402
+from cryopick.core.particles import PARTICLE_NAMES, get_particle  # noqa: E402
 from cryopick.simulate import simulate_project, simulate_run  # noqa: E402
 
 SHAPE = (32, 64, 64)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
 
 # a temporary on another host (a shared filesystem) counts as stale only after this long
 FOREIGN_TEMP_MAX_AGE_S = 24 * 3600.0

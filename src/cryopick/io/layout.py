@@ -21,8 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryopick.errors import InputError
-from cryopick.particles import PARTICLES
+from cryopick.core.errors import InputError
+from cryopick.core.particles import PARTICLES
 
 log = logging.getLogger(__name__)
 

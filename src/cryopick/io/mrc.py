@@ -15,7 +15,7 @@ import mrcfile
 import numpy as np
 from numpy.typing import ArrayLike
 
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
 from cryopick.io._checks import as_volume_to_write
 from cryopick.io.atomic import atomic_path
 

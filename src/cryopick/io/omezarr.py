@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from numpy.typing import ArrayLike, NDArray
 
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
 from cryopick.io._checks import as_volume_to_write
 from cryopick.io.atomic import atomic_path
 from cryopick.io.omezarr_checks import checked_array, warn_if_translated

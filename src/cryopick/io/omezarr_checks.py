@@ -5,7 +5,7 @@ interrupted copy would silently change the picks. :func:`checked_array` returns 
 ``zarr.Array`` (a subclass, so ``isinstance`` checks and laziness are kept) whose
 ``__getitem__`` (and so ``numpy.asarray``) first checks that every chunk the selection
 touches has its file, and turns a chunk that cannot be decoded (garbage bytes, truncated
-file) into an :class:`~cryopick.errors.InputError` naming the store and the chunk instead
+file) into an :class:`~cryopick.core.errors.InputError` naming the store and the chunk instead
 of a blosc/zstd traceback.
 
 A missing chunk is always an error, also in foreign stores. zarr-python 3 by default does
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

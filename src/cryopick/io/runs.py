@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cryopick.errors import InputError, one_line_error
+from cryopick.core.errors import InputError, one_line_error
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram, read_tomograms
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ def open_tomograms(
     InputError
         If ``input_path`` holds no runs or a requested run does not exist.
     """
-    from cryopick.batch_parts import list_run_refs
     from cryopick.io.tomograms import read_tomogram
+    from cryopick.scale.parts import list_run_refs
 
     names = [ref.run for ref in list_run_refs([input_path], tomo_type=tomo_type)]
     if runs is not None:

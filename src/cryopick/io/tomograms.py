@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from cryopick.errors import InputError
+from cryopick.core.errors import InputError
 from cryopick.io.layout import ProjectLayout, resolve_layout
 from cryopick.io.mrc import MRC_SUFFIXES, read_mrc
 from cryopick.io.omezarr import read_ome_zarr, write_ome_zarr

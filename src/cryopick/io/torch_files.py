@@ -2,7 +2,7 @@
 
 ``torch.load(weights_only=True)`` refuses any pickle that names other Python objects, so a
 crafted ``model.pt`` or ``checkpoint.pt`` cannot run code; every way such a file can be
-wrong (crafted, foreign, damaged, truncated) becomes one :class:`~cryopick.errors.InputError`
+wrong (crafted, foreign, damaged, truncated) becomes one :class:`~cryopick.core.errors.InputError`
 line naming it.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from cryopick.errors import InputError, squeeze_error
+from cryopick.core.errors import InputError, squeeze_error
 
 
 def load_tensor_file(path: str | Path, what: str) -> Any:

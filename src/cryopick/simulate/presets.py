@@ -19,8 +19,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cryopick.errors import InputError
-from cryopick.particles import PARTICLE_NAMES
+from cryopick.core.errors import InputError
+from cryopick.core.particles import PARTICLE_NAMES
 
 Range = tuple[float, float]
 

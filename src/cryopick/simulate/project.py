@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from cryopick.coords import voxels_to_angstrom
+from cryopick.core.coords import voxels_to_angstrom
 from cryopick.simulate.imaging import simulate_tilt_series
 from cryopick.simulate.presets import SimulationConfig, draw_run_params, get_preset
 from cryopick.simulate.reconstruct import make_tomogram_types, reconstruct_wbp
@@ -55,7 +55,7 @@ class SimulatedRun:
         True particle centres (Å) with a ``transformation`` column (4x4, x/y/z order:
         the rotation taking the template frame to the tomogram frame).
     labels : numpy.ndarray, shape (Z, Y, X), uint8
-        Multi-label segmentation (particle labels from :data:`cryopick.particles.PARTICLES`).
+        Multi-label segmentation (particle labels from :data:`cryopick.core.particles.PARTICLES`).
     spacing_A : float
         Voxel size in Å.
     params : dict
@@ -192,7 +192,7 @@ def prepare_project_folder(out_dir: Path, overwrite: bool) -> list[str]:
     InputError
         If ``out_dir`` is a file, or is not empty and may not be replaced.
     """
-    from cryopick.errors import InputError
+    from cryopick.core.errors import InputError
     from cryopick.io.layout import RUNS_DIR
 
     if out_dir.exists() and not out_dir.is_dir():

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
-from cryopick.particles import PARTICLE_NAMES, get_particle
+from cryopick.core.particles import PARTICLE_NAMES, get_particle
 from cryopick.simulate.presets import SimulationConfig, draw_counts
 from cryopick.simulate.templates import (
     TEMPLATE_SPACING_A,

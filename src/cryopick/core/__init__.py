@@ -1,0 +1,1 @@
+"""Core data types and conventions: particle types, coordinates, the picks table, errors."""

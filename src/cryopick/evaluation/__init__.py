@@ -1,0 +1,1 @@
+"""Scoring picks: the CZII metric, matching, threshold tuning."""

@@ -1,0 +1,1 @@
+"""Tomogram -> picks: runtime, preprocessing, sliding window, peaks, the pipeline."""

@@ -1,0 +1,354 @@
+"""From probability maps to picks: local maxima, NMS, sub-voxel refinement, validation.
+
+For each particle class (channel ``label`` of the map), :func:`find_peaks`
+
+1. takes voxels at or above the class threshold that are maxima of their 3x3x3 neighbourhood
+   (evaluated only at those voxels, z slab by z slab, so a float16 map is never copied whole);
+2. suppresses, greedily by score, any maximum closer than ``nms_fraction * radius`` to a
+   stronger one;
+3. refines each survivor to sub-voxel precision by mean-shift steps of the centroid of
+   ``p - peak/2`` over its blob (connected voxels above half the peak, within 1.5 expected
+   blob radii);
+4. rejects a peak whose blob (the connected voxels above half its peak value around the
+   maximum, within three expected blob radii) has an equivalent radius outside
+   ``blob_ratio_range`` times the expected blob radius (``blob_radius_fraction * radius``,
+   the training target's);
+5. suppresses again (refinement can move maxima of one flat-topped blob together).
+
+and finally, optionally (off by default), across classes, drops the weaker of two detections
+of different classes whose centres are closer than ``cross_class_fraction`` times the
+smaller radius.
+
+Coordinates: map index ``i`` is at ``origin_A + i * spacing_A`` Å per axis (the convention of
+:mod:`cryopick.core.coords`; ``origin_A`` is non-zero only for strided maps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.typing import NDArray
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from cryopick.core.coords import voxels_to_angstrom
+from cryopick.core.particles import PARTICLES, get_particle
+from cryopick.io.picks import empty_picks, make_picks
+
+DEFAULT_THRESHOLD = 0.5
+_SLAB = 16  # z slices per slab when scanning for maxima
+_OFFSETS = np.array(
+    [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dz or dy or dx]
+)
+_EARLIER = [tuple(off) < (0, 0, 0) for off in _OFFSETS]  # neighbours before a voxel in raster order
+
+
+def find_local_maxima(
+    prob: NDArray, threshold: float
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Voxels ``>= threshold`` that are maxima of their 3x3x3 neighbourhood.
+
+    On a plateau of equal values only voxels with no equal neighbour earlier in raster
+    order are kept (a few per plateau; refinement then moves them to its centre).
+
+    Parameters
+    ----------
+    prob : numpy.ndarray, shape (Z, Y, X)
+        One class's probability map (float16 or float32).
+    threshold : float
+        Minimum value.
+
+    Returns
+    -------
+    coords_zyx : numpy.ndarray, int64, shape (N, 3)
+        Voxel indices, in raster order.
+    values : numpy.ndarray, float32, shape (N,)
+        The map at those voxels.
+    """
+    shape = np.array(prob.shape)
+    found_coords, found_values = [], []
+    for z0 in range(0, prob.shape[0], _SLAB):
+        slab = torch.from_numpy(np.ascontiguousarray(prob[z0 : z0 + _SLAB]))
+        idx = torch.nonzero(slab >= threshold).numpy()
+        if len(idx) == 0:
+            continue
+        idx[:, 0] += z0
+        values = prob[idx[:, 0], idx[:, 1], idx[:, 2]]
+        keep = np.ones(len(idx), dtype=bool)
+        for off, earlier in zip(_OFFSETS, _EARLIER, strict=True):
+            moved = idx + off
+            nb = np.clip(moved, 0, shape - 1)
+            inside = (nb == moved).all(1)
+            nb_values = prob[nb[:, 0], nb[:, 1], nb[:, 2]]
+            # ties: only the first voxel of a plateau in raster order is a maximum
+            beats = values > nb_values if earlier else values >= nb_values
+            keep &= beats | ~inside
+        found_coords.append(idx[keep])
+        found_values.append(values[keep].astype(np.float32))
+    if not found_coords:
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return np.concatenate(found_coords).astype(np.int64), np.concatenate(found_values)
+
+
+def suppress_non_maxima(
+    coords_zyx: NDArray, scores: NDArray, radius_vox: float
+) -> NDArray[np.int64]:
+    """Greedy non-maximum suppression: indices of kept points, strongest first.
+
+    A point is dropped when a stronger kept point lies within ``radius_vox`` (Euclidean).
+    Ties are broken by input order (stable), so the result is deterministic.
+    """
+    if len(coords_zyx) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    tree = cKDTree(np.asarray(coords_zyx, dtype=np.float64))
+    suppressed = np.zeros(len(coords_zyx), dtype=bool)
+    kept = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        suppressed[tree.query_ball_point(coords_zyx[i], r=radius_vox)] = True
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _connected_blob(
+    prob: NDArray, centre_zyx: NDArray, peak: float, radius_vox: float
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """Return values and voxel indices of a peak's blob.
+
+    The blob is the connected set of voxels ``>= peak/2`` within ``radius_vox`` of
+    ``centre_zyx`` holding the voxel nearest the centre; connectivity keeps neighbouring
+    particles' blobs out of the window.
+    """
+    centre = np.asarray(centre_zyx, dtype=np.float64)
+    r = int(math.ceil(radius_vox))
+    c = np.round(centre).astype(int)
+    lo = np.maximum(c - r, 0)
+    hi = np.minimum(c + r + 1, prob.shape)
+    box = np.asarray(prob[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
+    offsets = np.ogrid[tuple(slice(a - x, b - x) for a, b, x in zip(lo, hi, centre, strict=True))]
+    inside = sum(o**2 for o in offsets) <= radius_vox**2
+    labels, _ = ndimage.label((box >= 0.5 * peak) & inside)
+    own = labels[tuple(np.clip(c - lo, 0, np.array(box.shape) - 1))]
+    if not own:
+        return np.zeros(0, dtype=np.float32), np.zeros((0, 3))
+    where = np.nonzero(labels == own)
+    return box[where], np.stack(where, -1) + lo
+
+
+def refine_peak(
+    prob: NDArray, coord_zyx: NDArray, peak: float, radius_vox: float, n_iter: int = 5
+) -> NDArray[np.float64]:
+    """Sub-voxel centre: mean-shift of the centroid of ``p - peak/2`` over the peak's blob.
+
+    Parameters
+    ----------
+    prob : numpy.ndarray, shape (Z, Y, X)
+        The class map.
+    coord_zyx : array_like, shape (3,)
+        Starting voxel (the local maximum).
+    peak : float
+        Map value at the maximum.
+    radius_vox : float
+        Window radius in voxels (larger than the expected blob, so that the centroid of a
+        flat-topped blob is found from any of its voxels).
+    n_iter : int
+        Mean-shift iterations.
+
+    Returns
+    -------
+    numpy.ndarray, shape (3,)
+        Fractional voxel position (z, y, x).
+    """
+    start = np.asarray(coord_zyx, dtype=np.float64)
+    centre = start
+    for _ in range(n_iter):
+        values, points = _connected_blob(prob, centre, peak, radius_vox)
+        w = values.astype(np.float64) - 0.5 * peak
+        if len(w) == 0 or w.sum() <= 0:
+            break
+        new = (points * w[:, None]).sum(0) / w.sum()
+        done = np.abs(new - centre).max() < 1e-3
+        centre = new
+        if done:
+            break
+    # never wander further than the window from the detected maximum
+    shift = centre - start
+    norm = np.linalg.norm(shift)
+    return start + (shift if norm <= radius_vox else shift * radius_vox / norm)
+
+
+def measure_blob_radius(
+    prob: NDArray, centre_zyx: NDArray, peak: float, window_vox: float
+) -> float:
+    """Equivalent radius (voxels) of a peak's blob within ``window_vox`` of its centre.
+
+    The blob is the connected set of voxels ``>= peak/2`` holding the centre voxel; its
+    equivalent radius is that of a ball of the same volume, ``(3 n / 4 pi)^(1/3)``.
+    """
+    values, _ = _connected_blob(prob, centre_zyx, peak, window_vox)
+    return (3.0 * len(values) / (4.0 * math.pi)) ** (1.0 / 3.0)
+
+
+def _find_class_peaks(
+    prob: NDArray,
+    radius_vox: float,
+    threshold: float,
+    nms_fraction: float,
+    blob_radius_vox: float | None,
+    blob_ratio_range: tuple[float, float] | None,
+    max_peaks: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+    coords, values = find_local_maxima(prob, threshold)
+    kept = suppress_non_maxima(coords, values, nms_fraction * radius_vox)[:max_peaks]
+    coords, values = coords[kept], values[kept]
+    refine_r = max(2.0, 1.5 * (blob_radius_vox if blob_radius_vox else 0.5 * radius_vox))
+    out_coords, out_scores = [], []
+    for coord, value in zip(coords, values, strict=True):
+        centre = refine_peak(prob, coord, float(value), refine_r)
+        if blob_radius_vox and blob_ratio_range is not None:
+            # measured around the maximum itself: the refined centre of a ring- or
+            # two-lobed blob can fall in a dip below half the peak (an empty blob)
+            r_eq = measure_blob_radius(prob, coord, float(value), 3.0 * blob_radius_vox)
+            lo, hi = blob_ratio_range
+            if not lo * blob_radius_vox <= r_eq <= hi * blob_radius_vox:
+                continue
+        out_coords.append(centre)
+        out_scores.append(value)
+    if not out_coords:
+        return np.zeros((0, 3)), np.zeros(0, dtype=np.float32)
+    coords, scores = np.asarray(out_coords), np.asarray(out_scores, dtype=np.float32)
+    # refinement moves several maxima of one flat-topped blob to its centre: suppress again
+    kept = np.sort(suppress_non_maxima(coords, scores, nms_fraction * radius_vox))
+    return coords[kept], scores[kept]
+
+
+def resolve_cross_class(
+    picks: pd.DataFrame, fraction: float = 0.5, ratio: float = 1.0
+) -> pd.DataFrame:
+    """Resolve picks of different classes at one place.
+
+    Of two picks of different classes closer than ``fraction * min(radius)``, the weaker is
+    dropped when its score is at most ``ratio`` times the stronger's (``ratio=1``: always;
+    ``ratio=0.5``: only when clearly dominated). Greedy by score over all picks of one
+    experiment at a time; the result keeps input order.
+    """
+    if len(picks) < 2 or fraction <= 0:
+        return picks
+    keep = np.ones(len(picks), dtype=bool)
+    max_radius = max(p.radius_A for p in PARTICLES)
+    for _, group in picks.groupby("experiment", sort=False):
+        pos = group.index.to_numpy()
+        xyz = group[["x", "y", "z"]].to_numpy(dtype=np.float64)
+        radii = np.array([get_particle(t).radius_A for t in group["particle_type"]])
+        types = group["particle_type"].to_numpy()
+        scores = group["score"].to_numpy(dtype=np.float64)
+        tree = cKDTree(xyz)
+        order = np.argsort(-scores, kind="stable")
+        alive = np.ones(len(group), dtype=bool)
+        for i in order:
+            if not alive[i]:
+                continue
+            for j in tree.query_ball_point(xyz[i], r=fraction * max_radius):
+                if alive[j] and j != i and types[j] != types[i]:
+                    limit = fraction * min(radii[i], radii[j])
+                    close = np.linalg.norm(xyz[i] - xyz[j]) < limit
+                    if close and scores[j] <= ratio * scores[i]:
+                        alive[j] = False
+        keep[np.searchsorted(picks.index.to_numpy(), pos[~alive])] = False
+    return picks[keep].reset_index(drop=True)
+
+
+def find_peaks(
+    probs: NDArray,
+    spacing_A: float,
+    experiment: str,
+    thresholds: Mapping[str, float] | None = None,
+    *,
+    default_threshold: float = DEFAULT_THRESHOLD,
+    min_score: float = 0.0,
+    particle_types: Sequence[str] | None = None,
+    nms_fraction: float = 0.6,
+    blob_radius_fraction: float | None = 0.5,
+    blob_ratio_range: tuple[float, float] | None = (0.35, 1.8),
+    cross_class_fraction: float = 0.0,
+    cross_class_ratio: float = 1.0,
+    origin_A: float = 0.0,
+    max_peaks_per_class: int = 20_000,
+) -> pd.DataFrame:
+    """Find picks (Å) in per-class probability maps.
+
+    Parameters
+    ----------
+    probs : numpy.ndarray, shape (C, Z, Y, X)
+        Probabilities (float16 is fine), channel ``label`` per particle type, 0 = background.
+    spacing_A : float
+        Voxel size of the map in Å.
+    experiment : str
+        Run name written into the picks.
+    thresholds : mapping, optional
+        Per-class minimum peak probability (e.g. the model card's tuned thresholds).
+    default_threshold : float
+        For classes missing from ``thresholds``.
+    min_score : float
+        A floor applied to every threshold (e.g. 0.05 when collecting candidates for tuning).
+    particle_types : sequence of str, optional
+        Only these classes (default: all).
+    nms_fraction : float
+        Suppression distance as a fraction of the class radius.
+    blob_radius_fraction : float or None
+        Expected blob radius as a fraction of the class radius (the training target's);
+        None disables blob validation.
+    blob_ratio_range : (float, float) or None
+        Accepted range of measured / expected blob radius; None disables validation.
+    cross_class_fraction : float
+        Cross-class suppression distance as a fraction of the smaller radius (0, the
+        default, disables it: under F4 a second label at one place costs little precision
+        while the suppressed one may be the right class; see docs/predict.md).
+    cross_class_ratio : float
+        Drop the weaker of two nearby picks of different classes only when its score is at
+        most this fraction of the stronger's (see :func:`resolve_cross_class`).
+    origin_A : float
+        Position in Å of map index 0 on every axis.
+    max_peaks_per_class : int
+        Keep at most this many (the strongest) maxima per class after suppression; bounds
+        the time spent on a noisy map with a low threshold.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Picks table (experiment, particle_type, x, y, z in Å, score), sorted by class then
+        descending score.
+    """
+    thresholds = dict(thresholds or {})
+    names = [get_particle(n).name for n in particle_types] if particle_types else None
+    frames = []
+    for particle in PARTICLES:
+        if names is not None and particle.name not in names:
+            continue
+        if particle.label >= probs.shape[0]:
+            continue
+        threshold = max(float(thresholds.get(particle.name, default_threshold)), min_score)
+        radius_vox = particle.radius_A / spacing_A
+        blob_vox = blob_radius_fraction * radius_vox if blob_radius_fraction else None
+        coords, scores = _find_class_peaks(
+            probs[particle.label],
+            radius_vox,
+            threshold,
+            nms_fraction,
+            blob_vox,
+            blob_ratio_range,
+            max_peaks_per_class,
+        )
+        if len(coords):
+            coords_A = voxels_to_angstrom(coords, spacing_A) + origin_A
+            frames.append(make_picks(experiment, particle.name, coords_A, score=scores))
+    if not frames:
+        return empty_picks()
+    picks = pd.concat(frames, ignore_index=True)
+    return resolve_cross_class(picks, cross_class_fraction, cross_class_ratio)

@@ -1,0 +1,381 @@
+"""Picking: tomograms in, picks out (the library behind ``cryopick predict`` and ``tune``).
+
+:func:`predict_tomogram` chains the stages for one tomogram: read lazily, resample to the
+model's voxel size, normalise, run the network (:mod:`cryopick.inference.window`), find peaks
+(:mod:`cryopick.inference.peaks`). Picks are in Å in the input tomogram's frame: resampling keeps Å
+positions fixed (see :mod:`cryopick.inference.preprocess`), so only the grid spacing changes and no
+coordinate mapping is needed. Results are deterministic for the same input and settings.
+
+:func:`predict` runs it over everything :func:`cryopick.io.tomograms.read_tomograms`
+resolves and writes the picks (:func:`cryopick.evaluation.tuning.tune_model` re-tunes a model's
+thresholds with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cryopick.console import window_progress_bar
+from cryopick.core.errors import InputError, RunsFailedError, one_line_error
+from cryopick.inference.output import (
+    OUTPUT_FORMATS,
+    PICKS_SESSION_ID,
+    PICKS_USER_ID,
+    check_output_target,
+    write_predictions,
+)
+from cryopick.inference.peaks import find_peaks
+from cryopick.inference.preprocess import normalise_volume, resample_volume
+from cryopick.inference.window import predict_probabilities, prepare_network, resolve_device
+from cryopick.io.runs import open_tomograms
+from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
+from cryopick.model import Threshold, canonical_thresholds
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "OUTPUT_FORMATS", "PICKS_SESSION_ID", "PICKS_USER_ID", "PredictConfig", "predict",
+    "predict_tomogram", "predict_tomograms", "write_predictions",
+]  # fmt: skip
+
+
+class PredictConfig(BaseModel):
+    """Settings of one prediction; saved with batch outputs so results can be reproduced.
+
+    Attributes
+    ----------
+    overlap : float
+        Minimum overlap between sliding windows (fraction of the patch).
+    batch_size : int
+        Windows per forward pass.
+    device : str
+        ``auto``, ``cpu`` or ``cuda`` (``cuda:N``).
+    precision : str
+        ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see
+        :func:`cryopick.inference.runtime.resolve_precision`).
+    tta : bool
+        Flip test-time augmentation (x, y, xy flips; 4x the network time).
+    patch_size : tuple of int, optional
+        Inference window (z, y, x); default
+        :func:`cryopick.inference.window.choose_patch_size` (up to 192³, larger than the
+        training patch: faster, fewer overlaps).
+    thresholds : dict, optional
+        Per-class thresholds overriding the model card's.
+    min_score : float
+        Floor on every threshold.
+    nms_fraction, cross_class_fraction : float
+        Suppression distances as fractions of the class radius (see :func:`find_peaks`);
+        ``cross_class_fraction=0`` (default) keeps detections of different classes at one
+        place, which measured better under F4 (docs/predict.md).
+    cross_class_ratio : float
+        With cross-class resolution on, drop only picks scoring at most this fraction of
+        the stronger one.
+    blob_ratio_range : (float, float) or None
+        Accepted measured / expected blob radius; None disables blob validation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    batch_size: int = Field(2, ge=1)
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    tta: bool = False
+    patch_size: tuple[int, int, int] | None = None
+    thresholds: dict[str, Threshold] | None = None
+    min_score: float = Field(0.0, ge=0.0, le=1.0)
+    nms_fraction: float = Field(0.6, gt=0.0)
+    cross_class_fraction: float = Field(0.0, ge=0.0)
+    cross_class_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _canonical_names(cls, thresholds: dict[str, float] | None) -> dict[str, float] | None:
+        return None if thresholds is None else canonical_thresholds(thresholds)
+
+
+def bundled_model_dir() -> Path:
+    """Folder of the model shipped with cryopick (``cryopick/data/model``).
+
+    Raises
+    ------
+    InputError
+        If this installation has no bundled model.
+    """
+    path = Path(str(resources.files("cryopick") / "data" / "model"))
+    if not (path / "model.json").is_file() or not (path / "model.pt").is_file():
+        raise InputError(
+            path,
+            "no bundled model in this installation (model.json and model.pt missing); "
+            "pass --model DIR with a model trained by `cryopick train`",
+        )
+    return path
+
+
+def expected_blob_fraction(target: str) -> float:
+    """Radius of a blob at half its peak, as a fraction of the particle radius, for a target.
+
+    ``target`` is the model card's description, e.g. ``"sphere"``, ``"sphere r=0.5"`` or
+    ``"gaussian sigma=0.3"``; the first number is the radius (sigma) fraction (default 0.5).
+    A Gaussian of sigma ``s`` is at half its peak at ``s * sqrt(2 ln 2)``.
+    """
+    match = re.search(r"(\d+(?:\.\d+)?)", target or "")
+    fraction = float(match.group(1)) if match else 0.5
+    if "gauss" in (target or "").lower():
+        return fraction * math.sqrt(2.0 * math.log(2.0))
+    return fraction
+
+
+def predict_tomogram(
+    tomogram: Tomogram,
+    model: torch.nn.Module,
+    card: Any,
+    config: PredictConfig | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Pick particles in one tomogram.
+
+    Parameters
+    ----------
+    tomogram : Tomogram
+        The input (read lazily).
+    model : torch.nn.Module
+        The network (from :func:`cryopick.model.load_model`).
+    card : ModelCard
+        Its card: ``spacing_A``, ``thresholds`` and ``target`` are used.
+    config : PredictConfig, optional
+        Settings; keyword ``options`` (the fields of :class:`PredictConfig`) override it.
+    progress : callable, optional
+        ``progress(done, total)`` over the network's windows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Picks table, ``experiment = tomogram.name``, positions in Å of the input frame.
+    """
+    # validate the options (model_copy(update=...) would not: a JSON list left in a tuple
+    # field, as batch workers pass them, made every model_dump warn)
+    config = PredictConfig.model_validate({**(config or PredictConfig()).model_dump(), **options})
+    device = resolve_device(config.device)  # a bad --device fails before any work
+    model_spacing_A = float(card.spacing_A)
+    if math.isclose(tomogram.spacing_A, model_spacing_A, rel_tol=1e-3):
+        volume = normalise_volume(tomogram.data, source=tomogram.source)
+    else:
+        log.info(
+            "%s: resampling from %.3f Å to the model's %.3f Å voxels",
+            tomogram.name,
+            tomogram.spacing_A,
+            model_spacing_A,
+        )
+        resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
+        volume = normalise_volume(resampled, source=tomogram.source, inplace=True)
+    warn_if_smaller_than_window(tomogram.name, volume.shape, card.patch_size, model_spacing_A)
+    probs = predict_probabilities(
+        model,
+        volume,
+        patch_size=config.patch_size,
+        overlap=config.overlap,
+        batch_size=config.batch_size,
+        device=device,
+        tta=config.tta,
+        precision=config.precision,
+        upsample=False,
+        progress=progress,
+    )
+    # a strided map's voxel j is centred at input voxel j*s + (s-1)/2 (see inference.window)
+    _, stride = prepare_network(model, device)
+    del volume
+    tta_thresholds = getattr(card, "thresholds_tta", None) if config.tta else None
+    thresholds = dict(tta_thresholds or card.thresholds or {})
+    thresholds.update(config.thresholds or {})
+    return find_peaks(
+        probs,
+        spacing_A=model_spacing_A * stride,
+        experiment=tomogram.name,
+        thresholds=thresholds,
+        min_score=config.min_score,
+        nms_fraction=config.nms_fraction,
+        blob_radius_fraction=expected_blob_fraction(getattr(card, "target", "sphere")),
+        blob_ratio_range=config.blob_ratio_range,
+        cross_class_fraction=config.cross_class_fraction,
+        cross_class_ratio=config.cross_class_ratio,
+        origin_A=(stride - 1) / 2.0 * model_spacing_A,
+    )
+
+
+def warn_if_smaller_than_window(
+    name: str, shape_zyx: Sequence[int], patch_zyx: Sequence[int], spacing_A: float
+) -> bool:
+    """Warn when a tomogram is thinner than the network's training window on some axis.
+
+    The network then sees mostly padding there; picks are unreliable and often none are
+    found. Returns True when it warned.
+    """
+    small = [
+        f"{axis} {n} < {p}"
+        for axis, n, p in zip("zyx", shape_zyx, patch_zyx, strict=True)
+        if int(n) < int(p)
+    ]
+    if small:
+        log.warning(
+            "%s: the tomogram (%s voxels at %.4g Å) is smaller than the network's %s-voxel "
+            "window (%s): picks are unreliable and there may be none",
+            name, "x".join(map(str, shape_zyx)), spacing_A, "x".join(map(str, patch_zyx)),
+            ", ".join(small),
+        )  # fmt: skip
+    return bool(small)
+
+
+def predict_tomograms(
+    tomograms: list[Tomogram],
+    model_dir: str | Path | None = None,
+    config: PredictConfig | None = None,
+    *,
+    show_progress: bool = False,
+    failures: dict[str, BaseException] | None = None,
+) -> pd.DataFrame:
+    """Pick particles in several tomograms with one model; picks of all runs in one table.
+
+    Parameters
+    ----------
+    tomograms : list of Tomogram
+        Inputs.
+    model_dir : str or Path, optional
+        Model folder; default :func:`bundled_model_dir`.
+    config : PredictConfig, optional
+        Settings.
+    show_progress : bool
+        Show a rich progress bar per tomogram (on stderr).
+    failures : dict, optional
+        When given, a run whose prediction fails (e.g. a corrupt chunk in its tomogram) is
+        recorded here (run -> error) and the others go on; else the error is raised.
+    """
+    from cryopick.io.picks import empty_picks
+    from cryopick.model import load_model
+
+    config = config or PredictConfig()
+    resolve_device(config.device)  # a wrong device fails once, before any run
+    model, card = load_model(model_dir or bundled_model_dir(), device="cpu")
+    frames = []
+    with window_progress_bar(show_progress) as bar:
+        for tomo in tomograms:
+            task = bar.add_task(tomo.name, total=None) if bar else None
+
+            def advance(done: int, total: int, task: Any = task) -> None:
+                if bar is not None:
+                    bar.update(task, completed=done, total=total)
+
+            try:
+                frames.append(predict_tomogram(tomo, model, card, config, progress=advance))
+            except Exception as err:
+                if failures is None:
+                    raise
+                failures[tomo.name] = err
+                log.error("%s: prediction failed: %s", tomo.name, one_line_error(err))
+                continue
+            log.info("%s: %d picks", tomo.name, len(frames[-1]))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_picks()
+
+
+def predict(
+    input_path: str | Path,
+    model_dir: str | Path | None = None,
+    output: str | Path | None = None,
+    format: str = "csv",
+    config: PredictConfig | None = None,
+    *,
+    tomo_type: str = DEFAULT_TOMO_TYPE,
+    runs: list[str] | None = None,
+    show_progress: bool = False,
+    spacing_A: float | None = None,
+) -> pd.DataFrame:
+    """Pick particles in every tomogram at ``input_path`` and write the picks.
+
+    Parameters
+    ----------
+    input_path : str or Path
+        Anything :func:`cryopick.io.tomograms.read_tomograms` resolves: a copick config,
+        a Kaggle root, a folder of MRC files, one MRC or OME-Zarr.
+    model_dir : str or Path, optional
+        Trained model folder; default the bundled model.
+    output : str or Path, optional
+        Output file (``csv``, ``kaggle``, ``star``) or project (``copick``; default the
+        input project). Nothing is written for csv/kaggle/star when None.
+    format : {"csv", "kaggle", "copick", "star"}
+        Output format.
+    config : PredictConfig, optional
+        Settings.
+    tomo_type : str
+        Reconstruction type to read from projects.
+    runs : list of str, optional
+        Only these runs.
+    show_progress : bool
+        Show progress bars.
+    spacing_A : float, optional
+        Voxel size in Å for MRC files whose header has none (header value otherwise).
+
+    Returns
+    -------
+    pandas.DataFrame
+        All picks (Å).
+
+    Raises
+    ------
+    RunsFailedError
+        If some runs could not be read or predicted: the picks of the others were written
+        first (the error holds them as ``picks``), those runs' outputs left as they were.
+    InputError
+        If the input, model or output is wrong, or the only run failed.
+    """
+    from cryopick.model import read_model_card
+
+    check_output_target(output, format, input_path)  # before any work
+    model_dir = Path(model_dir) if model_dir else bundled_model_dir()
+    card = read_model_card(model_dir)
+    failures: dict[str, BaseException] = {}
+    tomograms = open_tomograms(input_path, tomo_type, runs, spacing_A, failures)
+    picks = predict_tomograms(
+        tomograms, model_dir, config, show_progress=show_progress, failures=failures
+    )
+    done = [t for t in tomograms if t.name not in failures]
+    n_runs = len({t.name for t in tomograms} | set(failures))
+    reasons = {run: one_line_error(err) for run, err in failures.items()}
+    if not done:
+        if len(failures) == 1:  # one run: its own error says it all
+            err = next(iter(failures.values()))
+            raise (
+                err if isinstance(err, InputError) else InputError(input_path, reasons.popitem()[1])
+            )
+        raise RunsFailedError(reasons, None, n_runs)
+    written = None
+    if output is not None or format == "copick":
+        write_predictions(picks, done, output, format, input_path, card.spacing_A)
+        written = output or input_path
+    if failures:
+        raise RunsFailedError(reasons, written, n_runs, picks=picks)
+    return picks
+
+
+def summarise_picks(picks: pd.DataFrame, runs: list[str] | None = None) -> pd.DataFrame:
+    """Count picks per run (rows) and particle type (columns), with a total row."""
+    from cryopick.core.particles import PARTICLE_NAMES
+
+    counts = pd.crosstab(picks["experiment"], picks["particle_type"])
+    index = sorted(set(runs or []) | set(counts.index))
+    counts = counts.reindex(index=index, columns=list(PARTICLE_NAMES), fill_value=0)
+    counts.loc["total"] = counts.sum()
+    return counts.astype(int)

@@ -1,0 +1,192 @@
+"""Preprocessing: robust intensity normalisation and resampling to the model's voxel size.
+
+Both functions work z-block by z-block, so a lazy volume (zarr array, memory-mapped MRC)
+is read once and only the float32 result is held in memory.
+
+Resampling and coordinates
+--------------------------
+With the convention of :mod:`cryopick.core.coords` (voxel ``i`` centred at ``i * spacing_A``),
+resampling from ``spacing_A`` to ``target_spacing_A`` keeps the physical frame fixed and
+only changes the grid: output voxel ``j`` is centred at ``j * target_spacing_A`` Å, which is
+input index ``j * target_spacing_A / spacing_A``. A position in Å therefore means the same
+point in both grids, and picks found on the resampled grid (converted with
+``voxels_to_angstrom(..., target_spacing_A)``) are already in the input's Å frame; no
+coordinate mapping is needed beyond using the right spacing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from cryopick.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+_SAMPLE_VOXELS = 2_000_000  # voxels used to estimate the median and spread
+_BLOCK_VOXELS = 16_000_000  # about 64 MB of float32 per z block
+
+
+def _z_blocks(
+    n_z: int, slice_voxels: int, block_voxels: int = _BLOCK_VOXELS
+) -> list[tuple[int, int]]:
+    step = max(1, block_voxels // max(1, slice_voxels))
+    return [(z0, min(n_z, z0 + step)) for z0 in range(0, n_z, step)]
+
+
+def normalise_volume(
+    volume: Any,
+    *,
+    clip_sigma: float = 5.0,
+    source: str | Path | None = None,
+    inplace: bool = False,
+) -> NDArray[np.float32]:
+    """Normalise a tomogram robustly to zero median and unit spread, clipped.
+
+    The centre is the median and the spread is ``(p84.13 - p15.87) / 2`` (the standard
+    deviation for Gaussian data, but insensitive to gold beads and empty corners),
+    both estimated from an evenly strided sample of at most ~2 M voxels. Values are then
+    clipped to ``[-clip_sigma, clip_sigma]``.
+
+    Parameters
+    ----------
+    volume : array_like, shape (Z, Y, X)
+        Any dtype (int8 MRCs are common) and any array supporting slicing (numpy,
+        memmap, zarr). Read once, z block by z block.
+    clip_sigma : float
+        Clip limit in units of the robust spread.
+    source : str or Path, optional
+        File the volume came from, named in errors.
+    inplace : bool
+        Normalise a float32 numpy ``volume`` in place (no second copy); ignored otherwise.
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape (Z, Y, X)
+        The normalised volume. A constant volume gives all zeros.
+
+    Raises
+    ------
+    InputError
+        If the volume is not 3D, is empty, or contains NaN or infinite values.
+    """
+    shape = tuple(int(s) for s in volume.shape)
+    if len(shape) != 3 or min(shape) == 0:
+        raise InputError(source, f"expected a non-empty 3D volume (z, y, x), got shape {shape}")
+    n_z, n_y, n_x = shape
+    if inplace and isinstance(volume, np.ndarray) and volume.dtype == np.float32:
+        out = volume
+    else:
+        out = np.empty(shape, dtype=np.float32)
+    stride = max(1, round((math.prod(shape) / _SAMPLE_VOXELS) ** (1 / 3)))
+    samples = []
+    for z0, z1 in _z_blocks(n_z, n_y * n_x):
+        block = np.asarray(volume[z0:z1], dtype=np.float32)
+        if not np.isfinite(block).all():
+            bad = np.argwhere(~np.isfinite(block))[0] + (z0, 0, 0)
+            raise InputError(
+                source,
+                f"the tomogram contains NaN or infinite values (first at voxel z,y,x = "
+                f"{tuple(int(i) for i in bad)}); fix or mask it before picking",
+            )
+        out[z0:z1] = block
+        first = (-z0) % stride  # global z indices that are multiples of the stride
+        samples.append(block[first::stride, ::stride, ::stride].ravel())
+    sample = np.concatenate(samples)
+    p_lo, median, p_hi = np.percentile(sample, [15.865, 50.0, 84.135])
+    spread = (p_hi - p_lo) / 2.0
+    if not spread > 0:  # (nearly) constant sample: fall back to the full standard deviation
+        spread = float(sample.std())
+    if not spread > 0:
+        log.warning("%s: constant volume; normalised to zeros", source or "volume")
+        out.fill(0.0)
+        return out
+    scale = np.float32(1.0 / spread)
+    centre = np.float32(median)
+    for z0, z1 in _z_blocks(n_z, n_y * n_x):
+        block = out[z0:z1]
+        block -= centre
+        block *= scale
+        np.clip(block, -clip_sigma, clip_sigma, out=block)
+    return out
+
+
+def resampled_shape(
+    shape_zyx: tuple[int, ...], spacing_A: float, target_spacing_A: float
+) -> tuple[int, int, int]:
+    """Shape of the grid at ``target_spacing_A`` covering the same extent.
+
+    The new grid keeps every voxel centre inside the input's extent: ``n_new - 1`` is the
+    largest ``j`` with ``j * target_spacing_A <= (n - 1) * spacing_A``.
+    """
+    ratio = float(spacing_A) / float(target_spacing_A)
+    # the small epsilon keeps exact multiples (e.g. 5 -> 10 Å on an odd length) from rounding down
+    return tuple(int(math.floor((n - 1) * ratio + 1e-6)) + 1 for n in shape_zyx)  # type: ignore[return-value]
+
+
+def resample_volume(
+    volume: Any,
+    spacing_A: float,
+    target_spacing_A: float,
+    *,
+    order: int = 1,
+) -> NDArray[np.float32]:
+    """Resample a volume to another voxel size, keeping positions in Å fixed.
+
+    Output voxel ``j`` (per axis) is centred at ``j * target_spacing_A`` Å, the same
+    physical point as input index ``j * target_spacing_A / spacing_A`` (see the module
+    docstring). When downsampling, a Gaussian low-pass with ``sigma = (f - 1) / 2`` input
+    voxels (``f`` the downsampling factor) is applied first against aliasing. Interpolation
+    is trilinear (``order=1``) by default. Works in z blocks with a halo, so the input is
+    read once and only the output is held in full.
+
+    Parameters
+    ----------
+    volume : array_like, shape (Z, Y, X)
+        Input volume (any dtype, any sliceable array).
+    spacing_A : float
+        Its voxel size in Å.
+    target_spacing_A : float
+        Wanted voxel size in Å.
+    order : int
+        Spline order of the interpolation (0-1 recommended; higher orders prefilter per block).
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape :func:`resampled_shape`
+        The resampled volume (a float32 copy even when the spacings already match).
+    """
+    if spacing_A <= 0 or target_spacing_A <= 0:
+        raise ValueError(f"voxel sizes must be positive, got {spacing_A} and {target_spacing_A}")
+    shape = tuple(int(s) for s in volume.shape)
+    if math.isclose(spacing_A, target_spacing_A, rel_tol=1e-4):
+        return np.asarray(volume[:], dtype=np.float32).copy()
+    factor = float(target_spacing_A) / float(spacing_A)  # input voxels per output voxel
+    sigma = max(0.0, (factor - 1.0) / 2.0)
+    halo = int(math.ceil(4.0 * sigma)) + 2 if sigma > 0 else 2
+    out_shape = resampled_shape(shape, spacing_A, target_spacing_A)
+    out = np.empty(out_shape, dtype=np.float32)
+    n_out_slice = out_shape[1] * out_shape[2]
+    for j0, j1 in _z_blocks(out_shape[0], n_out_slice, _BLOCK_VOXELS // 2):
+        i0 = max(0, int(math.floor(j0 * factor)) - halo)
+        i1 = min(shape[0], int(math.ceil((j1 - 1) * factor)) + 1 + halo)
+        block = np.asarray(volume[i0:i1], dtype=np.float32)
+        if sigma > 0:
+            block = ndimage.gaussian_filter(block, sigma=sigma, mode="nearest")
+        ndimage.affine_transform(
+            block,
+            matrix=np.full(3, factor),
+            offset=(j0 * factor - i0, 0.0, 0.0),
+            output_shape=(j1 - j0, *out_shape[1:]),
+            output=out[j0:j1],
+            order=order,
+            mode="nearest",
+            prefilter=order > 1,
+        )
+    return out

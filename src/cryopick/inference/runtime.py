@@ -1,0 +1,106 @@
+"""Where and how computations run: devices, precision, CPU features, hardware description.
+
+One place answers "which device", "which autocast dtype" and "what is this machine" for
+training, inference and the model card; choices are made by measured capability (e.g. bf16
+only on CPUs with native bf16 instructions), never by a fixed list of machines.
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from cryopick.core.errors import InputError
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Return the torch device for ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:N``.
+
+    An unknown device or a GPU this machine lacks is a one-line InputError.
+    """
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        kind, index = torch.device(name).type, torch.device(name).index
+    except (RuntimeError, ValueError):  # torch: "Expected one of cpu, cuda, ... device type"
+        kind, index = None, None
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if kind not in ("cpu", "cuda"):
+        problem = "unknown device; use auto, cpu, cuda or cuda:N"
+    elif kind == "cuda" and n_gpus == 0:
+        problem = "no CUDA GPU is available (torch.cuda.is_available() is False); use "
+        problem += "--device cpu or auto"
+    elif kind == "cuda" and (index or 0) >= n_gpus:
+        problem = f"no such GPU; this machine has {n_gpus} (cuda:0 to cuda:{n_gpus - 1})"
+    else:
+        return torch.device(name)
+    raise InputError(None, f"--device {device}: {problem}")
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX).
+
+    Without them, bf16 matmuls and convolutions fall back to slow reference kernels
+    (measured: ~0.2 GFLOP/s bf16 vs ~80 GFLOP/s fp32 on a 2-core AVX2 EPYC).
+    """
+    flags = _cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_training_channels_last(channels_last: bool | None, device: torch.device) -> bool:
+    """Whether training uses ``channels_last_3d``; ``None`` decides by the hardware.
+
+    Measured per training step on 2 cores: with AVX512, channels_last is faster (0.068 vs
+    0.125 s fp32, 0.050 vs 0.070 s bf16); on an AVX2-only CPU it was slower (5.0 vs 3.6 s).
+    ``None`` therefore means on for CPUs with AVX512, off otherwise (CUDA: not measured, off).
+    """
+    if channels_last is not None:
+        return channels_last
+    return device.type == "cpu" and "avx512f" in _cpu_flags()
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``precision`` in ``{"auto", "fp32", "bf16", "fp16"}`` (None: fp32).
+
+    ``"auto"`` means bf16 on CUDA when supported (else fp16), bf16 on a CPU with native bf16
+    instructions, and fp32 otherwise.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def describe_hardware(device: str | torch.device = "cpu") -> str:
+    """One line naming the processor (or GPU) and thread count used."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"

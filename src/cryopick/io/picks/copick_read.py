@@ -1,0 +1,222 @@
+"""Picks in copick's JSON format, one file per run, object, user and session.
+
+A pick file (copick ``CopickPicksFile``) looks like::
+
+    {"pickable_object_name": "ribosome", "user_id": "cryopick", "session_id": "0",
+     "run_name": "TS_5_4", "voxel_spacing": null, "unit": "angstrom",
+     "points": [{"location": {"x": 1.0, "y": 2.0, "z": 3.0},
+                 "transformation_": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
+                 "instance_id": 0, "score": 0.93}],
+     "trust_orientation": true}
+
+Locations are in Å. The position read into the picks table is ``location``; the 4x4
+``transformation_`` is kept as is in the ``transformation`` column (copick >= 1.x
+defines the particle centre as ``location + transformation_[:3, 3]``; cryopick writes
+identity translations, and the CZII ground truth has identity matrices).
+
+Files live in ``<root>/ExperimentRuns/<run>/Picks/<user>_<session>_<object>.json``; the
+Kaggle challenge data also has ``<object>.json`` files there (user ``curation``,
+session ``0`` inside the JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from cryopick.core.errors import InputError
+from cryopick.core.particles import UnknownParticleError, resolve_particle_name
+from cryopick.core.picks import (
+    TRANSFORMATION_COLUMN,
+    empty_picks,
+    validate_picks,
+)
+from cryopick.io.layout import RUNS_DIR, ProjectLayout, resolve_layout
+
+log = logging.getLogger(__name__)
+
+
+def is_copick_picks(data: object) -> bool:
+    """Return True if parsed JSON ``data`` looks like a copick pick file."""
+    return isinstance(data, dict) and "points" in data and isinstance(data["points"], list)
+
+
+def _load_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"cannot read JSON: {err}") from None
+
+
+def _split_filename(path: Path) -> tuple[str | None, str | None, str]:
+    """(user, session, object) from ``<user>_<session>_<object>.json`` or ``<object>.json``."""
+    parts = path.stem.split("_", 2)
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    return None, None, path.stem
+
+
+def _run_from_path(path: Path) -> str | None:
+    if path.parent.name == "Picks" and path.parent.parent.parent.name == RUNS_DIR:
+        return path.parent.parent.name
+    return None
+
+
+def read_copick_picks_file(path: str | Path, data: object | None = None) -> pd.DataFrame:
+    """Read one copick pick file into a picks table.
+
+    Parameters
+    ----------
+    path : str or Path
+        The JSON file.
+    data : object, optional
+        Its parsed content, if already loaded.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Picks with ``score`` (NaN where absent) and a ``transformation`` column
+        (identity where absent).
+
+    Raises
+    ------
+    InputError
+        If the file is not a copick pick file, names an unknown object, or has a
+        point without a finite location.
+    """
+    path = Path(path)
+    data = _load_json(path) if data is None else data
+    if not is_copick_picks(data):
+        raise InputError(path, "not a copick pick file: no 'points' list")
+    assert isinstance(data, dict)
+    run = _run_from_path(path) or data.get("run_name")
+    if not run:
+        raise InputError(
+            path, "pick file has no 'run_name' and is not in ExperimentRuns/<run>/Picks"
+        )
+    name = data.get("pickable_object_name") or _split_filename(path)[2]
+    rows = []
+    for i, point in enumerate(data["points"]):
+        try:
+            loc = point["location"]
+            xyz = (loc["x"], loc["y"], loc["z"])
+        except (KeyError, TypeError):
+            raise InputError(path, f"point {i} has no location {{x, y, z}}") from None
+        score = point.get("score")
+        rows.append((*xyz, math.nan if score is None else score, point.get("transformation_")))
+    if not rows:
+        df = empty_picks()
+        df[TRANSFORMATION_COLUMN] = pd.Series([], dtype=object)
+    else:
+        df = pd.DataFrame(rows, columns=["x", "y", "z", "score", TRANSFORMATION_COLUMN])
+        df.insert(0, "particle_type", name)
+        df.insert(0, "experiment", str(run))
+    return validate_picks(df, source=path)
+
+
+def _pick_files(layout: ProjectLayout) -> list[Path]:
+    files = []
+    for run in layout.run_names():
+        for run_dir in layout.run_dirs(run):
+            picks_dir = run_dir / "Picks"
+            if picks_dir.is_dir():
+                files.extend(sorted(picks_dir.glob("*.json")))
+    return files
+
+
+def _several_sources(
+    layout: ProjectLayout, found: dict[tuple[str, str], int], single_source: bool
+) -> None:
+    """Warn that picks of several user/session pairs were merged, or refuse to merge them."""
+    where = layout.config_path or layout.overlay_root
+    pairs = ", ".join(f"{u}/{s} ({n} picks)" for (u, s), n in sorted(found.items()))
+    if single_source:
+        raise InputError(
+            where,
+            f"holds picks of {len(found)} user/session pairs: {pairs}; choose one "
+            "(--truth-user/--truth-session, --picks-user/--picks-session)",
+        )
+    log.warning("%s: picks of several user/session pairs were merged: %s (filter by "
+                "user/session)", where, pairs)  # fmt: skip
+
+
+def read_copick_project_picks(
+    path: str | Path | ProjectLayout,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    single_source: bool = False,
+) -> pd.DataFrame:
+    """Read all pick files of a copick project or Kaggle challenge folder.
+
+    Parameters
+    ----------
+    path : str or Path or ProjectLayout
+        A copick config JSON, a Kaggle root (with ``overlay/``), its ``overlay`` folder,
+        or any folder holding ``ExperimentRuns``.
+    user_id, session_id : str, optional
+        Keep only files of this user / session (as recorded in the JSON, else in the
+        file name). None keeps all.
+    single_source : bool
+        Require the picks kept to come from one user/session pair (ground truth, where
+        merging annotators, or cryopick's own picks, would be wrong); by default several
+        pairs are merged with a warning.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Picks of all runs. Files of objects that are not particle types (e.g. membranes)
+        are skipped with a warning. When one run holds the same user, session and object
+        twice (``<object>.json`` beside ``<user>_<session>_<object>.json``), it is read once.
+
+    Raises
+    ------
+    InputError
+        With ``single_source``, if several user/session pairs remain; the message lists
+        them with their pick counts.
+    """
+    layout = path if isinstance(path, ProjectLayout) else resolve_layout(path, content="picks")
+    if layout is None:
+        raise InputError(
+            path, "not a copick config, a Kaggle root, or a folder holding ExperimentRuns"
+        )
+    frames, seen, found = [], set(), {}
+    for file in _pick_files(layout):
+        data = _load_json(file)
+        if not is_copick_picks(data):
+            continue
+        assert isinstance(data, dict)
+        f_user, f_session, f_object = _split_filename(file)
+        user = str(data.get("user_id") or f_user)
+        session = str(data.get("session_id") or f_session)
+        obj = str(data.get("pickable_object_name") or f_object)
+        if (user_id is not None and user != user_id) or (
+            session_id is not None and session != session_id
+        ):
+            continue
+        try:
+            canonical = resolve_particle_name(obj)
+        except UnknownParticleError:
+            log.warning("%s: skipping picks of %r: not a particle type cryopick knows", file, obj)
+            continue
+        key = (file.parent.parent.name, user, session, canonical)
+        if key in seen:
+            continue
+        seen.add(key)
+        frames.append(read_copick_picks_file(file, data))
+        found[(user, session)] = found.get((user, session), 0) + len(frames[-1])
+    if len(found) > 1:
+        _several_sources(layout, found, single_source)
+    if not frames:
+        return empty_picks()
+    return validate_picks(pd.concat(frames, ignore_index=True))
+
+
+# the writer lives in its own module; imported here for callers of this module
+from cryopick.io.picks.copick_write import write_copick_picks  # noqa: E402
+
+__all__ = ["is_copick_picks", "read_copick_picks_file", "read_copick_project_picks",
+           "write_copick_picks"]  # fmt: skip

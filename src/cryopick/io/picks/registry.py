@@ -1,0 +1,293 @@
+"""Read and write picks tables in every format cryopick knows.
+
+The table itself (columns, :func:`make_picks`, :func:`validate_picks`) is defined in
+:mod:`cryopick.core.picks`; each format lives in its own module and is listed once
+in :data:`PICKS_FORMATS`. :func:`read_picks` picks the reader from what the path is;
+:func:`write_picks` the writer from ``format``.
+
+============  ==============  ================================================
+format        extensions      what
+============  ==============  ================================================
+``csv``       ``.csv``        ``experiment,particle_type,x,y,z,score`` (Å)
+``kaggle``    ``.csv``        ``id,experiment,particle_type,x,y,z`` (write only;
+                              read as ``csv``)
+``star``      ``.star``       RELION-5 particles, Å from the tomogram centre
+``copick``    ``.json``       one copick pick file (read); a project (write)
+============  ==============  ================================================
+
+Folders (Kaggle root, its ``overlay`` folder, any ``ExperimentRuns`` parent) and copick
+config JSONs are read as whole projects (:func:`read_copick_project_picks`).
+
+Ground truth is read with :func:`read_truth` (one annotation source, duplicates merged),
+and :func:`check_experiments` says which runs of picks and truth do not match by name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cryopick.core.errors import InputError
+from cryopick.core.picks import (
+    PICKS_COLUMNS,
+    TRANSFORMATION_COLUMN,
+    empty_picks,
+    make_picks,
+    validate_picks,
+)
+from cryopick.io.layout import is_copick_config
+from cryopick.io.picks.copick_read import (
+    is_copick_picks,
+    read_copick_picks_file,
+    read_copick_project_picks,
+    write_copick_picks,
+)
+from cryopick.io.picks.csv_io import read_csv_picks, write_csv_picks, write_kaggle_picks
+from cryopick.io.picks.star_io import read_star_picks, write_star_picks
+
+__all__ = [
+    "PICKS_COLUMNS",
+    "PICKS_FORMATS",
+    "TRANSFORMATION_COLUMN",
+    "PicksFormat",
+    "check_experiments",
+    "empty_picks",
+    "make_picks",
+    "read_copick_project_picks",
+    "read_picks",
+    "read_truth",
+    "validate_picks",
+    "write_copick_picks",
+    "write_picks",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PicksFormat:
+    """One picks file format: its name, extensions, reader and writer.
+
+    ``reader(path, **options)`` returns a picks table; ``writer(df, path, **options)``
+    writes one and returns the path (or paths) written. Either may be None.
+    """
+
+    name: str
+    extensions: tuple[str, ...]
+    reader: Callable[..., pd.DataFrame] | None
+    writer: Callable[..., Any] | None
+
+
+def _write_copick(df: pd.DataFrame, path: str | Path, **options: Any) -> list[Path]:
+    if "user_id" not in options or "session_id" not in options:
+        raise InputError(path, "writing copick picks needs user_id and session_id")
+    return write_copick_picks(df, path, **options)
+
+
+PICKS_FORMATS: tuple[PicksFormat, ...] = (
+    PicksFormat("csv", (".csv",), read_csv_picks, write_csv_picks),
+    PicksFormat("kaggle", (".csv",), read_csv_picks, write_kaggle_picks),
+    PicksFormat("star", (".star",), read_star_picks, write_star_picks),
+    PicksFormat("copick", (".json",), read_copick_picks_file, _write_copick),
+)
+_BY_NAME = {f.name: f for f in PICKS_FORMATS}
+
+
+def _get_format(name: str) -> PicksFormat:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        known = ", ".join(_BY_NAME)
+        raise InputError(None, f"unknown picks format {name!r}; known: {known}") from None
+
+
+def read_picks(
+    path: str | Path,
+    *,
+    tomogram_shapes: dict[str, tuple[tuple[int, int, int], float]] | None = None,
+    particle_type: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    single_source: bool = False,
+) -> pd.DataFrame:
+    """Read picks from a file, project or folder, whatever format it is in.
+
+    Parameters
+    ----------
+    path : str or Path
+        A picks CSV (plain or Kaggle submission), a RELION-5 STAR file, a copick pick
+        file, a copick config JSON, a Kaggle root, its ``overlay`` folder, or any folder
+        holding ``ExperimentRuns``.
+    tomogram_shapes : dict, optional
+        ``experiment -> (shape_zyx, spacing_A)``; needed for STAR files.
+    particle_type : str, optional
+        For STAR files: the type of all picks (needed unless the file carries
+        cryopick's own class labels, see :func:`cryopick.io.picks.star_io.read_star_picks`).
+    user_id, session_id : str, optional
+        For projects: read only pick files of this user / session.
+    single_source : bool
+        For projects: an error if picks of several user/session pairs remain (else they
+        are merged with a warning).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The validated picks table (Å).
+
+    Raises
+    ------
+    InputError
+        If the path is missing or not a picks source cryopick can read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    project = {"user_id": user_id, "session_id": session_id, "single_source": single_source}
+    if path.is_dir():
+        return read_copick_project_picks(path, **project)
+    suffix = path.suffix.lower()
+    if suffix != ".json" and is_copick_config(path):  # e.g. the notebooks' copick.config
+        return read_copick_project_picks(path, **project)
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(path, f"cannot read JSON: {err}") from None
+        if isinstance(data, dict) and "overlay_root" in data:
+            return read_copick_project_picks(path, **project)
+        if is_copick_picks(data):
+            return read_copick_picks_file(path, data)
+        raise InputError(path, "JSON is neither a copick config nor a copick pick file")
+    if suffix == ".star":
+        return read_star_picks(path, tomogram_shapes=tomogram_shapes, particle_type=particle_type)
+    for fmt in PICKS_FORMATS:
+        if suffix in fmt.extensions and fmt.reader is not None:
+            return fmt.reader(path)
+    known = sorted({e for f in PICKS_FORMATS for e in f.extensions})
+    raise InputError(
+        path,
+        f"unknown picks file type {suffix!r}: expected {', '.join(known)}, "
+        "a copick config, or a project folder",
+    )
+
+
+def read_truth(
+    path: str | Path,
+    *,
+    tomogram_shapes: dict[str, tuple[tuple[int, int, int], float]] | None = None,
+    particle_type: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+) -> pd.DataFrame:
+    """Read ground-truth picks: from one annotation source, without duplicates.
+
+    As :func:`read_picks`, except that a project must hold one user/session pair after
+    the ``user_id`` / ``session_id`` filter (an error lists the pairs and their pick
+    counts: merging annotators, or cryopick's own picks, into the truth inflates the
+    score), and truth points of one run and type within the match distance of each
+    other are merged with a warning naming the file
+    (:func:`cryopick.evaluation.metric.merge_duplicate_truth`).
+
+    Parameters
+    ----------
+    path : str or Path
+        Any source :func:`read_picks` reads.
+    tomogram_shapes, particle_type, user_id, session_id
+        As for :func:`read_picks`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The truth picks table.
+    """
+    from cryopick.evaluation.metric import merge_duplicate_truth
+
+    df = read_picks(
+        path, tomogram_shapes=tomogram_shapes, particle_type=particle_type, user_id=user_id,
+        session_id=session_id, single_source=True,
+    )  # fmt: skip
+    return merge_duplicate_truth(df, source=path)
+
+
+def _some(names: Sequence[str], n: int = 5) -> str:
+    """List the first ``n`` names, and how many more there are."""
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def check_experiments(
+    truth: pd.DataFrame,
+    picks: pd.DataFrame,
+    truth_source: str | Path | None = None,
+    picks_source: str | Path | None = None,
+) -> None:
+    """Say which runs of the picks and of the truth do not match by name.
+
+    The metric pairs picks and truth by run name (``experiment``): picks of runs without
+    truth are ignored, and truth runs without picks count as all missed. Both are logged
+    as warnings, naming the runs.
+
+    Parameters
+    ----------
+    truth, picks : pandas.DataFrame
+        Truth and picks tables.
+    truth_source, picks_source : str or Path, optional
+        Where they came from, named in the messages.
+
+    Raises
+    ------
+    InputError
+        If there are picks but none of their runs is a truth run (the score would be 0
+        for a naming mismatch); the message lists a few run names of each side.
+    """
+    truth_runs, pick_runs = set(truth["experiment"]), set(picks["experiment"])
+    if pick_runs and truth_runs and not pick_runs & truth_runs:
+        truth_name = f"truth ({truth_source})" if truth_source else "truth"
+        raise InputError(
+            picks_source,
+            f"no run of the picks is a run of the {truth_name}: picks have "
+            f"{_some(sorted(pick_runs))}; truth has {_some(sorted(truth_runs))} "
+            "(run names must be equal)",
+        )
+    if extra := sorted(pick_runs - truth_runs):
+        log.warning(
+            "%s: %d run(s) have no truth, their picks are not scored: %s",
+            picks_source or "picks", len(extra), _some(extra),
+        )  # fmt: skip
+    if missing := sorted(truth_runs - pick_runs):
+        log.warning(
+            "%s: %d truth run(s) have no picks (all their particles count as missed): %s",
+            truth_source or "truth", len(missing), _some(missing),
+        )  # fmt: skip
+
+
+def write_picks(df: pd.DataFrame, path: str | Path, format: str = "csv", **options: Any) -> Any:
+    """Write a picks table, atomically.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Picks table (Å).
+    path : str or Path
+        Output file; for ``copick`` an overlay folder, copick config or Kaggle root.
+    format : {"csv", "kaggle", "star", "copick"}
+        Output format (see the module docstring).
+    **options
+        Passed to the writer: ``tomogram_shapes`` for ``star``; ``user_id``,
+        ``session_id``, ``voxel_spacing``, ``runs``, ``particle_types`` for ``copick``.
+
+    Returns
+    -------
+    Path or list of Path
+        What was written.
+    """
+    fmt = _get_format(format)
+    if fmt.writer is None:  # pragma: no cover - every format has a writer today
+        raise InputError(path, f"format {format!r} cannot be written")
+    return fmt.writer(df, path, **options)

@@ -1,0 +1,218 @@
+"""Picks as RELION-5 particle STAR files (needs the ``starfile`` package: ``cryopick[star]``).
+
+RELION-5 stores tomogram particle positions as ``rlnCenteredCoordinate{X,Y,Z}Angst``:
+Å relative to the tomogram centre. RELION turns them back into pixel positions as
+``pixel = centered_A / pixel_size + centre`` with ``centre = size / 2.0`` (a float
+division; ``ParticleSet::getParticleCoordDecenteredPixel`` in
+``src/jaz/tomography/particle_set.cpp`` and ``TomogramSet::loadTomogram`` in
+``src/jaz/tomography/tomogram_set.cpp``, RELION 5.0, github.com/3dem/relion), where
+pixel ``i`` is centred at ``i`` (0-based). With cryopick's convention (voxel ``i``
+centred at ``i * spacing_A`` Å) that gives, per axis of ``N`` voxels::
+
+    position_A = centered_A + (N / 2) * spacing_A
+
+so for even ``N`` the centre lies half a voxel past voxel ``N/2 - 1``, not at
+``(N - 1) / 2``. Converting therefore needs each tomogram's shape and voxel size.
+
+Columns written: ``rlnTomoName``, ``rlnCenteredCoordinate{X,Y,Z}Angst``,
+``rlnClassNumber`` (the particle label 1-6, see :data:`cryopick.core.particles.PARTICLES`)
+and ``rlnAutopickFigureOfMerit`` (the score; omitted when no pick has one), after a
+first comment line :data:`CRYOPICK_MARKER`. Orientations are not written.
+
+``rlnClassNumber`` is read as the particle label only in files cryopick wrote (the
+marker, or no columns beyond those above, as in files of earlier versions): elsewhere,
+e.g. after a RELION Class3D job, it is a class of that job, not a particle type, and
+the type of all picks must be given (``particle_type``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryopick.core.errors import InputError
+from cryopick.core.particles import (
+    PARTICLES,
+    UnknownParticleError,
+    get_particle,
+    get_particle_by_label,
+)
+from cryopick.core.picks import empty_picks, validate_picks
+from cryopick.io.atomic import atomic_path
+
+TomogramShapes = Mapping[str, tuple[Sequence[int], float]]
+"""experiment -> (shape_zyx in voxels, spacing_A)."""
+
+CRYOPICK_MARKER = "# written by cryopick: rlnClassNumber is the particle label"
+"""First line of STAR files cryopick writes: their rlnClassNumber is a particle label."""
+
+_TYPE_HINT = (
+    "give the particle type of all its picks (cryopick evaluate: --particle-type, or "
+    "--truth-particle-type for the truth)"
+)
+_CENTERED = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
+             "rlnCenteredCoordinateZAngst")  # fmt: skip
+
+
+def _import_starfile():  # noqa: ANN202 - module object
+    try:
+        import starfile
+    except ImportError:  # pragma: no cover - starfile is a dev dependency
+        raise InputError(
+            None, "STAR files need the 'starfile' package: pip install 'cryopick[star]'"
+        ) from None
+    return starfile
+
+
+def _centre_xyz_A(
+    shapes: TomogramShapes | None, experiment: str, path: str | Path | None
+) -> np.ndarray:
+    """Tomogram centre in Å, (x, y, z) order, in cryopick's frame."""
+    if shapes is None:
+        raise InputError(
+            path,
+            "RELION-5 STAR coordinates are relative to the tomogram centre: converting them "
+            "needs the tomogram shapes and voxel sizes (tomogram_shapes, or --tomograms)",
+        )
+    if experiment not in shapes:
+        raise InputError(path, f"no tomogram shape given for experiment {experiment!r}")
+    shape_zyx, spacing_A = shapes[experiment]
+    if len(shape_zyx) != 3:
+        raise InputError(path, f"tomogram shape for {experiment!r} is not 3D: {shape_zyx!r}")
+    return np.asarray(shape_zyx, dtype=np.float64)[::-1] / 2.0 * float(spacing_A)
+
+
+def write_star_picks(
+    df: pd.DataFrame, path: str | Path, tomogram_shapes: TomogramShapes | None = None
+) -> Path:
+    """Write picks as a RELION-5 particle STAR file, atomically.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Picks table (Å, cryopick frame).
+    path : str or Path
+        Output ``.star`` file.
+    tomogram_shapes : mapping
+        ``experiment -> (shape_zyx, spacing_A)`` for every experiment in ``df``.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    starfile = _import_starfile()
+    df = validate_picks(df)
+    centred = np.empty((len(df), 3))
+    for exp, idx in df.groupby("experiment", sort=False).indices.items():
+        centre = _centre_xyz_A(tomogram_shapes, str(exp), None)
+        centred[idx] = df[["x", "y", "z"]].to_numpy()[idx] - centre
+    out = pd.DataFrame(
+        {
+            "rlnTomoName": df["experiment"].astype(str).to_numpy(),
+            _CENTERED[0]: centred[:, 0],
+            _CENTERED[1]: centred[:, 1],
+            _CENTERED[2]: centred[:, 2],
+            "rlnClassNumber": [get_particle(t).label for t in df["particle_type"]],
+            "rlnAutopickFigureOfMerit": df["score"].to_numpy(),
+        }
+    )
+    if out["rlnAutopickFigureOfMerit"].isna().all():
+        out = out.drop(columns="rlnAutopickFigureOfMerit")  # e.g. ground truth
+    with atomic_path(path) as tmp:
+        starfile.write({"particles": out}, tmp, float_format="%.6f", na_rep="nan")
+        labels = ", ".join(f"{p.label} {p.name}" for p in PARTICLES)
+        tmp.write_text(f"{CRYOPICK_MARKER} ({labels})\n{tmp.read_text()}")
+    return Path(path)
+
+
+def _written_by_cryopick(path: Path, table: pd.DataFrame) -> bool:
+    """Tell whether cryopick wrote this STAR file: its marker line, or only its columns."""
+    with path.open(errors="replace") as f:
+        head = [f.readline() for _ in range(3)]
+    own = {"rlnTomoName", *_CENTERED, "rlnClassNumber", "rlnAutopickFigureOfMerit"}
+    return any(line.startswith(CRYOPICK_MARKER) for line in head) or set(table) <= own
+
+
+def _particle_types(path: Path, table: pd.DataFrame, particle_type: str | None) -> list[str]:
+    """Particle type of every row: ``particle_type``, else cryopick's rlnClassNumber."""
+    if particle_type is not None:
+        return [particle_type] * len(table)
+    if "rlnClassNumber" not in table:
+        raise InputError(path, f"no rlnClassNumber column: {_TYPE_HINT}")
+    if not _written_by_cryopick(path, table):
+        raise InputError(
+            path,
+            "not written by cryopick, so its rlnClassNumber is not a particle label (in "
+            f"RELION it is e.g. a Class3D class): {_TYPE_HINT}",
+        )
+    try:
+        return [get_particle_by_label(int(c)).name for c in table["rlnClassNumber"]]
+    except (UnknownParticleError, ValueError) as err:
+        raise InputError(path, f"rlnClassNumber is not a particle label: {err}") from None
+
+
+def read_star_picks(
+    path: str | Path,
+    tomogram_shapes: TomogramShapes | None = None,
+    particle_type: str | None = None,
+) -> pd.DataFrame:
+    """Read a RELION-5 particle STAR file into a picks table.
+
+    Parameters
+    ----------
+    path : str or Path
+        STAR file with ``rlnTomoName`` and ``rlnCenteredCoordinate{X,Y,Z}Angst``.
+    tomogram_shapes : mapping
+        ``experiment -> (shape_zyx, spacing_A)`` for every tomogram named in the file.
+    particle_type : str, optional
+        Type of all picks; needed unless the file was written by cryopick (only then is
+        ``rlnClassNumber`` a particle label); overrides it otherwise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The picks table; ``score`` from ``rlnAutopickFigureOfMerit`` if present.
+    """
+    path = Path(path)
+    starfile = _import_starfile()
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as err:  # starfile raises assorted parser errors
+        raise InputError(path, f"cannot read STAR file: {err}") from None
+    table = next(
+        (b for b in blocks.values() if isinstance(b, pd.DataFrame) and _CENTERED[0] in b), None
+    )
+    if table is None:
+        raise InputError(
+            path,
+            "no block with rlnCenteredCoordinateXAngst: only RELION-5 particle files "
+            "(coordinates in Å from the tomogram centre) are supported",
+        )
+    if "rlnTomoName" not in table:
+        raise InputError(path, "STAR particle block has no rlnTomoName column")
+    if table.empty:
+        return empty_picks()
+    types = _particle_types(path, table, particle_type)
+    experiments = table["rlnTomoName"].astype(str).to_numpy()
+    xyz = table[list(_CENTERED)].to_numpy(dtype=np.float64)
+    for exp in pd.unique(experiments):
+        xyz[experiments == exp] += _centre_xyz_A(tomogram_shapes, exp, path)
+    df = pd.DataFrame(
+        {
+            "experiment": experiments,
+            "particle_type": types,
+            "x": xyz[:, 0],
+            "y": xyz[:, 1],
+            "z": xyz[:, 2],
+            "score": (
+                table["rlnAutopickFigureOfMerit"].to_numpy()
+                if "rlnAutopickFigureOfMerit" in table
+                else np.nan
+            ),
+        }
+    )
+    return validate_picks(df, source=path)

@@ -1,0 +1,43 @@
+"""The network, its typed model card and the model files (weights + card)."""
+
+from cryopick.model.network import (
+    CARD_FILENAME,
+    CHECKPOINT_FILENAME,
+    MAX_THRESHOLD,
+    WEIGHTS_FILENAME,
+    ClassMetrics,
+    ModelCard,
+    ModelConfig,
+    Positive,
+    Threshold,
+    UNet3D,
+    build_model,
+    canonical_thresholds,
+    check_model_folder,
+    count_parameters,
+    describe_hardware,
+    load_model,
+    read_model_card,
+    save_model,
+)
+
+__all__ = [
+    "build_model",
+    "canonical_thresholds",
+    "CARD_FILENAME",
+    "check_model_folder",
+    "CHECKPOINT_FILENAME",
+    "ClassMetrics",
+    "count_parameters",
+    "describe_hardware",
+    "load_model",
+    "MAX_THRESHOLD",
+    "ModelCard",
+    "ModelConfig",
+    "Positive",
+    "read_model_card",
+    "save_model",
+    "Threshold",
+    "UNet3D",
+    "WEIGHTS_FILENAME",
+]

@@ -1,0 +1,401 @@
+"""``cryopick report``: one self-contained HTML page to check picks by eye.
+
+The page holds, with every image embedded as a base64 PNG:
+
+* a summary table per class: picks and their score distribution; with truth, the CZII
+  metric (the numbers of ``cryopick evaluate``, from
+  :func:`cryopick.evaluation.metric.score_picks`);
+* per tomogram, a montage of XY slices and one XZ slice with each pick drawn as the circle
+  its sphere cuts from the slice, in its class colour (with truth: true positives solid,
+  false positives dashed, misses as crosses);
+* per class, precision / recall / F-beta against the score threshold and the score histogram;
+* with a model folder, its card (``model.json``) and learning curve.
+
+Tomograms are read lazily: only the slices drawn are read from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from cryopick.core.errors import InputError
+from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.io.atomic import atomic_path, check_output_file, write_text_atomic
+from cryopick.report import figures as rf
+from cryopick.report import plots as report_plots
+from cryopick.report.figures import choose_slice_indices, read_slice
+from cryopick.report.html import montage_filename, render_html
+
+log = logging.getLogger(__name__)
+
+
+class ReportConfig(BaseModel):
+    """Options of ``cryopick report``.
+
+    Attributes
+    ----------
+    tomo_type : str
+        Tomogram type to show (copick / Kaggle inputs).
+    n_xy_slices : int
+        XY slices per tomogram, evenly spaced in z (ignored when ``xy_slices`` is given).
+    xy_slices : list of int or None
+        Explicit z indices of the XY slices.
+    xz_slice : int or None
+        y index of the XZ slice; the middle of the tomogram when None.
+    slab_voxels : int
+        Slices averaged around each shown slice (even counts round up to odd; 1 shows
+        single slices).
+    panel_width_px : int
+        Width of each slice panel in pixels.
+    n_columns : int
+        XY panels per montage row.
+    dpi : float
+        Figure resolution, pixels per inch.
+    beta : float
+        The F-beta's beta (4 in the CZII challenge).
+    runs : list of str or None
+        Only these runs; all when None.
+    truth_user, truth_session, picks_user, picks_session : str or None
+        copick projects: read only picks of this user / session. A truth (or picks)
+        project holding several user/session pairs after this filter is an error.
+    """
+
+    tomo_type: str = "denoised"
+    n_xy_slices: int = Field(4, ge=1, le=24)
+    xy_slices: list[int] | None = None
+    xz_slice: int | None = None
+    slab_voxels: int = Field(1, ge=1, le=31)
+    panel_width_px: int = Field(640, ge=32, le=4096)
+    n_columns: int = Field(2, ge=1, le=8)
+    dpi: float = Field(100.0, gt=0)
+    beta: float = Field(4.0, gt=0)
+    runs: list[str] | None = None
+    truth_user: str | None = None
+    truth_session: str | None = None
+    picks_user: str | None = None
+    picks_session: str | None = None
+
+
+def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
+    """Label each pick true / false positive and list missed truth particles, for drawing.
+
+    A pick within ``DISTANCE_MULTIPLIER * radius_A`` of a truth particle of its class and
+    run is a true positive, as in the CZII metric (:mod:`cryopick.evaluation.metric`). Each truth
+    particle takes one pick (the highest-scoring, then the nearest), so extra picks on one
+    particle are false positives and the counts equal those of
+    :func:`cryopick.evaluation.metric.score_picks` (this greedy pairing can pair fewer only where
+    one pick reaches two truth points). Picks of runs without truth keep status ``"pick"``,
+    as the metric ignores them.
+
+    Parameters
+    ----------
+    picks : pandas.DataFrame
+        Picks table.
+    truth : pandas.DataFrame or None
+        Truth picks table; without it every pick has status ``"pick"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``experiment``, ``particle_type``, ``x``, ``y``, ``z``, ``score``, ``status``
+        (``"pick"``, ``"tp"``, ``"fp"`` for picks; ``"fn"`` for missed truth particles).
+    """
+    from scipy.spatial import cKDTree
+
+    from cryopick.evaluation.metric import DISTANCE_MULTIPLIER
+
+    cols = ["experiment", "particle_type", "x", "y", "z", "score"]
+    out = picks[cols].copy()
+    out["status"] = "pick"
+    if truth is None:
+        return out
+    truth = truth[cols].copy()
+    out.loc[out["experiment"].isin(set(truth["experiment"])), "status"] = "fp"
+    missed = []
+    for (run, name), ref in truth.groupby(["experiment", "particle_type"]):
+        cand = out[(out["experiment"] == run) & (out["particle_type"] == name)]
+        matched = np.zeros(len(ref), dtype=bool)
+        if len(cand):
+            radius_A = DISTANCE_MULTIPLIER * get_particle(name).radius_A
+            ref_xyz = ref[["x", "y", "z"]].to_numpy(float)
+            cand_xyz = cand[["x", "y", "z"]].to_numpy(float)
+            score = cand["score"].fillna(-np.inf).to_numpy()
+            used = np.zeros(len(cand), dtype=bool)
+            for i, near in enumerate(cKDTree(cand_xyz).query_ball_point(ref_xyz, r=radius_A)):
+                near = [j for j in near if not used[j]]
+                if near:
+                    dist = np.linalg.norm(cand_xyz[near] - ref_xyz[i], axis=1)
+                    best = near[np.lexsort((dist, -score[near]))[0]]
+                    used[best] = matched[i] = True
+            out.loc[cand.index[used], "status"] = "tp"
+        missed.append(ref[~matched].assign(status="fn"))
+    return pd.concat([out, *missed], ignore_index=True)
+
+
+def summarise_picks(
+    picks: pd.DataFrame, truth: pd.DataFrame | None = None, beta: float = 4.0
+) -> tuple[pd.DataFrame, float | None]:
+    """Per-class table: picks and score distribution; with truth, the CZII metric.
+
+    Parameters
+    ----------
+    picks, truth : pandas.DataFrame
+        Picks tables; ``truth`` optional.
+    beta : float
+        F-beta's beta.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per particle type: ``particle_type``, ``n_picks``, ``score_min``,
+        ``score_median``, ``score_max``; with truth also ``n_truth`` and the columns of
+        ``score_picks(...).per_class`` (``tp``, ``fp``, ``fn``, ``precision``, ``recall``,
+        ``fbeta``, ``weight``).
+    score : float or None
+        Weighted F-beta (None without truth).
+    """
+    rows = []
+    for name in PARTICLE_NAMES:
+        s = picks.loc[picks["particle_type"] == name, "score"].to_numpy(float)
+        s = s[np.isfinite(s)]
+        rows.append(
+            {
+                "particle_type": name,
+                "n_picks": int((picks["particle_type"] == name).sum()),
+                "score_min": float(s.min()) if s.size else np.nan,
+                "score_median": float(np.median(s)) if s.size else np.nan,
+                "score_max": float(s.max()) if s.size else np.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if truth is None:
+        return table, None
+    from cryopick.evaluation.metric import score_picks
+
+    result = score_picks(truth, picks, beta=beta)
+    n_truth = truth.groupby("particle_type").size()
+    table["n_truth"] = table["particle_type"].map(n_truth).fillna(0).astype(int)
+    table = table.merge(result.per_class, on="particle_type", how="left")
+    return table, float(result.score)
+
+
+def read_model_card(model_dir: str | Path) -> dict[str, Any]:
+    """Read ``model.json`` from a model folder as plain JSON (no network is built)."""
+    path = Path(model_dir) / "model.json"
+    if not path.is_file():
+        raise InputError(path, "no model card here: a model folder holds model.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON ({err})") from None
+
+
+def render_figures(
+    tomograms: Sequence[Any],
+    markers: pd.DataFrame,
+    truth: pd.DataFrame | None,
+    picks: pd.DataFrame,
+    card: dict[str, Any] | None,
+    config: ReportConfig,
+) -> dict[str, bytes]:
+    """Render every figure of the report.
+
+    Parameters
+    ----------
+    tomograms : sequence of Tomogram
+        Tomograms to draw, one montage each.
+    markers : pandas.DataFrame
+        From :func:`classify_picks`.
+    truth, picks : pandas.DataFrame
+        Truth (or None) and picks tables.
+    card : dict or None
+        Model card.
+    config : ReportConfig
+        Display options.
+
+    Returns
+    -------
+    dict of str to bytes
+        PNG bytes by file name: ``montage_<run>.png``, ``class_<name>.png``,
+        ``learning_curve.png``.
+    """
+    figures: dict[str, bytes] = {}
+    for tomo in tomograms:
+        nz, ny, nx = tomo.shape
+        xy = config.xy_slices or choose_slice_indices(nz, config.n_xy_slices)
+        if outside := [z for z in xy if not 0 <= z < nz]:
+            log.warning("%s has %d z slices: not showing z = %s", tomo.name, nz, outside)
+        xy = [z for z in xy if 0 <= z < nz]
+        xz = ny // 2 if config.xz_slice is None else min(max(config.xz_slice, 0), ny - 1)
+        boxes, size_px = rf.layout_montage(
+            xy, xz, (nz, ny, nx), tomo.spacing_A, config.panel_width_px, config.n_columns
+        )
+        slices = [read_slice(tomo.data, b.axis, b.index, config.slab_voxels) for b in boxes]
+        rf.warn_empty_slices(f"{tomo.name} ({tomo.source})", slices, boxes)
+        run_markers = markers[markers["experiment"] == tomo.name]
+        fig = rf.plot_montage(slices, boxes, size_px, run_markers, title=tomo.name, dpi=config.dpi)
+        figures[montage_filename(tomo.name)] = rf.render_png(fig)
+        log.info("drew %s: %d markers, %d slices", tomo.name, len(run_markers), len(boxes))
+    thresholds = (card or {}).get("thresholds") or {}
+    for name in _shown_classes(picks, truth):
+        curve = None
+        if truth is not None:
+            from cryopick.evaluation.metric import fbeta_curve
+
+            scored = picks[picks["particle_type"] == name]
+            if scored["score"].notna().all():  # a curve needs a score on every pick
+                curve = fbeta_curve(truth, scored, name, beta=config.beta)
+        cls = markers[markers["particle_type"] == name]
+        if truth is None:
+            scores = {"picks": cls["score"]}
+        else:
+            scores = {
+                "true positive": cls.loc[cls.status == "tp", "score"],
+                "false positive": cls.loc[cls.status == "fp", "score"],
+            }
+            if (cls.status == "pick").any():  # picks of runs the truth does not cover
+                scores["run without truth"] = cls.loc[cls.status == "pick", "score"]
+        n_missed = None if truth is None else int((cls.status == "fn").sum())
+        fig = report_plots.plot_class_curves(
+            name, curve, scores, thresholds.get(name), config.beta, n_missed, config.dpi
+        )
+        figures[f"class_{name}.png"] = rf.render_png(fig)
+    if card and card.get("learning_curve"):
+        figures["learning_curve.png"] = rf.render_png(
+            report_plots.plot_learning_curve(card["learning_curve"], dpi=config.dpi)
+        )
+    return figures
+
+
+def _shown_classes(picks: pd.DataFrame, truth: pd.DataFrame | None) -> list[str]:
+    present = set(picks["particle_type"])
+    if truth is not None:
+        present |= set(truth["particle_type"])
+    return [n for n in PARTICLE_NAMES if n in present]
+
+
+def _restrict_to_runs(df: pd.DataFrame, tomograms: Sequence[Any], source: Any) -> pd.DataFrame:
+    """Keep the rows of runs shown; one tomogram takes picks named after another run."""
+    names = {t.name for t in tomograms}
+    runs = set(df["experiment"])
+    if len(tomograms) == 1 and runs and not runs & names:
+        # e.g. a lone MRC file whose name is not the run name of the picks
+        log.warning("%s: picks of runs %s shown on %s", source, sorted(runs)[:10],
+                    tomograms[0].name)  # fmt: skip
+        return df.assign(experiment=tomograms[0].name)
+    if dropped := sorted(runs - names):
+        log.warning("%s: no tomogram shown for runs %s; their picks are left out", source,
+                    dropped[:10])  # fmt: skip
+    return df[df["experiment"].isin(names)].reset_index(drop=True)
+
+
+def write_report(
+    input_path: str | Path,
+    picks_path: str | Path,
+    out_path: str | Path,
+    truth_path: str | Path | None = None,
+    model_dir: str | Path | None = None,
+    png_dir: str | Path | None = None,
+    config: ReportConfig | None = None,
+) -> Path:
+    """Read tomograms, picks, truth and model card; write the HTML report (and PNGs).
+
+    Parameters
+    ----------
+    input_path : str or Path
+        Tomograms: anything :func:`cryopick.io.tomograms.read_tomograms` reads.
+    picks_path : str or Path
+        Picks (any format :func:`cryopick.io.picks.read_picks` reads).
+    out_path : str or Path
+        The HTML file to write (atomically).
+    truth_path : str or Path, optional
+        Ground-truth picks; adds the metric, match styles and curves.
+    model_dir : str or Path, optional
+        Model folder; adds the model card, learning curve and threshold marks.
+    png_dir : str or Path, optional
+        Also write every figure there as a PNG file.
+    config : ReportConfig, optional
+        Display options.
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+    """
+    from cryopick.io.picks import check_experiments, read_picks, read_truth
+    from cryopick.io.tomograms import read_tomograms
+
+    config = config or ReportConfig()
+    check_output_file(out_path, [input_path, picks_path, truth_path], (".html", ".htm"))
+    tomograms = read_tomograms(input_path, tomo_type=config.tomo_type, runs=config.runs)
+    if not tomograms:
+        raise InputError(input_path, f"no tomograms of type {config.tomo_type!r} found")
+    shapes = {t.name: (t.shape, t.spacing_A) for t in tomograms}  # STAR files need them
+    picks = read_picks(picks_path, tomogram_shapes=shapes, user_id=config.picks_user,
+                       session_id=config.picks_session, single_source=True)  # fmt: skip
+    truth = None if truth_path is None else read_truth(
+        truth_path, tomogram_shapes=shapes, user_id=config.truth_user,
+        session_id=config.truth_session,
+    )  # fmt: skip
+    card = None if model_dir is None else read_model_card(model_dir)
+    picks = _restrict_to_runs(picks, tomograms, picks_path)
+    if truth is not None:
+        truth = _restrict_to_runs(truth, tomograms, truth_path)
+        check_experiments(truth, picks, truth_path, picks_path)
+    sources = dict(tomograms=input_path, picks=picks_path, truth=truth_path, model=model_dir)
+    page, figures = build_report(tomograms, picks, truth, card, config, sources)
+    write_text_atomic(out_path, page)
+    if png_dir is not None:
+        for name, data in figures.items():
+            with atomic_path(Path(png_dir) / name) as tmp:
+                tmp.write_bytes(data)
+    return Path(out_path)
+
+
+def build_report(
+    tomograms: Sequence[Any],
+    picks: pd.DataFrame,
+    truth: pd.DataFrame | None = None,
+    card: dict[str, Any] | None = None,
+    config: ReportConfig | None = None,
+    sources: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, bytes]]:
+    """Build the report page from loaded inputs.
+
+    Parameters
+    ----------
+    tomograms : sequence of Tomogram
+        Objects with ``name``, ``data`` (lazy (z, y, x) array), ``shape`` and ``spacing_A``.
+    picks, truth : pandas.DataFrame
+        Picks tables (already restricted to these tomograms' runs).
+    card : dict, optional
+        Model card (``model.json`` contents).
+    config : ReportConfig, optional
+        Display options.
+    sources : dict, optional
+        Input paths, listed at the top of the page.
+
+    Returns
+    -------
+    html : str
+        The self-contained page.
+    figures : dict of str to bytes
+        The PNG figures embedded in it, by file name.
+    """
+    config = config or ReportConfig()
+    markers = classify_picks(picks, truth)
+    table, score = summarise_picks(picks, truth, beta=config.beta)
+    figures = render_figures(tomograms, markers, truth, picks, card, config)
+    page = render_html(
+        table=table, score=score, figures=figures, card=card, config=config,
+        tomograms=tomograms, sources=sources or {},
+    )  # fmt: skip
+    return page, figures

@@ -1,0 +1,1 @@
+"""Many tomograms: one task per run, locally, on Dask or SLURM, resumable."""

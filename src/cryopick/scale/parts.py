@@ -1,0 +1,252 @@
+"""Bookkeeping of a batch: which runs, which shard, and the on-disk state of the results.
+
+Runs are listed by name only (never opening a tomogram) and referred to by
+:class:`RunRef` (input path + run name), so tasks carry references, not arrays.
+
+Layout beside the merged output ``<output>``::
+
+    <output>.parts/
+        manifest.json     model hash, parameters, cryopick version of the last batch
+        <run>.csv         the run's picks (written first, atomically)
+        <run>.json        the run's meta: fingerprint, pick count, seconds (the commit mark)
+        tasks.jsonl       one line per finished task: run, batch id, pid, seconds
+
+A part counts as done only when its meta exists and carries the current fingerprint, so a
+task killed half-way leaves at most a temporary that is ignored and later removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cryopick import __version__
+from cryopick.core.errors import InputError
+from cryopick.core.picks import PICKS_COLUMNS, empty_picks, validate_picks
+from cryopick.io.atomic import atomic_path, write_text_atomic
+from cryopick.io.atomic import remove_stale_temporaries as remove_stale_temps_in
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+TASK_LOG_NAME = "tasks.jsonl"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run by reference: where its tomogram is and its name (never the array)."""
+
+    source: str
+    run: str
+
+
+def list_run_refs(sources: Sequence[str | Path], tomo_type: str | None = None) -> list[RunRef]:
+    """List the runs of every input, sorted by name, without opening any tomogram.
+
+    A corrupt tomogram must fail its own task, not the listing, so only names are read
+    here (project layouts: run folders; folders of volumes: file stems).
+
+    Parameters
+    ----------
+    sources : sequence of str or Path
+        Inputs as accepted by :func:`cryopick.io.tomograms.read_tomograms`.
+    tomo_type : str, optional
+        For project layouts: keep only runs that have this reconstruction type, warning
+        about the others (:func:`cryopick.io.tomograms.select_runs_with_tomo_type`).
+        Default: every run.
+
+    Raises
+    ------
+    InputError
+        If an input does not exist, holds no volumes, or two inputs share a run name.
+    MissingTomoTypeError
+        If no run of a project input has ``tomo_type``.
+    """
+    from cryopick.io.layout import resolve_layout
+    from cryopick.io.mrc import MRC_SUFFIXES
+    from cryopick.io.tomograms import select_runs_with_tomo_type
+
+    suffixes = (*MRC_SUFFIXES, ".zarr")
+    refs: dict[str, RunRef] = {}
+    for source in sources:
+        path = Path(source)
+        if not path.exists():
+            raise InputError(path, "does not exist")
+        layout = None if path.suffix.lower() in suffixes else resolve_layout(path)
+        if layout is not None:
+            names = layout.run_names()
+            if names and tomo_type is not None:
+                names = select_runs_with_tomo_type(path, layout, names, tomo_type)
+        elif path.suffix.lower() in suffixes:
+            names = [path.stem]
+        elif path.is_dir():
+            names = sorted(
+                p.stem
+                for p in path.iterdir()
+                if p.suffix.lower() in suffixes and not p.name.startswith(".")
+            )
+        else:
+            names = []
+        if not names:
+            raise InputError(path, "no runs found (copick config, Kaggle root, MRC/zarr files)")
+        for name in names:
+            if name in refs:
+                raise InputError(path, f"run {name!r} is also in {refs[name].source}")
+            refs[name] = RunRef(str(path), name)
+    return [refs[name] for name in sorted(refs)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``--shard I/N`` (0-based ``I``, e.g. ``$SLURM_ARRAY_TASK_ID/8``) into ``(I, N)``.
+
+    Raises
+    ------
+    InputError
+        If ``text`` is not two integers ``I/N`` with ``0 <= I < N``.
+    """
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(None, f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise InputError(None, f"--shard {text}: need 0 <= I < N (I counts from 0)")
+    return i, n
+
+
+def select_shard(refs: Sequence[RunRef], shard: tuple[int, int]) -> list[RunRef]:
+    """Select shard ``i`` of ``n``: run ``k`` (in name order) goes to shard ``k % n``."""
+    i, n = shard
+    if not 0 <= i < n:
+        raise InputError(None, f"--shard {i}/{n}: need 0 <= I < N")
+    ordered = sorted(refs, key=lambda r: r.run)
+    return [r for k, r in enumerate(ordered) if k % n == i]
+
+
+# ------------------------------------------------------------------ manifest and parts
+
+
+def hash_model_dir(model_dir: str | Path) -> str:
+    """SHA-256 over the names and bytes of the files of a model folder."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(model_dir).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_manifest(
+    model_dir: str | Path, read_options: Mapping[str, Any], predict_options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Describe a batch: model hash, parameters, cryopick version and their fingerprint.
+
+    Two batches with the same fingerprint produce the same picks for a run, so parts
+    carrying it can be reused.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError(model_dir, "model folder does not exist")
+    identity = {
+        "model_sha256": hash_model_dir(model_dir),
+        "read_options": _jsonable(read_options),
+        "predict_options": _jsonable(predict_options),
+        "cryopick_version": __version__,
+    }
+    blob = json.dumps(identity, sort_keys=True).encode()
+    return {
+        **identity,
+        "fingerprint": hashlib.sha256(blob).hexdigest()[:16],
+        "model_dir": str(model_dir.resolve()),
+        "model_mtime": max((p.stat().st_mtime for p in model_dir.iterdir()), default=0.0),
+    }
+
+
+def parts_dir_for(output: str | Path) -> Path:
+    """Folder of per-run results beside ``output``: ``<output>.parts``."""
+    output = Path(output)
+    return output.with_name(output.name + ".parts")
+
+
+def is_run_done(parts_dir: Path, run: str, fingerprint: str) -> bool:
+    """Tell whether ``run``'s part exists and was made with ``fingerprint``."""
+    meta_path = parts_dir / f"{run}.json"
+    if not (meta_path.is_file() and (parts_dir / f"{run}.csv").is_file()):
+        return False
+    try:
+        return json.loads(meta_path.read_text()).get("fingerprint") == fingerprint
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def write_part(parts_dir: Path, run: str, picks: pd.DataFrame, meta: Mapping[str, Any]) -> None:
+    """Write one run's picks, then its meta (the mark that the part is complete), atomically."""
+    with atomic_path(parts_dir / f"{run}.csv") as tmp:
+        picks.loc[:, list(PICKS_COLUMNS)].to_csv(tmp, index=False)
+    write_text_atomic(parts_dir / f"{run}.json", json.dumps(dict(meta), indent=2))
+
+
+def read_part(parts_dir: Path, run: str) -> pd.DataFrame:
+    """Read one run's picks back exactly (floats round-trip)."""
+    path = parts_dir / f"{run}.csv"
+    df = pd.read_csv(path, dtype={"experiment": str, "particle_type": str})
+    return validate_picks(df, source=path) if len(df) else empty_picks()
+
+
+def merge_parts(parts_dir: Path, runs: Sequence[str]) -> pd.DataFrame:
+    """Concatenate the parts of ``runs`` in the given order into one picks table."""
+    frames = [read_part(parts_dir, run) for run in runs]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_picks()
+
+
+def remove_stale_temporaries(parts_dir: Path) -> int:
+    """Delete temporaries left by killed tasks (their process is gone); returns how many."""
+    return remove_stale_temps_in(parts_dir)
+
+
+def append_task_log(parts_dir: Path, meta: Mapping[str, Any]) -> None:
+    """Append one line (run, batch id, pid, picks, seconds) to ``tasks.jsonl``."""
+    # one short O_APPEND write per line: lines from concurrent workers do not interleave
+    line = json.dumps({k: meta[k] for k in ("run", "batch_id", "pid", "n_picks", "seconds")})
+    fd = os.open(parts_dir / TASK_LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_task_log(parts_dir: str | Path) -> list[dict[str, Any]]:
+    """Lines of ``tasks.jsonl``: which runs were processed, by which batch and process."""
+    path = Path(parts_dir) / TASK_LOG_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(options), sort_keys=True, default=str))
+
+
+def read_meta(parts_dir: Path, run: str) -> dict[str, Any]:
+    """Read the meta of a finished run: fingerprint, picks, seconds, tomogram shape/spacing."""
+    return json.loads((parts_dir / f"{run}.json").read_text())
+
+
+def update_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` (atomically), logging when the fingerprint changed."""
+    path = parts_dir / MANIFEST_NAME
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        if old.get("fingerprint") not in (None, manifest["fingerprint"]):
+            log.info("model or parameters changed since the last batch: runs are re-predicted")
+    write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True))

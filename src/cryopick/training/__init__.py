@@ -1,0 +1,1 @@
+"""Training the 3D U-Net: config, patch sampling, targets, augmentation, trainer."""

@@ -1,0 +1,313 @@
+"""Training data: runs loaded from any source, and a seeded patch sampler.
+
+A :class:`TrainRun` is one tomogram (one or more reconstruction types, normalised, held
+in memory as float16 at the model's voxel size) with its picks. Sources are anything
+:func:`cryopick.io.tomograms.read_tomograms` and :func:`cryopick.io.picks.read_picks`
+read (copick configs, Kaggle roots, simulated projects) or in-memory simulated runs.
+
+:class:`PatchSampler` draws training patches biased to particles with the rare types
+balanced: with probability ``particle_fraction`` it picks a particle type uniformly among
+those present, then one of its particles, and places the patch so that the particle lies
+anywhere inside it; otherwise the patch is placed uniformly. The reconstruction type is
+drawn per patch (mixing wbp / denoised / ctfdeconvolved is an augmentation). All
+randomness comes from one ``numpy.random.Generator``, whose state is the sampler state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from cryopick.core.coords import angstrom_to_voxels
+from cryopick.core.errors import InputError
+from cryopick.core.particles import PARTICLES, get_particle
+from cryopick.training.augmentation import AugmentConfig, augment_geometry, augment_intensity
+from cryopick.training.targets import TargetKind, input_to_output_coords, render_targets
+
+if TYPE_CHECKING:
+    from cryopick.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainRun:
+    """One annotated tomogram ready for training or validation.
+
+    Attributes
+    ----------
+    name : str
+        Run (experiment) name.
+    volumes : dict of str to numpy.ndarray
+        Reconstruction type -> normalised volume (z, y, x), float16, at ``spacing_A``.
+    picks : pandas.DataFrame
+        Truth picks of this run (Å).
+    spacing_A : float
+        Voxel size of ``volumes``.
+    source : str
+        Where it came from.
+    """
+
+    name: str
+    volumes: dict[str, NDArray]
+    picks: pd.DataFrame
+    spacing_A: float
+    source: str = ""
+    _centres_vox: NDArray = field(init=False, repr=False)
+    _labels: NDArray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        df = self.picks
+        coords = df[["z", "y", "x"]].to_numpy(dtype=np.float64) if len(df) else np.zeros((0, 3))
+        self._centres_vox = angstrom_to_voxels(coords, self.spacing_A)
+        self._labels = np.array([get_particle(t).label for t in df["particle_type"]], dtype=int)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Volume shape (z, y, x)."""
+        return tuple(next(iter(self.volumes.values())).shape)  # type: ignore[return-value]
+
+
+def _prepare_volume(data: Any, spacing_A: float, target_spacing_A: float, source: Any) -> NDArray:
+    from cryopick.inference.preprocess import normalise_volume, resample_volume
+
+    if not math.isclose(spacing_A, target_spacing_A, rel_tol=1e-3):
+        data = resample_volume(data, spacing_A, target_spacing_A)
+    return normalise_volume(data, source=source).astype(np.float16)
+
+
+def load_runs(
+    source: str | Path,
+    tomo_types: Sequence[str] = ("denoised",),
+    spacing_A: float = 10.0,
+    runs: Sequence[str] | None = None,
+) -> list[TrainRun]:
+    """Load every annotated run of a source with the reconstruction types available.
+
+    Parameters
+    ----------
+    source : str or Path
+        Copick config JSON, Kaggle root, or anything else both readers accept.
+    tomo_types : sequence of str
+        Reconstruction types to load; types a run lacks are skipped (each run needs one).
+    spacing_A : float
+        Model voxel size; volumes at other sizes are resampled.
+    runs : sequence of str, optional
+        Only these runs.
+
+    Returns
+    -------
+    list of TrainRun
+        Runs that have truth picks, sorted by name.
+    """
+    from cryopick.io.picks import read_picks
+    from cryopick.io.tomograms import read_tomograms
+
+    truth = read_picks(source)
+    by_run: dict[str, dict[str, NDArray]] = {}
+    found_spacing: dict[str, float] = {}
+    for tomo_type in tomo_types:
+        try:
+            tomograms = read_tomograms(source, tomo_type=tomo_type, spacing_A=spacing_A, runs=runs)
+        except InputError as err:
+            log.info("%s: no %s tomograms (%s)", source, tomo_type, err.problem)
+            continue
+        for tomo in tomograms:
+            by_run.setdefault(tomo.name, {})[tomo_type] = _prepare_volume(
+                tomo.data, tomo.spacing_A, spacing_A, tomo.source
+            )
+            found_spacing[tomo.name] = tomo.spacing_A
+    if not by_run:
+        raise InputError(source, f"no tomograms of type(s) {', '.join(tomo_types)} found")
+    out = []
+    for name in sorted(by_run):
+        picks = truth[truth["experiment"] == name].reset_index(drop=True)
+        if picks.empty:
+            log.warning("%s: run %s has no picks; skipped", source, name)
+            continue
+        out.append(TrainRun(name, by_run[name], picks, spacing_A, str(source)))
+    if not out:
+        raise InputError(source, "no run has both a tomogram and truth picks")
+    return out
+
+
+def run_from_simulation(sim: Any, tomo_types: Sequence[str] | None = None) -> TrainRun:
+    """Make a :class:`TrainRun` from an in-memory :class:`cryopick.simulate.SimulatedRun`."""
+    types = list(tomo_types or sim.tomograms)
+    volumes = {
+        t: _prepare_volume(sim.tomograms[t], sim.spacing_A, sim.spacing_A, sim.name)
+        for t in types
+        if t in sim.tomograms
+    }
+    return TrainRun(sim.name, volumes, sim.picks, float(sim.spacing_A), f"simulated:{sim.name}")
+
+
+class PatchSampler:
+    """Draw augmented (input, target) training batches from runs.
+
+    Parameters
+    ----------
+    runs : list of TrainRun
+        Training runs.
+    patch_size : (int, int, int)
+        Input patch (z, y, x); multiples of ``stride``; y == x for XY rotations.
+    stride : int
+        Output stride of the network (targets are drawn on that grid).
+    target : {"sphere", "gaussian"}
+        Target kind; ``target_fraction`` its radius / sigma fraction.
+    target_fraction : float
+        See :func:`cryopick.training.targets.render_targets`.
+    particle_fraction : float
+        Probability that a patch is centred on a (class-balanced) particle.
+    augment : AugmentConfig or None
+        Augmentation (None: none).
+    rng : numpy.random.Generator
+        Source of all randomness; its state is the sampler state.
+    """
+
+    def __init__(
+        self,
+        runs: Sequence[TrainRun],
+        patch_size: Sequence[int],
+        stride: int,
+        target: TargetKind,
+        target_fraction: float,
+        particle_fraction: float,
+        augment: AugmentConfig | None,
+        rng: np.random.Generator,
+    ) -> None:
+        if not runs:
+            raise ValueError("no training runs")
+        self.runs = list(runs)
+        self.patch = tuple(int(p) for p in patch_size)
+        self.stride = int(stride)
+        self.target = target
+        self.target_fraction = float(target_fraction)
+        self.particle_fraction = float(particle_fraction)
+        self.augment = augment
+        self.rng = rng
+        # (run index, pick index) per label, for class-balanced sampling
+        self._by_label: dict[int, NDArray] = {}
+        for p in PARTICLES:
+            idx = [
+                (r, i)
+                for r, run in enumerate(self.runs)
+                for i in np.flatnonzero(run._labels == p.label)
+            ]
+            if idx:
+                self._by_label[p.label] = np.asarray(idx, dtype=np.int64)
+        self._radius_vox = {p.label: p.radius_A for p in PARTICLES}
+
+    def _choose_origin(self) -> tuple[int, NDArray[np.int64]]:
+        rng = self.rng
+        patch = np.asarray(self.patch)
+        labels = sorted(self._by_label)
+        if labels and rng.random() < self.particle_fraction:
+            label = labels[int(rng.integers(len(labels)))]
+            r, i = self._by_label[label][int(rng.integers(len(self._by_label[label])))]
+            centre = self.runs[r]._centres_vox[i]
+            margin = np.minimum(patch // 4, 8)
+            offset = rng.integers(margin, patch - margin)
+            origin = np.round(centre).astype(np.int64) - offset
+        else:
+            r = int(rng.integers(len(self.runs)))
+            shape = np.asarray(self.runs[r].shape)
+            origin = rng.integers(0, np.maximum(shape - patch, 0) + 1)
+        shape = np.asarray(self.runs[int(r)].shape)
+        # keep the patch inside the volume where it fits; align to the output grid
+        origin = np.clip(origin, 0, np.maximum(shape - patch, 0))
+        origin -= origin % self.stride
+        return int(r), origin.astype(np.int64)
+
+    def sample(self) -> tuple[NDArray[np.float32], NDArray]:
+        """One augmented patch ``(Z, Y, X)`` float32 and its target on the output grid."""
+        r, origin = self._choose_origin()
+        run = self.runs[r]
+        types = sorted(run.volumes)
+        volume = run.volumes[types[int(self.rng.integers(len(types)))]]
+        sl = tuple(slice(o, o + p) for o, p in zip(origin, self.patch, strict=True))
+        x = np.asarray(volume[sl], dtype=np.float32)
+        if x.shape != self.patch:  # volume smaller than the patch: zero-pad (= the median)
+            x = np.pad(x, [(0, p - s) for p, s in zip(self.patch, x.shape, strict=True)])
+        out_shape = tuple(p // self.stride for p in self.patch)
+        centres = input_to_output_coords(run._centres_vox - origin, self.stride)
+        reach = max(self.patch) / self.stride
+        near = np.all((centres > -reach) & (centres < np.asarray(out_shape) + reach), axis=1)
+        radii = np.array([self._radius_vox[lab] for lab in run._labels[near]], dtype=np.float64)
+        y = render_targets(
+            centres[near],
+            run._labels[near],
+            radii / (run.spacing_A * self.stride),
+            out_shape,
+            kind=self.target,
+            fraction=self.target_fraction,
+        )
+        if self.augment is not None:
+            x, y = augment_geometry(x, y, self.rng, self.augment)
+            x = augment_intensity(x, self.rng, self.augment)
+        return x, y
+
+    def sample_batch(self, batch_size: int) -> tuple[NDArray[np.float32], NDArray]:
+        """Draw a batch: inputs ``(B, 1, Z, Y, X)`` and targets ``(B, ...)``."""
+        pairs = [self.sample() for _ in range(batch_size)]
+        x = np.stack([p[0] for p in pairs])[:, None]
+        y = np.stack([p[1] for p in pairs])
+        return x, y
+
+
+def gather_runs(config: TrainConfig, out_dir: Path) -> tuple[list[TrainRun], list[TrainRun]]:
+    """Load (and, with ``simulate``, first make) the training and validation runs.
+
+    Simulated projects are written under ``out_dir/simulated/`` and reused on resume.
+    Without validation sources, ``simulate_val`` runs are simulated when simulating,
+    otherwise the last fifth of the training runs (at least one) is held out.
+    """
+    train_runs: list[TrainRun] = []
+    val_runs: list[TrainRun] = []
+    for source in config.data:
+        train_runs += load_runs(source, config.tomo_types, config.spacing_A)
+    if config.simulate:
+        train_runs += load_runs(
+            _simulated(out_dir / "simulated" / "train", config.simulate, config.seed, config),
+            config.tomo_types,
+            config.spacing_A,
+        )
+    for source in config.val:
+        val_runs += load_runs(source, [config.val_tomo_type], config.spacing_A)
+    if not config.val and config.simulate and config.simulate_val:
+        project = _simulated(
+            out_dir / "simulated" / "val", config.simulate_val, config.seed + 1_000_003, config
+        )
+        val_runs += load_runs(project, [config.val_tomo_type], config.spacing_A)
+    if not config.val and not val_runs and len(train_runs) >= 2:
+        n_val = max(1, len(train_runs) // 5)
+        val_runs, train_runs = train_runs[-n_val:], train_runs[:-n_val]
+        log.info("no validation data given: holding out %s", ", ".join(r.name for r in val_runs))
+    if not train_runs:
+        raise ValueError("no training data: give --data and/or --simulate")
+    return train_runs, val_runs
+
+
+def _simulated(path: Path, n_runs: int, seed: int, config: TrainConfig) -> Path:
+    from cryopick.simulate import simulate_project
+
+    config_path, done = path / "copick_config.json", path / ".complete"
+    if done.exists() and config_path.exists():
+        return config_path
+    log.info("simulating %d runs (%s) into %s", n_runs, config.simulate_preset, path)
+    # the project config holds absolute paths, so it is written in place (not renamed);
+    # the marker written last says it is complete; an interrupted simulation is replaced
+    config_path = simulate_project(
+        path, n_runs, seed=seed, shape=config.simulate_shape, spacing_A=config.spacing_A,
+        preset=config.simulate_preset, overwrite=True,
+    )  # fmt: skip
+    done.write_text("")
+    return config_path

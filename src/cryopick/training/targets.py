@@ -1,0 +1,111 @@
+"""Training targets rendered from picks: class spheres or Gaussian heatmaps.
+
+Targets are drawn on the network's output grid for one patch at a time (memory stays
+small whatever the tomogram size). Output voxel ``j`` of a stride-``s`` grid is centred
+at input voxel ``j*s + (s-1)/2`` (the convention of :mod:`cryopick.inference.window`).
+
+* ``"sphere"``: a class-index map (uint8); voxels within ``fraction * radius`` of a pick
+  get its label; where spheres overlap the nearer centre (relative to its radius) wins.
+* ``"gaussian"``: soft class probabilities ``(C, z, y, x)`` (float32); class ``c`` is the
+  maximum over its picks of ``exp(-d^2 / (2 sigma^2))`` with ``sigma = fraction * radius``,
+  background is what is left (the channels sum to 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cryopick.core.particles import N_CLASSES
+
+TargetKind = Literal["sphere", "gaussian"]
+
+
+def describe_target(kind: TargetKind, fraction: float) -> str:
+    """Target description for the model card, e.g. ``"sphere r=0.5"`` or ``"gaussian sigma=0.3"``.
+
+    :func:`cryopick.inference.pipeline.expected_blob_fraction` parses it.
+    """
+    return f"sphere r={fraction:g}" if kind == "sphere" else f"gaussian sigma={fraction:g}"
+
+
+def input_to_output_coords(coords_zyx_vox: NDArray, stride: int) -> NDArray[np.float64]:
+    """Map fractional input-voxel coordinates to output-grid coordinates of a stride-``s`` net."""
+    return (np.asarray(coords_zyx_vox, dtype=np.float64) - (stride - 1) / 2.0) / stride
+
+
+def render_targets(
+    centres_zyx: NDArray,
+    labels: Sequence[int] | NDArray,
+    radii_vox: Sequence[float] | NDArray,
+    shape_zyx: Sequence[int],
+    kind: TargetKind = "sphere",
+    fraction: float = 0.5,
+    n_classes: int = N_CLASSES,
+) -> NDArray:
+    """Render the target of one patch.
+
+    Parameters
+    ----------
+    centres_zyx : numpy.ndarray, shape (n, 3)
+        Pick centres in fractional voxels of the target grid, relative to the patch origin
+        (may lie outside the patch; their spheres are clipped).
+    labels : sequence of int, length n
+        Class labels (1..n_classes-1).
+    radii_vox : sequence of float, length n
+        Particle radii in target-grid voxels.
+    shape_zyx : sequence of 3 int
+        Target patch shape.
+    kind : {"sphere", "gaussian"}
+        Target type (see module docstring).
+    fraction : float
+        Sphere radius, or Gaussian sigma, as a fraction of the particle radius.
+    n_classes : int
+        Number of classes including background.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``"sphere"``: uint8 class map of ``shape_zyx``; ``"gaussian"``: float32 soft
+        probabilities of shape ``(n_classes, *shape_zyx)``.
+    """
+    shape = tuple(int(s) for s in shape_zyx)
+    centres = np.asarray(centres_zyx, dtype=np.float64).reshape(-1, 3)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    radii = np.asarray(radii_vox, dtype=np.float64).reshape(-1) * float(fraction)
+    if kind == "sphere":
+        out = np.zeros(shape, dtype=np.uint8)
+        best = np.full(shape, np.inf, dtype=np.float32)  # distance / radius of the owner
+        reach = radii
+    elif kind == "gaussian":
+        out = np.zeros((n_classes, *shape), dtype=np.float32)
+        reach = 3.0 * radii
+    else:
+        raise ValueError(f"target kind must be 'sphere' or 'gaussian', got {kind!r}")
+    for centre, label, r, r_max in zip(centres, labels, radii, reach, strict=True):
+        lo = np.maximum(np.floor(centre - r_max).astype(int), 0)
+        hi = np.minimum(np.ceil(centre + r_max).astype(int) + 1, shape)
+        if np.any(hi <= lo):
+            continue
+        grids = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        d2 = sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True))
+        region = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        if kind == "sphere":
+            rel = (np.sqrt(d2) / r).astype(np.float32)
+            take = (rel <= 1.0) & (rel < best[region])
+            out[region][take] = label
+            best[region][take] = rel[take]
+        else:
+            heat = np.exp(-d2 / (2.0 * r * r)).astype(np.float32)
+            np.maximum(out[(label, *region)], heat, out=out[(label, *region)])
+    if kind == "gaussian":
+        fg = out[1:].sum(axis=0)
+        over = fg > 1.0
+        if over.any():
+            out[1:, over] /= fg[over]
+            fg[over] = 1.0
+        out[0] = 1.0 - fg
+    return out
