@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,12 @@ import torch
 from _projects import read_truth, run_key
 
 from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
-from cryopick.inference.peaks import find_peaks
-from cryopick.inference.pipeline import bundled_model_dir, expected_blob_fraction
+from cryopick.evaluation.thresholds import select_picks
+from cryopick.inference.picking import PickSettings, pick_particles
 from cryopick.inference.preprocess import normalise_volume
 from cryopick.inference.window import predict_probabilities, prepare_network, resolve_device
 from cryopick.io.tomograms import read_tomograms
-from cryopick.model import describe_hardware, load_model
+from cryopick.model import TargetSpec, bundled_model_dir, describe_hardware, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,27 +68,22 @@ def cached_maps(
     return out
 
 
-def find_candidates(maps: dict[str, Path], spacing_A: float, stride: int, blob: float, **kw):
-    """Every peak above a low floor in every cached map."""
+def find_candidates(
+    maps: dict[str, Path], spacing_A: float, stride: int, target: TargetSpec, **kw
+) -> pd.DataFrame:
+    """Every peak above a low floor in every cached map (as training validation finds them)."""
+    settings = replace(PickSettings.for_candidates(target, FLOOR), **kw)
     frames = [
-        find_peaks(
+        pick_particles(
             np.load(path, mmap_mode="r"),
-            spacing_A * stride,
-            name,
-            default_threshold=FLOOR,
-            min_score=FLOOR,
-            blob_radius_fraction=blob,
-            origin_A=(stride - 1) / 2.0 * spacing_A,
-            **kw,
-        )
+            settings,
+            spacing_A=spacing_A,
+            stride=stride,
+            experiment=name,
+        )  # fmt: skip
         for name, path in maps.items()
     ]
     return pd.concat(frames, ignore_index=True)
-
-
-def select_picks(picks: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
-    """Picks scoring at or above their class threshold."""
-    return picks[picks["score"] >= picks["particle_type"].map(thresholds)]
 
 
 def main() -> None:
@@ -104,7 +100,6 @@ def main() -> None:
     model_dir = args.model or bundled_model_dir()
     model, card = load_model(model_dir)
     _, stride = prepare_network(model, resolve_device("cpu"))
-    blob = expected_blob_fraction(card.target)
     cache = args.cache / (Path(model_dir).resolve().name + ("_tta" if args.tta else ""))
     maps = {
         k: cached_maps(model, getattr(args, k), args.tomo_type, cache, args.tta) for k in SPLITS
@@ -116,7 +111,7 @@ def main() -> None:
         key = json.dumps(kw, sort_keys=True)
         if key not in candidates:  # settings differing only in tolerance share candidates
             candidates[key] = [
-                find_candidates(maps[k], card.spacing_A, stride, blob, **kw) for k in SPLITS
+                find_candidates(maps[k], card.spacing_A, stride, card.target, **kw) for k in SPLITS
             ]
         tune_c, test_c = candidates[key]
         tolerance = setting.get("tolerance", DEFAULT_TUNE_TOLERANCE)

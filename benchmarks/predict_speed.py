@@ -20,8 +20,9 @@ is less sensitive to other processes), with the peak resident memory (RSS sample
   (``peaks_synthetic``);
 * ``write``: the picks CSV.
 
-Reference: MONAI's ``sliding_window_inference`` with the same network (its native stride-2
-forward), patch, overlap, batch and Gaussian blending. Also measured: fp32 and bf16 matmul
+Reference: MONAI's ``sliding_window_inference`` with the same prepared network (batch norms
+folded, channels_last, the same autocast dtype; its native stride-2 forward), patch,
+overlap, batch and Gaussian blending (see :func:`run_monai`). Also measured: fp32 and bf16 matmul
 peaks of this CPU (a 2048² matmul), the network's FLOPs per window (torch's FlopCounter),
 and the network's achieved FLOP/s. Results go to ``benchmarks/results/predict_speed.json``.
 """
@@ -36,7 +37,7 @@ import resource
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ from cryopick.inference.window import (
     choose_patch_size,
     compute_window_starts,
     predict_probabilities,
+    prepare_network,
     resolve_precision,
 )
 from cryopick.io.omezarr import write_ome_zarr
@@ -144,14 +146,29 @@ def make_synthetic_probs(shape: tuple[int, int, int], per_class: int = 150) -> n
 
 
 def run_monai(model: torch.nn.Module, volume: np.ndarray, patch, overlap: float, batch: int):  # noqa: ANN001, ANN201
+    """MONAI's ``sliding_window_inference`` given exactly what our window loop gets.
+
+    The same prepared network (:func:`cryopick.inference.window.prepare_network`: batch
+    norms folded, ``channels_last_3d``), the same autocast dtype (``precision="auto"``), the
+    same softmax on the native stride-2 grid, the same patch, overlap, batch and Gaussian
+    blending (sigma 0.125 of the patch): only the window loop and blending differ.
+    """
     from monai.inferers import sliding_window_inference
 
-    x = torch.from_numpy(volume)[None, None]
-    with torch.inference_mode():
-        logits = sliding_window_inference(
-            x, patch, batch, model.forward_native, overlap=overlap, mode="gaussian"
+    device = torch.device("cpu")
+    net, _ = prepare_network(model, device, channels_last=True)
+    amp_dtype = resolve_precision("auto", device)
+
+    def predictor(x: torch.Tensor) -> torch.Tensor:
+        logits = net(x.contiguous(memory_format=torch.channels_last_3d))
+        return torch.softmax(logits.float(), dim=1)
+
+    x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+    autocast = torch.autocast("cpu", dtype=amp_dtype) if amp_dtype else nullcontext()
+    with torch.inference_mode(), autocast:
+        return sliding_window_inference(
+            x, patch, batch, predictor, overlap=overlap, mode="gaussian", sigma_scale=0.125
         )
-        return torch.softmax(logits, 1)
 
 
 def main() -> None:
@@ -242,8 +259,7 @@ def main() -> None:
         if not args.skip_monai:
             monai: dict = {}
             with stage(monai, "monai_network"):
-                run_monai(model.to(memory_format=torch.contiguous_format), volume, patch,
-                          args.overlap, args.batch_size)  # fmt: skip
+                run_monai(model, volume, patch, args.overlap, args.batch_size)
             results["monai"] = monai
             results["ours_over_monai_network"] = round(
                 network_s / monai["monai_network"]["seconds"], 3

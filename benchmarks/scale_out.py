@@ -34,7 +34,7 @@ import torch
 from cryopick.core.picks import empty_picks
 from cryopick.model import ModelCard, ModelConfig, build_model, describe_hardware, save_model
 from cryopick.scale.executors import ClusterConfig, count_cores, open_client
-from cryopick.scale.runner import run_batch
+from cryopick.scale.runner import run_predict_tasks
 
 RESULTS = Path(__file__).parent / "results" / "scale_out.json"
 
@@ -44,8 +44,8 @@ def predict_nothing(tomogram, model, card):  # noqa: ANN001, ANN201
 
 
 def _summary(result, wall_s: float) -> dict:  # noqa: ANN001
-    seconds = [r["seconds"] for r in result.records if r["status"] == "done"]
-    n = len(result.records)
+    seconds = [r.seconds for r in result.runs if r.status == "done"]
+    n = len(result.runs)
     return {
         "n_runs": n,
         "failed": len(result.failed),
@@ -58,7 +58,7 @@ def _summary(result, wall_s: float) -> dict:  # noqa: ANN001
 
 def _timed_batch(project: Path, model_dir: Path, out: Path, **kwargs) -> dict:  # noqa: ANN003
     start = time.perf_counter()
-    result = run_batch([project], model_dir, out, overwrite=True, progress=False, **kwargs)
+    result = run_predict_tasks([project], model_dir, out, overwrite=True, progress=False, **kwargs)
     return _summary(result, time.perf_counter() - start)
 
 

@@ -1,4 +1,4 @@
-"""Batch prediction over many runs: Dask LocalCluster, worker death, resume, failing runs."""
+"""Many runs as resumable tasks: Dask LocalCluster, worker death, resume, failing runs."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from cryopick.scale.parts import (
     read_task_log,
     select_shard,
 )
-from cryopick.scale.runner import load_model_cached, run_batch
+from cryopick.scale.runner import load_model_cached, run_predict_tasks
 
 distributed = pytest.importorskip("distributed")
 # stand-ins defined here must reach the workers by value (tests/ is not a package)
@@ -223,7 +223,7 @@ def test_resume_processes_only_missing_runs(
     project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
 ) -> None:
     output = tmp_path / "picks.csv"
-    first = run_batch([project], model_dir, output, predict_options=OPTIONS, progress=False)
+    first = run_predict_tasks([project], model_dir, output, predict_options=OPTIONS, progress=False)
     assert first.processed == RUNS and first.complete
     _assert_same_picks(output, reference)
     parts = parts_dir_for(output)
@@ -240,7 +240,9 @@ def test_resume_processes_only_missing_runs(
     (half / "sim_0004.csv").write_text("experiment,particle_type,x,y,z,score\nsim_0004,ribo")
     output.unlink()
 
-    second = run_batch([project], model_dir, output, predict_options=OPTIONS, progress=False)
+    second = run_predict_tasks(
+        [project], model_dir, output, predict_options=OPTIONS, progress=False
+    )
     assert second.processed == ["sim_0001", "sim_0004"]
     assert second.skipped == ["sim_0000", "sim_0002", "sim_0003", "sim_0005"]
     assert not half.exists()
@@ -254,7 +256,7 @@ def test_resume_processes_only_missing_runs(
     cut = float(reference["score"].median())
     stricter_options = {**OPTIONS, "thresholds": dict.fromkeys(PARTICLE_NAMES, cut)}
     two = ["sim_0002", "sim_0005"]
-    changed = run_batch(
+    changed = run_predict_tasks(
         [project], model_dir, output, predict_options=stricter_options, runs=two, progress=False
     )
     assert changed.processed == two
@@ -264,7 +266,7 @@ def test_resume_processes_only_missing_runs(
     assert stricter["score"].min() >= cut
     manifest = json.loads((parts / "manifest.json").read_text())
     assert manifest["predict_options"]["thresholds"] == stricter_options["thresholds"]
-    again = run_batch(
+    again = run_predict_tasks(
         [project],
         model_dir,
         output,
@@ -282,7 +284,7 @@ def test_shards_merge_once_the_last_shard_is_done(
     output = tmp_path / "picks.csv"
     runs = []
     for i in range(3):
-        result = run_batch(
+        result = run_predict_tasks(
             [project], model_dir, output, predict_options=OPTIONS, shard=(i, 3), progress=False
         )
         runs += result.processed
@@ -326,16 +328,16 @@ def test_local_cluster_gives_the_single_process_picks(
     client, project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
 ) -> None:
     output = tmp_path / "picks.csv"
-    result = run_batch(
+    result = run_predict_tasks(
         [project], model_dir, output, client=client, predict_options=OPTIONS, progress=False
     )
     assert result.complete and not result.failed
     assert result.processed == RUNS
     _assert_same_picks(output, reference)
-    pids = {r["pid"] for r in result.records}
+    pids = {r.pid for r in result.runs}
     assert pids.isdisjoint({os.getpid()})  # the tasks ran in the workers
     # the model is loaded once per worker process, not once per run
-    assert sum(r["model_loaded"] for r in result.records) <= 2
+    assert sum(r.model_loaded for r in result.runs) <= 2
 
 
 def test_corrupt_tomogram_fails_alone_and_the_exit_code_says_so(
@@ -382,7 +384,7 @@ def test_killed_worker_does_not_lose_or_duplicate_picks(
     box: dict = {}
     thread = threading.Thread(
         target=lambda: box.update(
-            result=run_batch(
+            result=run_predict_tasks(
                 [project],
                 model_dir,
                 output,

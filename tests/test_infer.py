@@ -8,6 +8,7 @@ from cryopick.inference.window import (
     compute_window_starts,
     make_blending_weights,
     predict_probabilities,
+    predict_probability_map,
     prepare_network,
     upsample_probabilities,
 )
@@ -264,3 +265,14 @@ def test_cuda_matches_cpu(volume):
         model, volume, (16, 16, 16), device="cuda", precision="fp32", upsample=False
     )
     np.testing.assert_allclose(gpu, cpu, atol=2e-3)
+
+
+def test_probability_map_carries_its_stride(volume):
+    model = StridedPointwiseNet()
+    v = volume[:20, :32, :28]
+    native = predict_probability_map(model, v, (8, 16, 8), device="cpu", upsample=False)
+    assert native.stride == 2 and native.probs.shape == (N_OUT, 10, 16, 14)
+    full = predict_probability_map(model, v, (8, 16, 8), device="cpu")
+    assert full.stride == 1 and full.probs.shape == (N_OUT, *v.shape)
+    flat = predict_probability_map(PointwiseNet(), v, (8, 16, 8), device="cpu", upsample=False)
+    assert flat.stride == 1 and flat.probs.shape == (N_OUT, *v.shape)

@@ -13,6 +13,7 @@ from cryopick.evaluation.metric import (
     score_picks,
     tune_thresholds,
 )
+from cryopick.evaluation.thresholds import select_picks, tune_and_score
 from cryopick.io.picks import make_picks
 
 
@@ -270,3 +271,29 @@ def test_make_picks_input_is_zyx():
     truth = picks([("A", "ribosome", 3.0, 2.0, 1.0)])
     assert df[["x", "y", "z"]].to_numpy().tolist() == [[3.0, 2.0, 1.0]]
     assert row_of(score_picks(truth, df), "ribosome")["tp"] == 1
+
+
+def test_tune_and_score_scores_the_picks_the_tuned_thresholds_keep():
+    rng = np.random.default_rng(4)
+    truth = make_picks("A", "ribosome", rng.uniform(0, 3000, (6, 3)))
+    near = truth[["z", "y", "x"]].to_numpy() + 10.0
+    candidates = pd.concat(
+        [
+            make_picks("A", "ribosome", near, score=np.linspace(0.5, 0.9, 6)),
+            make_picks("A", "ribosome", rng.uniform(0, 3000, (4, 3)), score=[0.95, 0.2, 0.1, 0.3]),
+            make_picks("A", "thyroglobulin", rng.uniform(0, 3000, (2, 3)), score=[0.6, 0.7]),
+        ],
+        ignore_index=True,
+    )
+    tuned = tune_and_score(truth, candidates)
+    assert tuned.thresholds == tune_thresholds(truth, candidates)
+    kept = select_picks(candidates, tuned.thresholds)
+    assert (kept["score"] >= kept["particle_type"].map(tuned.thresholds)).all()
+    expected = score_picks(truth, kept)
+    assert tuned.score == expected.score
+    ribosome = next(m for m in tuned.per_class if m.particle_type == "ribosome")
+    assert (ribosome.tp, ribosome.fn) == (6, 0) and ribosome.fbeta == row_of(expected, "ribosome")[
+        "fbeta"
+    ]
+    assert [m.particle_type for m in tuned.per_class] == [p.name for p in PARTICLES]
+    assert select_picks(candidates, {"ribosome": 0.0}).particle_type.eq("ribosome").all()

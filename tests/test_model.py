@@ -1,21 +1,26 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from cryopick.core.coords import input_to_strided_vox, strided_origin_A
 from cryopick.core.errors import InputError
 from cryopick.core.particles import N_CLASSES
 from cryopick.model import (
     ClassMetrics,
     ModelCard,
     ModelConfig,
+    TargetSpec,
     build_model,
+    bundled_model_dir,
     load_model,
     read_model_card,
     save_model,
 )
 from cryopick.training.augmentation import AugmentConfig, augment_geometry, augment_intensity
 from cryopick.training.config import TrainConfig, compute_loss
-from cryopick.training.targets import input_to_output_coords, render_targets
+from cryopick.training.targets import render_targets
 
 TINY = ModelConfig(widths=(4, 8, 16))
 
@@ -134,8 +139,9 @@ def test_gaussian_target_sums_to_one_and_peaks_at_centre():
 
 def test_output_grid_coordinates():
     # stride-2 output voxel j is centred at input voxel 2j + 0.5
-    np.testing.assert_allclose(input_to_output_coords([[0.5, 2.5, 10.5]], 2), [[0, 1, 5]])
-    np.testing.assert_allclose(input_to_output_coords([[3.0, 4.0, 5.0]], 1), [[3, 4, 5]])
+    np.testing.assert_allclose(input_to_strided_vox([[0.5, 2.5, 10.5]], 2), [[0, 1, 5]])
+    np.testing.assert_allclose(input_to_strided_vox([[3.0, 4.0, 5.0]], 1), [[3, 4, 5]])
+    assert strided_origin_A(2, 10.0) == 5.0 and strided_origin_A(1, 10.0) == 0.0
 
 
 def test_geometry_augmentation_moves_input_and_target_together():
@@ -182,3 +188,24 @@ def test_class_weights_balance_particle_sizes():
     sized = flat.model_copy(update={"weight_radius_power": 3.0}).class_weights()
     assert float(sized[1:].mean()) == pytest.approx(16.0)
     assert float(sized[1] / sized[4]) == pytest.approx((150 / 60) ** 3)  # apo-ferritin / ribosome
+
+
+def test_model_card_target_is_typed_and_old_text_cards_still_load(tmp_path):
+    card = _card().model_copy(update={"target": TargetSpec(kind="gaussian", fraction=0.3)})
+    assert json.loads(card.to_json())["target"] == {"kind": "gaussian", "fraction": 0.3}
+    assert ModelCard.from_json(card.to_json()) == card
+    assert str(card.target) == "gaussian sigma=0.3"
+    for text, expected in [
+        ("sphere r=0.5", TargetSpec()), ("sphere", TargetSpec()),
+        ("gaussian sigma=0.25", TargetSpec(kind="gaussian", fraction=0.25)),
+    ]:  # fmt: skip
+        old = json.loads(card.to_json()) | {"target": text}
+        assert ModelCard.model_validate_json(json.dumps(old)).target == expected
+    # the bundled model's card holds the text form
+    assert json.loads((bundled_model_dir() / "model.json").read_text())["target"] == "sphere r=0.5"
+    assert read_model_card(bundled_model_dir()).target == TargetSpec(kind="sphere", fraction=0.5)
+    (tmp_path / "model.json").write_text(
+        json.dumps(json.loads(card.to_json()) | {"target": "cube"})
+    )
+    with pytest.raises(InputError, match="not a valid model card.*target"):
+        read_model_card(tmp_path)

@@ -5,6 +5,8 @@ import pytest
 from cryopick.core.coords import angstrom_to_voxels, voxels_to_angstrom
 from cryopick.core.particles import get_particle
 from cryopick.inference.peaks import find_local_maxima, find_peaks, suppress_non_maxima
+from cryopick.inference.picking import PickSettings, choose_thresholds, pick_particles
+from cryopick.model import ModelCard, TargetSpec
 
 SPACING_A = 10.0
 SHAPE = (40, 64, 64)
@@ -163,3 +165,36 @@ def test_max_peaks_per_class_keeps_the_strongest():
     probs = _maps((4, _gaussian((20, 15, 15), sigma, 0.6) + _gaussian((20, 48, 48), sigma, 0.9)))
     picks = find_peaks(probs, SPACING_A, "r", max_peaks_per_class=1)
     assert len(picks) == 1 and picks["score"].iloc[0] == pytest.approx(0.9, abs=0.01)
+
+
+def test_pick_particles_places_a_strided_map_and_uses_the_target():
+    apo = get_particle("apo-ferritin")
+    r_vox = apo.radius_A / (2 * SPACING_A)  # the map is at stride 2
+    probs = _maps((apo.label, _gaussian((20.0, 30.0, 31.0), 0.3 * r_vox)))
+    settings = PickSettings(target=TargetSpec(kind="gaussian", fraction=0.3))
+    picks = pick_particles(probs, settings, spacing_A=SPACING_A, stride=2, experiment="TS")
+    expected = find_peaks(
+        probs, 2 * SPACING_A, "TS", blob_radius_fraction=0.3 * 1.1774100225154747, origin_A=5.0
+    )
+    pd.testing.assert_frame_equal(picks, expected)
+    # map voxel j of a stride-2 grid is centred at input voxel 2j + 0.5
+    np.testing.assert_allclose(picks[["z", "y", "x"]].to_numpy(), [[405.0, 605.0, 625.0]], atol=1.0)
+    # a sphere target expects a smaller blob than this Gaussian: validation rejects it
+    small = PickSettings(target=TargetSpec(kind="sphere", fraction=0.1))
+    assert pick_particles(probs, small, spacing_A=SPACING_A, stride=2, experiment="TS").empty
+
+
+def test_choose_thresholds_prefers_tta_ones_for_tta_and_applies_overrides():
+    card = ModelCard(
+        thresholds={"ribosome": 0.5, "apo-ferritin": 0.4}, thresholds_tta={"ribosome": 0.3}
+    )
+    assert choose_thresholds(card) == {"ribosome": 0.5, "apo-ferritin": 0.4}
+    assert choose_thresholds(card, tta=True) == {"ribosome": 0.3}
+    assert choose_thresholds(card, False, {"ribosome": 0.9}) == {
+        "ribosome": 0.9,
+        "apo-ferritin": 0.4,
+    }
+    plain = ModelCard(thresholds={"ribosome": 0.5})
+    assert choose_thresholds(plain, tta=True) == {"ribosome": 0.5}
+    floor = PickSettings.for_candidates(TargetSpec(), 0.05)
+    assert (floor.default_threshold, floor.min_score, dict(floor.thresholds)) == (0.05, 0.05, {})

@@ -17,7 +17,6 @@ from cryopick.evaluation.tuning import tune_model
 from cryopick.inference.pipeline import (
     PredictConfig,
     bundled_model_dir,
-    expected_blob_fraction,
     predict,
     predict_tomogram,
 )
@@ -25,7 +24,7 @@ from cryopick.io.layout import make_copick_config, read_copick_config
 from cryopick.io.mrc import write_mrc
 from cryopick.io.picks import make_picks, read_picks, write_picks
 from cryopick.io.tomograms import Tomogram, read_tomograms, write_tomogram
-from cryopick.model import ModelCard, ModelConfig, build_model, save_model
+from cryopick.model import ModelCard, ModelConfig, TargetSpec, build_model, save_model
 
 SHAPE = (24, 40, 44)
 APO = get_particle("apo-ferritin")
@@ -123,10 +122,14 @@ def test_tta_uses_the_cards_tta_thresholds():
     assert predict_tomogram(tomogram, DarkBlobDetector(), plain, device="cpu", tta=True).empty
 
 
-def test_expected_blob_fraction_reads_the_target():
-    assert expected_blob_fraction("sphere") == 0.5
-    assert expected_blob_fraction("sphere r=0.4") == pytest.approx(0.4)
-    assert expected_blob_fraction("gaussian sigma=0.3") == pytest.approx(0.3 * 1.1774, abs=1e-3)
+def test_blob_fraction_follows_the_target():
+    def blob(target):  # cards written before TargetSpec hold the target as text
+        return TargetSpec.model_validate(target).blob_radius_fraction
+
+    assert blob("sphere") == 0.5
+    assert blob("sphere r=0.4") == pytest.approx(0.4)
+    assert blob("gaussian sigma=0.3") == pytest.approx(0.3 * 1.1774, abs=1e-3)
+    assert blob({"kind": "gaussian", "fraction": 0.3}) == blob("gaussian sigma=0.3")
 
 
 # ---------------------------------------------------------------- end to end through files
@@ -250,9 +253,9 @@ def test_cli_predict_and_tune(project, model_dir, tmp_path):
 
 
 def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
-    import cryopick.inference.pipeline as predict_module
+    import cryopick.model.bundled as bundled_module
 
-    monkeypatch.setattr(predict_module.resources, "files", lambda _: tmp_path)
+    monkeypatch.setattr(bundled_module.resources, "files", lambda _: tmp_path)
     with pytest.raises(InputError, match="no bundled model.*--model"):
         bundled_model_dir()
 

@@ -273,6 +273,28 @@ def test_class_curves_mark_the_model_threshold() -> None:
         assert len(marks) == 1
 
 
+def test_tta_thresholds_are_shown_beside_the_plain_ones() -> None:
+    from cryopick.evaluation.metric import fbeta_curve
+    from cryopick.model import ModelCard
+    from cryopick.report.html import render_model_section
+    from cryopick.report.plots import plot_class_curves
+
+    card = ModelCard(thresholds={"apo-ferritin": 0.42}, thresholds_tta={"apo-ferritin": 0.37})
+    html = render_model_section(card, {})
+    assert "<th>threshold</th><th>threshold (TTA)</th>" in html
+    assert "<td>0.420</td><td>0.370</td>" in html and "thresholds_tta" not in html
+    plain = render_model_section(card.model_copy(update={"thresholds_tta": {}}), {})
+    assert "(TTA)" not in plain and "<td>0.420</td>" in plain
+    truth, picks = _truth_and_picks()
+    curve = fbeta_curve(truth, picks, "apo-ferritin")
+    fig = plot_class_curves(
+        "apo-ferritin", curve, {"all": picks["score"]}, threshold=0.42, tta_threshold=0.37
+    )
+    for ax in fig.axes:
+        for value in (0.42, 0.37):
+            assert len([ln for ln in ax.lines if list(ln.get_xdata()) == [value, value]]) == 1
+
+
 def test_report_table_matches_evaluate(simulated: dict[str, Path]) -> None:
     truth = read_picks(simulated["config"])
     picks = read_picks(simulated["root"] / "picks.csv")

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from cryopick.cli import app
 from cryopick.core.errors import InputError
-from cryopick.model import ModelConfig, load_model
+from cryopick.model import ModelConfig, TargetSpec, load_model
 from cryopick.simulate import simulate_run
 from cryopick.training import trainer as train_module
 from cryopick.training.augmentation import AugmentConfig
@@ -57,7 +57,9 @@ def test_train_end_to_end_writes_model_card_and_checkpoint(tmp_path, tiny_run):
         "apo-ferritin", "beta-amylase", "beta-galactosidase", "ribosome", "thyroglobulin",
         "virus-like-particle",
     }  # fmt: skip
-    assert loaded.train_config["steps"] == 4 and loaded.target == "sphere r=0.5"
+    assert loaded.train_config["steps"] == 4 and loaded.target == TargetSpec(
+        kind="sphere", fraction=0.5
+    )
     assert load_checkpoint(tmp_path / CHECKPOINT_FILENAME)["step"] == 4
 
 

@@ -1,8 +1,24 @@
-"""Console output shared by the commands: progress bars (on stderr, so stdout stays data)."""
+"""Console output: progress bars and tables, all on stderr (stdout stays data).
+
+Library functions take ``show_progress`` flags and draw their bars with
+:func:`window_progress_bar` (windows of one tomogram), :class:`RunProgress` (runs of a
+multi-run prediction) or :func:`step_progress_bar` (counted steps, e.g. simulated runs);
+the command line prints the tables (:func:`print_pick_summary`, :func:`print_run_report`).
+rich is imported only when something is drawn.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cryopick.io.runs import RunResult
+    from cryopick.scale.results import RunsResult
 
 
 class _NoBar:
@@ -13,11 +29,16 @@ class _NoBar:
         return None
 
 
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def window_progress_bar(show: bool) -> Any:
     """Return a rich progress bar over windows, on stderr (a no-op when ``show`` is False)."""
     if not show:
         return _NoBar()
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
@@ -26,5 +47,109 @@ def window_progress_bar(show: bool) -> Any:
         MofNCompleteColumn(),
         TextColumn("windows"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=_stderr_console(),
     )
+
+
+@contextmanager
+def step_progress_bar(show: bool, total: int, label: str) -> Iterator[Callable[[int, str], None]]:
+    """Show a progress bar over ``total`` steps on stderr; yield ``advance(n, description)``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=_stderr_console(), disable=not show) as bar:
+        task = bar.add_task(label, total=total)
+
+        def advance(n: int, description: str) -> None:
+            bar.update(task, advance=n, description=description)
+
+        yield advance
+
+
+class RunProgress:
+    """A bar over the runs of a multi-run prediction, on stderr; nothing when disabled.
+
+    Use as a context manager and call :meth:`advance` after each run.
+    """
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.total, self.enabled = total, enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> RunProgress:
+        if self.enabled:
+            from rich.progress import Progress
+
+            self._progress = Progress(console=_stderr_console(), transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task("predicting runs", total=self.total)
+        return self
+
+    def advance(self) -> None:
+        """Count one more run as finished."""
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def build_run_table(results: Sequence[RunResult], title: str = "") -> Any:
+    """Build a rich table of run results: run, status, pick count, seconds and error."""
+    from rich.table import Table
+
+    table = Table(title=title or f"{len(results)} runs")
+    for col in ("run", "status", "picks", "seconds", "error"):
+        table.add_column(col, justify="right" if col in ("picks", "seconds") else "left")
+    for result in results:
+        seconds = result.seconds
+        table.add_row(
+            result.run,
+            result.status,
+            "" if result.n_picks is None else str(result.n_picks),
+            "" if seconds is None or seconds != seconds else f"{seconds:.1f}",
+            result.error,
+            style="red" if result.status == "failed" else None,
+        )
+    return table
+
+
+def print_run_report(result: RunsResult, output_label: str | Path | None = None) -> None:
+    """Print the per-run table of resumable tasks, then where the picks went (stderr).
+
+    Failed runs are in the table; the command line lists them again with its error.
+    """
+    console = _stderr_console()
+    console.print(build_run_table(result.runs, title=str(result.parts_dir)))
+    if result.output is not None:
+        n_runs = len(result.runs) - len(result.failed)
+        console.print(f"wrote picks of {n_runs} runs to {output_label or result.output}")
+
+
+def print_pick_summary(picks: pd.DataFrame, runs: list[str]) -> None:
+    """Print picks per particle type (rows) and run (columns; min/median/max when many)."""
+    from rich.table import Table
+
+    from cryopick.inference.pipeline import count_picks_per_run
+
+    counts = count_picks_per_run(picks, runs)  # rows: runs + total; columns: particle types
+    per_run = counts.drop(index="total")
+    table = Table(title="picks per particle type")
+    table.add_column("particle type")
+    if len(per_run) <= 6:
+        columns = {str(run): per_run.loc[run] for run in per_run.index}
+    else:
+        columns = {"min/run": per_run.min(), "median": per_run.median(), "max/run": per_run.max()}
+    columns["total"] = counts.loc["total"]
+    for name in columns:
+        table.add_column(name, justify="right")
+    for ptype in counts.columns:
+        table.add_row(ptype, *(f"{col[ptype]:g}" for col in columns.values()))
+    _stderr_console().print(table)

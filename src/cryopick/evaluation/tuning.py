@@ -1,21 +1,24 @@
 """Re-tuning a model's per-class thresholds on a user's annotated runs (``cryopick tune``).
 
 Every run is predicted keeping all peaks above a low floor (scored candidates); per class the
-threshold maximising F-beta (beta = 4) against the annotations is chosen with
-:func:`cryopick.evaluation.metric.tune_thresholds`, and a copy of the model is written with those
-thresholds and the validation metrics they give in its card.
+threshold maximising F-beta (beta = 4) against the annotations is chosen and scored with
+:func:`cryopick.evaluation.thresholds.tune_and_score` (as training validation does), and a
+copy of the model is written with those thresholds and the validation metrics they give in
+its card.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from cryopick.core.errors import InputError
 from cryopick.core.particles import PARTICLE_NAMES
-from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE, score_picks, tune_thresholds
+from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
+from cryopick.evaluation.thresholds import TunedScore, tune_and_score
 from cryopick.inference.pipeline import PredictConfig, predict_tomograms
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.picks import read_truth
@@ -24,7 +27,7 @@ from cryopick.io.tomograms import DEFAULT_TOMO_TYPE
 from cryopick.model import (
     CARD_FILENAME,
     WEIGHTS_FILENAME,
-    ClassMetrics,
+    ModelCard,
     check_model_folder,
     read_model_card,
 )
@@ -100,53 +103,54 @@ def tune_model(
     check_model_folder(out_dir, overwrite=overwrite)
     card = read_model_card(model_dir)
     tomograms = read_inputs(data, tomo_type, runs)
-    truth_source = truth if truth is not None else data
-    # one annotation source, duplicates merged: cryopick's own picks never become truth
-    truth_df = read_truth(truth_source, user_id=truth_user, session_id=truth_session)
-    names = {t.name for t in tomograms}
-    truth_df = truth_df[truth_df["experiment"].isin(names)]
-    if truth_df.empty:
-        raise InputError(
-            truth_source, "no annotated picks for the runs found; cannot tune thresholds"
-        )
+    truth_df = _read_tuning_truth(
+        truth if truth is not None else data, {t.name for t in tomograms}, truth_user,
+        truth_session,
+    )  # fmt: skip
     # every peak above a low floor is a candidate; tuning picks the threshold per class
     config = (config or PredictConfig()).model_copy(
         update={"thresholds": _floor_thresholds(), "min_score": 0.0}
     )
     candidates = predict_tomograms(tomograms, model_dir, config, show_progress=show_progress)
-    thresholds = tune_thresholds(truth_df, candidates, beta=beta, tolerance=tolerance)
-    kept = candidates[
-        candidates["score"] >= candidates["particle_type"].map(thresholds).fillna(math.inf)
-    ]
-    result = score_picks(truth_df, kept, beta=beta)
-    validation = [
-        ClassMetrics(
-            particle_type=row.particle_type,
-            precision=float(row.precision),
-            recall=float(row.recall),
-            fbeta=float(row.fbeta),
-            tp=int(row.tp),
-            fp=int(row.fp),
-            fn=int(row.fn),
-        )
-        for row in result.per_class.itertuples()
-    ]
-    if config.tta:  # TTA maps score differently: keep the plain thresholds and metrics
-        update = {"thresholds_tta": thresholds}
-    else:
-        update = {
-            "thresholds": thresholds,
-            "validation": validation,
-            "score": float(result.score),
-            "validation_data": [f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"],
-        }
-    new_card = card.model_copy(update=update)
+    tuned = tune_and_score(truth_df, candidates, beta=beta, tolerance=tolerance)
+    described = f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"
+    _write_tuned_model(model_dir, out_dir, _tuned_card(card, tuned, config.tta, described))
+    log.info("tuned thresholds written to %s (score %.4f)", out_dir, tuned.score)
+    return tuned.thresholds
+
+
+def _tuned_card(card: ModelCard, tuned: TunedScore, tta: bool, data: str) -> ModelCard:
+    """Return ``card`` with the tuned thresholds (TTA: only ``thresholds_tta``) and metrics."""
+    if tta:  # TTA maps score differently: keep the plain thresholds and metrics
+        return card.model_copy(update={"thresholds_tta": tuned.thresholds})
+    update = {"thresholds": tuned.thresholds, "validation": tuned.per_class,
+              "score": tuned.score, "validation_data": [data]}  # fmt: skip
+    return card.model_copy(update=update)
+
+
+def _write_tuned_model(model_dir: Path, out_dir: Path, card: ModelCard) -> None:
+    """Copy ``model_dir``'s weights into ``out_dir`` and write ``card`` beside them, atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / WEIGHTS_FILENAME) as tmp:
         shutil.copyfile(model_dir / WEIGHTS_FILENAME, tmp)
-    write_text_atomic(out_dir / CARD_FILENAME, new_card.to_json())
-    log.info("tuned thresholds written to %s (score %.4f)", out_dir, result.score)
-    return thresholds
+    write_text_atomic(out_dir / CARD_FILENAME, card.to_json())
+
+
+def _read_tuning_truth(
+    source: str | Path, runs: set[str], user_id: str | None, session_id: str | None
+) -> pd.DataFrame:
+    """Annotations of ``runs`` from one source, duplicates merged (never cryopick's own picks).
+
+    Raises
+    ------
+    InputError
+        If there are none.
+    """
+    truth = read_truth(source, user_id=user_id, session_id=session_id)
+    truth = truth[truth["experiment"].isin(runs)]
+    if truth.empty:
+        raise InputError(source, "no annotated picks for the runs found; cannot tune thresholds")
+    return truth
 
 
 def _floor_thresholds() -> dict[str, float]:

@@ -37,9 +37,11 @@ from scipy.spatial import cKDTree
 
 from cryopick.core.coords import voxels_to_angstrom
 from cryopick.core.particles import PARTICLES, get_particle
-from cryopick.io.picks import empty_picks, make_picks
+from cryopick.core.picks import empty_picks, make_picks
 
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_NMS_FRACTION = 0.6
+DEFAULT_BLOB_RATIO_RANGE = (0.35, 1.8)
 _SLAB = 16  # z slices per slab when scanning for maxima
 _OFFSETS = np.array(
     [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dz or dy or dx]
@@ -273,9 +275,9 @@ def find_peaks(
     default_threshold: float = DEFAULT_THRESHOLD,
     min_score: float = 0.0,
     particle_types: Sequence[str] | None = None,
-    nms_fraction: float = 0.6,
+    nms_fraction: float = DEFAULT_NMS_FRACTION,
     blob_radius_fraction: float | None = 0.5,
-    blob_ratio_range: tuple[float, float] | None = (0.35, 1.8),
+    blob_ratio_range: tuple[float, float] | None = DEFAULT_BLOB_RATIO_RANGE,
     cross_class_fraction: float = 0.0,
     cross_class_ratio: float = 1.0,
     origin_A: float = 0.0,
@@ -322,29 +324,21 @@ def find_peaks(
     Returns
     -------
     pandas.DataFrame
-        Picks table (experiment, particle_type, x, y, z in Å, score), sorted by class then
-        descending score.
+        Picks (experiment, particle_type, x, y, z in Å, score), by class, strongest first.
     """
     thresholds = dict(thresholds or {})
     names = [get_particle(n).name for n in particle_types] if particle_types else None
     frames = []
     for particle in PARTICLES:
-        if names is not None and particle.name not in names:
-            continue
-        if particle.label >= probs.shape[0]:
+        if (names is not None and particle.name not in names) or particle.label >= len(probs):
             continue
         threshold = max(float(thresholds.get(particle.name, default_threshold)), min_score)
         radius_vox = particle.radius_A / spacing_A
         blob_vox = blob_radius_fraction * radius_vox if blob_radius_fraction else None
         coords, scores = _find_class_peaks(
-            probs[particle.label],
-            radius_vox,
-            threshold,
-            nms_fraction,
-            blob_vox,
-            blob_ratio_range,
-            max_peaks_per_class,
-        )
+            probs[particle.label], radius_vox, threshold, nms_fraction, blob_vox,
+            blob_ratio_range, max_peaks_per_class,
+        )  # fmt: skip
         if len(coords):
             coords_A = voxels_to_angstrom(coords, spacing_A) + origin_A
             frames.append(make_picks(experiment, particle.name, coords_A, score=scores))

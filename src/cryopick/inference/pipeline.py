@@ -7,17 +7,19 @@ positions fixed (see :mod:`cryopick.inference.preprocess`), so only the grid spa
 coordinate mapping is needed. Results are deterministic for the same input and settings.
 
 :func:`predict` runs it over everything :func:`cryopick.io.tomograms.read_tomograms`
-resolves and writes the picks (:func:`cryopick.evaluation.tuning.tune_model` re-tunes a model's
-thresholds with it).
+resolves, one run after the other in this process, and writes the picks
+(:func:`cryopick.evaluation.tuning.tune_model` re-tunes a model's thresholds with
+:func:`predict_tomograms`). ``cryopick predict`` calls
+:func:`cryopick.scale.predict.predict_runs`, which uses :func:`predict` unless scale-out
+options make each run a resumable task.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
+import time
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,24 +30,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cryopick.console import window_progress_bar
 from cryopick.core.errors import InputError, RunsFailedError, one_line_error
 from cryopick.inference.output import (
-    OUTPUT_FORMATS,
     PICKS_SESSION_ID,
     PICKS_USER_ID,
+    OutputFormat,
+    RunShape,
     check_output_target,
     write_predictions,
 )
-from cryopick.inference.peaks import find_peaks
+from cryopick.inference.picking import PickSettings, pick_particles
 from cryopick.inference.preprocess import normalise_volume, resample_volume
-from cryopick.inference.window import predict_probabilities, prepare_network, resolve_device
-from cryopick.io.runs import open_tomograms
+from cryopick.inference.window import predict_probability_map, resolve_device
+from cryopick.io.runs import RunResult, open_tomograms
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
-from cryopick.model import Threshold, canonical_thresholds
+from cryopick.model import ModelCard, Threshold, bundled_model_dir, canonical_thresholds
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "OUTPUT_FORMATS", "PICKS_SESSION_ID", "PICKS_USER_ID", "PredictConfig", "predict",
-    "predict_tomogram", "predict_tomograms", "write_predictions",
+    "PICKS_SESSION_ID", "PICKS_USER_ID", "OutputFormat", "PredictConfig", "count_picks_per_run",
+    "predict", "predict_tomogram", "predict_tomograms", "write_predictions",
 ]  # fmt: skip
 
 
@@ -105,42 +108,10 @@ class PredictConfig(BaseModel):
         return None if thresholds is None else canonical_thresholds(thresholds)
 
 
-def bundled_model_dir() -> Path:
-    """Folder of the model shipped with cryopick (``cryopick/data/model``).
-
-    Raises
-    ------
-    InputError
-        If this installation has no bundled model.
-    """
-    path = Path(str(resources.files("cryopick") / "data" / "model"))
-    if not (path / "model.json").is_file() or not (path / "model.pt").is_file():
-        raise InputError(
-            path,
-            "no bundled model in this installation (model.json and model.pt missing); "
-            "pass --model DIR with a model trained by `cryopick train`",
-        )
-    return path
-
-
-def expected_blob_fraction(target: str) -> float:
-    """Radius of a blob at half its peak, as a fraction of the particle radius, for a target.
-
-    ``target`` is the model card's description, e.g. ``"sphere"``, ``"sphere r=0.5"`` or
-    ``"gaussian sigma=0.3"``; the first number is the radius (sigma) fraction (default 0.5).
-    A Gaussian of sigma ``s`` is at half its peak at ``s * sqrt(2 ln 2)``.
-    """
-    match = re.search(r"(\d+(?:\.\d+)?)", target or "")
-    fraction = float(match.group(1)) if match else 0.5
-    if "gauss" in (target or "").lower():
-        return fraction * math.sqrt(2.0 * math.log(2.0))
-    return fraction
-
-
 def predict_tomogram(
     tomogram: Tomogram,
     model: torch.nn.Module,
-    card: Any,
+    card: ModelCard,
     config: PredictConfig | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
@@ -155,7 +126,8 @@ def predict_tomogram(
     model : torch.nn.Module
         The network (from :func:`cryopick.model.load_model`).
     card : ModelCard
-        Its card: ``spacing_A``, ``thresholds`` and ``target`` are used.
+        Its card: ``spacing_A``, ``patch_size``, ``target`` and the thresholds are used
+        (see :meth:`cryopick.inference.picking.PickSettings.for_model`).
     config : PredictConfig, optional
         Settings; keyword ``options`` (the fields of :class:`PredictConfig`) override it.
     progress : callable, optional
@@ -183,7 +155,7 @@ def predict_tomogram(
         resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
         volume = normalise_volume(resampled, source=tomogram.source, inplace=True)
     warn_if_smaller_than_window(tomogram.name, volume.shape, card.patch_size, model_spacing_A)
-    probs = predict_probabilities(
+    prob_map = predict_probability_map(
         model,
         volume,
         patch_size=config.patch_size,
@@ -195,24 +167,13 @@ def predict_tomogram(
         upsample=False,
         progress=progress,
     )
-    # a strided map's voxel j is centred at input voxel j*s + (s-1)/2 (see inference.window)
-    _, stride = prepare_network(model, device)
     del volume
-    tta_thresholds = getattr(card, "thresholds_tta", None) if config.tta else None
-    thresholds = dict(tta_thresholds or card.thresholds or {})
-    thresholds.update(config.thresholds or {})
-    return find_peaks(
-        probs,
-        spacing_A=model_spacing_A * stride,
+    return pick_particles(
+        prob_map.probs,
+        PickSettings.for_model(card, config),
+        spacing_A=model_spacing_A,
+        stride=prob_map.stride,
         experiment=tomogram.name,
-        thresholds=thresholds,
-        min_score=config.min_score,
-        nms_fraction=config.nms_fraction,
-        blob_radius_fraction=expected_blob_fraction(getattr(card, "target", "sphere")),
-        blob_ratio_range=config.blob_ratio_range,
-        cross_class_fraction=config.cross_class_fraction,
-        cross_class_ratio=config.cross_class_ratio,
-        origin_A=(stride - 1) / 2.0 * model_spacing_A,
     )
 
 
@@ -246,6 +207,7 @@ def predict_tomograms(
     *,
     show_progress: bool = False,
     failures: dict[str, BaseException] | None = None,
+    on_run_done: Callable[[RunResult], None] | None = None,
 ) -> pd.DataFrame:
     """Pick particles in several tomograms with one model; picks of all runs in one table.
 
@@ -262,8 +224,11 @@ def predict_tomograms(
     failures : dict, optional
         When given, a run whose prediction fails (e.g. a corrupt chunk in its tomogram) is
         recorded here (run -> error) and the others go on; else the error is raised.
+    on_run_done : callable, optional
+        Called after each tomogram with its :class:`cryopick.io.runs.RunResult` (``done``
+        with its pick count and seconds, or ``failed`` with the reason).
     """
-    from cryopick.io.picks import empty_picks
+    from cryopick.core.picks import empty_picks
     from cryopick.model import load_model
 
     config = config or PredictConfig()
@@ -278,15 +243,21 @@ def predict_tomograms(
                 if bar is not None:
                     bar.update(task, completed=done, total=total)
 
+            start = time.perf_counter()
             try:
                 frames.append(predict_tomogram(tomo, model, card, config, progress=advance))
             except Exception as err:
                 if failures is None:
                     raise
                 failures[tomo.name] = err
-                log.error("%s: prediction failed: %s", tomo.name, one_line_error(err))
-                continue
-            log.info("%s: %d picks", tomo.name, len(frames[-1]))
+                reason = one_line_error(err)
+                log.error("%s: prediction failed: %s", tomo.name, reason)
+                result = RunResult(tomo.name, "failed", 0, time.perf_counter() - start, reason)
+            else:
+                log.info("%s: %d picks", tomo.name, len(frames[-1]))
+                result = RunResult(tomo.name, "done", len(frames[-1]), time.perf_counter() - start)
+            if on_run_done is not None:
+                on_run_done(result)
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else empty_picks()
 
@@ -295,15 +266,16 @@ def predict(
     input_path: str | Path,
     model_dir: str | Path | None = None,
     output: str | Path | None = None,
-    format: str = "csv",
+    format: OutputFormat | str = OutputFormat.CSV,
     config: PredictConfig | None = None,
     *,
     tomo_type: str = DEFAULT_TOMO_TYPE,
     runs: list[str] | None = None,
     show_progress: bool = False,
     spacing_A: float | None = None,
+    on_run_done: Callable[[RunResult], None] | None = None,
 ) -> pd.DataFrame:
-    """Pick particles in every tomogram at ``input_path`` and write the picks.
+    """Pick particles in every tomogram at ``input_path``, one after the other, and write them.
 
     Parameters
     ----------
@@ -315,18 +287,19 @@ def predict(
     output : str or Path, optional
         Output file (``csv``, ``kaggle``, ``star``) or project (``copick``; default the
         input project). Nothing is written for csv/kaggle/star when None.
-    format : {"csv", "kaggle", "copick", "star"}
-        Output format.
+    format : OutputFormat or str
+        Output format: ``csv``, ``kaggle``, ``copick`` or ``star``.
     config : PredictConfig, optional
         Settings.
-    tomo_type : str
-        Reconstruction type to read from projects.
-    runs : list of str, optional
-        Only these runs.
+    tomo_type, runs : str, list of str
+        Reconstruction type to read from projects; only these runs (default: all).
     show_progress : bool
         Show progress bars.
     spacing_A : float, optional
         Voxel size in Å for MRC files whose header has none (header value otherwise).
+    on_run_done : callable, optional
+        Called with each run's :class:`cryopick.io.runs.RunResult`, also for runs whose
+        tomogram cannot be opened.
 
     Returns
     -------
@@ -347,11 +320,12 @@ def predict(
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
     card = read_model_card(model_dir)
     failures: dict[str, BaseException] = {}
-    tomograms = open_tomograms(input_path, tomo_type, runs, spacing_A, failures)
+    tomograms = open_tomograms(input_path, tomo_type, runs, spacing_A, failures, on_run_done)
     picks = predict_tomograms(
-        tomograms, model_dir, config, show_progress=show_progress, failures=failures
-    )
-    done = [t for t in tomograms if t.name not in failures]
+        tomograms, model_dir, config, show_progress=show_progress, failures=failures,
+        on_run_done=on_run_done,
+    )  # fmt: skip
+    done = [RunShape.of(t) for t in tomograms if t.name not in failures]
     n_runs = len({t.name for t in tomograms} | set(failures))
     reasons = {run: one_line_error(err) for run, err in failures.items()}
     if not done:
@@ -362,7 +336,7 @@ def predict(
             )
         raise RunsFailedError(reasons, None, n_runs)
     written = None
-    if output is not None or format == "copick":
+    if output is not None or OutputFormat.parse(format) is OutputFormat.COPICK:
         write_predictions(picks, done, output, format, input_path, card.spacing_A)
         written = output or input_path
     if failures:
@@ -370,7 +344,7 @@ def predict(
     return picks
 
 
-def summarise_picks(picks: pd.DataFrame, runs: list[str] | None = None) -> pd.DataFrame:
+def count_picks_per_run(picks: pd.DataFrame, runs: list[str] | None = None) -> pd.DataFrame:
     """Count picks per run (rows) and particle type (columns), with a total row."""
     from cryopick.core.particles import PARTICLE_NAMES
 

@@ -8,8 +8,9 @@ region is normalised and written out as soon as no later window touches it.
 
 Networks that predict at a stride (output ``Z/s, Y/s, X/s`` for an input patch ``Z, Y, X``)
 are supported: output voxel ``j`` is taken to cover input voxels ``j*s .. j*s+s-1`` (centre
-``j*s + (s-1)/2``); the blended map is upsampled back to the input grid (trilinear) unless
-``upsample=False``.
+``j*s + (s-1)/2``, :mod:`cryopick.core.coords`); the blended map is upsampled back to the
+input grid (trilinear) unless ``upsample=False``. :func:`predict_probability_map` returns the
+map with its stride (:class:`ProbabilityMap`), :func:`predict_probabilities` the array only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
@@ -190,6 +192,13 @@ class _SlabBlender:
         self.acc[(slice(None), *region)] += prob[(slice(None), *crop)]
         self.weight_sum[region] += self.weights[crop]
 
+    def add_batch(self, probs: NDArray, batch: Sequence[tuple[Sequence[int], int | None]]) -> None:
+        """Add the outputs of a batch of ``(corner, done_to)`` windows; flush where final."""
+        for prob, (corner, done_to) in zip(probs[: len(batch)], batch, strict=True):
+            self.add(prob, corner)
+            if done_to is not None:
+                self.flush(done_to)
+
     def flush(self, done_to: int) -> None:
         """Finalise output indices ``< done_to`` along the axis and shift the slab."""
         assert self.acc is not None and self.result is not None
@@ -205,7 +214,19 @@ class _SlabBlender:
         self.origin = done_to
 
 
-def predict_probabilities(
+@dataclass(frozen=True)
+class ProbabilityMap:
+    """Softmax probabilities ``probs`` (C, Z', Y', X') and their grid step ``stride``.
+
+    ``stride`` is in input voxels: voxel ``j`` of ``probs`` is centred at input voxel
+    ``j*stride + (stride-1)/2`` (:mod:`cryopick.core.coords`); 1 on the input grid.
+    """
+
+    probs: NDArray[np.float16]
+    stride: int
+
+
+def predict_probability_map(
     model: torch.nn.Module,
     volume: Any,
     patch_size: Sequence[int] | None = None,
@@ -218,8 +239,8 @@ def predict_probabilities(
     channels_last: bool | None = None,
     upsample: bool = True,
     progress: Callable[[int, int], None] | None = None,
-) -> NDArray[np.float16]:
-    """Softmax probabilities of a segmentation network over a whole volume.
+) -> ProbabilityMap:
+    """Softmax probabilities of a segmentation network over a whole volume, and their stride.
 
     Parameters
     ----------
@@ -242,15 +263,15 @@ def predict_probabilities(
     channels_last : bool, optional
         Use ``torch.channels_last_3d``; default on CPU (1.3x faster there, also in fp32).
     upsample : bool
-        For a strided network, upsample the map to the input grid (else return it strided).
+        For a strided network, upsample the map to the input grid (else keep it strided).
     progress : callable, optional
         Called as ``progress(done, total)`` after each batch of windows.
 
     Returns
     -------
-    numpy.ndarray, float16, shape (C, Z, Y, X)
-        Probabilities summing to 1 over channels (strided shape ``ceil(L/s)`` per axis when
-        ``upsample=False``).
+    ProbabilityMap
+        float16 (C, Z, Y, X) at stride 1, or (strided network, ``upsample=False``) ``ceil(L/s)``
+        per axis at stride ``s``.
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -260,26 +281,63 @@ def predict_probabilities(
     if channels_last is None:
         channels_last = dev.type == "cpu"
     net, stride = prepare_network(model, dev, channels_last, probe_size=patch_size or PROBE_PATCH)
-    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     multiple = max(stride, int(getattr(model, "input_multiple", 1)))
-    if patch_size is None:
-        patch = choose_patch_size(shape, multiple)
-    else:
-        patch = tuple(int(p) for p in patch_size)
-    if any(p % multiple for p in patch):
-        raise ValueError(f"patch size {patch} must be a multiple of {multiple} for this network")
+    patch = _resolve_patch(shape, patch_size, multiple)
     out_patch = tuple(p // stride for p in patch)
     out_shape = tuple(math.ceil(n / stride) for n in shape)
-    # window starts in output units, so that every window is aligned with the output grid
-    starts = [
-        compute_window_starts(n_out, p_out, overlap)
-        for n_out, p_out in zip(out_shape, out_patch, strict=True)
-    ]
-    # accumulate in a slab along the axis where a window-thick slab is smallest
-    axis = int(np.argmin([p / n for p, n in zip(out_patch, out_shape, strict=True)]))
+    axis, windows = _plan_windows(out_shape, out_patch, overlap)
     weights = make_blending_weights(out_patch)
     blender = _SlabBlender(out_shape, out_patch, axis, weights)
-    # windows in slab order; the last of each slab position says up to where output is final
+    weights_t = torch.from_numpy(weights).to(dev)
+    autocast = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+    with torch.inference_mode(), autocast:
+        for b0 in range(0, len(windows), batch_size):
+            batch = windows[b0 : b0 + batch_size]
+            x = np.stack([_read_patch(volume, [c * stride for c in w], patch) for w, _ in batch])
+            probs = _run_windows(net, x, dev, tta, memory_format) * weights_t
+            blender.add_batch(probs.cpu().numpy(), batch)
+            if progress is not None:
+                progress(b0 + len(batch), len(windows))
+    result = blender.result
+    assert result is not None
+    if stride > 1 and upsample:
+        return ProbabilityMap(upsample_probabilities(result, stride, shape), 1)
+    return ProbabilityMap(result, stride)
+
+
+def predict_probabilities(model: nn.Module, volume: Any, *args: Any, **kwargs: Any) -> NDArray:
+    """Return :func:`predict_probability_map`'s ``probs`` (same parameters).
+
+    By default (``upsample=True``) on the input grid: (C, Z, Y, X), float16.
+    """
+    return predict_probability_map(model, volume, *args, **kwargs).probs
+
+
+def _resolve_patch(
+    shape_zyx: Sequence[int], patch_size: Sequence[int] | None, multiple: int
+) -> tuple[int, ...]:
+    """Return the window (z, y, x): ``patch_size``, checked, or :func:`choose_patch_size`'s."""
+    if patch_size is None:
+        return choose_patch_size(shape_zyx, multiple)
+    patch = tuple(int(p) for p in patch_size)
+    if any(p % multiple for p in patch):
+        raise ValueError(f"patch size {patch} must be a multiple of {multiple} for this network")
+    return patch
+
+
+def _plan_windows(
+    out_shape: Sequence[int], out_patch: Sequence[int], overlap: float
+) -> tuple[int, list[tuple[tuple[int, ...], int | None]]]:
+    """Return the slab axis and the windows' ``(output corner, done_to)``, in slab order.
+
+    The slab is thinnest along that axis; ``done_to`` (last window of a slab position only)
+    is the output index up to which the result is then final.
+    """
+    starts = [
+        compute_window_starts(n, p, overlap) for n, p in zip(out_shape, out_patch, strict=True)
+    ]
+    axis = int(np.argmin([p / n for p, n in zip(out_patch, out_shape, strict=True)]))
     windows: list[tuple[tuple[int, ...], int | None]] = []
     others = [starts[a] for a in range(3) if a != axis]
     for k, a_start in enumerate(starts[axis]):
@@ -288,28 +346,7 @@ def predict_probabilities(
         for i, corner in enumerate(group):
             corner.insert(axis, a_start)
             windows.append((tuple(corner), done_to if i == len(group) - 1 else None))
-    weights_t = torch.from_numpy(weights).to(dev)
-    autocast = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    with torch.inference_mode(), autocast:
-        for b0 in range(0, len(windows), batch_size):
-            batch = windows[b0 : b0 + batch_size]
-            x = np.stack([_read_patch(volume, [c * stride for c in w], patch) for w, _ in batch])
-            if len(x) == 1 and dev.type == "cpu":
-                # PyTorch runs batch-1 3D convolutions on CPU without oneDNN, ~3x slower
-                x = np.concatenate([x, x])
-            x_t = torch.from_numpy(x)[:, None].to(dev)
-            probs = (_run_windows(net, x_t, tta, memory_format) * weights_t).cpu().numpy()
-            for prob, (corner, done_to) in zip(probs[: len(batch)], batch, strict=True):
-                blender.add(prob, corner)
-                if done_to is not None:
-                    blender.flush(done_to)
-            if progress is not None:
-                progress(b0 + len(batch), len(windows))
-    result = blender.result
-    assert result is not None
-    if stride > 1 and upsample:
-        result = upsample_probabilities(result, stride, shape)
-    return result
+    return axis, windows
 
 
 def _read_patch(volume: Any, corner: Sequence[int], patch: Sequence[int]) -> NDArray[np.float32]:
@@ -324,11 +361,16 @@ def _read_patch(volume: Any, corner: Sequence[int], patch: Sequence[int]) -> NDA
 
 def _run_windows(
     forward: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
+    windows: NDArray[np.float32],
+    device: torch.device,
     tta: bool,
     memory_format: torch.memory_format,
 ) -> torch.Tensor:
-    """Softmax probabilities (float32) for a batch of windows, averaged over flips if ``tta``."""
+    """Softmax probabilities (float32) for windows (B, Z, Y, X), averaged over flips if ``tta``."""
+    if len(windows) == 1 and device.type == "cpu":
+        # PyTorch runs batch-1 3D convolutions on CPU without oneDNN, ~3x slower
+        windows = np.concatenate([windows, windows])
+    x = torch.from_numpy(windows)[:, None].to(device)
     flips = TTA_FLIP_DIMS if tta else ((),)
     total = None
     for dims in flips:

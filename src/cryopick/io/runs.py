@@ -1,14 +1,130 @@
-"""Open the tomograms of an input run by run, so one unreadable run spoils no other."""
+"""The runs of an input: listed by name, opened one by one, and the outcome of each.
+
+Runs are listed by name only (run folders, file stems; never opening a tomogram) and
+referred to by :class:`RunRef` (input path + run name), so a corrupt tomogram fails its
+own run, not the listing, and tasks can carry references instead of arrays.
+:func:`open_tomograms` opens them one by one, so one unreadable run spoils no other.
+:class:`RunResult` is what a multi-run command reports about each run.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from cryopick.core.errors import InputError, one_line_error
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram, read_tomograms
 
 log = logging.getLogger(__name__)
+
+RunStatus = Literal["done", "skipped", "failed"]
+"""``done``: predicted now; ``skipped``: its result was already up to date; ``failed``."""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run by reference: where its tomogram is and its name (never the array)."""
+
+    source: str
+    run: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one run of a multi-run command.
+
+    Attributes
+    ----------
+    run : str
+        Run name.
+    status : {"done", "skipped", "failed"}
+        What happened to it.
+    n_picks : int, optional
+        Picks found (None when unknown, e.g. a skipped run of an older version).
+    seconds : float, optional
+        Wall time of the run (None when unknown, NaN for a task lost by its worker).
+    error : str
+        One-line reason of a failure ("" otherwise).
+    pid : int, optional
+        Process that ran it (tasks only).
+    model_loaded : bool
+        True when this run's task loaded the model from disk (tasks only).
+    traceback : str
+        Python traceback of a failure, for debugging (not shown to users).
+    """
+
+    run: str
+    status: RunStatus
+    n_picks: int | None = None
+    seconds: float | None = None
+    error: str = ""
+    pid: int | None = None
+    model_loaded: bool = False
+    traceback: str = field(default="", repr=False)
+
+
+def list_run_refs(sources: Sequence[str | Path], tomo_type: str | None = None) -> list[RunRef]:
+    """List the runs of every input, sorted by name, without opening any tomogram.
+
+    A corrupt tomogram must fail its own task, not the listing, so only names are read
+    here (project layouts: run folders; folders of volumes: file stems).
+
+    Parameters
+    ----------
+    sources : sequence of str or Path
+        Inputs as accepted by :func:`cryopick.io.tomograms.read_tomograms`.
+    tomo_type : str, optional
+        For project layouts: keep only runs that have this reconstruction type, warning
+        about the others (:func:`cryopick.io.tomograms.select_runs_with_tomo_type`).
+        Default: every run.
+
+    Raises
+    ------
+    InputError
+        If an input does not exist, holds no volumes, or two inputs share a run name.
+    MissingTomoTypeError
+        If no run of a project input has ``tomo_type``.
+    """
+    refs: dict[str, RunRef] = {}
+    for source in sources:
+        path = Path(source)
+        if not path.exists():
+            raise InputError(path, "does not exist")
+        names = _list_run_names(path, tomo_type)
+        if not names:
+            raise InputError(path, "no runs found (copick config, Kaggle root, MRC/zarr files)")
+        for name in names:
+            if name in refs:
+                raise InputError(path, f"run {name!r} is also in {refs[name].source}")
+            refs[name] = RunRef(str(path), name)
+    return [refs[name] for name in sorted(refs)]
+
+
+def _list_run_names(path: Path, tomo_type: str | None) -> list[str]:
+    """Run names of one existing input: a project's runs, a volume file, a folder's volumes."""
+    from cryopick.io.layout import resolve_layout
+    from cryopick.io.mrc import MRC_SUFFIXES
+    from cryopick.io.tomograms import select_runs_with_tomo_type
+
+    suffixes = (*MRC_SUFFIXES, ".zarr")
+    if path.suffix.lower() in suffixes:
+        return [path.stem]
+    layout = resolve_layout(path)
+    if layout is not None:
+        names = layout.run_names()
+        if names and tomo_type is not None:
+            names = select_runs_with_tomo_type(path, layout, names, tomo_type)
+        return names
+    if path.is_dir():
+        return sorted(
+            p.stem
+            for p in path.iterdir()
+            if p.suffix.lower() in suffixes and not p.name.startswith(".")
+        )
+    return []
 
 
 def read_inputs(
@@ -33,12 +149,14 @@ def open_tomograms(
     runs: list[str] | None = None,
     spacing_A: float | None = None,
     failures: dict[str, BaseException] | None = None,
+    on_run_done: Callable[[RunResult], None] | None = None,
 ) -> list[Tomogram]:
     """Open each run at ``input_path`` on its own, so one unreadable run spoils no other.
 
     Runs are listed by name first (runs of a project without a ``tomo_type`` tomogram are
     skipped with a warning); a run that cannot be opened is recorded in ``failures``
-    (run -> error) when given, else its error is raised.
+    (run -> error) when given, and reported to ``on_run_done`` as a failed
+    :class:`RunResult`; without ``failures`` its error is raised.
 
     Raises
     ------
@@ -46,7 +164,6 @@ def open_tomograms(
         If ``input_path`` holds no runs or a requested run does not exist.
     """
     from cryopick.io.tomograms import read_tomogram
-    from cryopick.scale.parts import list_run_refs
 
     names = [ref.run for ref in list_run_refs([input_path], tomo_type=tomo_type)]
     if runs is not None:
@@ -65,4 +182,6 @@ def open_tomograms(
                 raise
             failures[name] = err
             log.error("%s: cannot open: %s", name, one_line_error(err))
+            if on_run_done is not None:
+                on_run_done(RunResult(name, "failed", 0, error=one_line_error(err)))
     return tomograms

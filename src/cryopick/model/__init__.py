@@ -1,21 +1,30 @@
-"""The network, its typed model card and the model files (weights + card)."""
+"""The network, its typed model card, the model files and the bundled model.
 
-from cryopick.model.network import (
-    CARD_FILENAME,
-    CHECKPOINT_FILENAME,
+Modules: :mod:`.network` (the U-Net), :mod:`.card` (:class:`ModelCard`, :class:`TargetSpec`),
+:mod:`.store` (save / read / load a model folder), :mod:`.bundled` (the shipped model).
+
+Callers import from here (``from cryopick.model import load_model``), at call time where a
+test may replace the function (``monkeypatch.setattr(cryopick.model, "load_model", ...)``).
+"""
+
+from cryopick.inference.runtime import describe_hardware
+from cryopick.model.bundled import bundled_model_dir
+from cryopick.model.card import (
     MAX_THRESHOLD,
-    WEIGHTS_FILENAME,
     ClassMetrics,
     ModelCard,
-    ModelConfig,
     Positive,
+    TargetKind,
+    TargetSpec,
     Threshold,
-    UNet3D,
-    build_model,
     canonical_thresholds,
+)
+from cryopick.model.network import ModelConfig, UNet3D, build_model, count_parameters
+from cryopick.model.store import (
+    CARD_FILENAME,
+    CHECKPOINT_FILENAME,
+    WEIGHTS_FILENAME,
     check_model_folder,
-    count_parameters,
-    describe_hardware,
     load_model,
     read_model_card,
     save_model,
@@ -23,6 +32,7 @@ from cryopick.model.network import (
 
 __all__ = [
     "build_model",
+    "bundled_model_dir",
     "canonical_thresholds",
     "CARD_FILENAME",
     "check_model_folder",
@@ -37,6 +47,8 @@ __all__ = [
     "Positive",
     "read_model_card",
     "save_model",
+    "TargetKind",
+    "TargetSpec",
     "Threshold",
     "UNet3D",
     "WEIGHTS_FILENAME",

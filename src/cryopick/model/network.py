@@ -1,13 +1,4 @@
-"""The multi-class 3D U-Net, its configuration and its model card.
-
-A trained model is a folder with two files:
-
-* ``model.pt``: the network weights (a ``state_dict``), read with ``weights_only=True``
-  (tensors and plain values only: a crafted file cannot run code), and
-* ``model.json``: the :class:`ModelCard`: architecture, voxel size, input normalisation,
-  patch size, training data and steps, per-class tuned thresholds, validation metrics,
-  learning curve, wall time and hardware. The card alone rebuilds the network. It is
-  validated on load; a bad one is an :class:`~cryopick.core.errors.InputError` naming it.
+"""The multi-class 3D U-Net and its configuration.
 
 The network maps one normalised tomogram channel ``(N, 1, Z, Y, X)`` to logits for
 :data:`cryopick.core.particles.N_CLASSES` classes (background + one per particle type).
@@ -15,33 +6,20 @@ With ``output_stride=2`` the decoder stops one level short of full resolution (s
 most of the compute: particles are 6-15 voxels in radius at 10 Å) and
 :meth:`UNet3D.forward` upsamples the logits back to the input grid, so callers
 (inference) always get full-resolution logits; training uses
-:meth:`UNet3D.forward_native` and computes the loss on the coarse grid.
+:meth:`UNet3D.forward_native` and computes the loss on the coarse grid. Its card and
+files: :mod:`cryopick.model.card`, :mod:`cryopick.model.store`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from torch import nn
 
-from cryopick.core.errors import InputError, squeeze_error
-from cryopick.core.particles import N_CLASSES, resolve_particle_name
-from cryopick.inference.runtime import describe_hardware
-from cryopick.io.atomic import atomic_path, write_text_atomic
-from cryopick.io.torch_files import load_tensor_file
-
-WEIGHTS_FILENAME = "model.pt"
-CARD_FILENAME = "model.json"
-CHECKPOINT_FILENAME = "checkpoint.pt"
-# tuning gives a class without a useful threshold one just above its best score
-# (np.nextafter), a hair above 1 when that score is 1 ("keep nothing"): tolerated
-MAX_THRESHOLD = 1.0 + 1e-6
-Threshold = Annotated[float, Field(ge=0.0, le=MAX_THRESHOLD, allow_inf_nan=False)]
-Positive = Annotated[int, Field(gt=0)]
+from cryopick.core.particles import N_CLASSES
 
 
 class ModelConfig(BaseModel):
@@ -189,214 +167,3 @@ def build_model(config: ModelConfig | None = None) -> UNet3D:
 def count_parameters(model: nn.Module) -> int:
     """Count the trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-class ClassMetrics(BaseModel):
-    """Validation metrics of one particle type."""
-
-    particle_type: str
-    precision: float
-    recall: float
-    fbeta: float
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-
-
-def canonical_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
-    """Key thresholds by canonical particle name (aliases resolved, unknown names refused).
-
-    Raises
-    ------
-    ValueError
-        For an unknown particle name, or one type given twice (under two aliases).
-    """
-    canonical: dict[str, float] = {}
-    given: dict[str, str] = {}
-    for name, value in thresholds.items():
-        key = resolve_particle_name(name)  # UnknownParticleError is a ValueError
-        if key in canonical:
-            raise ValueError(f"{key} has two thresholds ({given[key]!r} and {name!r})")
-        canonical[key], given[key] = value, name
-    return canonical
-
-
-class ModelCard(BaseModel):
-    """Everything needed to use, judge and reproduce a trained model (``model.json``).
-
-    Attributes
-    ----------
-    architecture : ModelConfig
-        Network configuration; rebuilds the network.
-    spacing_A : float
-        Voxel size the network was trained at; inputs are resampled to it.
-    normalisation : str
-        Name of the input normalisation (:func:`cryopick.inference.preprocess.normalise_volume`).
-    patch_size : tuple of int
-        Training patch (z, y, x) in voxels; a good inference tile.
-    target : str
-        Training target ("sphere" or "gaussian") with its radius fraction.
-    training_data : list of str
-        Sources (paths, simulated presets) and tomogram types used for training.
-    validation_data : list of str
-        Held-out runs the metrics below were measured on.
-    steps : int
-        Optimiser steps of the kept (best) model.
-    thresholds : dict
-        Per-class probability thresholds (in [0, 1]) tuned for F-beta on the validation
-        runs, keyed by canonical particle name (aliases are resolved on load).
-    thresholds_tta : dict
-        The same, tuned on flip-TTA maps (used by ``predict --tta``; empty: use
-        ``thresholds``).
-    validation : list of ClassMetrics
-        Per-class precision, recall and F-beta at the tuned thresholds.
-    score : float or None
-        Weighted F-beta (beta=4) on the validation runs.
-    learning_curve : list of (wall_s, step, score)
-        Validation score against training wall-clock seconds and step.
-    wall_time_s : float
-        Training wall time (validation excluded) up to the kept model.
-    hardware : str
-        Where it was trained.
-    train_config : dict
-        The full :class:`cryopick.training.trainer.TrainConfig` used.
-    provenance : str
-        Free text: how the training data were made (e.g. the exact commands).
-    """
-
-    architecture: ModelConfig = Field(default_factory=ModelConfig)
-    spacing_A: float = Field(10.0, gt=0.0, allow_inf_nan=False)
-    normalisation: str = "robust-zscore"
-    patch_size: tuple[Positive, Positive, Positive] = (64, 64, 64)
-    target: str = "sphere"
-    training_data: list[str] = Field(default_factory=list)
-    validation_data: list[str] = Field(default_factory=list)
-    steps: int = 0
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)
-    thresholds_tta: dict[str, Threshold] = Field(default_factory=dict)
-    validation: list[ClassMetrics] = Field(default_factory=list)
-    score: float | None = None
-    learning_curve: list[tuple[float, int, float]] = Field(default_factory=list)
-    wall_time_s: float = 0.0
-    hardware: str = Field(default_factory=lambda: describe_hardware("cpu"))
-    train_config: dict = Field(default_factory=dict)
-    cryopick_version: str = ""
-    provenance: str = ""
-
-    @field_validator("thresholds", "thresholds_tta")
-    @classmethod
-    def _canonical_names(cls, thresholds: dict[str, float]) -> dict[str, float]:
-        return canonical_thresholds(thresholds)
-
-    def to_json(self) -> str:
-        """Serialise to indented JSON."""
-        return self.model_dump_json(indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelCard:
-        """Parse a card written by :meth:`to_json`."""
-        return cls.model_validate_json(text)
-
-
-def save_model(model_dir: str | Path, model: nn.Module, card: ModelCard) -> Path:
-    """Write ``model.pt`` (weights) and ``model.json`` (card) into ``model_dir``, atomically.
-
-    Each file is replaced in one rename; the weights are written first so a card
-    never describes weights that are not there yet.
-
-    Returns
-    -------
-    Path
-        ``model_dir``.
-    """
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if not card.cryopick_version:
-        from cryopick import __version__
-
-        card = card.model_copy(update={"cryopick_version": __version__})
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(model_dir / WEIGHTS_FILENAME) as tmp:
-        torch.save(state, tmp)
-    write_text_atomic(model_dir / CARD_FILENAME, card.to_json())
-    return model_dir
-
-
-def check_model_folder(out_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
-    """Refuse to train over an earlier model, unless resuming its checkpoint or overwriting.
-
-    Raises
-    ------
-    InputError
-        If ``out_dir`` holds a model or checkpoint that this run would replace.
-    """
-    names = (CHECKPOINT_FILENAME, WEIGHTS_FILENAME, CARD_FILENAME)  # the files cryopick writes
-    existing = [name for name in names if (out_dir / name).exists()]
-    resumable = resume and (out_dir / CHECKPOINT_FILENAME).exists()
-    if existing and not (resumable or overwrite):
-        raise InputError(
-            out_dir,
-            f"holds a trained model ({', '.join(existing)}): write to a new folder"
-            + ("" if resume else ", continue it with --resume")
-            + ", or pass --overwrite to replace it",
-        )
-
-
-def read_model_card(model_dir: str | Path) -> ModelCard:
-    """Read and validate ``model.json`` from a model folder (or the JSON file itself).
-
-    Raises
-    ------
-    InputError
-        Naming the file, if it is missing, unreadable or not a valid card (e.g. a NaN or
-        out-of-range threshold, an unknown particle type, a voxel size that is not > 0).
-    """
-    path = Path(model_dir)
-    if path.is_dir():
-        path = path / CARD_FILENAME
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError(path, "no model card here (expected a folder with model.json)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(path, f"cannot read the model card: {squeeze_error(err)}") from None
-    try:
-        return ModelCard.from_json(text)
-    except ValidationError as err:
-        raise InputError(path, f"not a valid model card: {squeeze_error(err)}") from None
-
-
-def load_model(
-    model_dir: str | Path, device: str | torch.device = "cpu"
-) -> tuple[UNet3D, ModelCard]:
-    """Load a trained model folder written by :func:`save_model`.
-
-    Parameters
-    ----------
-    model_dir : str or Path
-        Folder holding ``model.pt`` and ``model.json``.
-    device : str or torch.device
-        Where to put the network.
-
-    Returns
-    -------
-    (UNet3D, ModelCard)
-        The network in eval mode, and its card.
-    """
-    from cryopick.inference.runtime import resolve_device
-
-    model_dir = Path(model_dir)
-    card = read_model_card(model_dir)
-    weights = model_dir / WEIGHTS_FILENAME
-    if not weights.is_file():
-        raise InputError(weights, "model weights missing (expected model.pt beside model.json)")
-    device = resolve_device(device)
-    model = build_model(card.architecture)
-    state = load_tensor_file(weights, "model weights file")
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise InputError(
-            weights, f"weights do not match the model card {CARD_FILENAME}: {squeeze_error(err)}"
-        ) from None
-    return model.to(device).eval(), card

@@ -1,21 +1,13 @@
 """Pictures to check picks by eye: one self-contained HTML page (and PNGs)."""
 
-from cryopick.report.page import (
-    ReportConfig,
-    build_report,
-    classify_picks,
-    read_model_card,
-    render_figures,
-    summarise_picks,
-    write_report,
-)
+from cryopick.report.page import ReportConfig, build_report, render_figures, write_report
+from cryopick.report.summary import classify_picks, summarise_picks_per_class
 
 __all__ = [
     "build_report",
     "classify_picks",
-    "read_model_card",
     "render_figures",
     "ReportConfig",
-    "summarise_picks",
+    "summarise_picks_per_class",
     "write_report",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from cryopick.core.particles import get_particle
+from cryopick.model import ModelCard
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto;
@@ -71,7 +72,7 @@ def _swatch(name: str) -> str:
 
 
 def render_summary_table(table: pd.DataFrame, score: float | None, beta: float = 4.0) -> str:
-    """Render the per-class summary (from :func:`cryopick.report.summarise_picks`) as HTML."""
+    """Render the per-class summary (:func:`cryopick.report.summarise_picks_per_class`) as HTML."""
     with_truth = "tp" in table.columns
     head = ["particle type", "picks", "score min", "score median", "score max"]
     if with_truth:
@@ -111,11 +112,13 @@ def _summary_json(table: pd.DataFrame, score: float | None) -> str:
     return text.replace("</", "<\\/")
 
 
-def _card_rows(card: Mapping[str, Any]) -> str:
-    skip = {"thresholds", "validation", "learning_curve", "architecture", "training"}
+def _card_rows(card: ModelCard) -> str:
+    skip = {"thresholds", "thresholds_tta", "validation", "learning_curve", "architecture"}
     skip.add("train_config")
+    values = card.model_dump(mode="json")
+    values["target"] = str(card.target)  # e.g. "sphere r=0.5"
     rows = []
-    for key, value in card.items():
+    for key, value in values.items():
         if key in skip:
             continue
         if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
@@ -132,22 +135,22 @@ def _card_rows(card: Mapping[str, Any]) -> str:
     return '<table id="model-card">' + "".join(rows) + "</table>"
 
 
-def _validation_table(card: Mapping[str, Any]) -> str:
-    thresholds = card.get("thresholds") or {}
-    validation = card.get("validation") or []
-    if isinstance(validation, Mapping):  # {name: {precision: ...}} also accepted
-        validation = [{"particle_type": k, **v} for k, v in validation.items()]
-    by_name = {v.get("particle_type"): v for v in validation if isinstance(v, Mapping)}
-    names = list(dict.fromkeys([*thresholds, *by_name]))
+def _validation_table(card: ModelCard) -> str:
+    """Per-class thresholds (and TTA thresholds, when the card has them) and validation."""
+    by_name = {m.particle_type: m for m in card.validation}
+    tta = card.thresholds_tta
+    names = list(dict.fromkeys([*card.thresholds, *tta, *by_name]))
     if not names:
         return ""
-    head = ["particle type", "threshold", "precision", "recall", "F-beta", "TP", "FP", "FN"]
+    head = ["particle type", "threshold", *(["threshold (TTA)"] if tta else [])]
+    head += ["precision", "recall", "F-beta", "TP", "FP", "FN"]
     rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for name in names:
-        v = by_name.get(name, {})
-        values = [_fmt(thresholds.get(name), 3)]
-        values += [_fmt(v.get(k)) for k in ("precision", "recall", "fbeta")]
-        values += [_fmt(v.get(k), 0) for k in ("tp", "fp", "fn")]
+        m = by_name.get(name)
+        values = [_fmt(card.thresholds.get(name), 3)]
+        values += [_fmt(tta.get(name), 3)] if tta else []
+        values += [_fmt(getattr(m, k, None)) for k in ("precision", "recall", "fbeta")]
+        values += [_fmt(getattr(m, k, None), 0) for k in ("tp", "fp", "fn")]
         rows.append(
             f'<tr><td class="name">{_swatch(name)}{escape(str(name))}</td>'
             + "".join(f"<td>{x}</td>" for x in values)
@@ -156,23 +159,52 @@ def _validation_table(card: Mapping[str, Any]) -> str:
     return '<table id="model-validation">' + "".join(rows) + "</table>"
 
 
-def render_model_section(card: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
+def render_model_section(card: ModelCard, figures: Mapping[str, bytes]) -> str:
     """Render the model card: overview, per-class thresholds and validation, learning curve."""
     parts = ['<section id="model"><h2>Model</h2>', _card_rows(card)]
-    if card.get("score") is not None:
-        parts.append(f"<p>Validation weighted score: <b>{_fmt(card['score'], 4)}</b></p>")
+    if card.score is not None:
+        parts.append(f"<p>Validation weighted score: <b>{_fmt(card.score, 4)}</b></p>")
     parts.append(_validation_table(card))
     if "learning_curve.png" in figures:
         parts.append(
             "<figure>" + _img(figures, "learning_curve.png", "learning curve")
             + "<figcaption>Validation score during training.</figcaption></figure>"
         )  # fmt: skip
-    for key in ("architecture", "training", "train_config"):
-        if card.get(key):
+    for key, value in (("architecture", card.architecture.model_dump(mode="json")),
+                       ("train_config", card.train_config)):  # fmt: skip
+        if value:
             parts.append(
                 f"<details><summary>{escape(key)}</summary>"
-                f"<pre>{escape(json.dumps(card[key], indent=2))}</pre></details>"
+                f"<pre>{escape(json.dumps(value, indent=2))}</pre></details>"
             )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _tomogram_figure(tomo: Any, figures: Mapping[str, bytes]) -> str:
+    nz, ny, nx = tomo.shape
+    return (
+        f'<figure class="tomogram" data-run="{escape(tomo.name)}">'
+        f"<h3>{escape(tomo.name)}</h3>"
+        + _img(figures, montage_filename(tomo.name), f"slices of {tomo.name}")
+        + f"<figcaption>{nz} &times; {ny} &times; {nx} voxels (z, y, x), "
+        f"{tomo.spacing_A:.3f} &Aring;/voxel.</figcaption></figure>"
+    )
+
+
+def _class_section(figures: Mapping[str, bytes]) -> str:
+    parts = ['<section id="classes"><h2>Per class</h2>']
+    class_figures = [n for n in figures if n.startswith("class_")]
+    if not class_figures:
+        parts.append("<p>No picks.</p>")
+    for name in class_figures:
+        particle = name.removeprefix("class_").removesuffix(".png")
+        parts.append(
+            f'<figure class="class" data-particle="{escape(particle)}">'
+            f"<h3>{_swatch(particle)}{escape(particle)}</h3>"
+            + _img(figures, name, f"{particle}: metric vs threshold and score histogram")
+            + "</figure>"
+        )
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -181,7 +213,7 @@ def render_html(
     table: pd.DataFrame,
     score: float | None,
     figures: Mapping[str, bytes],
-    card: Mapping[str, Any] | None,
+    card: ModelCard | None,
     config: Any,
     tomograms: Sequence[Any],
     sources: Mapping[str, Any],
@@ -191,10 +223,10 @@ def render_html(
     Parameters
     ----------
     table, score
-        From :func:`cryopick.report.summarise_picks`.
+        From :func:`cryopick.report.summarise_picks_per_class`.
     figures : mapping of str to bytes
         PNGs by file name: ``montage_<run>.png``, ``class_<name>.png``, ``learning_curve.png``.
-    card : mapping or None
+    card : ModelCard or None
         Model card.
     config : ReportConfig
         Display options (beta, slab).
@@ -232,30 +264,10 @@ def render_html(
         "colour. Grey levels: 1st&ndash;99th percentile of each slice"
         + (f", mean of {config.slab_voxels} slices" if config.slab_voxels > 1 else "")
         + ".</p>",
+        *(_tomogram_figure(tomo, figures) for tomo in tomograms),
+        "</section>",
+        _class_section(figures),
     ]
-    for tomo in tomograms:
-        nz, ny, nx = tomo.shape
-        name = montage_filename(tomo.name)
-        parts.append(
-            f'<figure class="tomogram" data-run="{escape(tomo.name)}">'
-            f"<h3>{escape(tomo.name)}</h3>"
-            + _img(figures, name, f"slices of {tomo.name}")
-            + f"<figcaption>{nz} &times; {ny} &times; {nx} voxels (z, y, x), "
-            f"{tomo.spacing_A:.3f} &Aring;/voxel.</figcaption></figure>"
-        )
-    parts += ["</section>", '<section id="classes"><h2>Per class</h2>']
-    class_figures = [n for n in figures if n.startswith("class_")]
-    if not class_figures:
-        parts.append("<p>No picks.</p>")
-    for name in class_figures:
-        particle = name.removeprefix("class_").removesuffix(".png")
-        parts.append(
-            f'<figure class="class" data-particle="{escape(particle)}">'
-            f"<h3>{_swatch(particle)}{escape(particle)}</h3>"
-            + _img(figures, name, f"{particle}: metric vs threshold and score histogram")
-            + "</figure>"
-        )
-    parts.append("</section>")
     if card is not None:
         parts.append(render_model_section(card, figures))
     parts.append(

@@ -8,31 +8,34 @@ The page holds, with every image embedded as a base64 PNG:
 * per tomogram, a montage of XY slices and one XZ slice with each pick drawn as the circle
   its sphere cuts from the slice, in its class colour (with truth: true positives solid,
   false positives dashed, misses as crosses);
-* per class, precision / recall / F-beta against the score threshold and the score histogram;
-* with a model folder, its card (``model.json``) and learning curve.
+* per class, precision / recall / F-beta against the score threshold and the score histogram,
+  with the model's threshold marked (and its TTA threshold, when the card has one);
+* with a model folder, its card (``model.json``, read as a :class:`cryopick.model.ModelCard`)
+  and learning curve.
 
-Tomograms are read lazily: only the slices drawn are read from disk.
+The numbers come from :mod:`cryopick.report.summary`, the page from
+:mod:`cryopick.report.html`. Tomograms are read lazily: only the slices drawn are read.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.core.particles import PARTICLE_NAMES
 from cryopick.io.atomic import atomic_path, check_output_file, write_text_atomic
+from cryopick.model import ModelCard, read_model_card
 from cryopick.report import figures as rf
 from cryopick.report import plots as report_plots
 from cryopick.report.figures import choose_slice_indices, read_slice
 from cryopick.report.html import montage_filename, render_html
+from cryopick.report.summary import classify_picks, summarise_picks_per_class
 
 log = logging.getLogger(__name__)
 
@@ -84,126 +87,12 @@ class ReportConfig(BaseModel):
     picks_session: str | None = None
 
 
-def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
-    """Label each pick true / false positive and list missed truth particles, for drawing.
-
-    A pick within ``DISTANCE_MULTIPLIER * radius_A`` of a truth particle of its class and
-    run is a true positive, as in the CZII metric (:mod:`cryopick.evaluation.metric`). Each truth
-    particle takes one pick (the highest-scoring, then the nearest), so extra picks on one
-    particle are false positives and the counts equal those of
-    :func:`cryopick.evaluation.metric.score_picks` (this greedy pairing can pair fewer only where
-    one pick reaches two truth points). Picks of runs without truth keep status ``"pick"``,
-    as the metric ignores them.
-
-    Parameters
-    ----------
-    picks : pandas.DataFrame
-        Picks table.
-    truth : pandas.DataFrame or None
-        Truth picks table; without it every pick has status ``"pick"``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``experiment``, ``particle_type``, ``x``, ``y``, ``z``, ``score``, ``status``
-        (``"pick"``, ``"tp"``, ``"fp"`` for picks; ``"fn"`` for missed truth particles).
-    """
-    from scipy.spatial import cKDTree
-
-    from cryopick.evaluation.metric import DISTANCE_MULTIPLIER
-
-    cols = ["experiment", "particle_type", "x", "y", "z", "score"]
-    out = picks[cols].copy()
-    out["status"] = "pick"
-    if truth is None:
-        return out
-    truth = truth[cols].copy()
-    out.loc[out["experiment"].isin(set(truth["experiment"])), "status"] = "fp"
-    missed = []
-    for (run, name), ref in truth.groupby(["experiment", "particle_type"]):
-        cand = out[(out["experiment"] == run) & (out["particle_type"] == name)]
-        matched = np.zeros(len(ref), dtype=bool)
-        if len(cand):
-            radius_A = DISTANCE_MULTIPLIER * get_particle(name).radius_A
-            ref_xyz = ref[["x", "y", "z"]].to_numpy(float)
-            cand_xyz = cand[["x", "y", "z"]].to_numpy(float)
-            score = cand["score"].fillna(-np.inf).to_numpy()
-            used = np.zeros(len(cand), dtype=bool)
-            for i, near in enumerate(cKDTree(cand_xyz).query_ball_point(ref_xyz, r=radius_A)):
-                near = [j for j in near if not used[j]]
-                if near:
-                    dist = np.linalg.norm(cand_xyz[near] - ref_xyz[i], axis=1)
-                    best = near[np.lexsort((dist, -score[near]))[0]]
-                    used[best] = matched[i] = True
-            out.loc[cand.index[used], "status"] = "tp"
-        missed.append(ref[~matched].assign(status="fn"))
-    return pd.concat([out, *missed], ignore_index=True)
-
-
-def summarise_picks(
-    picks: pd.DataFrame, truth: pd.DataFrame | None = None, beta: float = 4.0
-) -> tuple[pd.DataFrame, float | None]:
-    """Per-class table: picks and score distribution; with truth, the CZII metric.
-
-    Parameters
-    ----------
-    picks, truth : pandas.DataFrame
-        Picks tables; ``truth`` optional.
-    beta : float
-        F-beta's beta.
-
-    Returns
-    -------
-    table : pandas.DataFrame
-        One row per particle type: ``particle_type``, ``n_picks``, ``score_min``,
-        ``score_median``, ``score_max``; with truth also ``n_truth`` and the columns of
-        ``score_picks(...).per_class`` (``tp``, ``fp``, ``fn``, ``precision``, ``recall``,
-        ``fbeta``, ``weight``).
-    score : float or None
-        Weighted F-beta (None without truth).
-    """
-    rows = []
-    for name in PARTICLE_NAMES:
-        s = picks.loc[picks["particle_type"] == name, "score"].to_numpy(float)
-        s = s[np.isfinite(s)]
-        rows.append(
-            {
-                "particle_type": name,
-                "n_picks": int((picks["particle_type"] == name).sum()),
-                "score_min": float(s.min()) if s.size else np.nan,
-                "score_median": float(np.median(s)) if s.size else np.nan,
-                "score_max": float(s.max()) if s.size else np.nan,
-            }
-        )
-    table = pd.DataFrame(rows)
-    if truth is None:
-        return table, None
-    from cryopick.evaluation.metric import score_picks
-
-    result = score_picks(truth, picks, beta=beta)
-    n_truth = truth.groupby("particle_type").size()
-    table["n_truth"] = table["particle_type"].map(n_truth).fillna(0).astype(int)
-    table = table.merge(result.per_class, on="particle_type", how="left")
-    return table, float(result.score)
-
-
-def read_model_card(model_dir: str | Path) -> dict[str, Any]:
-    """Read ``model.json`` from a model folder as plain JSON (no network is built)."""
-    path = Path(model_dir) / "model.json"
-    if not path.is_file():
-        raise InputError(path, "no model card here: a model folder holds model.json")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"not valid JSON ({err})") from None
-
-
 def render_figures(
     tomograms: Sequence[Any],
     markers: pd.DataFrame,
     truth: pd.DataFrame | None,
     picks: pd.DataFrame,
-    card: dict[str, Any] | None,
+    card: ModelCard | None,
     config: ReportConfig,
 ) -> dict[str, bytes]:
     """Render every figure of the report.
@@ -216,8 +105,8 @@ def render_figures(
         From :func:`classify_picks`.
     truth, picks : pandas.DataFrame
         Truth (or None) and picks tables.
-    card : dict or None
-        Model card.
+    card : ModelCard or None
+        Model card: its thresholds (and TTA thresholds) are marked on the class plots.
     config : ReportConfig
         Display options.
 
@@ -227,52 +116,69 @@ def render_figures(
         PNG bytes by file name: ``montage_<run>.png``, ``class_<name>.png``,
         ``learning_curve.png``.
     """
-    figures: dict[str, bytes] = {}
-    for tomo in tomograms:
-        nz, ny, nx = tomo.shape
-        xy = config.xy_slices or choose_slice_indices(nz, config.n_xy_slices)
-        if outside := [z for z in xy if not 0 <= z < nz]:
-            log.warning("%s has %d z slices: not showing z = %s", tomo.name, nz, outside)
-        xy = [z for z in xy if 0 <= z < nz]
-        xz = ny // 2 if config.xz_slice is None else min(max(config.xz_slice, 0), ny - 1)
-        boxes, size_px = rf.layout_montage(
-            xy, xz, (nz, ny, nx), tomo.spacing_A, config.panel_width_px, config.n_columns
-        )
-        slices = [read_slice(tomo.data, b.axis, b.index, config.slab_voxels) for b in boxes]
-        rf.warn_empty_slices(f"{tomo.name} ({tomo.source})", slices, boxes)
-        run_markers = markers[markers["experiment"] == tomo.name]
-        fig = rf.plot_montage(slices, boxes, size_px, run_markers, title=tomo.name, dpi=config.dpi)
-        figures[montage_filename(tomo.name)] = rf.render_png(fig)
-        log.info("drew %s: %d markers, %d slices", tomo.name, len(run_markers), len(boxes))
-    thresholds = (card or {}).get("thresholds") or {}
+    figures = {montage_filename(t.name): _render_montage(t, markers, config) for t in tomograms}
     for name in _shown_classes(picks, truth):
-        curve = None
-        if truth is not None:
-            from cryopick.evaluation.metric import fbeta_curve
-
-            scored = picks[picks["particle_type"] == name]
-            if scored["score"].notna().all():  # a curve needs a score on every pick
-                curve = fbeta_curve(truth, scored, name, beta=config.beta)
-        cls = markers[markers["particle_type"] == name]
-        if truth is None:
-            scores = {"picks": cls["score"]}
-        else:
-            scores = {
-                "true positive": cls.loc[cls.status == "tp", "score"],
-                "false positive": cls.loc[cls.status == "fp", "score"],
-            }
-            if (cls.status == "pick").any():  # picks of runs the truth does not cover
-                scores["run without truth"] = cls.loc[cls.status == "pick", "score"]
-        n_missed = None if truth is None else int((cls.status == "fn").sum())
-        fig = report_plots.plot_class_curves(
-            name, curve, scores, thresholds.get(name), config.beta, n_missed, config.dpi
-        )
-        figures[f"class_{name}.png"] = rf.render_png(fig)
-    if card and card.get("learning_curve"):
+        figures[f"class_{name}.png"] = _render_class(name, markers, truth, picks, card, config)
+    if card is not None and card.learning_curve:
         figures["learning_curve.png"] = rf.render_png(
-            report_plots.plot_learning_curve(card["learning_curve"], dpi=config.dpi)
+            report_plots.plot_learning_curve(card.learning_curve, dpi=config.dpi)
         )
     return figures
+
+
+def _render_montage(tomo: Any, markers: pd.DataFrame, config: ReportConfig) -> bytes:
+    """Draw one tomogram's XY slices and XZ slice with its markers; PNG bytes."""
+    nz, ny, nx = tomo.shape
+    xy = config.xy_slices or choose_slice_indices(nz, config.n_xy_slices)
+    if outside := [z for z in xy if not 0 <= z < nz]:
+        log.warning("%s has %d z slices: not showing z = %s", tomo.name, nz, outside)
+    xy = [z for z in xy if 0 <= z < nz]
+    xz = ny // 2 if config.xz_slice is None else min(max(config.xz_slice, 0), ny - 1)
+    boxes, size_px = rf.layout_montage(
+        xy, xz, (nz, ny, nx), tomo.spacing_A, config.panel_width_px, config.n_columns
+    )
+    slices = [read_slice(tomo.data, b.axis, b.index, config.slab_voxels) for b in boxes]
+    rf.warn_empty_slices(f"{tomo.name} ({tomo.source})", slices, boxes)
+    run_markers = markers[markers["experiment"] == tomo.name]
+    fig = rf.plot_montage(slices, boxes, size_px, run_markers, title=tomo.name, dpi=config.dpi)
+    log.info("drew %s: %d markers, %d slices", tomo.name, len(run_markers), len(boxes))
+    return rf.render_png(fig)
+
+
+def _render_class(
+    name: str, markers: pd.DataFrame, truth: pd.DataFrame | None, picks: pd.DataFrame,
+    card: ModelCard | None, config: ReportConfig,
+) -> bytes:  # fmt: skip
+    """Draw one class's metric curves (with truth) and score histogram; PNG bytes.
+
+    The model's threshold for the class is marked, and its TTA threshold when the card
+    has one.
+    """
+    curve = None
+    if truth is not None:
+        from cryopick.evaluation.metric import fbeta_curve
+
+        scored = picks[picks["particle_type"] == name]
+        if scored["score"].notna().all():  # a curve needs a score on every pick
+            curve = fbeta_curve(truth, scored, name, beta=config.beta)
+    cls = markers[markers["particle_type"] == name]
+    if truth is None:
+        scores = {"picks": cls["score"]}
+    else:
+        scores = {
+            "true positive": cls.loc[cls.status == "tp", "score"],
+            "false positive": cls.loc[cls.status == "fp", "score"],
+        }
+        if (cls.status == "pick").any():  # picks of runs the truth does not cover
+            scores["run without truth"] = cls.loc[cls.status == "pick", "score"]
+    n_missed = None if truth is None else int((cls.status == "fn").sum())
+    threshold = None if card is None else card.thresholds.get(name)
+    tta_threshold = None if card is None else card.thresholds_tta.get(name)
+    fig = report_plots.plot_class_curves(
+        name, curve, scores, threshold, config.beta, n_missed, config.dpi,
+        tta_threshold=tta_threshold,
+    )  # fmt: skip
+    return rf.render_png(fig)
 
 
 def _shown_classes(picks: pd.DataFrame, truth: pd.DataFrame | None) -> list[str]:
@@ -364,7 +270,7 @@ def build_report(
     tomograms: Sequence[Any],
     picks: pd.DataFrame,
     truth: pd.DataFrame | None = None,
-    card: dict[str, Any] | None = None,
+    card: ModelCard | None = None,
     config: ReportConfig | None = None,
     sources: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, bytes]]:
@@ -376,8 +282,8 @@ def build_report(
         Objects with ``name``, ``data`` (lazy (z, y, x) array), ``shape`` and ``spacing_A``.
     picks, truth : pandas.DataFrame
         Picks tables (already restricted to these tomograms' runs).
-    card : dict, optional
-        Model card (``model.json`` contents).
+    card : ModelCard, optional
+        Model card (from :func:`cryopick.model.read_model_card`).
     config : ReportConfig, optional
         Display options.
     sources : dict, optional
@@ -392,7 +298,7 @@ def build_report(
     """
     config = config or ReportConfig()
     markers = classify_picks(picks, truth)
-    table, score = summarise_picks(picks, truth, beta=config.beta)
+    table, score = summarise_picks_per_class(picks, truth, beta=config.beta)
     figures = render_figures(tomograms, markers, truth, picks, card, config)
     page = render_html(
         table=table, score=score, figures=figures, card=card, config=config,

@@ -1,1 +1,4 @@
-"""Many tomograms: one task per run, locally, on Dask or SLURM, resumable."""
+"""Many runs: :func:`cryopick.scale.predict.predict_runs` (behind ``cryopick predict``).
+
+In this process, or as one resumable task per run, locally, on Dask or SLURM.
+"""

@@ -1,7 +1,8 @@
-"""Where batch tasks run: in this process, on a Dask LocalCluster, an existing cluster or SLURM.
+"""Where prediction tasks run: in this process, on a Dask LocalCluster, a cluster or SLURM.
 
 :mod:`cryopick.scale.runner` decides *what* to run (one task per run) and this module decides
-*where*. Dask is an optional extra (``pip install 'cryopick[scale]'``; SLURM also needs
+*where*: :func:`map_in_process` (one machine, no Dask) or :func:`map_on_client` (Dask).
+Dask is an optional extra (``pip install 'cryopick[scale]'``; SLURM also needs
 ``'cryopick[slurm]'``), so every Dask import happens inside a function.
 
 Each worker runs one task at a time (one Dask thread): a task holds a whole tomogram and its
@@ -15,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,12 +24,14 @@ from cryopick.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: Environment variables that size the thread pools of numerical libraries in a worker.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class ClusterConfig(BaseModel):
-    """Where to run a batch; built by the CLI from ``--workers/--scheduler/--slurm*``.
+    """Where to run the tasks; built from ``--workers/--scheduler/--slurm*``.
 
     Exactly one of ``scheduler`` and ``slurm`` may be set; otherwise a LocalCluster with
     ``workers`` processes is started (``workers=None``: one per core).
@@ -61,7 +64,7 @@ def cluster_config_from_options(
 ) -> ClusterConfig | None:
     """Validate the CLI's scale-out options (None = not given) into a ClusterConfig.
 
-    Returns None when no Dask option was given (the batch then runs in this process).
+    Returns None when no Dask option was given (the tasks then run in this process).
 
     Raises
     ------
@@ -249,9 +252,9 @@ def _open_client(distributed: Any, config: ClusterConfig) -> Iterator[Any]:
 
 
 def map_in_process(
-    func: Callable[..., dict], items: Sequence[Any], *args: Any, on_done: Callable[[dict], None]
-) -> list[dict]:
-    """Run ``func(item, *args)`` for each item here, one after the other; for ``--shard``."""
+    func: Callable[..., T], items: Sequence[Any], *args: Any, on_done: Callable[[T], None]
+) -> list[T]:
+    """Run ``func(item, *args)`` for each item here, one after the other (no Dask)."""
     results = []
     for item in items:
         result = func(item, *args)
@@ -262,16 +265,16 @@ def map_in_process(
 
 def map_on_client(
     client: Any,
-    func: Callable[..., dict],
+    func: Callable[..., T],
     items: Sequence[Any],
     *args: Any,
     keys: Sequence[str],
-    on_done: Callable[[dict], None],
-    on_error: Callable[[Any, BaseException], dict],
-) -> list[dict]:
+    on_done: Callable[[T], None],
+    on_error: Callable[[Any, BaseException], T],
+) -> list[T]:
     """Submit ``func(item, *args)`` per item to Dask and collect results as they complete.
 
-    ``func`` returns a small dict (it catches its own errors). A task that raises anyway,
+    ``func`` returns a small record (it catches its own errors). A task that raises anyway,
     e.g. ``KilledWorker`` after its workers died too often, is turned into a result by
     ``on_error(item, exception)``, so one bad run never stops the others.
     """
@@ -285,57 +288,9 @@ def map_on_client(
     for future in as_completed(futures):
         try:
             result = future.result()
-        except Exception as err:  # noqa: BLE001 - reported per run, the batch goes on
+        except Exception as err:  # noqa: BLE001 - reported per run, the others go on
             result = on_error(futures[future], err)
         on_done(result)
         results.append(result)
         future.release()
     return results
-
-
-class track_runs:  # noqa: N801 - used like a function
-    """Context manager yielding ``advance(record)``: a rich bar over runs on stderr."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.progress = total, enabled, None
-
-    def __enter__(self) -> Callable[[dict[str, Any]], None]:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.progress = Progress(console=Console(stderr=True), transient=False)
-            self.progress.start()
-            task = self.progress.add_task("predicting runs", total=self.total)
-
-        def advance(record: dict[str, Any]) -> None:
-            if record["status"] == "failed":
-                log.error("run %s failed: %s", record["run"], record.get("error"))
-            if self.progress is not None:
-                self.progress.advance(task)
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-def format_run_table(records: Sequence[dict[str, Any]], title: str = "") -> Any:
-    """Build a rich table of task records: run, status, pick count, seconds and error."""
-    from rich.table import Table
-
-    table = Table(title=title or f"{len(records)} runs")
-    for col in ("run", "status", "picks", "seconds", "error"):
-        table.add_column(col, justify="right" if col in ("picks", "seconds") else "left")
-    for rec in records:
-        seconds = rec.get("seconds")
-        table.add_row(
-            rec["run"],
-            rec["status"],
-            "" if rec.get("n_picks") is None else str(rec["n_picks"]),
-            "" if seconds is None or seconds != seconds else f"{seconds:.1f}",
-            rec.get("error", ""),
-            style="red" if rec["status"] == "failed" else None,
-        )
-    return table

@@ -1,15 +1,17 @@
-"""Bookkeeping of a batch: which runs, which shard, and the on-disk state of the results.
+"""Bookkeeping of resumable predictions: which shard, and the on-disk state of the results.
 
-Runs are listed by name only (never opening a tomogram) and referred to by
-:class:`RunRef` (input path + run name), so tasks carry references, not arrays.
+Runs are listed by name only (:func:`cryopick.io.runs.list_run_refs`, never opening a
+tomogram) and referred to by :class:`cryopick.io.runs.RunRef` (input path + run name), so
+tasks carry references, not arrays.
 
 Layout beside the merged output ``<output>``::
 
     <output>.parts/
-        manifest.json     model hash, parameters, cryopick version of the last batch
+        manifest.json     model hash, parameters, cryopick version of the last attempt
         <run>.csv         the run's picks (written first, atomically)
         <run>.json        the run's meta: fingerprint, pick count, seconds (the commit mark)
-        tasks.jsonl       one line per finished task: run, batch id, pid, seconds
+        tasks.jsonl       one line per finished task: run, batch id (one per attempt: the
+                          field keeps its name for older parts folders), pid, seconds
 
 A part counts as done only when its meta exists and carries the current fingerprint, so a
 task killed half-way leaves at most a temporary that is ignored and later removed.
@@ -22,7 +24,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,75 +34,19 @@ from cryopick.core.errors import InputError
 from cryopick.core.picks import PICKS_COLUMNS, empty_picks, validate_picks
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.atomic import remove_stale_temporaries as remove_stale_temps_in
+from cryopick.io.runs import RunRef, list_run_refs
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "MANIFEST_NAME", "TASK_LOG_NAME", "RunRef", "append_task_log", "build_manifest",
+    "hash_model_dir", "is_run_done", "list_run_refs", "merge_parts", "parse_shard",
+    "parts_dir_for", "read_meta", "read_part", "read_task_log", "remove_stale_temporaries",
+    "select_shard", "update_manifest", "write_part",
+]  # fmt: skip
+
 MANIFEST_NAME = "manifest.json"
 TASK_LOG_NAME = "tasks.jsonl"
-
-
-@dataclass(frozen=True)
-class RunRef:
-    """A run by reference: where its tomogram is and its name (never the array)."""
-
-    source: str
-    run: str
-
-
-def list_run_refs(sources: Sequence[str | Path], tomo_type: str | None = None) -> list[RunRef]:
-    """List the runs of every input, sorted by name, without opening any tomogram.
-
-    A corrupt tomogram must fail its own task, not the listing, so only names are read
-    here (project layouts: run folders; folders of volumes: file stems).
-
-    Parameters
-    ----------
-    sources : sequence of str or Path
-        Inputs as accepted by :func:`cryopick.io.tomograms.read_tomograms`.
-    tomo_type : str, optional
-        For project layouts: keep only runs that have this reconstruction type, warning
-        about the others (:func:`cryopick.io.tomograms.select_runs_with_tomo_type`).
-        Default: every run.
-
-    Raises
-    ------
-    InputError
-        If an input does not exist, holds no volumes, or two inputs share a run name.
-    MissingTomoTypeError
-        If no run of a project input has ``tomo_type``.
-    """
-    from cryopick.io.layout import resolve_layout
-    from cryopick.io.mrc import MRC_SUFFIXES
-    from cryopick.io.tomograms import select_runs_with_tomo_type
-
-    suffixes = (*MRC_SUFFIXES, ".zarr")
-    refs: dict[str, RunRef] = {}
-    for source in sources:
-        path = Path(source)
-        if not path.exists():
-            raise InputError(path, "does not exist")
-        layout = None if path.suffix.lower() in suffixes else resolve_layout(path)
-        if layout is not None:
-            names = layout.run_names()
-            if names and tomo_type is not None:
-                names = select_runs_with_tomo_type(path, layout, names, tomo_type)
-        elif path.suffix.lower() in suffixes:
-            names = [path.stem]
-        elif path.is_dir():
-            names = sorted(
-                p.stem
-                for p in path.iterdir()
-                if p.suffix.lower() in suffixes and not p.name.startswith(".")
-            )
-        else:
-            names = []
-        if not names:
-            raise InputError(path, "no runs found (copick config, Kaggle root, MRC/zarr files)")
-        for name in names:
-            if name in refs:
-                raise InputError(path, f"run {name!r} is also in {refs[name].source}")
-            refs[name] = RunRef(str(path), name)
-    return [refs[name] for name in sorted(refs)]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -145,9 +90,9 @@ def hash_model_dir(model_dir: str | Path) -> str:
 def build_manifest(
     model_dir: str | Path, read_options: Mapping[str, Any], predict_options: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Describe a batch: model hash, parameters, cryopick version and their fingerprint.
+    """Describe a prediction: model hash, parameters, cryopick version and their fingerprint.
 
-    Two batches with the same fingerprint produce the same picks for a run, so parts
+    Two predictions with the same fingerprint produce the same picks for a run, so parts
     carrying it can be reused.
     """
     model_dir = Path(model_dir)
@@ -212,7 +157,7 @@ def remove_stale_temporaries(parts_dir: Path) -> int:
 
 
 def append_task_log(parts_dir: Path, meta: Mapping[str, Any]) -> None:
-    """Append one line (run, batch id, pid, picks, seconds) to ``tasks.jsonl``."""
+    """Append one line (run, batch id of the attempt, pid, picks, seconds) to ``tasks.jsonl``."""
     # one short O_APPEND write per line: lines from concurrent workers do not interleave
     line = json.dumps({k: meta[k] for k in ("run", "batch_id", "pid", "n_picks", "seconds")})
     fd = os.open(parts_dir / TASK_LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -223,7 +168,7 @@ def append_task_log(parts_dir: Path, meta: Mapping[str, Any]) -> None:
 
 
 def read_task_log(parts_dir: str | Path) -> list[dict[str, Any]]:
-    """Lines of ``tasks.jsonl``: which runs were processed, by which batch and process."""
+    """Lines of ``tasks.jsonl``: which runs were processed, by which attempt and process."""
     path = Path(parts_dir) / TASK_LOG_NAME
     if not path.is_file():
         return []
@@ -248,5 +193,5 @@ def update_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
         except (OSError, json.JSONDecodeError):
             old = {}
         if old.get("fingerprint") not in (None, manifest["fingerprint"]):
-            log.info("model or parameters changed since the last batch: runs are re-predicted")
+            log.info("model or parameters changed since the last attempt: runs are re-predicted")
     write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=True))

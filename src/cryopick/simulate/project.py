@@ -124,7 +124,7 @@ def simulate_run(
     tomograms = make_tomogram_types(wbp, config, params, spacing_A)
     timings["reconstruction"] = time.perf_counter() - t0
 
-    from cryopick.io.picks import make_picks
+    from cryopick.core.picks import make_picks
 
     transforms = np.tile(np.eye(4), (len(sample.particle_types), 1, 1))
     transforms[:, :3, :3] = sample.rotations_xyz
@@ -267,8 +267,7 @@ def simulate_project(
     Path
         The copick config JSON (``<out_dir>/copick_config.json``).
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from cryopick.console import step_progress_bar
     from cryopick.io.atomic import write_text_atomic
     from cryopick.io.layout import make_copick_config, read_copick_config
 
@@ -295,22 +294,15 @@ def simulate_project(
         "runs": {run_name(i): {} for i in range(n_runs)},
     }
     write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("simulating", total=n_runs)
+    with step_progress_bar(progress, n_runs, "simulating") as advance:
         for i in range(n_runs):
             name = run_name(i)
-            bar.update(task, description=f"simulating {name}")
+            advance(0, f"simulating {name}")
             run = simulate_run(config, shape, spacing_A, np.random.SeedSequence([seed, i]), name)
-            bar.update(task, description=f"writing {name}")
+            advance(0, f"writing {name}")
             write_run(run, layout)
             record["runs"][name] = {**run.params, "timings_s": run.timings_s}
-            bar.advance(task)
+            advance(1, f"wrote {name}")
     record["complete"] = True
     write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
     return config_path

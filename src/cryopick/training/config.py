@@ -24,7 +24,7 @@ from cryopick.core.errors import InputError
 from cryopick.core.particles import PARTICLES
 from cryopick.io.atomic import atomic_path
 from cryopick.io.torch_files import load_tensor_file
-from cryopick.model import ModelConfig
+from cryopick.model import ModelConfig, TargetKind, TargetSpec
 from cryopick.training.augmentation import AugmentConfig
 
 # what every checkpoint holds, with its type (best_score: float or None)
@@ -74,7 +74,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0, description="linear warm-up steps")
     min_lr_fraction: float = Field(0.02, ge=0, le=1, description="cosine floor, fraction of lr")
-    target: Literal["sphere", "gaussian"] = Field("sphere", description="training target")
+    target: TargetKind = Field("sphere", description="training target")
     target_fraction: float = Field(0.5, gt=0, le=1.5, description="sphere radius / sigma fraction")
     loss: Literal["ce", "ce+dice", "ce+tversky"] = Field("ce", description="loss")
     background_weight: float = Field(1.0, gt=0, description="cross-entropy weight of background")
@@ -109,6 +109,11 @@ class TrainConfig(BaseModel):
         if self.augment.rotate_xy and self.patch_size[1] != self.patch_size[2]:
             raise ValueError("XY rotations need patch_size y == x")
         return self
+
+    @property
+    def target_spec(self) -> TargetSpec:
+        """The training target (``target``, ``target_fraction``) as the model card holds it."""
+        return TargetSpec(kind=self.target, fraction=self.target_fraction)
 
     def class_weights(self) -> torch.Tensor:
         """Cross-entropy weight per class (background first).

@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from cryopick.core.coords import angstrom_to_voxels
+from cryopick.core.coords import angstrom_to_voxels, input_to_strided_vox
 from cryopick.core.errors import InputError
 from cryopick.core.particles import PARTICLES, get_particle
 from cryopick.training.augmentation import AugmentConfig, augment_geometry, augment_intensity
-from cryopick.training.targets import TargetKind, input_to_output_coords, render_targets
+from cryopick.training.targets import TargetKind, render_targets
 
 if TYPE_CHECKING:
     from cryopick.training.config import TrainConfig
@@ -204,7 +204,7 @@ class PatchSampler:
             ]
             if idx:
                 self._by_label[p.label] = np.asarray(idx, dtype=np.int64)
-        self._radius_vox = {p.label: p.radius_A for p in PARTICLES}
+        self._radius_A = {p.label: p.radius_A for p in PARTICLES}
 
     def _choose_origin(self) -> tuple[int, NDArray[np.int64]]:
         rng = self.rng
@@ -238,14 +238,14 @@ class PatchSampler:
         if x.shape != self.patch:  # volume smaller than the patch: zero-pad (= the median)
             x = np.pad(x, [(0, p - s) for p, s in zip(self.patch, x.shape, strict=True)])
         out_shape = tuple(p // self.stride for p in self.patch)
-        centres = input_to_output_coords(run._centres_vox - origin, self.stride)
+        centres = input_to_strided_vox(run._centres_vox - origin, self.stride)
         reach = max(self.patch) / self.stride
         near = np.all((centres > -reach) & (centres < np.asarray(out_shape) + reach), axis=1)
-        radii = np.array([self._radius_vox[lab] for lab in run._labels[near]], dtype=np.float64)
+        radii_A = np.array([self._radius_A[lab] for lab in run._labels[near]], dtype=np.float64)
         y = render_targets(
             centres[near],
             run._labels[near],
-            radii / (run.spacing_A * self.stride),
+            radii_A / (run.spacing_A * self.stride),
             out_shape,
             kind=self.target,
             fraction=self.target_fraction,

@@ -2,7 +2,9 @@
 
 Targets are drawn on the network's output grid for one patch at a time (memory stays
 small whatever the tomogram size). Output voxel ``j`` of a stride-``s`` grid is centred
-at input voxel ``j*s + (s-1)/2`` (the convention of :mod:`cryopick.inference.window`).
+at input voxel ``j*s + (s-1)/2``: pick centres are mapped onto it with
+:func:`cryopick.core.coords.input_to_strided_vox`. The model card records the target as a
+:class:`cryopick.model.TargetSpec`.
 
 * ``"sphere"``: a class-index map (uint8); voxels within ``fraction * radius`` of a pick
   get its label; where spheres overlap the nearer centre (relative to its radius) wins.
@@ -14,27 +16,12 @@ at input voxel ``j*s + (s-1)/2`` (the convention of :mod:`cryopick.inference.win
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from cryopick.core.particles import N_CLASSES
-
-TargetKind = Literal["sphere", "gaussian"]
-
-
-def describe_target(kind: TargetKind, fraction: float) -> str:
-    """Target description for the model card, e.g. ``"sphere r=0.5"`` or ``"gaussian sigma=0.3"``.
-
-    :func:`cryopick.inference.pipeline.expected_blob_fraction` parses it.
-    """
-    return f"sphere r={fraction:g}" if kind == "sphere" else f"gaussian sigma={fraction:g}"
-
-
-def input_to_output_coords(coords_zyx_vox: NDArray, stride: int) -> NDArray[np.float64]:
-    """Map fractional input-voxel coordinates to output-grid coordinates of a stride-``s`` net."""
-    return (np.asarray(coords_zyx_vox, dtype=np.float64) - (stride - 1) / 2.0) / stride
+from cryopick.model.card import TargetKind
 
 
 def render_targets(

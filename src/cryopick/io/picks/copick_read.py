@@ -35,7 +35,7 @@ from cryopick.core.picks import (
     empty_picks,
     validate_picks,
 )
-from cryopick.io.layout import RUNS_DIR, ProjectLayout, resolve_layout
+from cryopick.io.layout import RUNS_DIR, ProjectLayout, is_copick_config, resolve_layout
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,47 @@ def read_copick_project_picks(
     return validate_picks(pd.concat(frames, ignore_index=True))
 
 
+def is_copick_source(path: Path) -> bool:
+    """Tell whether ``path`` is for the copick reader: a folder, a JSON file or a copick config.
+
+    Folders are projects (a Kaggle root, its ``overlay``, any ``ExperimentRuns`` parent);
+    a copick config may have any name (the CZII notebooks use ``copick.config``).
+    """
+    return path.is_dir() or path.suffix.lower() == ".json" or is_copick_config(path)
+
+
+def read_copick_source(
+    path: str | Path,
+    *,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    single_source: bool = False,
+    **_: object,
+) -> pd.DataFrame:
+    """Read a copick pick file, or every pick file of a project (folder or config).
+
+    ``user_id``, ``session_id`` and ``single_source`` apply to projects, as for
+    :func:`read_copick_project_picks`; other keyword arguments are ignored.
+
+    Raises
+    ------
+    InputError
+        If a JSON file is neither a copick config nor a copick pick file.
+    """
+    path = Path(path)
+    project = {"user_id": user_id, "session_id": session_id, "single_source": single_source}
+    if path.is_dir() or path.suffix.lower() != ".json":  # a folder, or a config of any name
+        return read_copick_project_picks(path, **project)
+    data = _load_json(path)
+    if isinstance(data, dict) and "overlay_root" in data:
+        return read_copick_project_picks(path, **project)
+    if is_copick_picks(data):
+        return read_copick_picks_file(path, data)
+    raise InputError(path, "JSON is neither a copick config nor a copick pick file")
+
+
 # the writer lives in its own module; imported here for callers of this module
 from cryopick.io.picks.copick_write import write_copick_picks  # noqa: E402
 
-__all__ = ["is_copick_picks", "read_copick_picks_file", "read_copick_project_picks",
-           "write_copick_picks"]  # fmt: skip
+__all__ = ["is_copick_picks", "is_copick_source", "read_copick_picks_file",
+           "read_copick_project_picks", "read_copick_source", "write_copick_picks"]  # fmt: skip

@@ -1,22 +1,25 @@
 """Read and write picks tables in every format cryopick knows.
 
 The table itself (columns, :func:`make_picks`, :func:`validate_picks`) is defined in
-:mod:`cryopick.core.picks`; each format lives in its own module and is listed once
-in :data:`PICKS_FORMATS`. :func:`read_picks` picks the reader from what the path is;
-:func:`write_picks` the writer from ``format``.
+:mod:`cryopick.core.picks`; each format lives in its own module and is listed once in the
+registry :data:`PICKS_FORMATS` (copick's handler registry is the model): its name, file
+extensions, ``matches(path)`` (does this path hold picks of this format?), reader and
+writer. :func:`read_picks` reads with the first format that matches the path;
+:func:`write_picks` writes with the format named. Adding a format = adding one entry.
 
 ============  ==============  ================================================
-format        extensions      what
+format        matches         what
 ============  ==============  ================================================
+``copick``    folders,        one copick pick file, or a whole project: a copick
+              ``.json``,      config (any file name), a Kaggle root, its
+              copick configs  ``overlay`` folder, any ``ExperimentRuns`` parent
+                              (read); a project (write)
+``kaggle``    ``.csv`` with   ``id,experiment,particle_type,x,y,z``
+              an ``id,``
+              header
 ``csv``       ``.csv``        ``experiment,particle_type,x,y,z,score`` (Å)
-``kaggle``    ``.csv``        ``id,experiment,particle_type,x,y,z`` (write only;
-                              read as ``csv``)
 ``star``      ``.star``       RELION-5 particles, Å from the tomogram centre
-``copick``    ``.json``       one copick pick file (read); a project (write)
 ============  ==============  ================================================
-
-Folders (Kaggle root, its ``overlay`` folder, any ``ExperimentRuns`` parent) and copick
-config JSONs are read as whole projects (:func:`read_copick_project_picks`).
 
 Ground truth is read with :func:`read_truth` (one annotation source, duplicates merged),
 and :func:`check_experiments` says which runs of picks and truth do not match by name.
@@ -24,7 +27,6 @@ and :func:`check_experiments` says which runs of picks and truth do not match by
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,11 +43,10 @@ from cryopick.core.picks import (
     make_picks,
     validate_picks,
 )
-from cryopick.io.layout import is_copick_config
 from cryopick.io.picks.copick_read import (
-    is_copick_picks,
-    read_copick_picks_file,
+    is_copick_source,
     read_copick_project_picks,
+    read_copick_source,
     write_copick_picks,
 )
 from cryopick.io.picks.csv_io import read_csv_picks, write_csv_picks, write_kaggle_picks
@@ -72,16 +73,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PicksFormat:
-    """One picks file format: its name, extensions, reader and writer.
+    """One picks format: its name, extensions, how to recognise it, reader and writer.
 
-    ``reader(path, **options)`` returns a picks table; ``writer(df, path, **options)``
-    writes one and returns the path (or paths) written. Either may be None.
+    ``matches(path)`` tells whether an existing ``path`` holds picks of this format
+    (default: its extension is one of ``extensions``). ``reader(path, **options)`` returns
+    a picks table; it receives every option of :func:`read_picks` and uses those it needs.
+    ``writer(df, path, **options)`` writes one and returns the path (or paths) written.
+    Reader or writer may be None.
     """
 
     name: str
     extensions: tuple[str, ...]
     reader: Callable[..., pd.DataFrame] | None
     writer: Callable[..., Any] | None
+    matches: Callable[[Path], bool] | None = None
+
+    def can_read(self, path: Path) -> bool:
+        """Tell whether this format's reader is the one for ``path``."""
+        if self.reader is None:
+            return False
+        if self.matches is not None:
+            return self.matches(path)
+        return path.suffix.lower() in self.extensions
 
 
 def _write_copick(df: pd.DataFrame, path: str | Path, **options: Any) -> list[Path]:
@@ -90,11 +103,37 @@ def _write_copick(df: pd.DataFrame, path: str | Path, **options: Any) -> list[Pa
     return write_copick_picks(df, path, **options)
 
 
+def _has_kaggle_header(path: Path) -> bool:
+    """Tell whether ``path`` is a CSV whose header starts ``id,`` (a Kaggle submission)."""
+    if path.suffix.lower() != ".csv":
+        return False
+    try:
+        with path.open(errors="replace") as f:
+            return f.readline().lstrip("\ufeff").startswith("id,")
+    except OSError:
+        return False
+
+
+def _read_csv(path: Path, **_: Any) -> pd.DataFrame:
+    return read_csv_picks(path)
+
+
+def _read_star(
+    path: Path,
+    *,
+    tomogram_shapes: dict[str, tuple[tuple[int, int, int], float]] | None = None,
+    particle_type: str | None = None,
+    **_: Any,
+) -> pd.DataFrame:
+    return read_star_picks(path, tomogram_shapes=tomogram_shapes, particle_type=particle_type)
+
+
+#: The registry: :func:`read_picks` reads with the first entry that matches a path.
 PICKS_FORMATS: tuple[PicksFormat, ...] = (
-    PicksFormat("csv", (".csv",), read_csv_picks, write_csv_picks),
-    PicksFormat("kaggle", (".csv",), read_csv_picks, write_kaggle_picks),
-    PicksFormat("star", (".star",), read_star_picks, write_star_picks),
-    PicksFormat("copick", (".json",), read_copick_picks_file, _write_copick),
+    PicksFormat("copick", (".json",), read_copick_source, _write_copick, is_copick_source),
+    PicksFormat("kaggle", (".csv",), _read_csv, write_kaggle_picks, _has_kaggle_header),
+    PicksFormat("csv", (".csv",), _read_csv, write_csv_picks),
+    PicksFormat("star", (".star",), _read_star, write_star_picks),
 )
 _BY_NAME = {f.name: f for f in PICKS_FORMATS}
 
@@ -148,31 +187,17 @@ def read_picks(
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
-    project = {"user_id": user_id, "session_id": session_id, "single_source": single_source}
-    if path.is_dir():
-        return read_copick_project_picks(path, **project)
-    suffix = path.suffix.lower()
-    if suffix != ".json" and is_copick_config(path):  # e.g. the notebooks' copick.config
-        return read_copick_project_picks(path, **project)
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InputError(path, f"cannot read JSON: {err}") from None
-        if isinstance(data, dict) and "overlay_root" in data:
-            return read_copick_project_picks(path, **project)
-        if is_copick_picks(data):
-            return read_copick_picks_file(path, data)
-        raise InputError(path, "JSON is neither a copick config nor a copick pick file")
-    if suffix == ".star":
-        return read_star_picks(path, tomogram_shapes=tomogram_shapes, particle_type=particle_type)
     for fmt in PICKS_FORMATS:
-        if suffix in fmt.extensions and fmt.reader is not None:
-            return fmt.reader(path)
+        if fmt.can_read(path):
+            assert fmt.reader is not None
+            return fmt.reader(
+                path, tomogram_shapes=tomogram_shapes, particle_type=particle_type,
+                user_id=user_id, session_id=session_id, single_source=single_source,
+            )  # fmt: skip
     known = sorted({e for f in PICKS_FORMATS for e in f.extensions})
     raise InputError(
         path,
-        f"unknown picks file type {suffix!r}: expected {', '.join(known)}, "
+        f"unknown picks file type {path.suffix.lower()!r}: expected {', '.join(known)}, "
         "a copick config, or a project folder",
     )
 

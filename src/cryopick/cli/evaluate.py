@@ -1,0 +1,81 @@
+"""``cryopick evaluate``: score picks against ground truth with the CZII metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cryopick.cli.app import (
+    TRUTH_USER_HELP,
+    PicksSessionOption,
+    PicksUserOption,
+    TruthSessionOption,
+    app,
+    report_input_errors,
+)
+from cryopick.core.errors import InputError
+
+_TYPE_HELP = "Particle type of every pick of a {} STAR file not written by cryopick."
+_PICKS_SOURCE_HELP = (
+    "CSV (Kaggle submission or experiment,particle_type,x,y,z[,score] in Å), RELION-5 STAR "
+    "(needs --tomograms), copick pick file or config JSON, or Kaggle root / overlay folder."
+)
+
+
+@app.command()
+@report_input_errors
+def evaluate(
+    truth: Annotated[Path, typer.Option("--truth", help=f"Ground truth: {_PICKS_SOURCE_HELP}")],
+    picks: Annotated[Path, typer.Option("--picks", help=f"Picks to score: {_PICKS_SOURCE_HELP}")],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON only.")
+    ] = False,
+    beta: Annotated[float, typer.Option("--beta", min=0.0, help="F-beta's beta.")] = 4.0,
+    tomograms: Annotated[
+        Path | None,
+        typer.Option(help="Tomograms (project, folder, file) giving shapes for STAR inputs."),
+    ] = None,
+    tomo_type: Annotated[
+        str, typer.Option("--tomo-type", help="Tomogram type read from --tomograms projects.")
+    ] = "denoised",
+    truth_user: Annotated[str | None, typer.Option(help=TRUTH_USER_HELP)] = None,
+    truth_session: TruthSessionOption = None,
+    picks_user: PicksUserOption = None,
+    picks_session: PicksSessionOption = None,
+    particle_type: Annotated[
+        str | None, typer.Option("--particle-type", help=_TYPE_HELP.format("--picks"))
+    ] = None,
+    truth_particle_type: Annotated[
+        str | None, typer.Option("--truth-particle-type", help=_TYPE_HELP.format("--truth"))
+    ] = None,
+) -> None:
+    """Score picks against ground truth with the CZII metric (per-type F-beta, weighted)."""
+    import json
+
+    from cryopick.evaluation.metric import format_score_table, score_picks
+    from cryopick.io.picks import check_experiments, read_picks, read_truth
+
+    shapes = None
+    if tomograms is not None:
+        from cryopick.io.tomograms import read_tomograms
+
+        found = read_tomograms(tomograms, tomo_type=tomo_type)
+        shapes = {t.name: (t.shape, t.spacing_A) for t in found}
+    truth_df = read_truth(
+        truth, tomogram_shapes=shapes, particle_type=truth_particle_type, user_id=truth_user,
+        session_id=truth_session,
+    )  # fmt: skip
+    picks_df = read_picks(
+        picks, tomogram_shapes=shapes, particle_type=particle_type, user_id=picks_user,
+        session_id=picks_session, single_source=True,
+    )  # fmt: skip
+    if truth_df.empty:
+        raise InputError(truth, "no ground-truth picks found")
+    check_experiments(truth_df, picks_df, truth, picks)
+    result = score_picks(truth_df, picks_df, beta=beta)
+    if json_output:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        typer.echo(format_score_table(result), nl=False)

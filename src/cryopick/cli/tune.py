@@ -1,0 +1,70 @@
+"""``cryopick tune``: re-tune a model's per-class thresholds on annotated runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cryopick.cli.app import (
+    DeviceOption,
+    OverwriteModelOption,
+    PredictConfigOption,
+    QuietOption,
+    TomoTypeOption,
+    app,
+    load_predict_config,
+    report_input_errors,
+)
+
+
+@app.command()
+@report_input_errors
+def tune(
+    model: Annotated[Path, typer.Option("--model", help="Trained model folder to tune.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Annotated runs: copick config or Kaggle root.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the tuned model copy.")],
+    tomo_type: TomoTypeOption = "denoised",
+    truth: Annotated[
+        Path | None, typer.Option(help="Annotations if not the picks in --data.")
+    ] = None,
+    truth_user: Annotated[str | None, typer.Option(help="copick: annotation user_id.")] = None,
+    truth_session: Annotated[
+        str | None, typer.Option(help="copick: annotation session_id.")
+    ] = None,
+    beta: Annotated[float, typer.Option(min=0.0, help="F-beta's beta.")] = 4.0,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Take the lowest threshold within this F-beta of the best [default: 0.02].",
+        ),
+    ] = None,
+    device: DeviceOption = None,
+    config: PredictConfigOption = None,
+    quiet: QuietOption = False,
+    overwrite: OverwriteModelOption = False,
+) -> None:
+    """Re-tune per-class thresholds for F-beta on annotated runs; write a tuned model copy."""
+    from cryopick.evaluation.tuning import tune_model
+
+    thresholds = tune_model(
+        model,
+        data,
+        out,
+        load_predict_config(config, device=device),
+        tomo_type=tomo_type,
+        truth=truth,
+        truth_user=truth_user,
+        truth_session=truth_session,
+        beta=beta,
+        **({} if tolerance is None else {"tolerance": tolerance}),
+        show_progress=not quiet,
+        overwrite=overwrite,
+    )
+    for name, value in thresholds.items():
+        typer.echo(f"{name:>20s}  {value:.4f}")
+    typer.echo(f"tuned model written to {out}")

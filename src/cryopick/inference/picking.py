@@ -1,0 +1,157 @@
+"""Probability maps to picks, the one way prediction and training validation both do it.
+
+:func:`pick_particles` takes a network's probability map (on its native, possibly strided,
+grid) and :class:`PickSettings`: which thresholds apply (the model card's, its TTA ones, a
+user's overrides, or a low floor for tuning candidates), the expected blob size (from the
+training target, :class:`cryopick.model.TargetSpec`) and the peak-finding options. It places
+the strided grid with :func:`cryopick.core.coords.strided_origin_A` and finds peaks with
+:func:`cryopick.inference.peaks.find_peaks`. Callers:
+:func:`cryopick.inference.pipeline.predict_tomogram` (``cryopick predict`` and ``tune``) and
+:func:`cryopick.training.trainer.validate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from numpy.typing import NDArray
+
+from cryopick.core.coords import strided_origin_A
+from cryopick.inference.peaks import (
+    DEFAULT_BLOB_RATIO_RANGE,
+    DEFAULT_NMS_FRACTION,
+    DEFAULT_THRESHOLD,
+    find_peaks,
+)
+from cryopick.model.card import ModelCard, TargetSpec
+
+if TYPE_CHECKING:
+    from cryopick.inference.pipeline import PredictConfig
+
+
+@dataclass(frozen=True)
+class PickSettings:
+    """How to turn a probability map into picks.
+
+    Attributes
+    ----------
+    target : TargetSpec
+        The model's training target; sets the expected blob radius
+        (:attr:`TargetSpec.blob_radius_fraction`) that peaks are validated against.
+    thresholds : mapping of str to float
+        Per-class minimum peak probability, by canonical particle name.
+    default_threshold : float
+        For classes missing from ``thresholds``.
+    min_score : float
+        Floor on every threshold.
+    nms_fraction : float
+        Suppression distance as a fraction of the class radius.
+    blob_ratio_range : (float, float) or None
+        Accepted measured / expected blob radius; None disables blob validation.
+    cross_class_fraction, cross_class_ratio : float
+        Cross-class resolution (see :func:`cryopick.inference.peaks.resolve_cross_class`).
+    """
+
+    target: TargetSpec = field(default_factory=TargetSpec)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    default_threshold: float = DEFAULT_THRESHOLD
+    min_score: float = 0.0
+    nms_fraction: float = DEFAULT_NMS_FRACTION
+    blob_ratio_range: tuple[float, float] | None = DEFAULT_BLOB_RATIO_RANGE
+    cross_class_fraction: float = 0.0
+    cross_class_ratio: float = 1.0
+
+    @classmethod
+    def for_model(cls, card: ModelCard, config: PredictConfig) -> PickSettings:
+        """Return a prediction's settings: the model's target and thresholds, the config's options.
+
+        Thresholds: the card's ``thresholds_tta`` for a TTA prediction when the card has them,
+        else its ``thresholds``; ``config.thresholds`` override single classes.
+        """
+        return cls(
+            target=card.target,
+            thresholds=choose_thresholds(card, config.tta, config.thresholds),
+            min_score=config.min_score,
+            nms_fraction=config.nms_fraction,
+            blob_ratio_range=config.blob_ratio_range,
+            cross_class_fraction=config.cross_class_fraction,
+            cross_class_ratio=config.cross_class_ratio,
+        )
+
+    @classmethod
+    def for_candidates(cls, target: TargetSpec, floor: float) -> PickSettings:
+        """Return settings that keep every peak scoring at least ``floor`` (tuning candidates)."""
+        return cls(target=target, default_threshold=floor, min_score=floor)
+
+
+def choose_thresholds(
+    card: ModelCard, tta: bool = False, overrides: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Return the per-class thresholds a prediction uses.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model's card.
+    tta : bool
+        A flip-TTA prediction: the card's ``thresholds_tta`` when it has them (TTA maps score
+        differently), else its ``thresholds``.
+    overrides : mapping, optional
+        Thresholds replacing the card's for these classes.
+
+    Returns
+    -------
+    dict of str to float
+        Canonical particle name -> threshold.
+    """
+    chosen = dict((card.thresholds_tta if tta else None) or card.thresholds)
+    chosen.update(overrides or {})
+    return chosen
+
+
+def pick_particles(
+    probs: NDArray,
+    settings: PickSettings,
+    *,
+    spacing_A: float,
+    stride: int,
+    experiment: str,
+) -> pd.DataFrame:
+    """Find the picks in a probability map.
+
+    Parameters
+    ----------
+    probs : numpy.ndarray, shape (C, Z', Y', X')
+        Per-class probabilities on the network's output grid (float16 is fine).
+    settings : PickSettings
+        Thresholds, target and peak-finding options.
+    spacing_A : float
+        Voxel size in Å of the grid the network ran on (the model's).
+    stride : int
+        Grid step of ``probs`` in those voxels (its voxel ``j`` is centred at input voxel
+        ``j*stride + (stride-1)/2``).
+    experiment : str
+        Run name written into the picks.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Picks table, positions in Å.
+    """
+    return find_peaks(
+        probs,
+        spacing_A=spacing_A * stride,
+        experiment=experiment,
+        thresholds=settings.thresholds,
+        default_threshold=settings.default_threshold,
+        min_score=settings.min_score,
+        nms_fraction=settings.nms_fraction,
+        blob_radius_fraction=settings.target.blob_radius_fraction,
+        blob_ratio_range=settings.blob_ratio_range,
+        cross_class_fraction=settings.cross_class_fraction,
+        cross_class_ratio=settings.cross_class_ratio,
+        origin_A=strided_origin_A(stride, spacing_A),
+    )

@@ -1,0 +1,117 @@
+"""The report's numbers: each pick's match status (for drawing) and the per-class table.
+
+:func:`classify_picks` labels picks true / false positive and lists missed truth particles,
+with the counts of :func:`cryopick.evaluation.metric.score_picks`;
+:func:`summarise_picks_per_class` makes the summary table (picks, score distribution and,
+with truth, the CZII metric) of ``cryopick report``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cryopick.core.particles import PARTICLE_NAMES, get_particle
+
+
+def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
+    """Label each pick true / false positive and list missed truth particles, for drawing.
+
+    A pick within ``DISTANCE_MULTIPLIER * radius_A`` of a truth particle of its class and
+    run is a true positive, as in the CZII metric (:mod:`cryopick.evaluation.metric`). Each truth
+    particle takes one pick (the highest-scoring, then the nearest), so extra picks on one
+    particle are false positives and the counts equal those of
+    :func:`cryopick.evaluation.metric.score_picks` (this greedy pairing can pair fewer only where
+    one pick reaches two truth points). Picks of runs without truth keep status ``"pick"``,
+    as the metric ignores them.
+
+    Parameters
+    ----------
+    picks : pandas.DataFrame
+        Picks table.
+    truth : pandas.DataFrame or None
+        Truth picks table; without it every pick has status ``"pick"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``experiment``, ``particle_type``, ``x``, ``y``, ``z``, ``score``, ``status``
+        (``"pick"``, ``"tp"``, ``"fp"`` for picks; ``"fn"`` for missed truth particles).
+    """
+    from scipy.spatial import cKDTree
+
+    from cryopick.evaluation.metric import DISTANCE_MULTIPLIER
+
+    cols = ["experiment", "particle_type", "x", "y", "z", "score"]
+    out = picks[cols].copy()
+    out["status"] = "pick"
+    if truth is None:
+        return out
+    truth = truth[cols].copy()
+    out.loc[out["experiment"].isin(set(truth["experiment"])), "status"] = "fp"
+    missed = []
+    for (run, name), ref in truth.groupby(["experiment", "particle_type"]):
+        cand = out[(out["experiment"] == run) & (out["particle_type"] == name)]
+        matched = np.zeros(len(ref), dtype=bool)
+        if len(cand):
+            radius_A = DISTANCE_MULTIPLIER * get_particle(name).radius_A
+            ref_xyz = ref[["x", "y", "z"]].to_numpy(float)
+            cand_xyz = cand[["x", "y", "z"]].to_numpy(float)
+            score = cand["score"].fillna(-np.inf).to_numpy()
+            used = np.zeros(len(cand), dtype=bool)
+            for i, near in enumerate(cKDTree(cand_xyz).query_ball_point(ref_xyz, r=radius_A)):
+                near = [j for j in near if not used[j]]
+                if near:
+                    dist = np.linalg.norm(cand_xyz[near] - ref_xyz[i], axis=1)
+                    best = near[np.lexsort((dist, -score[near]))[0]]
+                    used[best] = matched[i] = True
+            out.loc[cand.index[used], "status"] = "tp"
+        missed.append(ref[~matched].assign(status="fn"))
+    return pd.concat([out, *missed], ignore_index=True)
+
+
+def summarise_picks_per_class(
+    picks: pd.DataFrame, truth: pd.DataFrame | None = None, beta: float = 4.0
+) -> tuple[pd.DataFrame, float | None]:
+    """Per-class table: picks and score distribution; with truth, the CZII metric.
+
+    Parameters
+    ----------
+    picks, truth : pandas.DataFrame
+        Picks tables; ``truth`` optional.
+    beta : float
+        F-beta's beta.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per particle type: ``particle_type``, ``n_picks``, ``score_min``,
+        ``score_median``, ``score_max``; with truth also ``n_truth`` and the columns of
+        ``score_picks(...).per_class`` (``tp``, ``fp``, ``fn``, ``precision``, ``recall``,
+        ``fbeta``, ``weight``).
+    score : float or None
+        Weighted F-beta (None without truth).
+    """
+    rows = []
+    for name in PARTICLE_NAMES:
+        s = picks.loc[picks["particle_type"] == name, "score"].to_numpy(float)
+        s = s[np.isfinite(s)]
+        rows.append(
+            {
+                "particle_type": name,
+                "n_picks": int((picks["particle_type"] == name).sum()),
+                "score_min": float(s.min()) if s.size else np.nan,
+                "score_median": float(np.median(s)) if s.size else np.nan,
+                "score_max": float(s.max()) if s.size else np.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if truth is None:
+        return table, None
+    from cryopick.evaluation.metric import score_picks
+
+    result = score_picks(truth, picks, beta=beta)
+    n_truth = truth.groupby("particle_type").size()
+    table["n_truth"] = table["particle_type"].map(n_truth).fillna(0).astype(int)
+    table = table.merge(result.per_class, on="particle_type", how="left")
+    return table, float(result.score)
