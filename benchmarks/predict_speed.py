@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/predict_speed.py [--shape 184 630 630] [--threads 2]
-        [--skip-monai] [--out FILE]
+        [--out FILE]
 
 Steps, each timed (wall and process CPU seconds: the machine may be shared, and CPU time
 is less sensitive to other processes), with the peak resident memory (RSS sampled every
@@ -20,11 +20,10 @@ is less sensitive to other processes), with the peak resident memory (RSS sample
   (``peaks_synthetic``);
 * ``write``: the picks CSV.
 
-Reference: MONAI's ``sliding_window_inference`` with the same prepared network (batch norms
-folded, channels_last, the same autocast dtype; its native stride-2 forward), patch,
-overlap, batch and Gaussian blending (see :func:`run_monai`). Also measured: fp32 and bf16 matmul
-peaks of this CPU (a 2048² matmul), the network's FLOPs per window (torch's FlopCounter),
-and the network's achieved FLOP/s. Results go to ``benchmarks/results/predict_speed.json``.
+Also measured: fp32 and bf16 matmul peaks of this CPU (a 2048² matmul), the network's FLOPs
+per window (torch's FlopCounter), and the network's achieved FLOP/s. Results go to
+``benchmarks/results/predict_speed.json``. The comparison with MONAI's own window loop is
+``benchmarks/window_vs_monai.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ import resource
 import tempfile
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +48,10 @@ from cryopick.inference.peaks import find_peaks
 from cryopick.inference.preprocess import normalise_volume
 from cryopick.inference.window import (
     choose_patch_size,
-    compute_window_starts,
+    choose_window_steps,
+    count_windows,
+    pad_to_windows,
     predict_probabilities,
-    prepare_network,
     resolve_precision,
 )
 from cryopick.io.omezarr import write_ome_zarr
@@ -94,7 +94,7 @@ class RssSampler:
 
 
 @contextmanager
-def stage(results: dict, name: str):  # noqa: ANN201
+def stage(results: dict, name: str):
     start, cpu_start = time.perf_counter(), time.process_time()
     with RssSampler() as sampler:
         yield
@@ -145,32 +145,6 @@ def make_synthetic_probs(shape: tuple[int, int, int], per_class: int = 150) -> n
     return probs
 
 
-def run_monai(model: torch.nn.Module, volume: np.ndarray, patch, overlap: float, batch: int):  # noqa: ANN001, ANN201
-    """MONAI's ``sliding_window_inference`` given exactly what our window loop gets.
-
-    The same prepared network (:func:`cryopick.inference.window.prepare_network`: batch
-    norms folded, ``channels_last_3d``), the same autocast dtype (``precision="auto"``), the
-    same softmax on the native stride-2 grid, the same patch, overlap, batch and Gaussian
-    blending (sigma 0.125 of the patch): only the window loop and blending differ.
-    """
-    from monai.inferers import sliding_window_inference
-
-    device = torch.device("cpu")
-    net, _ = prepare_network(model, device, channels_last=True)
-    amp_dtype = resolve_precision("auto", device)
-
-    def predictor(x: torch.Tensor) -> torch.Tensor:
-        logits = net(x.contiguous(memory_format=torch.channels_last_3d))
-        return torch.softmax(logits.float(), dim=1)
-
-    x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
-    autocast = torch.autocast("cpu", dtype=amp_dtype) if amp_dtype else nullcontext()
-    with torch.inference_mode(), autocast:
-        return sliding_window_inference(
-            x, patch, batch, predictor, overlap=overlap, mode="gaussian", sigma_scale=0.125
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
@@ -180,7 +154,6 @@ def main() -> None:
     parser.add_argument(
         "--patch", type=int, nargs=3, default=None, help="window (default: choose_patch_size)"
     )
-    parser.add_argument("--skip-monai", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -207,13 +180,9 @@ def main() -> None:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model.forward_native(torch.zeros((1, 1, *patch)))  # FLOPs do not depend on the batch
     flops_per_window = counter.get_total_flops()
-    n_windows = int(
-        np.prod(
-            [
-                len(compute_window_starts(n // 2, p // 2, args.overlap))
-                for n, p in zip(shape, patch, strict=True)
-            ]
-        )
+    padded_shape = pad_to_windows(np.zeros(shape, np.uint8), patch, 2).shape  # stride 2
+    n_windows = count_windows(
+        padded_shape, patch, choose_window_steps(padded_shape, patch, args.overlap, 2)
     )
     results["flops_per_window"] = flops_per_window
     results["n_windows"] = n_windows
@@ -256,14 +225,6 @@ def main() -> None:
         results["network_fraction_of_bf16_peak"] = round(
             achieved / results["bf16_matmul_peak_GFLOPs"], 3
         )
-        if not args.skip_monai:
-            monai: dict = {}
-            with stage(monai, "monai_network"):
-                run_monai(model, volume, patch, args.overlap, args.batch_size)
-            results["monai"] = monai
-            results["ours_over_monai_network"] = round(
-                network_s / monai["monai_network"]["seconds"], 3
-            )
     results["max_rss_GB_getrusage"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3
     )

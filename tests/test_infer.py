@@ -5,8 +5,9 @@ from torch import nn
 
 from cryopick.inference.window import (
     choose_patch_size,
-    compute_window_starts,
-    make_blending_weights,
+    choose_window_steps,
+    count_windows,
+    pad_to_windows,
     predict_probabilities,
     predict_probability_map,
     prepare_network,
@@ -164,22 +165,22 @@ def test_unet_runs_natively_at_stride_two():
     np.testing.assert_allclose(native.astype(np.float32).sum(0), 1.0, atol=4e-3)
 
 
-def test_window_starts_cover_with_overlap():
-    assert compute_window_starts(10, 16, 0.25) == [0]
-    assert compute_window_starts(16, 16, 0.25) == [0]
-    starts = compute_window_starts(630, 64, 0.25)
-    assert starts[0] == 0 and starts[-1] == 630 - 64
-    assert max(np.diff(starts)) <= 48  # at least 25 % overlap
+def test_window_steps_are_even_keep_the_overlap_and_the_output_grid():
+    # 630 voxels, 192-voxel windows, >= 25 % overlap: 5 windows, 110 apart (<= 144), even
+    steps = choose_window_steps((184, 630, 630), (192, 192, 192), 0.25, 2)
+    assert steps[1:] == (110, 110) and count_windows((184, 630, 630), (192,) * 3, steps) == 25
+    # 48 * (1 - 0.45) = 26.4 caps the step at 16 (a multiple of 16), so overlap >= 45 %
+    assert choose_window_steps((100, 100, 16), (48, 48, 16), 0.45, 16) == (16, 16, 16)
+    assert choose_window_steps((128, 64, 64), (64, 64, 64), 0.0, 16) == (64, 64, 64)
+    assert count_windows((16, 16, 16), (16, 16, 16), (8, 8, 8)) == 1
 
 
-def test_blending_weights_peak_at_the_centre():
-    w = make_blending_weights((9, 9, 17))
-    assert w.dtype == np.float32
-    assert w[4, 4, 8] == w.max() == pytest.approx(1.0)
-    # sigma = size / 8: one sigma from the centre along x (17 / 8 voxels) reads exp(-1/2)
-    assert np.interp(8 + 17 / 8, np.arange(17), w[4, 4]) == pytest.approx(np.exp(-0.5), abs=0.02)
-    assert w.min() >= 1e-3
-    np.testing.assert_allclose(w, w[::-1, ::-1, ::-1])  # symmetric
+def test_volume_is_padded_at_its_end_only():
+    volume = np.arange(10 * 20 * 33, dtype=np.float32).reshape(10, 20, 33)
+    padded = pad_to_windows(volume, (16, 16, 16), 2)
+    assert padded.shape == (16, 20, 34)  # at least a window; sides a multiple of the stride
+    np.testing.assert_array_equal(padded[:10, :20, :33], volume)  # voxel 0 stays voxel 0
+    assert not padded[10:].any() and not padded[:, 20:].any() and not padded[:, :, 33:].any()
 
 
 def test_same_input_gives_identical_output(volume):
@@ -249,7 +250,9 @@ def test_progress_reports_every_window(volume):
         precision="fp32",
         progress=lambda done, total: calls.append((done, total)),
     )
-    n = len(compute_window_starts(37, 16, 0.25)) * 3 * len(compute_window_starts(45, 16, 0.25))
+    steps = choose_window_steps(volume.shape, (16, 24, 16), 0.25, 1)
+    n = count_windows(volume.shape, (16, 24, 16), steps)
+    assert steps == (11, 13, 10) and n == 3 * 3 * 4  # 37 x 50 x 45 voxels
     assert calls[-1] == (n, n)
     assert [c[0] for c in calls] == sorted({c[0] for c in calls})
 
