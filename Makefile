@@ -18,13 +18,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[dev]"
 	touch $(STAMP)
 
-# main tests, then copick interop in its own venv (~2 min to build once)
-test: install chromium
-	$(PY) -m pytest -q
+# main tests (the 15 slowest listed), then copick interop in its own venv (~2 min to build
+# once); needs no root: the report screenshot test skips without Chromium (`make chromium`)
+test: install
+	$(PY) -m pytest -q --durations=15
 	$(MAKE) test-copick
 
-# headless Chromium for the report screenshot test (tests/test_report.py, skipped without it):
-# installed only when missing, and only as root (about 30 s with apt-get); else says how
+# opt-in, not needed by `make test`: headless Chromium for the report screenshot test
+# (tests/test_report.py, skipped without it); installs it only when missing and only as
+# root (about 30 s with apt-get), else says how
 .PHONY: chromium
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
@@ -55,9 +57,12 @@ test-copick: $(COPICK_STAMP)
 test-all: install
 	$(PY) -m pytest -q -m ""
 
+# the checks .ci/run makes before the tests (and .pre-commit-config.yaml makes per commit);
+# settings in pyproject.toml: [tool.ruff] and [tool.mypy]
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src
 
 format: install
 	$(VENV)/bin/ruff format src tests benchmarks
@@ -67,4 +72,4 @@ demo: install
 	$(PY) -m cryopick.demo
 
 clean:
-	rm -rf $(VENV) .venv-copick .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-copick .pytest_cache .ruff_cache .mypy_cache

@@ -80,7 +80,7 @@ def find_candidates(
             spacing_A=spacing_A,
             stride=stride,
             experiment=name,
-        )  # fmt: skip
+        )
         for name, path in maps.items()
     ]
     return pd.concat(frames, ignore_index=True)
@@ -122,9 +122,14 @@ def main() -> None:
             r.particle_type: round(float(r.fbeta), 3) for r in result.per_class.itertuples()
         }
         results.append(
-            {"setting": label, "options": setting, "tune_score": round(tuned.score, 4),
-             "test_score": round(result.score, 4), "test_fbeta": per_class}
-        )  # fmt: skip
+            {
+                "setting": label,
+                "options": setting,
+                "tune_score": round(tuned.score, 4),
+                "test_score": round(result.score, 4),
+                "test_fbeta": per_class,
+            }
+        )
         print(f"{label:52s} tune {tuned.score:.3f}  test {result.score:.3f}  {per_class}")
     record = {
         "model": str(model_dir),

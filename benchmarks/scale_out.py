@@ -39,11 +39,11 @@ from cryopick.scale.runner import run_predict_tasks
 RESULTS = Path(__file__).parent / "results" / "scale_out.json"
 
 
-def predict_nothing(tomogram, model, card):  # noqa: ANN001, ANN201
+def predict_nothing(tomogram, model, card):
     return empty_picks()
 
 
-def _summary(result, wall_s: float) -> dict:  # noqa: ANN001
+def _summary(result, wall_s: float) -> dict:
     seconds = [r.seconds for r in result.runs if r.status == "done"]
     n = len(result.runs)
     return {
@@ -56,13 +56,13 @@ def _summary(result, wall_s: float) -> dict:  # noqa: ANN001
     }
 
 
-def _timed_batch(project: Path, model_dir: Path, out: Path, **kwargs) -> dict:  # noqa: ANN003
+def _timed_batch(project: Path, model_dir: Path, out: Path, **kwargs) -> dict:
     start = time.perf_counter()
     result = run_predict_tasks([project], model_dir, out, overwrite=True, progress=False, **kwargs)
     return _summary(result, time.perf_counter() - start)
 
 
-def _trivial_task_overhead(client, n_tasks: int) -> float:  # noqa: ANN001
+def _trivial_task_overhead(client, n_tasks: int) -> float:
     client.gather(client.map(lambda i: i, range(50), pure=False))  # warm up
     start = time.perf_counter()
     client.gather(client.map(lambda i: i, range(n_tasks), pure=False))
@@ -93,9 +93,13 @@ def main() -> None:
         tmp = Path(tmp)
         start = time.perf_counter()
         project = simulate_project(
-            tmp / "project", args.runs, seed=0, shape=tuple(args.shape), preset="easy",
+            tmp / "project",
+            args.runs,
+            seed=0,
+            shape=tuple(args.shape),
+            preset="easy",
             progress=False,
-        )  # fmt: skip
+        )
         report["simulate_s"] = round(time.perf_counter() - start, 2)
         arch = ModelConfig()
         card = ModelCard(architecture=arch, patch_size=(64, 64, 64))
@@ -126,9 +130,12 @@ def main() -> None:
                 if n_workers == 2:
                     per_task = _trivial_task_overhead(client, 500)
                     noop = _timed_batch(
-                        project, model_dir, tmp / "noop.csv", client=client,
+                        project,
+                        model_dir,
+                        tmp / "noop.csv",
+                        client=client,
                         predict_fn=predict_nothing,
-                    )  # fmt: skip
+                    )
                     report["overhead"] = {
                         "trivial_task_ms": round(1000 * per_task, 2),
                         "noop_run_task": noop,

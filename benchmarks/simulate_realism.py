@@ -30,7 +30,7 @@ from cryopick.simulate.presets import REAL_VOLUME_A3
 from cryopick.simulate.templates import load_templates
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 REAL_CSV = Path("/work/shared/data/czii_train_picks.csv")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

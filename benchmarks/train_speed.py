@@ -143,9 +143,14 @@ def main() -> None:
 
         model_dir = args.out / "curve_model"
         run_config = config.model_copy(
-            update=dict(simulate=args.curve_runs, time_limit_min=args.curve_minutes,
-                        steps=100_000, validate_every=500, threads=args.threads)
-        )  # fmt: skip
+            update=dict(
+                simulate=args.curve_runs,
+                time_limit_min=args.curve_minutes,
+                steps=100_000,
+                validate_every=500,
+                threads=args.threads,
+            )
+        )
         train(TrainConfig.model_validate(run_config.model_dump()), model_dir, resume=True)
     if model_dir is not None:
         from cryopick.model import read_model_card

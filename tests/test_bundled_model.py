@@ -19,10 +19,12 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cryopick.evaluation.metric import score_picks
-from cryopick.inference.pipeline import bundled_model_dir, predict
+from cryopick.inference.pipeline import LoadedModel, predict
 from cryopick.io.mrc import write_mrc
 from cryopick.io.omezarr import write_ome_zarr
 from cryopick.io.tomograms import read_tomograms
+
+pytestmark = pytest.mark.integration
 
 SHAPE = (128, 256, 256)
 SPACING_A = 10.0
@@ -35,13 +37,8 @@ def _simulated():
     return simulate_run(preset="czii", shape=SHAPE, spacing_A=SPACING_A, seed=7, name="tomo")
 
 
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    return bundled_model_dir()
-
-
-def _predict_file(path: Path, model_dir: Path) -> pd.DataFrame:
-    return predict(path, model_dir=model_dir)
+def _predict_file(path: Path, model: LoadedModel) -> pd.DataFrame:
+    return predict(path, model=model)
 
 
 def _matched_fraction(a: pd.DataFrame, b: pd.DataFrame, tol_A: float) -> float:
@@ -56,30 +53,30 @@ def _matched_fraction(a: pd.DataFrame, b: pd.DataFrame, tol_A: float) -> float:
     return hits / max(len(a), 1)
 
 
-def test_bundled_model_recovers_simulated_particles(tmp_path, model_dir):
+def test_bundled_model_recovers_simulated_particles(tmp_path):
     run = _simulated()
     path = write_mrc(tmp_path / "tomo.mrc", run.tomograms["denoised"], SPACING_A)
-    picks = _predict_file(path, model_dir)
+    picks = predict(path)  # no model given: the bundled one
     result = score_picks(run.picks, picks)
     # chance level (random picks of the same count) is ~0.0x; a working picker is far above
     assert result.score > 0.4, result.per_class
     assert (result.per_class.fbeta > 0.5).sum() >= 3, result.per_class
 
 
-def test_same_input_gives_identical_picks(tmp_path, model_dir):
+def test_same_input_gives_identical_picks(tmp_path, bundled_model):
     run = _simulated()
     path = write_mrc(tmp_path / "tomo.mrc", run.tomograms["denoised"], SPACING_A)
-    first = _predict_file(path, model_dir)
-    second = _predict_file(path, model_dir)
+    first = _predict_file(path, bundled_model)
+    second = _predict_file(path, bundled_model)
     pd.testing.assert_frame_equal(first, second)
 
 
-def test_mrc_zarr_and_finer_voxels_find_the_same_particles(tmp_path, model_dir):
+def test_mrc_zarr_and_finer_voxels_find_the_same_particles(tmp_path, bundled_model):
     run = _simulated()
     volume = run.tomograms["denoised"]
-    from_mrc = _predict_file(write_mrc(tmp_path / "tomo.mrc", volume, SPACING_A), model_dir)
+    from_mrc = _predict_file(write_mrc(tmp_path / "tomo.mrc", volume, SPACING_A), bundled_model)
     from_zarr = _predict_file(
-        write_ome_zarr(tmp_path / "tomo.zarr", volume, SPACING_A, zarr_format=3), model_dir
+        write_ome_zarr(tmp_path / "tomo.zarr", volume, SPACING_A, zarr_format=3), bundled_model
     )
     pd.testing.assert_frame_equal(
         from_mrc.drop(columns="experiment"), from_zarr.drop(columns="experiment")
@@ -92,7 +89,7 @@ def test_mrc_zarr_and_finer_voxels_find_the_same_particles(tmp_path, model_dir):
     fine = ndimage.map_coordinates(volume, grid, order=1).astype(np.float32)
     tomo = read_tomograms(write_mrc(tmp_path / "fine.mrc", fine, SPACING_A / 2))[0]
     assert tomo.spacing_A == pytest.approx(SPACING_A / 2)
-    from_fine = _predict_file(tomo.source, model_dir)
+    from_fine = _predict_file(tomo.source, bundled_model)
     strong = from_mrc[from_mrc.score >= from_mrc.score.median()]
     assert len(strong) > 5
     # the same physical particles, coordinates within one (10 Å) voxel

@@ -59,11 +59,22 @@ def test_validate_picks_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match=r"bad\.csv: picks table lacks column\(s\) z"):
         read_picks(bad)
     with pytest.raises(InputError, match="inf"):
-        validate_picks(pd.DataFrame({"experiment": ["A"], "particle_type": ["vlp"], "x": [np.inf],
-                                     "y": [0], "z": [0]}))  # fmt: skip
+        validate_picks(
+            pd.DataFrame(
+                {"experiment": ["A"], "particle_type": ["vlp"], "x": [np.inf], "y": [0], "z": [0]}
+            )
+        )
     # a matrix written to CSV by pandas comes back as text: a clear error, not numpy's
-    text = pd.DataFrame({"experiment": ["A"], "particle_type": ["vlp"], "x": [0], "y": [0],
-                         "z": [0], "transformation": [str(np.eye(4))]})  # fmt: skip
+    text = pd.DataFrame(
+        {
+            "experiment": ["A"],
+            "particle_type": ["vlp"],
+            "x": [0],
+            "y": [0],
+            "z": [0],
+            "transformation": [str(np.eye(4))],
+        }
+    )
     with pytest.raises(InputError, match=r"truth\.csv: a pick transformation is not a finite"):
         validate_picks(text, "truth.csv")
 
@@ -123,10 +134,22 @@ def test_star_needs_shapes(tmp_path):
 
 
 def test_copick_file_round_trip_keeps_transformation_and_score(tmp_path):
-    df = make_picks("TS_6_4", "virus-like-particle", [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]],
-                    score=[0.75, np.nan], transformation=[ROT, np.eye(4)])  # fmt: skip
-    paths = write_picks(df, tmp_path, format="copick", user_id="cryopick", session_id="7",
-                        voxel_spacing=10.0, particle_types=["vlp"])  # fmt: skip
+    df = make_picks(
+        "TS_6_4",
+        "virus-like-particle",
+        [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]],
+        score=[0.75, np.nan],
+        transformation=[ROT, np.eye(4)],
+    )
+    paths = write_picks(
+        df,
+        tmp_path,
+        format="copick",
+        user_id="cryopick",
+        session_id="7",
+        voxel_spacing=10.0,
+        particle_types=["vlp"],
+    )
     expected = tmp_path / "ExperimentRuns/TS_6_4/Picks/cryopick_7_virus-like-particle.json"
     assert paths == [expected]
     data = json.loads(expected.read_text())
@@ -160,11 +183,20 @@ def _kaggle_file(path, name, run, xyz_list):
         {"location": dict(zip("xyz", xyz, strict=True)), "transformation_": identity}
         for xyz in xyz_list
     ]
-    path.write_text(json.dumps({
-        "pickable_object_name": name, "user_id": "curation", "session_id": "0",
-        "run_name": run, "voxel_spacing": None, "unit": "angstrom", "points": points,
-        "trust_orientation": True,
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "pickable_object_name": name,
+                "user_id": "curation",
+                "session_id": "0",
+                "run_name": run,
+                "voxel_spacing": None,
+                "unit": "angstrom",
+                "points": points,
+                "trust_orientation": True,
+            }
+        )
+    )
 
 
 def test_kaggle_root_and_overlay_folder(tmp_path):
@@ -210,7 +242,7 @@ def test_read_picks_errors(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_picks(tmp_path / "missing.csv")
     (tmp_path / "p.txt").write_text("x")
-    with pytest.raises(InputError, match="unknown picks file type '.txt'"):
+    with pytest.raises(InputError, match=r"unknown picks file type '\.txt'"):
         read_picks(tmp_path / "p.txt")
     (tmp_path / "p.json").write_text('{"a": 1}')
     with pytest.raises(InputError, match="neither a copick config nor a copick pick file"):

@@ -252,7 +252,7 @@ def test_read_tomograms_kaggle_root_types_and_errors(tmp_path):
     assert (tomo.name, tomo.tomo_type) == ("TS_5_4", "wbp")
     with pytest.raises(InputError, match=r"no 'isonetcorrected'.*denoised.*wbp"):
         read_tomograms(tmp_path, tomo_type="isonetcorrected")
-    with pytest.raises(InputError, match="TS_9.*not found.*TS_5_4"):
+    with pytest.raises(InputError, match=r"TS_9.*not found.*TS_5_4"):
         read_tomograms(tmp_path, runs=["TS_9"])
 
 
@@ -265,8 +265,9 @@ def test_read_tomograms_chooses_voxel_spacing_folder(tmp_path):
 
 
 def test_read_tomograms_corrupt_zarr_in_project(tmp_path):
-    store = write_ome_zarr(tmp_path / "ExperimentRuns/TS_1/VoxelSpacing10.000/denoised.zarr",
-                           _volume(), 10.0, 1)  # fmt: skip
+    store = write_ome_zarr(
+        tmp_path / "ExperimentRuns/TS_1/VoxelSpacing10.000/denoised.zarr", _volume(), 10.0, 1
+    )
     (store / ".zgroup").write_text("garbage")
     with pytest.raises(InputError) as err:
         read_tomograms(tmp_path)

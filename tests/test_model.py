@@ -109,7 +109,7 @@ def test_save_model_crash_keeps_previous(tmp_path, monkeypatch):
 
 
 def test_load_model_errors_name_the_file(tmp_path):
-    with pytest.raises(InputError, match="model.json"):
+    with pytest.raises(InputError, match=r"model\.json"):
         load_model(tmp_path)
     (tmp_path / "model.json").write_text("{not json")
     with pytest.raises(InputError, match="not a valid model card"):
@@ -118,9 +118,13 @@ def test_load_model_errors_name_the_file(tmp_path):
 
 def test_sphere_target_labels_known_voxels():
     out = render_targets(
-        np.array([[5.0, 5.0, 5.0], [5.0, 5.0, 12.0]]), [1, 4], [4.0, 6.0], (10, 12, 16),
-        kind="sphere", fraction=0.5,
-    )  # fmt: skip
+        np.array([[5.0, 5.0, 5.0], [5.0, 5.0, 12.0]]),
+        [1, 4],
+        [4.0, 6.0],
+        (10, 12, 16),
+        kind="sphere",
+        fraction=0.5,
+    )
     assert out.dtype == np.uint8
     assert out[5, 5, 5] == 1 and out[5, 5, 7] == 1 and out[5, 5, 8] == 0  # r = 2
     assert out[5, 5, 12] == 4 and out[5, 5, 9] == 4 and out[5, 5, 15] == 4  # r = 3
@@ -196,9 +200,10 @@ def test_model_card_target_is_typed_and_old_text_cards_still_load(tmp_path):
     assert ModelCard.from_json(card.to_json()) == card
     assert str(card.target) == "gaussian sigma=0.3"
     for text, expected in [
-        ("sphere r=0.5", TargetSpec()), ("sphere", TargetSpec()),
+        ("sphere r=0.5", TargetSpec()),
+        ("sphere", TargetSpec()),
         ("gaussian sigma=0.25", TargetSpec(kind="gaussian", fraction=0.25)),
-    ]:  # fmt: skip
+    ]:
         old = json.loads(card.to_json()) | {"target": text}
         assert ModelCard.model_validate_json(json.dumps(old)).target == expected
     # the bundled model's card holds the text form
@@ -207,5 +212,5 @@ def test_model_card_target_is_typed_and_old_text_cards_still_load(tmp_path):
     (tmp_path / "model.json").write_text(
         json.dumps(json.loads(card.to_json()) | {"target": "cube"})
     )
-    with pytest.raises(InputError, match="not a valid model card.*target"):
+    with pytest.raises(InputError, match=r"not a valid model card.*target"):
         read_model_card(tmp_path)

@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from cryopick.cli import app
 
+pytestmark = pytest.mark.integration
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL_SIMULATION = ["--shape", "64", "128", "128"]
 

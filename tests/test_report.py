@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -34,6 +36,7 @@ SHAPE = (40, 48, 64)  # z, y, x voxels
 RUN = "TS_test"
 Z_SLICE = 20  # the XY slice every test pick sits on (z = 200 Å)
 PX_PER_VOXEL = 4
+NO_VALUE = "\u2013"  # the en dash the page shows where a number has no meaning
 
 
 def _truth_and_picks() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -56,7 +59,7 @@ def _truth_and_picks() -> tuple[pd.DataFrame, pd.DataFrame]:
                 "apo-ferritin",
                 [[z, 120, 130], [z, 125, 125], [z, 120, 400]],
                 score=[0.9, 0.5, 0.8],
-            ),  # fmt: skip
+            ),
             make_picks(RUN, "apo-ferritin", [[z, 400, 150]], score=[0.3]),
             make_picks(RUN, "beta-galactosidase", [[z, 300, 200]], score=[0.7]),
             make_picks(RUN, "thyroglobulin", [[100, 240, 330]], score=[0.6]),
@@ -89,10 +92,23 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     png_dir = root / "png"
     result = CliRunner().invoke(
         app,
-        ["report", str(tomo), "--picks", str(root / "picks.csv"), "--truth",
-         str(root / "truth.csv"), "--out", str(out), "--png-dir", str(png_dir),
-         "--z", str(Z_SLICE), "--z", "10"],
-    )  # fmt: skip
+        [
+            "report",
+            str(tomo),
+            "--picks",
+            str(root / "picks.csv"),
+            "--truth",
+            str(root / "truth.csv"),
+            "--out",
+            str(out),
+            "--png-dir",
+            str(png_dir),
+            "--z",
+            str(Z_SLICE),
+            "--z",
+            "10",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return {"root": root, "tomo": tomo, "html": out, "png": png_dir}
 
@@ -136,20 +152,42 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     card = ModelCard(
         training_data=["simulated:easy x4"],
         thresholds={"apo-ferritin": 0.42, "ribosome": 0.5},
-        validation=[ClassMetrics(particle_type="apo-ferritin", precision=0.5, recall=0.75,
-                                 fbeta=0.7234, tp=3, fp=3, fn=1)],
+        validation=[
+            ClassMetrics(
+                particle_type="apo-ferritin",
+                precision=0.5,
+                recall=0.75,
+                fbeta=0.7234,
+                tp=3,
+                fp=3,
+                fn=1,
+            )
+        ],
         score=0.6123,
         learning_curve=[(10.0, 100, 0.2), (20.0, 200, 0.5), (30.0, 300, 0.6)],
         train_config={"steps": 300},
-    )  # fmt: skip
+    )
     (model_dir / "model.json").write_text(card.to_json())
     out = root / "report.html"
     result = CliRunner().invoke(
         app,
-        ["report", str(config), "--picks", str(root / "picks.csv"), "--truth", str(config),
-         "--model", str(model_dir), "--out", str(out), "--png-dir", str(root / "png"),
-         "--tomo-type", "denoised"],
-    )  # fmt: skip
+        [
+            "report",
+            str(config),
+            "--picks",
+            str(root / "picks.csv"),
+            "--truth",
+            str(config),
+            "--model",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--png-dir",
+            str(root / "png"),
+            "--tomo-type",
+            "denoised",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return {"root": root, "config": config, "html": out, "png": root / "png", "model": model_dir}
 
@@ -227,7 +265,7 @@ def test_read_slice_reads_only_the_slab() -> None:
         def __init__(self, vol: np.ndarray) -> None:
             self.vol, self.shape, self.keys = vol, vol.shape, []
 
-        def __getitem__(self, key):  # noqa: ANN001
+        def __getitem__(self, key):
             self.keys.append(key)
             return self.vol[key]
 
@@ -299,9 +337,16 @@ def test_report_table_matches_evaluate(simulated: dict[str, Path]) -> None:
     truth = read_picks(simulated["config"])
     picks = read_picks(simulated["root"] / "picks.csv")
     result = CliRunner().invoke(
-        app, ["evaluate", "--truth", str(simulated["config"]), "--picks",
-              str(simulated["root"] / "picks.csv"), "--json"],
-    )  # fmt: skip
+        app,
+        [
+            "evaluate",
+            "--truth",
+            str(simulated["config"]),
+            "--picks",
+            str(simulated["root"] / "picks.csv"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     evaluated = json.loads(result.output)
     expected = score_picks(truth, picks)
@@ -323,9 +368,14 @@ def test_report_table_matches_evaluate(simulated: dict[str, Path]) -> None:
             assert cells[1:4] == [f"{v:.3f}" for v in stats]
         assert cells[4] == str((truth.particle_type == name).sum())
         assert cells[5:] == [
-            str(row["tp"]), str(row["fp"]), str(row["fn"]), f"{row['precision']:.3f}",
-            f"{row['recall']:.3f}", f"{row['fbeta']:.3f}", f"{row['weight']:g}",
-        ]  # fmt: skip
+            str(row["tp"]),
+            str(row["fp"]),
+            str(row["fn"]),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['fbeta']:.3f}",
+            f"{row['weight']:g}",
+        ]
     assert f"{evaluated['score']:.4f}" in simulated["html"].read_text()
 
 
@@ -394,17 +444,29 @@ def test_picks_are_drawn_at_their_place(project: dict[str, Path]) -> None:
     assert (xz.axis, xz.index) == ("y", SHAPE[1] // 2)
     assert _ring_fraction(image, xz, (330, 100), 130.0, thyro, n=90) > 0.6  # clipped at z < 0
     # the z = 100 Å slice misses the ferritins (|200 - 100| > 60 Å): no ferritin colour there
-    panel = image[boxes[1].y0_px : boxes[1].y0_px + boxes[1].height_px,
-                  boxes[1].x0_px : boxes[1].x0_px + boxes[1].width_px, :3]  # fmt: skip
+    panel = image[
+        boxes[1].y0_px : boxes[1].y0_px + boxes[1].height_px,
+        boxes[1].x0_px : boxes[1].x0_px + boxes[1].width_px,
+        :3,
+    ]
     assert not (np.abs(panel - ferritin).max(axis=-1) < 0.12).any()
 
 
 def test_report_without_truth_or_model(project: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "plain.html"
     result = CliRunner().invoke(
-        app, ["report", str(project["tomo"]), "--picks", str(project["root"] / "picks.csv"),
-              "--out", str(out), "--slices", "1"],
-    )  # fmt: skip
+        app,
+        [
+            "report",
+            str(project["tomo"]),
+            "--picks",
+            str(project["root"] / "picks.csv"),
+            "--out",
+            str(out),
+            "--slices",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     page = _parse(out)
     assert "model" not in page.images and len(page.images["tomograms"]) == 1
@@ -417,13 +479,24 @@ def test_report_of_unscored_picks(project: dict[str, Path], tmp_path: Path) -> N
     truth = str(project["root"] / "truth.csv")
     out = tmp_path / "self.html"
     result = CliRunner().invoke(
-        app, ["report", str(project["tomo"]), "--picks", truth, "--truth", truth, "--out",
-              str(out), "--slices", "1"],
-    )  # fmt: skip
+        app,
+        [
+            "report",
+            str(project["tomo"]),
+            "--picks",
+            truth,
+            "--truth",
+            truth,
+            "--out",
+            str(out),
+            "--slices",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     page = _parse(out)
     assert json.loads(page.summary_json)["score"] == pytest.approx(5 / 7)  # weights 1 + 2 + 2
-    assert page.rows["apo-ferritin"][1:9] == ["3", "–", "–", "–", "3", "3", "0", "0"]
+    assert page.rows["apo-ferritin"][1:9] == ["3", NO_VALUE, NO_VALUE, NO_VALUE, "3", "3", "0", "0"]
     assert len(page.images["classes"]) == 3
 
 
@@ -434,38 +507,106 @@ def test_report_shows_picks_of_another_name_on_a_single_tomogram(
     write_picks(picks.assign(experiment="TS_other"), tmp_path / "other.csv")
     out = tmp_path / "other.html"
     result = CliRunner().invoke(
-        app, ["report", str(project["tomo"]), "--picks", str(tmp_path / "other.csv"), "--out",
-              str(out), "--slices", "1"],
-    )  # fmt: skip
+        app,
+        [
+            "report",
+            str(project["tomo"]),
+            "--picks",
+            str(tmp_path / "other.csv"),
+            "--out",
+            str(out),
+            "--slices",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert _parse(out).rows["apo-ferritin"][1] == "4"
 
 
 def test_report_names_a_missing_model_card(project: dict[str, Path], tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["report", str(project["tomo"]), "--picks", str(project["root"] / "picks.csv"),
-              "--model", str(tmp_path), "--out", str(tmp_path / "r.html")],
-    )  # fmt: skip
+        app,
+        [
+            "report",
+            str(project["tomo"]),
+            "--picks",
+            str(project["root"] / "picks.csv"),
+            "--model",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r.html"),
+        ],
+    )
     assert result.exit_code == 2
     assert "model.json" in result.output and not (tmp_path / "r.html").exists()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+# run in the page by Chromium once it has loaded: where the browser laid out the first
+# montage, whether it decoded it, and the weighted score it shows; read back from the title
+_PROBE = """<script>
+addEventListener("load", () => {
+  const img = document.querySelector("section#tomograms img");
+  const box = img.getBoundingClientRect();
+  document.title = JSON.stringify({
+    x: box.left, y: box.top, width: box.width, height: box.height,
+    decoded: img.complete && img.naturalWidth > 0,
+    score: document.getElementById("weighted-score").textContent,
+  });
+});
+</script>"""
 
 
+def _chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--virtual-time-budget=10000",  # let the page load and run its scripts
+        f"--user-data-dir={profile}",
+        *args,
+        page.as_uri(),
+    ]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.integration
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (make chromium)")
 def test_report_renders_in_headless_chromium(simulated: dict[str, Path], tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(simulated["html"].read_text().replace("</body>", _PROBE + "</body>"))
+    width = 1300
+    dom = _chromium(page, tmp_path / "profile", f"--window-size={width},1600", "--dump-dom").stdout
+    probe = json.loads(unescape(re.search(r"<title>(.*?)</title>", dom, re.DOTALL).group(1)))
+    # the table as the browser shows it: the weighted score that `cryopick evaluate` gives
+    expected = score_picks(
+        read_picks(simulated["config"]), read_picks(simulated["root"] / "picks.csv")
+    )
+    assert probe["score"] == f"{expected.score:.4f}"
+    assert probe["decoded"], probe
+    x0, y0 = round(probe["x"]), round(probe["y"])
+    x1, y1 = round(probe["x"] + probe["width"]), round(probe["y"] + probe["height"])
+    assert probe["width"] > 200 and 0 <= x0 < x1 <= width and 0 <= y0 < y1, probe
+
     shot = tmp_path / "shot.png"
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1300,1600", f"--screenshot={shot}", simulated["html"].as_uri(),
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    height = max(1600, y1 + 16)  # the whole montage in the picture (the layout keeps its width)
+    _chromium(page, tmp_path / "profile", f"--window-size={width},{height}", f"--screenshot={shot}")
     image = imread(shot)[..., :3]
-    assert image.shape[:2] == (1600, 1300)
-    # non-blank: many distinct colours, dark text and grey slices on white
-    assert image.std() > 0.1
-    assert len(np.unique((image * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
+    assert image.shape[:2] == (height, width)
+    # where the montage sits: a grey-level tomogram slice (many grey levels, not uniform),
+    # not a blank box or a broken-image icon
+    montage = image[y0:y1, x0:x1]
+    grey = montage.mean(axis=2)
+    is_grey = np.ptp(montage, axis=2) < 0.02
+    assert is_grey.mean() > 0.5  # the slice; coloured circles and captions are the rest
+    assert grey[is_grey].std() > 0.08
+    assert len(np.unique(np.round(grey[is_grey] * 255))) > 64
     shutil.copy(shot, simulated["root"] / "chromium_screenshot.png")  # to look at

@@ -137,8 +137,18 @@ def test_report_takes_truth_user(two_users: dict[str, Path]) -> None:
     tomo = two_users["root"] / "TS_1.mrc"
     write_mrc(tomo, np.zeros(SHAPE, np.float32), SPACING_A)
     out = two_users["root"] / "r.html"
-    args = ["report", str(tomo), "--picks", str(two_users["picks"]), "--truth",
-            str(two_users["config"]), "--out", str(out), "--slices", "1"]  # fmt: skip
+    args = [
+        "report",
+        str(tomo),
+        "--picks",
+        str(two_users["picks"]),
+        "--truth",
+        str(two_users["config"]),
+        "--out",
+        str(out),
+        "--slices",
+        "1",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "cryopick/0 (2 picks)" in result.output, result.output
     result = runner.invoke(app, [*args, "--truth-user", "simulation", "--truth-session", "0"])
@@ -208,8 +218,14 @@ def _ribosome_truth(tmp_path: Path) -> Path:
 def test_foreign_star_needs_particle_type(tmp_path: Path) -> None:
     star = _relion_class3d_star(tmp_path / "class3d.star")
     write_mrc(tmp_path / "tomos" / "TS_1.mrc", np.zeros(SHAPE, np.float32), SPACING_A)
-    base = ["--truth", str(_ribosome_truth(tmp_path)), "--picks", str(star),
-            "--tomograms", str(tmp_path / "tomos")]  # fmt: skip
+    base = [
+        "--truth",
+        str(_ribosome_truth(tmp_path)),
+        "--picks",
+        str(star),
+        "--tomograms",
+        str(tmp_path / "tomos"),
+    ]
     code, output, _ = _evaluate(*base)
     assert code == 2  # was 0: class 1 read as apo-ferritin
     assert "class3d.star" in output and "--particle-type" in output and "Class3D" in output
@@ -221,11 +237,25 @@ def test_foreign_star_needs_particle_type(tmp_path: Path) -> None:
 
 def test_tomo_type_reads_shapes_of_that_type(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    write_tomogram(resolve_layout(config), "TS_1", np.zeros(SHAPE, np.float32), SPACING_A,
-                   tomo_type="wbp", n_levels=1)  # fmt: skip
+    write_tomogram(
+        resolve_layout(config),
+        "TS_1",
+        np.zeros(SHAPE, np.float32),
+        SPACING_A,
+        tomo_type="wbp",
+        n_levels=1,
+    )
     star = _relion_class3d_star(tmp_path / "class3d.star")
-    base = ["--truth", str(_ribosome_truth(tmp_path)), "--picks", str(star), "--tomograms",
-            str(config), "--particle-type", "ribosome"]  # fmt: skip
+    base = [
+        "--truth",
+        str(_ribosome_truth(tmp_path)),
+        "--picks",
+        str(star),
+        "--tomograms",
+        str(config),
+        "--particle-type",
+        "ribosome",
+    ]
     code, output, _ = _evaluate(*base)
     assert code == 2 and "denoised" in output  # the default type is not there
     code, output, data = _evaluate(*base, "--tomo-type", "wbp")

@@ -145,7 +145,7 @@ def test_competition_root_with_both_splits_is_ambiguous(tmp_path):
     _kaggle(tmp_path / "train", {"TS_5_4": "denoised"})
     (tmp_path / "train/overlay/ExperimentRuns/TS_5_4/Picks").mkdir(parents=True)
     _kaggle(tmp_path / "test", {"TS_6_4": "denoised"})
-    with pytest.raises(InputError, match="pass .*train or .*test") as err:
+    with pytest.raises(InputError, match=r"pass .*train or .*test") as err:
         read_tomograms(tmp_path)
     assert str(tmp_path / "train") in str(err.value) and str(tmp_path / "test") in str(err.value)
     with pytest.raises(InputError, match="both"):

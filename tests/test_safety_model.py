@@ -30,10 +30,10 @@ from cryopick.model import (
     read_model_card,
     save_model,
 )
-from cryopick.simulate import simulate_run
 from cryopick.training.config import TrainConfig
-from cryopick.training.sampling import run_from_simulation
 from cryopick.training.trainer import CHECKPOINT_FILENAME, train
+
+from shared_settings import TINY_TRAINING
 
 TINY = ModelConfig(widths=(4, 8))
 NO_GPU_MESSAGE = (
@@ -66,13 +66,10 @@ def _tiny_model_dir(path: Path, **card) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_train_run):
     """A 2-step training run (checkpoint at step 2) and the runs it used."""
-    run = run_from_simulation(simulate_run("easy", shape=(32, 64, 64), seed=0, name="tiny"))
-    config = TrainConfig(
-        architecture=ModelConfig(widths=(4, 8, 16)), patch_size=(32, 32, 32), batch_size=1,
-        steps=2, checkpoint_every=2, validate_every=0, warmup_steps=1, threads=1,
-    )  # fmt: skip
+    run = tiny_train_run
+    config = TrainConfig(**{**TINY_TRAINING, "steps": 2, "warmup_steps": 1})
     out = tmp_path_factory.mktemp("trained")
     train(config, out, train_runs=[run], progress=False)
     return out, config, run
@@ -218,9 +215,10 @@ def test_bad_model_card_values_are_one_line_input_errors(tmp_path):
 
 def test_model_card_resolves_aliases_and_keeps_good_cards(tmp_path):
     card = ModelCard.from_json(
-        _card_json(thresholds={"ferritin": 0.25, "cytosolic-ribosome": 0.5},
-                   thresholds_tta={"VLP": 0.75})
-    )  # fmt: skip
+        _card_json(
+            thresholds={"ferritin": 0.25, "cytosolic-ribosome": 0.5}, thresholds_tta={"VLP": 0.75}
+        )
+    )
     assert card.thresholds == {"apo-ferritin": 0.25, "ribosome": 0.5}
     assert card.thresholds_tta == {"virus-like-particle": 0.75}
     # tuning gives a class it found nothing for a threshold a hair above its best score, 1
@@ -317,8 +315,9 @@ def _blob_tomogram() -> Tomogram:
     grids = np.meshgrid(*(voxels_to_angstrom(np.arange(n), 10.0) for n in shape), indexing="ij")
     volume = np.random.default_rng(0).normal(0.0, 0.1, size=shape)
     volume -= np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True)) / 800.0)
-    return Tomogram(name="TS_1", data=volume.astype(np.float32), spacing_A=10.0,
-                    source=Path("TS_1.mrc"))  # fmt: skip
+    return Tomogram(
+        name="TS_1", data=volume.astype(np.float32), spacing_A=10.0, source=Path("TS_1.mrc")
+    )
 
 
 def test_predict_options_as_json_give_no_serializer_warning():

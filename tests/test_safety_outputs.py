@@ -15,28 +15,28 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import test_predict
 from cryopick.cli import app
 from cryopick.core.errors import InputError
-from cryopick.inference.pipeline import predict_tomogram
+from cryopick.inference.pipeline import PredictConfig, predict, predict_tomogram
 from cryopick.io.atomic import temp_prefix, write_text_atomic
 from cryopick.io.layout import make_copick_config, read_copick_config
 from cryopick.io.mrc import write_mrc
 from cryopick.io.picks import make_picks, read_picks, write_copick_picks
 from cryopick.io.picks.copick_config import insert_array_items
-from test_predict import DarkBlobDetector, _card, _tomogram, _volume
+from test_inference_pipeline import DarkBlobDetector, _card, _tomogram, _volume
 
 RUNNER = CliRunner()
-# a saved tiny model, served by test_predict's blob detector (the same fixture)
-model_dir = test_predict.model_dir
+CPU = PredictConfig(device="cpu")
 
 
 def _dead_pid() -> str:
     """The pid of a process that has exited."""
     done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.strip()
 
 
@@ -60,14 +60,18 @@ def _tree(folder: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------ 1. a folder is never replaced
 
 
-def test_an_existing_folder_given_as_file_output_is_refused_and_kept(tmp_path, model_dir):
+def test_an_existing_folder_given_as_file_output_is_refused_and_kept(
+    tmp_path, tiny_untrained_model_dir
+):
     tomos = _mrc_folder(tmp_path / "tomos")
     folder = tmp_path / "my_project"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "notes.txt").write_text("years of work")
     before = _tree(folder)
     for extra in ([], ["--shard", "0/1"]):
-        result = RUNNER.invoke(app, _predict_args(model_dir, str(tomos), "-o", str(folder), *extra))
+        result = RUNNER.invoke(
+            app, _predict_args(tiny_untrained_model_dir, str(tomos), "-o", str(folder), *extra)
+        )
         assert result.exit_code == 2, result.output
         assert "is an existing folder" in result.output
         assert _tree(folder) == before
@@ -120,10 +124,12 @@ def test_simulate_refuses_a_non_empty_folder_and_overwrites_only_its_own(tmp_pat
 # ------------------------------------------------------------ 4. copick output needs a project
 
 
-def test_copick_output_into_a_plain_folder_of_mrcs_is_refused(tmp_path, model_dir):
+def test_copick_output_into_a_plain_folder_of_mrcs_is_refused(tmp_path, tiny_untrained_model_dir):
     tomos = _mrc_folder(tmp_path / "tomos")
     before = _tree(tomos)
-    result = RUNNER.invoke(app, _predict_args(model_dir, str(tomos), "--format", "copick"))
+    result = RUNNER.invoke(
+        app, _predict_args(tiny_untrained_model_dir, str(tomos), "--format", "copick")
+    )
     assert result.exit_code == 2 and "not a copick project" in result.output
     assert _tree(tomos) == before and not (tomos / "ExperimentRuns").exists()
 
@@ -131,22 +137,26 @@ def test_copick_output_into_a_plain_folder_of_mrcs_is_refused(tmp_path, model_di
 # ------------------------------------------------------------ 6. one bad run spoils no other
 
 
-def test_one_corrupt_run_does_not_lose_the_others(tmp_path, model_dir):
+def test_one_corrupt_run_does_not_lose_the_others(tmp_path, tiny_untrained_model_dir):
     tomos = _mrc_folder(tmp_path / "tomos", bad=True)
     out = tmp_path / "picks.csv"
-    result = RUNNER.invoke(app, _predict_args(model_dir, str(tomos), "-o", str(out)))
+    result = RUNNER.invoke(app, _predict_args(tiny_untrained_model_dir, str(tomos), "-o", str(out)))
     assert result.exit_code == 1, result.output
     assert "run TS_bad failed" in result.output and "1 of 3 run(s) failed" in result.output
     picks = read_picks(out)
-    assert sorted(set(picks["experiment"])) == ["TS_1", "TS_2"] and len(picks) == 4
+    assert sorted(set(picks["experiment"])) == ["TS_1", "TS_2"]
+    # exactly the picks of the good runs alone
+    good = predict(_mrc_folder(tmp_path / "good"), tiny_untrained_model_dir, config=CPU)
+    cols = ["experiment", "particle_type", "x", "y", "z", "score"]
+    pd.testing.assert_frame_equal(picks[cols], good[cols], atol=1e-3)
     assert "Traceback" not in result.output
 
 
-def test_a_single_bad_tomogram_is_one_line_and_writes_nothing(tmp_path, model_dir):
+def test_a_single_bad_tomogram_is_one_line_and_writes_nothing(tmp_path, tiny_untrained_model_dir):
     bad = tmp_path / "TS_bad.mrc"
     bad.write_bytes(b"garbage" * 50)
     out = tmp_path / "picks.csv"
-    result = RUNNER.invoke(app, _predict_args(model_dir, str(bad), "-o", str(out)))
+    result = RUNNER.invoke(app, _predict_args(tiny_untrained_model_dir, str(bad), "-o", str(out)))
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "TS_bad.mrc" in result.output
     assert not out.exists()
@@ -199,11 +209,13 @@ def test_full_disk_leaves_every_pick_file_of_a_run_as_it_was(tiny_disk):
     assert not list(tiny_disk.rglob("*.tmp")) and not list(tiny_disk.rglob("*.journal"))
 
 
-def test_full_disk_in_the_cli_is_one_line_and_leaves_no_file(tiny_disk, tmp_path, model_dir):
+def test_full_disk_in_the_cli_is_one_line_and_leaves_no_file(
+    tiny_disk, tmp_path, tiny_untrained_model_dir
+):
     tomos = _mrc_folder(tmp_path / "tomos")
     _fill(tiny_disk, leave_bytes=0)
     out = tiny_disk / "picks.csv"
-    result = RUNNER.invoke(app, _predict_args(model_dir, str(tomos), "-o", str(out)))
+    result = RUNNER.invoke(app, _predict_args(tiny_untrained_model_dir, str(tomos), "-o", str(out)))
     assert result.exit_code == 1, result.output
     assert "disk is full" in result.output and "Traceback" not in result.output
     assert result.output.strip().count("\n") == 0
@@ -283,10 +295,16 @@ def test_a_run_folder_linking_outside_the_project_is_refused(tmp_path):
 # ------------------------------------------------------------ 16. objects the config lacks
 
 
+def _common_prefix_length(a: str, b: str) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
 def _only_inserted(old: str, new: str) -> bool:
     """True when ``new`` is ``old`` with one piece of text inserted."""
-    prefix = len(os.path.commonprefix([old, new]))
-    suffix = len(os.path.commonprefix([old[::-1], new[::-1]]))
+    prefix = _common_prefix_length(old, new)
+    suffix = _common_prefix_length(old[::-1], new[::-1])
     return len(new) > len(old) and prefix + suffix >= len(old)
 
 
@@ -300,14 +318,18 @@ def test_undeclared_objects_are_added_to_the_config_keeping_every_other_byte(tmp
     )
     config.write_text(text)
     picks = pd.concat(
-        [make_picks("TS_1", "ribosome", [[1.0, 2.0, 3.0]]),
-         make_picks("TS_1", "apo-ferritin", [[4.0, 5.0, 6.0]])], ignore_index=True,
-    )  # fmt: skip
+        [
+            make_picks("TS_1", "ribosome", [[1.0, 2.0, 3.0]]),
+            make_picks("TS_1", "apo-ferritin", [[4.0, 5.0, 6.0]]),
+        ],
+        ignore_index=True,
+    )
     paths = write_copick_picks(picks, config, "cryopick", "0")
     # ribosome is written under the project's own name; apo-ferritin was declared for it
     assert sorted(p.name for p in paths) == [
-        "cryopick_0_apo-ferritin.json", "cryopick_0_cytosolic-ribosome.json"
-    ]  # fmt: skip
+        "cryopick_0_apo-ferritin.json",
+        "cryopick_0_cytosolic-ribosome.json",
+    ]
     new = config.read_text()
     assert _only_inserted(text, new)
     objects = json.loads(new)["pickable_objects"]
@@ -367,7 +389,7 @@ def test_report_warns_about_slices_without_data(tmp_path, caplog):
     assert "TS_nan" in warnings[1] and "no finite value" in warnings[1]
 
 
-def test_an_input_or_another_data_file_is_never_the_output(tmp_path, model_dir):
+def test_an_input_or_another_data_file_is_never_the_output(tmp_path, tiny_untrained_model_dir):
     tomos = _mrc_folder(tmp_path / "tomos")
     tomogram = tomos / "TS_1.mrc"
     before = tomogram.read_bytes()
@@ -380,7 +402,7 @@ def test_an_input_or_another_data_file_is_never_the_output(tmp_path, model_dir):
         (str(tomos), str(tmp_path / "picks.star"), "expected .csv"),  # CSV format, STAR name
     ]
     for source, output, message in cases:
-        result = RUNNER.invoke(app, _predict_args(model_dir, source, "-o", output))
+        result = RUNNER.invoke(app, _predict_args(tiny_untrained_model_dir, source, "-o", output))
         assert result.exit_code == 2 and message in result.output, result.output
     assert tomogram.read_bytes() == before and config.read_text() == config_text
     assert not (tmp_path / "other.mrc").exists() and not (tmp_path / "picks.star").exists()

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from cryopick.cli import app
 from cryopick.core.coords import angstrom_to_voxels
 from cryopick.core.particles import PARTICLE_NAMES, get_particle
-from cryopick.simulate import get_preset, simulate_project, simulate_run
+from cryopick.simulate import get_preset, simulate_run
 from cryopick.simulate.imaging import (
     backprojection_matrix,
     dose_symmetric_order,
@@ -25,6 +25,8 @@ from cryopick.simulate.templates import (
     rotation_xyz_to_zyx,
     support_mask,
 )
+
+from shared_settings import SMALL_PROJECT
 
 SHAPE = (64, 128, 128)
 
@@ -231,39 +233,40 @@ def test_same_seed_gives_identical_runs():
     assert not np.array_equal(a.tomograms["wbp"], c.tomograms["wbp"])
 
 
-def test_project_reads_back_through_cryopick_io(tmp_path):
+def test_project_reads_back_through_cryopick_io(small_simulated_project):
     from cryopick.io.omezarr import read_ome_zarr, read_ome_zarr_levels
     from cryopick.io.picks import read_picks
     from cryopick.io.tomograms import read_tomograms
 
-    config = simulate_project(
-        tmp_path / "proj", 2, seed=4, shape=(32, 64, 64), preset="easy", progress=False
-    )
+    config, root = small_simulated_project, small_simulated_project.parent
+    seed, shape, n_runs = SMALL_PROJECT["seed"], SMALL_PROJECT["shape"], SMALL_PROJECT["n_runs"]
+    runs = [f"sim_{i:04d}" for i in range(n_runs)]
     cfg = json.loads(config.read_text())
     assert [o["name"] for o in cfg["pickable_objects"]] == list(PARTICLE_NAMES)
-    run0 = simulate_run("easy", (32, 64, 64), seed=np.random.SeedSequence([4, 0]), name="sim_0000")
+    # run i of a project is simulated from SeedSequence([seed, i])
+    run0 = simulate_run("easy", shape, seed=np.random.SeedSequence([seed, 0]), name="sim_0000")
     for tomo_type in ("wbp", "ctfdeconvolved", "denoised"):
         tomos = read_tomograms(config, tomo_type=tomo_type)
-        assert [t.name for t in tomos] == ["sim_0000", "sim_0001"]
+        assert [t.name for t in tomos] == runs
         assert tomos[0].spacing_A == pytest.approx(10.0)
         np.testing.assert_array_equal(tomos[0].to_numpy(), run0.tomograms[tomo_type])
-    store = tmp_path / "proj/ExperimentRuns/sim_0000/VoxelSpacing10.000/wbp.zarr"
-    assert [s for s, _ in read_ome_zarr_levels(store)] == [(32, 64, 64), (16, 32, 32), (8, 16, 16)]
+    run_dir = root / "ExperimentRuns/sim_0000"
+    store = run_dir / "VoxelSpacing10.000/wbp.zarr"
+    z, y, x = shape
+    levels = [(z, y, x), (z // 2, y // 2, x // 2), (z // 4, y // 4, x // 4)]
+    assert [s for s, _ in read_ome_zarr_levels(store)] == levels
     picks = read_picks(config)
     mine = picks[picks["experiment"] == "sim_0000"].sort_values(["particle_type", "x"])
     truth = run0.picks.sort_values(["particle_type", "x"])
     np.testing.assert_allclose(mine[["x", "y", "z"]].to_numpy(), truth[["x", "y", "z"]].to_numpy())
-    pick_files = sorted(p.name for p in (tmp_path / "proj/ExperimentRuns/sim_0000/Picks").iterdir())
+    pick_files = sorted(p.name for p in (run_dir / "Picks").iterdir())
     assert pick_files == sorted(f"simulation_0_{n}.json" for n in PARTICLE_NAMES)
-    seg = (
-        tmp_path
-        / "proj/ExperimentRuns/sim_0000/Segmentations/10.000_simulation_0_particles-multilabel.zarr"
-    )
+    seg = run_dir / "Segmentations/10.000_simulation_0_particles-multilabel.zarr"
     labels, spacing = read_ome_zarr(seg)
     assert spacing == pytest.approx(10.0)
     np.testing.assert_array_equal(np.asarray(labels[...]), run0.labels)
-    record = json.loads((tmp_path / "proj/simulation.json").read_text())
-    assert record["seed"] == 4 and set(record["runs"]) == {"sim_0000", "sim_0001"}
+    record = json.loads((root / "simulation.json").read_text())
+    assert record["seed"] == seed and set(record["runs"]) == set(runs)
 
 
 def test_cli_simulate_writes_a_project(tmp_path):

@@ -15,28 +15,27 @@ from cryopick.training.config import TrainConfig
 from cryopick.training.sampling import PatchSampler, run_from_simulation
 from cryopick.training.trainer import CHECKPOINT_FILENAME, load_checkpoint, train
 
-TINY = ModelConfig(widths=(4, 8, 16))
+from shared_settings import TINY_TRAINING
 
-
-@pytest.fixture(scope="module")
-def tiny_run():
-    return run_from_simulation(simulate_run("easy", shape=(32, 64, 64), seed=0, name="tiny"))
+TINY = ModelConfig(**TINY_TRAINING["architecture"])
 
 
 def _config(**update):
-    base = dict(
-        architecture=TINY, patch_size=(32, 32, 32), batch_size=1, steps=6, checkpoint_every=2,
-        validate_every=0, warmup_steps=2, threads=1,
-    )  # fmt: skip
-    return TrainConfig(**{**base, **update})
+    return TrainConfig(**{**TINY_TRAINING, **update})
 
 
-def test_sampler_is_seeded_and_balanced(tiny_run):
+def test_sampler_is_seeded_and_balanced(tiny_train_run):
     def draw(seed):
         s = PatchSampler(
-            [tiny_run], (32, 32, 32), 2, "sphere", 0.5, 1.0, AugmentConfig(),
+            [tiny_train_run],
+            (32, 32, 32),
+            2,
+            "sphere",
+            0.5,
+            1.0,
+            AugmentConfig(),
             np.random.default_rng(seed),
-        )  # fmt: skip
+        )
         return s.sample_batch(3)
 
     (xa, ya), (xb, yb), (xc, _) = draw(1), draw(1), draw(2)
@@ -45,18 +44,24 @@ def test_sampler_is_seeded_and_balanced(tiny_run):
     assert all((y > 0).any() for y in ya)  # particle_fraction=1: every patch shows a particle
 
 
-def test_train_end_to_end_writes_model_card_and_checkpoint(tmp_path, tiny_run):
+def test_train_end_to_end_writes_model_card_and_checkpoint(tmp_path, tiny_train_run):
     config = _config(steps=4, validate_every=4)
-    card = train(config, tmp_path, train_runs=[tiny_run], val_runs=[tiny_run], progress=False)
+    card = train(
+        config, tmp_path, train_runs=[tiny_train_run], val_runs=[tiny_train_run], progress=False
+    )
     assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.json", CHECKPOINT_FILENAME}
-    model, loaded = load_model(tmp_path)
+    _, loaded = load_model(tmp_path)
     assert loaded == card
     assert loaded.steps == 4 and len(loaded.learning_curve) == 1
     assert loaded.learning_curve[0][1] == 4
     assert set(loaded.thresholds) == {
-        "apo-ferritin", "beta-amylase", "beta-galactosidase", "ribosome", "thyroglobulin",
+        "apo-ferritin",
+        "beta-amylase",
+        "beta-galactosidase",
+        "ribosome",
+        "thyroglobulin",
         "virus-like-particle",
-    }  # fmt: skip
+    }
     assert loaded.train_config["steps"] == 4 and loaded.target == TargetSpec(
         kind="sphere", fraction=0.5
     )
@@ -67,9 +72,9 @@ def _weights(path):
     return torch.load(path / "model.pt", weights_only=True)
 
 
-def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path, tiny_run, monkeypatch):
+def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path, tiny_train_run, monkeypatch):
     config = _config()
-    train(config, tmp_path / "full", train_runs=[tiny_run], progress=False)
+    train(config, tmp_path / "full", train_runs=[tiny_train_run], progress=False)
 
     real = PatchSampler.sample_batch
     calls = {"n": 0}
@@ -82,10 +87,10 @@ def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path, tiny_run, 
 
     monkeypatch.setattr(PatchSampler, "sample_batch", dying)
     with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "cut", train_runs=[tiny_run], progress=False)
+        train(config, tmp_path / "cut", train_runs=[tiny_train_run], progress=False)
     assert load_checkpoint(tmp_path / "cut" / CHECKPOINT_FILENAME)["step"] == 2
     monkeypatch.setattr(PatchSampler, "sample_batch", real)
-    train(config, tmp_path / "cut", resume=True, train_runs=[tiny_run], progress=False)
+    train(config, tmp_path / "cut", resume=True, train_runs=[tiny_train_run], progress=False)
 
     full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     assert full.keys() == cut.keys()
@@ -93,9 +98,9 @@ def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path, tiny_run, 
         assert torch.equal(full[key], cut[key]), key
 
 
-def test_crash_while_saving_checkpoint_keeps_previous(tmp_path, tiny_run, monkeypatch):
+def test_crash_while_saving_checkpoint_keeps_previous(tmp_path, tiny_train_run, monkeypatch):
     config = _config(steps=2)
-    train(config, tmp_path, train_runs=[tiny_run], progress=False)
+    train(config, tmp_path, train_runs=[tiny_train_run], progress=False)
     good = load_checkpoint(tmp_path / CHECKPOINT_FILENAME)
 
     def crashing_save(obj, f, *args, **kwargs):
@@ -105,8 +110,13 @@ def test_crash_while_saving_checkpoint_keeps_previous(tmp_path, tiny_run, monkey
 
     monkeypatch.setattr(train_module.torch, "save", crashing_save)
     with pytest.raises(RuntimeError, match="power cut"):
-        train(config.model_copy(update={"steps": 4}), tmp_path, resume=True,
-              train_runs=[tiny_run], progress=False)  # fmt: skip
+        train(
+            config.model_copy(update={"steps": 4}),
+            tmp_path,
+            resume=True,
+            train_runs=[tiny_train_run],
+            progress=False,
+        )
     again = load_checkpoint(tmp_path / CHECKPOINT_FILENAME)
     assert again["step"] == good["step"] == 2
     for key, value in good["model"].items():
@@ -145,7 +155,7 @@ def test_cli_train_with_simulated_data(tmp_path):
             'tomo_types=["wbp"]',
             "--set",
             "val_tomo_type=wbp",
-        ],  # fmt: skip
+        ],
     )
     assert result.exit_code == 0, result.output
     card = json.loads((out / "model.json").read_text())
@@ -160,73 +170,97 @@ def test_cli_train_rejects_unknown_setting(tmp_path):
     assert "widths" in result.output
 
 
+@pytest.mark.integration
 def test_tiny_network_overfits_easy_volume(tmp_path):
     # 33 s of training + validation on 2 quiet cores (F4 0.997 measured); the small types
     # need ~400 steps. Widths 4-8-16 reach only 0.92 (one false pick in three classes).
     run = run_from_simulation(simulate_run("easy", shape=(64, 96, 96), seed=0), ["denoised"])
     no_aug = AugmentConfig(
-        flip_xy=False, flip_z=False, rotate_xy=False, scale_range=(1, 1), offset_sigma=0,
-        noise_probability=0, blur_probability=0,
-    )  # fmt: skip
+        flip_xy=False,
+        flip_z=False,
+        rotate_xy=False,
+        scale_range=(1, 1),
+        offset_sigma=0,
+        noise_probability=0,
+        blur_probability=0,
+    )
     config = TrainConfig(
-        architecture=ModelConfig(widths=(8, 16, 32)), patch_size=(64, 64, 64), steps=400,
-        validate_every=400, checkpoint_every=1000, warmup_steps=10, lr=5e-3, augment=no_aug,
+        architecture=ModelConfig(widths=(8, 16, 32)),
+        patch_size=(64, 64, 64),
+        steps=400,
+        validate_every=400,
+        checkpoint_every=1000,
+        warmup_steps=10,
+        lr=5e-3,
+        augment=no_aug,
         weight_radius_power=1.5,
-    )  # fmt: skip
+    )
     card = train(config, tmp_path, train_runs=[run], val_runs=[run], progress=False)
     assert card.score > 0.9
 
 
-def test_cli_resume_keeps_checkpoint_settings(tmp_path, tiny_run):
-    train(_config(steps=2, checkpoint_every=1), tmp_path, train_runs=[tiny_run], progress=False)
+def test_cli_resume_keeps_checkpoint_settings(tmp_path, tiny_train_run):
+    train(
+        _config(steps=2, checkpoint_every=1), tmp_path, train_runs=[tiny_train_run], progress=False
+    )
     # a resume that does not name --steps keeps the checkpoint's 2 steps (no default 4000)
     config = TrainConfig.model_validate({})
-    card = train(config, tmp_path, resume=True, train_runs=[tiny_run], progress=False)
+    card = train(config, tmp_path, resume=True, train_runs=[tiny_train_run], progress=False)
     assert card.steps == 2
     extended = TrainConfig.model_validate({"steps": 3})
-    card = train(extended, tmp_path, resume=True, train_runs=[tiny_run], progress=False)
+    card = train(extended, tmp_path, resume=True, train_runs=[tiny_train_run], progress=False)
     assert card.steps == 3 and card.train_config["steps"] == 3
 
 
-def test_init_from_starts_from_the_given_weights(tmp_path, tiny_run):
+def test_init_from_starts_from_the_given_weights(tmp_path, tiny_train_run):
     first = tmp_path / "first"
-    train(_config(steps=4), first, train_runs=[tiny_run], progress=False)
+    train(_config(steps=4), first, train_runs=[tiny_train_run], progress=False)
     # another architecture in the config is replaced by the initial model's
     tuned = tmp_path / "tuned"
     config = _config(
-        steps=1, lr=1e-12, warmup_steps=0, weight_decay=0.0, init_from=str(first),
+        steps=1,
+        lr=1e-12,
+        warmup_steps=0,
+        weight_decay=0.0,
+        init_from=str(first),
         architecture=ModelConfig(widths=(8, 16)),
-    )  # fmt: skip
-    card = train(config, tuned, train_runs=[tiny_run], progress=False)
+    )
+    card = train(config, tuned, train_runs=[tiny_train_run], progress=False)
     assert card.architecture == TINY and card.train_config["init_from"] == str(first)
     before, after = _weights(first), _weights(tuned)
     conv = [k for k in before if k.endswith("weight") and before[k].ndim == 5]
     for key in conv:  # one step at lr ~0: the same weights (BatchNorm statistics move)
         assert torch.allclose(before[key], after[key], atol=1e-6), key
-    fresh = train(_config(steps=1), tmp_path / "fresh", train_runs=[tiny_run], progress=False)
+    fresh = train(_config(steps=1), tmp_path / "fresh", train_runs=[tiny_train_run], progress=False)
     assert fresh.architecture == TINY
     assert not torch.allclose(before[conv[0]], _weights(tmp_path / "fresh")[conv[0]])
 
 
-def test_init_from_rejects_another_voxel_size(tmp_path, tiny_run):
+def test_init_from_rejects_another_voxel_size(tmp_path, tiny_train_run):
     first = tmp_path / "first"
-    train(_config(steps=2), first, train_runs=[tiny_run], progress=False)
+    train(_config(steps=2), first, train_runs=[tiny_train_run], progress=False)
     with pytest.raises(InputError, match="voxel size"):
-        train(_config(init_from=str(first), spacing_A=5.0), tmp_path / "x",
-              train_runs=[tiny_run], progress=False)  # fmt: skip
+        train(
+            _config(init_from=str(first), spacing_A=5.0),
+            tmp_path / "x",
+            train_runs=[tiny_train_run],
+            progress=False,
+        )
 
 
-def test_train_refuses_to_replace_a_model_unless_resumed_or_overwritten(tmp_path, tiny_run):
-    train(_config(steps=2), tmp_path, train_runs=[tiny_run], progress=False)
+def test_train_refuses_to_replace_a_model_unless_resumed_or_overwritten(tmp_path, tiny_train_run):
+    train(_config(steps=2), tmp_path, train_runs=[tiny_train_run], progress=False)
     weights = (tmp_path / "model.pt").read_bytes()
-    with pytest.raises(InputError, match="holds a trained model.*--resume.*--overwrite"):
-        train(_config(steps=2), tmp_path, train_runs=[tiny_run], progress=False)
+    with pytest.raises(InputError, match=r"holds a trained model.*--resume.*--overwrite"):
+        train(_config(steps=2), tmp_path, train_runs=[tiny_train_run], progress=False)
     assert (tmp_path / "model.pt").read_bytes() == weights
     # a model folder without a checkpoint (tuned, bundled) cannot be "resumed" over either
     (tmp_path / CHECKPOINT_FILENAME).unlink()
     with pytest.raises(InputError, match="holds a trained model"):
-        train(_config(steps=2), tmp_path, resume=True, train_runs=[tiny_run], progress=False)
-    card = train(_config(steps=1), tmp_path, train_runs=[tiny_run], progress=False, overwrite=True)
+        train(_config(steps=2), tmp_path, resume=True, train_runs=[tiny_train_run], progress=False)
+    card = train(
+        _config(steps=1), tmp_path, train_runs=[tiny_train_run], progress=False, overwrite=True
+    )
     assert card.steps == 1 and (tmp_path / "model.pt").read_bytes() != weights
 
 

@@ -50,9 +50,15 @@ LAZY_EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
-    "__version__", "evaluate", "predict", "read_picks", "read_tomograms", "simulate_project",
-    "train", "write_picks",
-]  # fmt: skip
+    "__version__",
+    "evaluate",
+    "predict",
+    "read_picks",
+    "read_tomograms",
+    "simulate_project",
+    "train",
+    "write_picks",
+]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports them
     from cryopick.evaluation.metric import score_picks as evaluate

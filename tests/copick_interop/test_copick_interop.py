@@ -5,18 +5,18 @@ import json
 import numpy as np
 import pytest
 
-copick = pytest.importorskip("copick")  # noqa: E402 - skips the module in the main env
+copick = pytest.importorskip("copick")
 
-import zarr  # noqa: E402
-from copick.util.ome import get_voxel_size_from_zarr  # noqa: E402
+import zarr
+from copick.util.ome import get_voxel_size_from_zarr
 
-from cryopick.core.errors import InputError  # noqa: E402
-from cryopick.core.picks import make_picks  # noqa: E402
-from cryopick.io.layout import make_copick_config, read_copick_config  # noqa: E402
-from cryopick.io.omezarr import read_ome_zarr  # noqa: E402
-from cryopick.io.picks import read_picks  # noqa: E402
-from cryopick.io.picks.copick_read import write_copick_picks  # noqa: E402
-from cryopick.io.tomograms import read_tomograms, write_tomogram  # noqa: E402
+from cryopick.core.errors import InputError
+from cryopick.core.picks import make_picks
+from cryopick.io.layout import make_copick_config, read_copick_config
+from cryopick.io.omezarr import read_ome_zarr
+from cryopick.io.picks import read_picks
+from cryopick.io.picks.copick_read import write_copick_picks
+from cryopick.io.tomograms import read_tomograms, write_tomogram
 
 SPACING_A = 10.012
 
@@ -70,7 +70,7 @@ def test_copick_tomogram_reads_in_cryopick(config_path):
     (level2,) = read_tomograms(config_path, tomo_type="wbp", level=2)
     assert level2.spacing_A == pytest.approx(4 * SPACING_A)
     np.testing.assert_allclose(level2.to_numpy(), tomo.numpy(zarr_group="2"), rtol=1e-6)
-    with pytest.raises(ValueError, match="no 'denoised'.*wbp"):
+    with pytest.raises(ValueError, match=r"no 'denoised'.*wbp"):
         read_tomograms(config_path, tomo_type="denoised")
 
 

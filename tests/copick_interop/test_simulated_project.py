@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-copick = pytest.importorskip("copick")  # noqa: E402 - skips the module in the main env
+copick = pytest.importorskip("copick")
 
-from cryopick.core.particles import PARTICLE_NAMES, get_particle  # noqa: E402
-from cryopick.simulate import simulate_project, simulate_run  # noqa: E402
+from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.simulate import simulate_project, simulate_run
 
 SHAPE = (32, 64, 64)
 

@@ -64,13 +64,20 @@ def evaluate(
         found = read_tomograms(tomograms, tomo_type=tomo_type)
         shapes = {t.name: (t.shape, t.spacing_A) for t in found}
     truth_df = read_truth(
-        truth, tomogram_shapes=shapes, particle_type=truth_particle_type, user_id=truth_user,
+        truth,
+        tomogram_shapes=shapes,
+        particle_type=truth_particle_type,
+        user_id=truth_user,
         session_id=truth_session,
-    )  # fmt: skip
+    )
     picks_df = read_picks(
-        picks, tomogram_shapes=shapes, particle_type=particle_type, user_id=picks_user,
-        session_id=picks_session, single_source=True,
-    )  # fmt: skip
+        picks,
+        tomogram_shapes=shapes,
+        particle_type=particle_type,
+        user_id=picks_user,
+        session_id=picks_session,
+        single_source=True,
+    )
     if truth_df.empty:
         raise InputError(truth, "no ground-truth picks found")
     check_experiments(truth_df, picks_df, truth, picks)

@@ -154,19 +154,40 @@ def predict(
     if output is None and format is not OutputFormat.COPICK:
         raise InputError(None, f"--output is needed for --format {format}")
     settings = load_predict_config(
-        config, device=device, tta=tta, batch_size=batch_size, overlap=overlap,
+        config,
+        device=device,
+        tta=tta,
+        batch_size=batch_size,
+        overlap=overlap,
         precision=precision,
-    )  # fmt: skip
+    )
     scale = ScaleOutOptions(
-        workers=workers, scheduler=scheduler, slurm=slurm, slurm_partition=slurm_partition,
-        slurm_gpus=slurm_gpus, slurm_cpus=slurm_cpus, slurm_memory=slurm_memory,
-        slurm_walltime=slurm_walltime, slurm_jobs=slurm_jobs, shard=shard, overwrite=overwrite,
-    )  # fmt: skip
+        workers=workers,
+        scheduler=scheduler,
+        slurm=slurm,
+        slurm_partition=slurm_partition,
+        slurm_gpus=slurm_gpus,
+        slurm_cpus=slurm_cpus,
+        slurm_memory=slurm_memory,
+        slurm_walltime=slurm_walltime,
+        slurm_jobs=slurm_jobs,
+        shard=shard,
+        overwrite=overwrite,
+    )
     result = predict_runs(
-        input_path, model, output, format, settings, tomo_type=tomo_type, runs=runs or None,
-        spacing_A=spacing_A, cluster=scale.cluster_options(), shard=scale.shard,
-        overwrite=scale.overwrite, show_progress=not quiet,
-    )  # fmt: skip
+        input_path,
+        model,
+        output,
+        format,
+        settings,
+        tomo_type=tomo_type,
+        runs=runs or None,
+        spacing_A=spacing_A,
+        cluster=scale.cluster_options(),
+        shard=scale.shard,
+        overwrite=scale.overwrite,
+        show_progress=not quiet,
+    )
     show_predict_result(result, output or input_path, format)
 
 

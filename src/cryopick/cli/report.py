@@ -65,10 +65,17 @@ def report(
     """Write one self-contained HTML page to check picks by eye (slices, metrics, model)."""
     from cryopick.report import ReportConfig, write_report
 
-    options = {"tomo_type": tomo_type, "n_xy_slices": slices, "xy_slices": z or None,
-               "slab_voxels": slab, "runs": runs or None, "truth_user": truth_user,
-               "truth_session": truth_session, "picks_user": picks_user,
-               "picks_session": picks_session}  # fmt: skip
+    options = {
+        "tomo_type": tomo_type,
+        "n_xy_slices": slices,
+        "xy_slices": z or None,
+        "slab_voxels": slab,
+        "runs": runs or None,
+        "truth_user": truth_user,
+        "truth_session": truth_session,
+        "picks_user": picks_user,
+        "picks_session": picks_session,
+    }
     config = ReportConfig(**{k: v for k, v in options.items() if v is not None})
     path = write_report(input_path, picks, out, truth, model, png_dir, config)
     typer.echo(f"wrote {path}")

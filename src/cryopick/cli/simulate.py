@@ -43,7 +43,12 @@ def simulate(
     if not 4.0 <= spacing_A <= 25.0:
         raise InputError(None, f"--spacing-A must lie in 4..25 Å, got {spacing_A}")
     path = simulate_project(
-        out, runs, seed=seed, shape=shape, spacing_A=spacing_A, preset=settings,
+        out,
+        runs,
+        seed=seed,
+        shape=shape,
+        spacing_A=spacing_A,
+        preset=settings,
         overwrite=overwrite,
-    )  # fmt: skip
+    )
     typer.echo(f"wrote {runs} simulated run(s): {path}")

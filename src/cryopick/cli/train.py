@@ -90,9 +90,15 @@ def train(
 ) -> None:
     """Train the 3D U-Net on annotated and/or simulated tomograms."""
     config = _build_train_config(
-        config_file, settings or [], data=data or None, val=val or None, steps=steps,
-        device=device, simulate=simulate, init_from=init_from,
-    )  # fmt: skip
+        config_file,
+        settings or [],
+        data=data or None,
+        val=val or None,
+        steps=steps,
+        device=device,
+        simulate=simulate,
+        init_from=init_from,
+    )
     if show_config:
         typer.echo(config.model_dump_json(indent=2))
         return

@@ -49,6 +49,7 @@ def tune(
     overwrite: OverwriteModelOption = False,
 ) -> None:
     """Re-tune per-class thresholds for F-beta on annotated runs; write a tuned model copy."""
+    from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
     from cryopick.evaluation.tuning import tune_model
 
     thresholds = tune_model(
@@ -61,7 +62,7 @@ def tune(
         truth_user=truth_user,
         truth_session=truth_session,
         beta=beta,
-        **({} if tolerance is None else {"tolerance": tolerance}),
+        tolerance=DEFAULT_TUNE_TOLERANCE if tolerance is None else tolerance,
         show_progress=not quiet,
         overwrite=overwrite,
     )

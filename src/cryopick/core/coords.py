@@ -109,7 +109,7 @@ def input_to_strided_vox(coords_zyx_vox: ArrayLike, stride: int) -> NDArray[np.f
 
 def xyz_to_zyx(coords_xyz: ArrayLike) -> NDArray[np.float64]:
     """Reverse the last axis: (x, y, z) columns to (z, y, x)."""
-    return np.asarray(coords_xyz, dtype=np.float64)[..., ::-1].copy()
+    return np.flip(np.asarray(coords_xyz, dtype=np.float64), axis=-1).copy()
 
 
 zyx_to_xyz = xyz_to_zyx  # the reversal is its own inverse

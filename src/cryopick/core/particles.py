@@ -42,18 +42,45 @@ class ParticleType:
 
 
 PARTICLES: tuple[ParticleType, ...] = (
-    ParticleType("apo-ferritin", 1, 60.0, 1.0, "4V1W", "#1f77b4",
-                 ("ferritin-complex", "ferritin", "apoferritin", "apo_ferritin")),
-    ParticleType("beta-amylase", 2, 65.0, 0.0, "1FA2", "#bcbd22",
-                 ("beta_amylase", "betaamylase")),
-    ParticleType("beta-galactosidase", 3, 90.0, 2.0, "6X1Q", "#2ca02c",
-                 ("beta_galactosidase", "betagalactosidase", "b-galactosidase")),
-    ParticleType("ribosome", 4, 150.0, 1.0, "6EK0", "#d62728",
-                 ("cytosolic-ribosome", "80s-ribosome", "80S ribosome")),
+    ParticleType(
+        "apo-ferritin",
+        1,
+        60.0,
+        1.0,
+        "4V1W",
+        "#1f77b4",
+        ("ferritin-complex", "ferritin", "apoferritin", "apo_ferritin"),
+    ),
+    ParticleType("beta-amylase", 2, 65.0, 0.0, "1FA2", "#bcbd22", ("beta_amylase", "betaamylase")),
+    ParticleType(
+        "beta-galactosidase",
+        3,
+        90.0,
+        2.0,
+        "6X1Q",
+        "#2ca02c",
+        ("beta_galactosidase", "betagalactosidase", "b-galactosidase"),
+    ),
+    ParticleType(
+        "ribosome",
+        4,
+        150.0,
+        1.0,
+        "6EK0",
+        "#d62728",
+        ("cytosolic-ribosome", "80s-ribosome", "80S ribosome"),
+    ),
     ParticleType("thyroglobulin", 5, 130.0, 2.0, "6SCJ", "#9467bd", ()),
-    ParticleType("virus-like-particle", 6, 135.0, 1.0, "6N4V", "#ff7f0e",
-                 ("virus-like-capsid", "vlp", "virus_like_particle", "pp7-vlp")),
-)  # fmt: skip
+    ParticleType(
+        "virus-like-particle",
+        6,
+        135.0,
+        1.0,
+        "6N4V",
+        "#ff7f0e",
+        ("virus-like-capsid", "vlp", "virus_like_particle", "pp7-vlp"),
+    ),
+)
 
 PARTICLE_NAMES: tuple[str, ...] = tuple(p.name for p in PARTICLES)
 N_CLASSES: int = len(PARTICLES) + 1  # background + one channel per particle type

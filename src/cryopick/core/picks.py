@@ -16,12 +16,13 @@ Columns (in this order):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from cryopick.core.errors import InputError
 from cryopick.core.particles import UnknownParticleError, resolve_particle_name
@@ -176,8 +177,21 @@ def validate_picks(df: pd.DataFrame, source: str | Path | None = None) -> pd.Dat
     return out
 
 
+def group_rows(
+    df: pd.DataFrame, columns: Sequence[str], *, sort: bool = True
+) -> dict[tuple[str, ...], NDArray[np.intp]]:
+    """Row positions of ``df`` for each combination of values of ``columns``.
+
+    ``df.groupby(columns).indices`` with its keys typed: a tuple of ``str``, one per column.
+    """
+    return {
+        tuple(str(v) for v in key) if isinstance(key, tuple) else (str(key),): np.asarray(idx)
+        for key, idx in df.groupby(list(columns), sort=sort).indices.items()
+    }
+
+
 def _check_matrix(matrix: ArrayLike | None, source: str | Path | None) -> np.ndarray:
-    if matrix is None or (np.isscalar(matrix) and pd.isna(matrix)):
+    if matrix is None or (isinstance(matrix, (float, np.floating)) and math.isnan(matrix)):
         return np.array(IDENTITY_MATRIX)
     try:
         arr = np.asarray(matrix, dtype=np.float64)

@@ -39,7 +39,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from cryopick.core.particles import PARTICLES, TOTAL_WEIGHT, get_particle
-from cryopick.core.picks import validate_picks
+from cryopick.core.picks import group_rows, validate_picks
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _groups(df: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
     xyz = df[["x", "y", "z"]].to_numpy(dtype=np.float64)
     return {
         (str(e), str(t)): xyz[idx]
-        for (e, t), idx in df.groupby(["experiment", "particle_type"], sort=False).indices.items()
+        for (e, t), idx in group_rows(df, ["experiment", "particle_type"], sort=False).items()
     }
 
 
@@ -109,7 +109,8 @@ def _matched_truth(
     """For each pick, the indices of truth points within ``radius_A`` (inclusive)."""
     if len(truth_xyz) == 0 or len(picks_xyz) == 0:
         return [[] for _ in range(len(picks_xyz))]
-    return cKDTree(truth_xyz).query_ball_point(picks_xyz, r=radius_A).tolist()
+    hits: list[list[int]] = cKDTree(truth_xyz).query_ball_point(picks_xyz, r=radius_A).tolist()
+    return hits
 
 
 def _augment(pick: int, hits: Sequence[Sequence[int]], owner: list[int]) -> bool:
@@ -119,14 +120,15 @@ def _augment(pick: int, hits: Sequence[Sequence[int]], owner: list[int]) -> bool
     holding truth point ``j`` (-1: free). Returns True when the matching grew by one.
     Adding picks one at a time keeps the matching maximum for the picks added so far.
     """
-    for j in hits[pick]:  # fast path: a free truth point in reach
-        if owner[j] < 0:
-            owner[j] = pick
+    for free in hits[pick]:  # fast path: a free truth point in reach
+        if owner[free] < 0:
+            owner[free] = pick
             return True
-    visited, chosen = set(), []  # chosen[k]: the truth point stack[k]'s pick would take
+    visited: set[int] = set()
+    chosen: list[int] = []  # chosen[k]: the truth point stack[k]'s pick would take
     stack = [(pick, iter(hits[pick]))]
     while stack:
-        j = next((j for j in stack[-1][1] if j not in visited), None)
+        j = next((k for k in stack[-1][1] if k not in visited), None)
         if j is None:
             stack.pop()
             if chosen:
@@ -171,7 +173,7 @@ def merge_duplicate_truth(truth_df: pd.DataFrame, source: str | Path | None = No
     truth = validate_picks(truth_df, source=source)
     xyz = truth[["x", "y", "z"]].to_numpy(dtype=np.float64)
     drop, runs = [], set()
-    for (exp, name), idx in truth.groupby(["experiment", "particle_type"]).indices.items():
+    for (exp, name), idx in group_rows(truth, ["experiment", "particle_type"]).items():
         radius_A = get_particle(name).radius_A * DISTANCE_MULTIPLIER
         pairs = cKDTree(xyz[idx]).query_pairs(radius_A, output_type="ndarray")
         if len(pairs):
@@ -187,8 +189,10 @@ def merge_duplicate_truth(truth_df: pd.DataFrame, source: str | Path | None = No
     log.warning(
         "%s: merged %d duplicate truth point(s) (same run and type, within the match "
         "distance of another) in run(s) %s",
-        source or "truth", len(dropped), ", ".join(sorted(runs)[:5]),
-    )  # fmt: skip
+        source or "truth",
+        len(dropped),
+        ", ".join(sorted(runs)[:5]),
+    )
     return truth.drop(index=truth.index[dropped]).reset_index(drop=True)
 
 
@@ -382,16 +386,20 @@ def format_score_table(result: ScoreResult, width: int = 100) -> str:
     from rich.table import Table
 
     table = Table(title=f"CZII score (F{result.beta:g}, weighted)", title_justify="left")
-    for name, justify in (("particle type", "left"), ("TP", "right"), ("FP", "right"),
-                          ("FN", "right"), ("precision", "right"), ("recall", "right"),
-                          (f"F{result.beta:g}", "right"), ("weight", "right")):  # fmt: skip
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("particle type", justify="left")
+    for name in ("TP", "FP", "FN", "precision", "recall", f"F{result.beta:g}", "weight"):
+        table.add_column(name, justify="right")
     for row in result.per_class.to_dict("records"):
         table.add_row(
-            row["particle_type"], str(int(row["tp"])), str(int(row["fp"])), str(int(row["fn"])),
-            f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['fbeta']:.3f}",
+            row["particle_type"],
+            str(int(row["tp"])),
+            str(int(row["fp"])),
+            str(int(row["fn"])),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['fbeta']:.3f}",
             f"{row['weight']:g}",
-        )  # fmt: skip
+        )
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
     console.print(table)

@@ -54,15 +54,15 @@ def to_class_metrics(result: ScoreResult) -> list[ClassMetrics]:
     """Return the per-class rows of a :class:`ScoreResult` as model-card metrics."""
     return [
         ClassMetrics(
-            particle_type=row.particle_type,
-            precision=float(row.precision),
-            recall=float(row.recall),
-            fbeta=float(row.fbeta),
-            tp=int(row.tp),
-            fp=int(row.fp),
-            fn=int(row.fn),
+            particle_type=str(row["particle_type"]),
+            precision=float(row["precision"]),
+            recall=float(row["recall"]),
+            fbeta=float(row["fbeta"]),
+            tp=int(row["tp"]),
+            fp=int(row["fp"]),
+            fn=int(row["fn"]),
         )
-        for row in result.per_class.itertuples()
+        for row in result.per_class.to_dict("records")
     ]
 
 

@@ -19,7 +19,7 @@ from cryopick.core.errors import InputError
 from cryopick.core.particles import PARTICLE_NAMES
 from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
 from cryopick.evaluation.thresholds import TunedScore, tune_and_score
-from cryopick.inference.pipeline import PredictConfig, predict_tomograms
+from cryopick.inference.pipeline import LoadedModel, PredictConfig, predict_tomograms
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.picks import read_truth
 from cryopick.io.runs import read_inputs
@@ -52,6 +52,7 @@ def tune_model(
     tolerance: float = DEFAULT_TUNE_TOLERANCE,
     show_progress: bool = False,
     overwrite: bool = False,
+    model: LoadedModel | None = None,
 ) -> dict[str, float]:
     """Re-tune per-class thresholds on annotated runs; write the model with the new card.
 
@@ -91,6 +92,9 @@ def tune_model(
         Show progress bars.
     overwrite : bool
         Replace a model already in ``out_dir``.
+    model : (torch.nn.Module, ModelCard), optional
+        ``model_dir``'s network and card, already loaded: predicts with them instead of
+        loading the folder again (its weights file is still what is copied).
 
     Returns
     -------
@@ -101,17 +105,25 @@ def tune_model(
     if out_dir.resolve() == model_dir.resolve():
         raise InputError(out_dir, "the tuned model must go to a new folder, not the input model")
     check_model_folder(out_dir, overwrite=overwrite)
-    card = read_model_card(model_dir)
+    card = read_model_card(model_dir) if model is None else model[1]
     tomograms = read_inputs(data, tomo_type, runs)
     truth_df = _read_tuning_truth(
-        truth if truth is not None else data, {t.name for t in tomograms}, truth_user,
+        truth if truth is not None else data,
+        {t.name for t in tomograms},
+        truth_user,
         truth_session,
-    )  # fmt: skip
+    )
     # every peak above a low floor is a candidate; tuning picks the threshold per class
     config = (config or PredictConfig()).model_copy(
         update={"thresholds": _floor_thresholds(), "min_score": 0.0}
     )
-    candidates = predict_tomograms(tomograms, model_dir, config, show_progress=show_progress)
+    candidates = predict_tomograms(
+        tomograms,
+        model_dir if model is None else None,
+        config,
+        show_progress=show_progress,
+        model=model,
+    )
     tuned = tune_and_score(truth_df, candidates, beta=beta, tolerance=tolerance)
     described = f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"
     _write_tuned_model(model_dir, out_dir, _tuned_card(card, tuned, config.tta, described))
@@ -123,8 +135,12 @@ def _tuned_card(card: ModelCard, tuned: TunedScore, tta: bool, data: str) -> Mod
     """Return ``card`` with the tuned thresholds (TTA: only ``thresholds_tta``) and metrics."""
     if tta:  # TTA maps score differently: keep the plain thresholds and metrics
         return card.model_copy(update={"thresholds_tta": tuned.thresholds})
-    update = {"thresholds": tuned.thresholds, "validation": tuned.per_class,
-              "score": tuned.score, "validation_data": [data]}  # fmt: skip
+    update = {
+        "thresholds": tuned.thresholds,
+        "validation": tuned.per_class,
+        "score": tuned.score,
+        "validation_data": [data],
+    }
     return card.model_copy(update=update)
 
 

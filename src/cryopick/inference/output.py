@@ -83,8 +83,8 @@ class RunShape:
     @classmethod
     def of(cls, tomogram: Any) -> RunShape:
         """Return the record of anything with ``name``, ``shape`` and ``spacing_A`` (a Tomogram)."""
-        shape = tuple(int(n) for n in tomogram.shape)
-        return cls(str(tomogram.name), shape, tomogram.spacing_A)  # type: ignore[arg-type]
+        z, y, x = (int(n) for n in tomogram.shape)
+        return cls(str(tomogram.name), (z, y, x), float(tomogram.spacing_A))
 
 
 def check_output_target(

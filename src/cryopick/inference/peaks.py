@@ -128,7 +128,7 @@ def _connected_blob(
     particles' blobs out of the window.
     """
     centre = np.asarray(centre_zyx, dtype=np.float64)
-    r = int(math.ceil(radius_vox))
+    r = math.ceil(radius_vox)
     c = np.round(centre).astype(int)
     lo = np.maximum(c - r, 0)
     hi = np.minimum(c + r + 1, prob.shape)
@@ -194,7 +194,7 @@ def measure_blob_radius(
     equivalent radius is that of a ball of the same volume, ``(3 n / 4 pi)^(1/3)``.
     """
     values, _ = _connected_blob(prob, centre_zyx, peak, window_vox)
-    return (3.0 * len(values) / (4.0 * math.pi)) ** (1.0 / 3.0)
+    return math.pow(3.0 * len(values) / (4.0 * math.pi), 1.0 / 3.0)
 
 
 def _find_class_peaks(
@@ -224,10 +224,11 @@ def _find_class_peaks(
         out_scores.append(value)
     if not out_coords:
         return np.zeros((0, 3)), np.zeros(0, dtype=np.float32)
-    coords, scores = np.asarray(out_coords), np.asarray(out_scores, dtype=np.float32)
+    centres = np.asarray(out_coords, dtype=np.float64)
+    scores = np.asarray(out_scores, dtype=np.float32)
     # refinement moves several maxima of one flat-topped blob to its centre: suppress again
-    kept = np.sort(suppress_non_maxima(coords, scores, nms_fraction * radius_vox))
-    return coords[kept], scores[kept]
+    kept = np.sort(suppress_non_maxima(centres, scores, nms_fraction * radius_vox))
+    return centres[kept], scores[kept]
 
 
 def resolve_cross_class(
@@ -336,9 +337,14 @@ def find_peaks(
         radius_vox = particle.radius_A / spacing_A
         blob_vox = blob_radius_fraction * radius_vox if blob_radius_fraction else None
         coords, scores = _find_class_peaks(
-            probs[particle.label], radius_vox, threshold, nms_fraction, blob_vox,
-            blob_ratio_range, max_peaks_per_class,
-        )  # fmt: skip
+            probs[particle.label],
+            radius_vox,
+            threshold,
+            nms_fraction,
+            blob_vox,
+            blob_ratio_range,
+            max_peaks_per_class,
+        )
         if len(coords):
             coords_A = voxels_to_angstrom(coords, spacing_A) + origin_A
             frames.append(make_picks(experiment, particle.name, coords_A, score=scores))

@@ -46,10 +46,21 @@ from cryopick.model import ModelCard, Threshold, bundled_model_dir, canonical_th
 
 log = logging.getLogger(__name__)
 
+LoadedModel = tuple[torch.nn.Module, ModelCard]
+"""A network and its card, as :func:`cryopick.model.load_model` returns them."""
+
 __all__ = [
-    "PICKS_SESSION_ID", "PICKS_USER_ID", "OutputFormat", "PredictConfig", "count_picks_per_run",
-    "predict", "predict_tomogram", "predict_tomograms", "write_predictions",
-]  # fmt: skip
+    "PICKS_SESSION_ID",
+    "PICKS_USER_ID",
+    "LoadedModel",
+    "OutputFormat",
+    "PredictConfig",
+    "count_picks_per_run",
+    "predict",
+    "predict_tomogram",
+    "predict_tomograms",
+    "write_predictions",
+]
 
 
 class PredictConfig(BaseModel):
@@ -194,9 +205,12 @@ def warn_if_smaller_than_window(
         log.warning(
             "%s: the tomogram (%s voxels at %.4g Å) is smaller than the network's %s-voxel "
             "window (%s): picks are unreliable and there may be none",
-            name, "x".join(map(str, shape_zyx)), spacing_A, "x".join(map(str, patch_zyx)),
+            name,
+            "x".join(map(str, shape_zyx)),
+            spacing_A,
+            "x".join(map(str, patch_zyx)),
             ", ".join(small),
-        )  # fmt: skip
+        )
     return bool(small)
 
 
@@ -208,6 +222,7 @@ def predict_tomograms(
     show_progress: bool = False,
     failures: dict[str, BaseException] | None = None,
     on_run_done: Callable[[RunResult], None] | None = None,
+    model: LoadedModel | None = None,
 ) -> pd.DataFrame:
     """Pick particles in several tomograms with one model; picks of all runs in one table.
 
@@ -216,7 +231,7 @@ def predict_tomograms(
     tomograms : list of Tomogram
         Inputs.
     model_dir : str or Path, optional
-        Model folder; default :func:`bundled_model_dir`.
+        Model folder; default :func:`bundled_model_dir` (unless ``model`` is given).
     config : PredictConfig, optional
         Settings.
     show_progress : bool
@@ -227,13 +242,15 @@ def predict_tomograms(
     on_run_done : callable, optional
         Called after each tomogram with its :class:`cryopick.io.runs.RunResult` (``done``
         with its pick count and seconds, or ``failed`` with the reason).
+    model : (torch.nn.Module, ModelCard), optional
+        An already loaded network and its card, used instead of loading ``model_dir``
+        (e.g. to predict many inputs with one model); pass one or the other.
     """
     from cryopick.core.picks import empty_picks
-    from cryopick.model import load_model
 
     config = config or PredictConfig()
     resolve_device(config.device)  # a wrong device fails once, before any run
-    model, card = load_model(model_dir or bundled_model_dir(), device="cpu")
+    network, card = _resolve_model(model_dir, model)
     frames = []
     with window_progress_bar(show_progress) as bar:
         for tomo in tomograms:
@@ -245,7 +262,7 @@ def predict_tomograms(
 
             start = time.perf_counter()
             try:
-                frames.append(predict_tomogram(tomo, model, card, config, progress=advance))
+                frames.append(predict_tomogram(tomo, network, card, config, progress=advance))
             except Exception as err:
                 if failures is None:
                     raise
@@ -262,6 +279,17 @@ def predict_tomograms(
     return pd.concat(frames, ignore_index=True) if frames else empty_picks()
 
 
+def _resolve_model(model_dir: str | Path | None, model: LoadedModel | None) -> LoadedModel:
+    """``model`` itself, else the network and card loaded from ``model_dir`` (or bundled)."""
+    if model is not None:
+        if model_dir is not None:
+            raise ValueError("pass model_dir or an already loaded model, not both")
+        return model
+    from cryopick.model import load_model
+
+    return load_model(model_dir or bundled_model_dir(), device="cpu")
+
+
 def predict(
     input_path: str | Path,
     model_dir: str | Path | None = None,
@@ -274,6 +302,7 @@ def predict(
     show_progress: bool = False,
     spacing_A: float | None = None,
     on_run_done: Callable[[RunResult], None] | None = None,
+    model: LoadedModel | None = None,
 ) -> pd.DataFrame:
     """Pick particles in every tomogram at ``input_path``, one after the other, and write them.
 
@@ -283,7 +312,7 @@ def predict(
         Anything :func:`cryopick.io.tomograms.read_tomograms` resolves: a copick config,
         a Kaggle root, a folder of MRC files, one MRC or OME-Zarr.
     model_dir : str or Path, optional
-        Trained model folder; default the bundled model.
+        Trained model folder; default the bundled model (unless ``model`` is given).
     output : str or Path, optional
         Output file (``csv``, ``kaggle``, ``star``) or project (``copick``; default the
         input project). Nothing is written for csv/kaggle/star when None.
@@ -300,6 +329,8 @@ def predict(
     on_run_done : callable, optional
         Called with each run's :class:`cryopick.io.runs.RunResult`, also for runs whose
         tomogram cannot be opened.
+    model : (torch.nn.Module, ModelCard), optional
+        An already loaded network and its card, instead of ``model_dir``.
 
     Returns
     -------
@@ -317,14 +348,22 @@ def predict(
     from cryopick.model import read_model_card
 
     check_output_target(output, format, input_path)  # before any work
-    model_dir = Path(model_dir) if model_dir else bundled_model_dir()
-    card = read_model_card(model_dir)
+    if model is None:
+        model_dir = Path(model_dir) if model_dir else bundled_model_dir()
+        card = read_model_card(model_dir)  # a bad model fails before any tomogram is read
+    else:
+        card = _resolve_model(model_dir, model)[1]
     failures: dict[str, BaseException] = {}
     tomograms = open_tomograms(input_path, tomo_type, runs, spacing_A, failures, on_run_done)
     picks = predict_tomograms(
-        tomograms, model_dir, config, show_progress=show_progress, failures=failures,
+        tomograms,
+        model_dir,
+        config,
+        show_progress=show_progress,
+        failures=failures,
         on_run_done=on_run_done,
-    )  # fmt: skip
+        model=model,
+    )
     done = [RunShape.of(t) for t in tomograms if t.name not in failures]
     n_runs = len({t.name for t in tomograms} | set(failures))
     reasons = {run: one_line_error(err) for run, err in failures.items()}

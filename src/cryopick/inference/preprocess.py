@@ -127,7 +127,8 @@ def resampled_shape(
     """
     ratio = float(spacing_A) / float(target_spacing_A)
     # the small epsilon keeps exact multiples (e.g. 5 -> 10 Å on an odd length) from rounding down
-    return tuple(int(math.floor((n - 1) * ratio + 1e-6)) + 1 for n in shape_zyx)  # type: ignore[return-value]
+    z, y, x = (math.floor((n - 1) * ratio + 1e-6) + 1 for n in shape_zyx)
+    return z, y, x
 
 
 def resample_volume(
@@ -166,16 +167,17 @@ def resample_volume(
         raise ValueError(f"voxel sizes must be positive, got {spacing_A} and {target_spacing_A}")
     shape = tuple(int(s) for s in volume.shape)
     if math.isclose(spacing_A, target_spacing_A, rel_tol=1e-4):
-        return np.asarray(volume[:], dtype=np.float32).copy()
+        same: NDArray[np.float32] = np.array(volume[:], dtype=np.float32)  # a copy
+        return same
     factor = float(target_spacing_A) / float(spacing_A)  # input voxels per output voxel
     sigma = max(0.0, (factor - 1.0) / 2.0)
-    halo = int(math.ceil(4.0 * sigma)) + 2 if sigma > 0 else 2
+    halo = math.ceil(4.0 * sigma) + 2 if sigma > 0 else 2
     out_shape = resampled_shape(shape, spacing_A, target_spacing_A)
     out = np.empty(out_shape, dtype=np.float32)
     n_out_slice = out_shape[1] * out_shape[2]
     for j0, j1 in _z_blocks(out_shape[0], n_out_slice, _BLOCK_VOXELS // 2):
-        i0 = max(0, int(math.floor(j0 * factor)) - halo)
-        i1 = min(shape[0], int(math.ceil((j1 - 1) * factor)) + 1 + halo)
+        i0 = max(0, math.floor(j0 * factor) - halo)
+        i1 = min(shape[0], math.ceil((j1 - 1) * factor) + 1 + halo)
         block = np.asarray(volume[i0:i1], dtype=np.float32)
         if sigma > 0:
             block = ndimage.gaussian_filter(block, sigma=sigma, mode="nearest")

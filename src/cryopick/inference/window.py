@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -62,7 +62,8 @@ def choose_patch_size(
     the default U-Net, about 410 ns per voxel in 64³ windows against 100 ns in 192³.
     """
     edge = max(multiple, max_edge // multiple * multiple)
-    return tuple(min(edge, -(-int(n) // multiple) * multiple) for n in shape_zyx)  # type: ignore[return-value]
+    z, y, x = (min(edge, -(-int(n) // multiple) * multiple) for n in shape_zyx)
+    return z, y, x
 
 
 class _Native(nn.Module):
@@ -73,7 +74,9 @@ class _Native(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_native(x)
+        # nn.Module types unknown attributes as Tensor | Module; this one is the method
+        native = cast(Callable[[torch.Tensor], torch.Tensor], self.model.forward_native)
+        return native(x)
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -121,8 +124,9 @@ def prepare_network(
     fold_batchnorm(net)
     net = net.to(device)
     if channels_last:
-        net = net.to(memory_format=torch.channels_last_3d)
-    if native:
+        # Module.to takes memory_format (as Tensor.to does); torch's stub omits it
+        net = net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    if native and declared is not None:
         return net, int(declared)
     with torch.inference_mode():
         out = net(torch.zeros((2, 1, *probe_size), device=device))
@@ -212,10 +216,16 @@ def predict_probability_map(
     autocast = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     with torch.inference_mode(), autocast:
         blended = sliding_window_inference(
-            torch.from_numpy(padded)[None, None], patch, batch_size, predictor,
+            torch.from_numpy(padded)[None, None],
+            patch,
+            batch_size,
+            predictor,
             overlap=[_monai_overlap(step, p) for step, p in zip(steps, patch, strict=True)],
-            mode="gaussian", sigma_scale=BLEND_SIGMA_FRACTION, sw_device=dev, device="cpu",
-        )  # fmt: skip
+            mode="gaussian",
+            sigma_scale=BLEND_SIGMA_FRACTION,
+            sw_device=dev,
+            device="cpu",
+        )
     out_shape = tuple(math.ceil(n / stride) for n in shape)
     crop = tuple(slice(0, n) for n in out_shape)
     result = blended[0][(slice(None), *crop)].numpy().astype(np.float16)

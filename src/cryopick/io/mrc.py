@@ -72,16 +72,24 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
         header_A = _header_spacing_A(mrc, path)
     if data.dtype.name not in _SUPPORTED_DTYPES:
         raise InputError(path, f"unsupported MRC data type {data.dtype}")
-    if spacing_A is not None:
-        if not spacing_A > 0:
-            raise InputError(path, f"spacing_A must be > 0, got {spacing_A}")
-        if header_A is not None and not np.isclose(header_A, spacing_A, rtol=1e-3):
+    return data, _choose_spacing_A(path, header_A, spacing_A)
+
+
+def _choose_spacing_A(path: Path, header_A: float | None, given_A: float | None) -> float:
+    """Return the caller's voxel size (warning if the header disagrees), else the header's.
+
+    Raises InputError naming ``path`` when neither is usable.
+    """
+    if given_A is not None:
+        if not given_A > 0:
+            raise InputError(path, f"spacing_A must be > 0, got {given_A}")
+        if header_A is not None and not np.isclose(header_A, given_A, rtol=1e-3):
             msg = "%s: header voxel size %.3f Å overridden by %.3f Å"
-            logger.warning(msg, path, header_A, spacing_A)
-        return data, float(spacing_A)
+            logger.warning(msg, path, header_A, given_A)
+        return float(given_A)
     if header_A is None:
         raise InputError(path, "the header has no voxel size (0 or 1 Å); pass it with --spacing-A")
-    return data, header_A
+    return header_A
 
 
 def write_mrc(path: str | Path, volume: ArrayLike, spacing_A: float) -> Path:

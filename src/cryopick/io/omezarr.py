@@ -233,10 +233,13 @@ def downsample_mean(volume: NDArray) -> NDArray:
     z, y, x = (s // 2 for s in padded.shape)
     blocks = padded.reshape(z, 2, y, 2, x, 2).astype(np.float32, copy=False)
     out = blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+    result: NDArray  # in the input's dtype
     if np.issubdtype(vol.dtype, np.integer):
         info = np.iinfo(vol.dtype)
-        return np.clip(np.rint(out), info.min, info.max).astype(vol.dtype)
-    return out.astype(vol.dtype, copy=False)
+        result = np.clip(np.rint(out), info.min, info.max).astype(vol.dtype)
+    else:
+        result = out.astype(vol.dtype, copy=False)
+    return result
 
 
 def downsample_nearest(volume: NDArray) -> NDArray:

@@ -90,7 +90,7 @@ class ChunkGrid:
     def missing(self) -> frozenset[tuple[int, ...]]:
         """Grid positions whose chunk file does not exist (listed once, then cached)."""
         if self._missing is None:
-            present = set()
+            present: set[str] = set()
             for folder, _, files in os.walk(self.array_dir):
                 rel = os.path.relpath(folder, self.array_dir)
                 stem = "" if rel == "." else rel.replace(os.sep, "/") + "/"
@@ -186,7 +186,7 @@ def read_chunk_grid(store: Path, array_path: str, array: Any) -> ChunkGrid | Non
     return ChunkGrid(store, array_path, shape, chunk_shape, prefix, separator, array.fill_value)
 
 
-class CheckedArray(zarr.Array):  # type: ignore[misc]
+class CheckedArray(zarr.Array):
     """A ``zarr.Array`` whose ``[...]`` reads fail clearly on missing or corrupt chunks.
 
     Made by :func:`checked_array`; everything else behaves as ``zarr.Array``.
@@ -236,12 +236,13 @@ class CheckedArray(zarr.Array):  # type: ignore[misc]
         return None
 
     if not ZARR3:  # zarr 2 pickles an Array as its constructor arguments only
+        # (mypy checks against zarr 3, whose Array has no __setstate__)
 
-        def __getstate__(self) -> tuple:
+        def __getstate__(self) -> tuple[Any, ChunkGrid]:
             return (super().__getstate__(), self._chunk_grid)
 
-        def __setstate__(self, state: tuple) -> None:
-            super().__setstate__(state[0])
+        def __setstate__(self, state: tuple[Any, ChunkGrid]) -> None:
+            super().__setstate__(state[0])  # type: ignore[misc]
             self._chunk_grid = state[1]
 
 
@@ -256,7 +257,7 @@ def checked_array(store: Path, array_path: str, array: Any) -> Any:
     if ZARR3:
         out = CheckedArray(array.async_array)
     else:
-        out = CheckedArray(
+        out = CheckedArray(  # type: ignore[call-arg]  # zarr 2's constructor; mypy sees zarr 3
             array.store, path=array.path, read_only=True, chunk_store=array.chunk_store
         )
     out._chunk_grid = grid

@@ -147,12 +147,16 @@ def read_tomograms(
     path = Path(path)
     if not path.exists():
         raise InputError(path, "does not exist")
-    if _reader_for(path):
-        members = [path]
+    if (reader := _reader_for(path)) is not None:
+        members = [(path, reader)]
     elif (layout := resolve_layout(path)) is not None:
         return _read_layout(path, layout, tomo_type, level, spacing_A, runs)
     elif path.is_dir():
-        members = sorted(p for p in path.iterdir() if _reader_for(p) and not p.name.startswith("."))
+        members = [
+            (p, read)
+            for p in sorted(path.iterdir())
+            if not p.name.startswith(".") and (read := _reader_for(p)) is not None
+        ]
         if not members:
             raise InputError(
                 path,
@@ -162,12 +166,12 @@ def read_tomograms(
     else:
         suffixes = ", ".join(_READERS)
         raise InputError(path, f"not a tomogram: expected a copick config or a {suffixes} file")
-    stems = [p.stem for p in members]
+    stems = [p.stem for p, _ in members]
     if dupes := sorted({n for n in stems if stems.count(n) > 1}):
         raise InputError(path, f"several volumes share the run name(s) {dupes}")
     by_name = dict(zip(stems, members, strict=True))
     selected = _check_runs(path, sorted(by_name), runs)
-    return [_reader_for(by_name[n])(by_name[n], level, spacing_A) for n in selected]
+    return [read(p, level, spacing_A) for p, read in (by_name[n] for n in selected)]
 
 
 def read_tomogram(

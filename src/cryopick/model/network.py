@@ -68,7 +68,7 @@ class ModelConfig(BaseModel):
     @property
     def input_multiple(self) -> int:
         """Input sides must be multiples of this (``forward`` pads otherwise)."""
-        return self.input_stride * 2 ** (len(self.widths) - 1)
+        return self.input_stride << (len(self.widths) - 1)  # stride * 2 ** (levels - 1)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -138,7 +138,8 @@ class UNet3D(nn.Module):
             skips.append(x)
         for level, up, dec in zip(self.levels, self.ups, self.decoders, strict=True):
             x = dec(torch.cat([up(x), skips[level]], dim=1))
-        return self.head(x)
+        logits: torch.Tensor = self.head(x)
+        return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits on the input grid, ``(N, C, Z, Y, X)`` for input ``(N, 1, Z, Y, X)``.

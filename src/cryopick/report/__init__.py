@@ -4,10 +4,10 @@ from cryopick.report.page import ReportConfig, build_report, render_figures, wri
 from cryopick.report.summary import classify_picks, summarise_picks_per_class
 
 __all__ = [
+    "ReportConfig",
     "build_report",
     "classify_picks",
     "render_figures",
-    "ReportConfig",
     "summarise_picks_per_class",
     "write_report",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -26,6 +27,7 @@ from matplotlib.patches import Circle
 from numpy.typing import ArrayLike, NDArray
 
 from cryopick.core.particles import get_particle
+from cryopick.core.picks import group_rows
 
 TITLE_PX = 22  # band above each panel for its caption
 GAP_PX = 8  # space between panels
@@ -34,11 +36,23 @@ LINE_PX = 2.0  # circle line width, pixels
 DISPLAY_PERCENTILES = (1.0, 99.0)  # robust contrast limits per slice
 
 # How each match status is drawn: TP solid circle, FP dashed circle, FN cross at the truth centre
-STATUS_STYLES: dict[str, dict[str, object]] = {
-    "pick": {"linestyle": "solid", "label": "pick"},
-    "tp": {"linestyle": "solid", "label": "true positive (pick)"},
-    "fp": {"linestyle": (0, (3, 2)), "label": "false positive (pick)"},
-    "fn": {"marker": "x", "label": "missed (truth)"},
+LineStyle = str | tuple[float, tuple[float, ...]]  # matplotlib's named or (offset, dashes)
+
+
+@dataclass(frozen=True)
+class StatusStyle:
+    """How picks of one match status are drawn, and their legend entry."""
+
+    label: str
+    linestyle: LineStyle = "solid"  # of the circle
+    cross: bool = False  # a cross at the truth centre instead of a circle
+
+
+STATUS_STYLES: dict[str, StatusStyle] = {
+    "pick": StatusStyle("pick"),
+    "tp": StatusStyle("true positive (pick)"),
+    "fp": StatusStyle("false positive (pick)", linestyle=(0, (3, 2))),
+    "fn": StatusStyle("missed (truth)", cross=True),
 }
 
 log = logging.getLogger(__name__)
@@ -75,7 +89,8 @@ def read_slice(data: Any, axis: str, index: int, slab_voxels: int = 1) -> np.nda
     half = slab_voxels // 2
     lo, hi = max(0, index - half), min(n, index + half + 1)
     block = np.asarray(data[lo:hi] if dim == 0 else data[:, lo:hi], dtype=np.float32)
-    return block.mean(axis=dim)
+    slab: NDArray[np.float32] = block.mean(axis=dim)
+    return slab
 
 
 @dataclass(frozen=True)
@@ -262,16 +277,22 @@ def layout_montage(
         xz_height = max(1, round(panel_width_px * nz / nx))
         boxes.append(
             PanelBox(
-                GAP_PX, bottom + TITLE_PX, panel_width_px, xz_height, "y", int(xz_index),
-                (nz, nx), spacing_A,
+                GAP_PX,
+                bottom + TITLE_PX,
+                panel_width_px,
+                xz_height,
+                "y",
+                int(xz_index),
+                (nz, nx),
+                spacing_A,
             )
-        )  # fmt: skip
+        )
         bottom += TITLE_PX + xz_height + GAP_PX
     width = GAP_PX + n_columns * (panel_width_px + GAP_PX)
     return boxes, (width, bottom + LEGEND_PX)
 
 
-def _axes_for_box(fig: Figure, box: PanelBox, size_px: tuple[int, int]):
+def _axes_for_box(fig: Figure, box: PanelBox, size_px: tuple[int, int]) -> Axes:
     width, height = size_px
     rect = (
         box.x0_px / width,
@@ -284,21 +305,33 @@ def _axes_for_box(fig: Figure, box: PanelBox, size_px: tuple[int, int]):
     return ax
 
 
-def _draw_circles(ax, centers_2d_A, radii_A, colour: str, status: str, line_pt: float) -> None:
-    if status == "fn":  # a miss: a cross spanning the truth particle's cut circle
+def _draw_circles(
+    ax: Axes,
+    centers_2d_A: NDArray[np.float64],
+    radii_A: NDArray[np.float64],
+    colour: str,
+    status: str,
+    line_pt: float,
+) -> None:
+    style = STATUS_STYLES[status]
+    if style.cross:  # a miss: a cross spanning the truth particle's cut circle
         d = radii_A[:, None] / np.sqrt(2.0)
         h, v = centers_2d_A[:, :1], centers_2d_A[:, 1:]
         down = np.stack([np.hstack([h - d, v - d]), np.hstack([h + d, v + d])], axis=1)
         up = np.stack([np.hstack([h - d, v + d]), np.hstack([h + d, v - d])], axis=1)
-        lines = LineCollection(np.concatenate([down, up]), colors=colour, linewidths=line_pt)
+        segments = list(np.concatenate([down, up]))  # each (2, 2): start and end point
+        lines = LineCollection(segments, colors=colour, linewidths=line_pt)
         lines.set_capstyle("butt")
         ax.add_collection(lines)
         return
     patches = [Circle((h, v), r) for (h, v), r in zip(centers_2d_A, radii_A, strict=True)]
-    style = STATUS_STYLES[status]["linestyle"]
     ax.add_collection(
         PatchCollection(
-            patches, facecolor="none", edgecolor=colour, linewidth=line_pt, linestyle=style
+            patches,
+            facecolor="none",
+            edgecolor=colour,
+            linewidth=line_pt,
+            linestyle=style.linestyle,
         )
     )
 
@@ -341,20 +374,29 @@ def plot_montage(
         vmin, vmax = compute_display_range(image)
         left, right, bottom, top = box.extent_A
         ax.imshow(
-            image, cmap="gray", vmin=vmin, vmax=vmax, extent=box.extent_A,
-            interpolation="nearest", aspect="auto",
-        )  # fmt: skip
+            image,
+            cmap="gray",
+            vmin=vmin,
+            vmax=vmax,
+            extent=box.extent_A,
+            interpolation="nearest",
+            aspect="auto",
+        )
         ax.set_xlim(left, right)
         ax.set_ylim(bottom, top)
         plane = "XY" if box.axis == "z" else "XZ"
         caption = f"{plane}  {box.axis} = {box.position_A:.0f} Å  (index {box.index})"
         fig.text(
-            box.x0_px / width, 1.0 - (box.y0_px - 4) / height, caption,
-            fontsize=10, va="bottom", ha="left",
-        )  # fmt: skip
+            box.x0_px / width,
+            1.0 - (box.y0_px - 4) / height,
+            caption,
+            fontsize=10,
+            va="bottom",
+            ha="left",
+        )
         centers_2d, cut_radii, visible = cut_spheres(centers, radii, box.axis, box.position_A)
         shown = markers[visible]
-        for (name, status), idx in shown.groupby(["particle_type", "status"]).indices.items():
+        for (name, status), idx in group_rows(shown, ["particle_type", "status"]).items():
             colour = get_particle(name).colour
             _draw_circles(ax, centers_2d[idx], cut_radii[idx], colour, status, line_pt)
     _draw_legend(fig, markers, size_px, title)
@@ -362,7 +404,7 @@ def plot_montage(
 
 
 def _draw_legend(fig: Figure, markers: pd.DataFrame, size_px: tuple[int, int], title: str) -> None:
-    width, height = size_px
+    height = size_px[1]
     ax = fig.add_axes((0.0, 0.0, 1.0, LEGEND_PX / height))
     ax.set_axis_off()
     handles = [
@@ -372,17 +414,21 @@ def _draw_legend(fig: Figure, markers: pd.DataFrame, size_px: tuple[int, int], t
     for status in ("tp", "fp", "fn", "pick"):
         if status in set(markers["status"]):
             style = STATUS_STYLES[status]
-            line = (
-                {"marker": "x", "lw": 0, "ms": 8}
-                if status == "fn"
-                else {"ls": style["linestyle"], "lw": 2}
-            )
-            handles.append(Line2D([], [], color="black", label=style["label"], **line))
+            if style.cross:
+                handle = Line2D([], [], color="black", label=style.label, marker="x", lw=0, ms=8)
+            else:
+                handle = Line2D([], [], color="black", label=style.label, ls=style.linestyle, lw=2)
+            handles.append(handle)
     if handles:
         ax.legend(
-            handles=handles, loc="center", ncol=min(len(handles), 5), fontsize=8, frameon=False,
-            title=title or None, title_fontsize=9,
-        )  # fmt: skip
+            handles=handles,
+            loc="center",
+            ncol=min(len(handles), 5),
+            fontsize=8,
+            frameon=False,
+            title=title or None,
+            title_fontsize=9,
+        )
 
 
 def render_png(fig: Figure) -> bytes:

@@ -167,11 +167,14 @@ def render_model_section(card: ModelCard, figures: Mapping[str, bytes]) -> str:
     parts.append(_validation_table(card))
     if "learning_curve.png" in figures:
         parts.append(
-            "<figure>" + _img(figures, "learning_curve.png", "learning curve")
+            "<figure>"
+            + _img(figures, "learning_curve.png", "learning curve")
             + "<figcaption>Validation score during training.</figcaption></figure>"
-        )  # fmt: skip
-    for key, value in (("architecture", card.architecture.model_dump(mode="json")),
-                       ("train_config", card.train_config)):  # fmt: skip
+        )
+    for key, value in (
+        ("architecture", card.architecture.model_dump(mode="json")),
+        ("train_config", card.train_config),
+    ):
         if value:
             parts.append(
                 f"<details><summary>{escape(key)}</summary>"

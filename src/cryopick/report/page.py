@@ -146,9 +146,13 @@ def _render_montage(tomo: Any, markers: pd.DataFrame, config: ReportConfig) -> b
 
 
 def _render_class(
-    name: str, markers: pd.DataFrame, truth: pd.DataFrame | None, picks: pd.DataFrame,
-    card: ModelCard | None, config: ReportConfig,
-) -> bytes:  # fmt: skip
+    name: str,
+    markers: pd.DataFrame,
+    truth: pd.DataFrame | None,
+    picks: pd.DataFrame,
+    card: ModelCard | None,
+    config: ReportConfig,
+) -> bytes:
     """Draw one class's metric curves (with truth) and score histogram; PNG bytes.
 
     The model's threshold for the class is marked, and its TTA threshold when the card
@@ -175,9 +179,15 @@ def _render_class(
     threshold = None if card is None else card.thresholds.get(name)
     tta_threshold = None if card is None else card.thresholds_tta.get(name)
     fig = report_plots.plot_class_curves(
-        name, curve, scores, threshold, config.beta, n_missed, config.dpi,
+        name,
+        curve,
+        scores,
+        threshold,
+        config.beta,
+        n_missed,
+        config.dpi,
         tta_threshold=tta_threshold,
-    )  # fmt: skip
+    )
     return rf.render_png(fig)
 
 
@@ -194,12 +204,14 @@ def _restrict_to_runs(df: pd.DataFrame, tomograms: Sequence[Any], source: Any) -
     runs = set(df["experiment"])
     if len(tomograms) == 1 and runs and not runs & names:
         # e.g. a lone MRC file whose name is not the run name of the picks
-        log.warning("%s: picks of runs %s shown on %s", source, sorted(runs)[:10],
-                    tomograms[0].name)  # fmt: skip
+        log.warning(
+            "%s: picks of runs %s shown on %s", source, sorted(runs)[:10], tomograms[0].name
+        )
         return df.assign(experiment=tomograms[0].name)
     if dropped := sorted(runs - names):
-        log.warning("%s: no tomogram shown for runs %s; their picks are left out", source,
-                    dropped[:10])  # fmt: skip
+        log.warning(
+            "%s: no tomogram shown for runs %s; their picks are left out", source, dropped[:10]
+        )
     return df[df["experiment"].isin(names)].reset_index(drop=True)
 
 
@@ -245,12 +257,21 @@ def write_report(
     if not tomograms:
         raise InputError(input_path, f"no tomograms of type {config.tomo_type!r} found")
     shapes = {t.name: (t.shape, t.spacing_A) for t in tomograms}  # STAR files need them
-    picks = read_picks(picks_path, tomogram_shapes=shapes, user_id=config.picks_user,
-                       session_id=config.picks_session, single_source=True)  # fmt: skip
-    truth = None if truth_path is None else read_truth(
-        truth_path, tomogram_shapes=shapes, user_id=config.truth_user,
-        session_id=config.truth_session,
-    )  # fmt: skip
+    picks = read_picks(
+        picks_path,
+        tomogram_shapes=shapes,
+        user_id=config.picks_user,
+        session_id=config.picks_session,
+        single_source=True,
+    )
+    truth = None
+    if truth_path is not None:
+        truth = read_truth(
+            truth_path,
+            tomogram_shapes=shapes,
+            user_id=config.truth_user,
+            session_id=config.truth_session,
+        )
     card = None if model_dir is None else read_model_card(model_dir)
     picks = _restrict_to_runs(picks, tomograms, picks_path)
     if truth is not None:
@@ -301,7 +322,12 @@ def build_report(
     table, score = summarise_picks_per_class(picks, truth, beta=config.beta)
     figures = render_figures(tomograms, markers, truth, picks, card, config)
     page = render_html(
-        table=table, score=score, figures=figures, card=card, config=config,
-        tomograms=tomograms, sources=sources or {},
-    )  # fmt: skip
+        table=table,
+        score=score,
+        figures=figures,
+        card=card,
+        config=config,
+        tomograms=tomograms,
+        sources=sources or {},
+    )
     return page, figures

@@ -76,9 +76,13 @@ def _mark_thresholds(ax: Any, marks: Mapping[str, float | None], label: bool) ->
 
 
 def _plot_metric_curves(
-    ax: Any, particle_type: str, curve: Any, colour: str, beta: float,
+    ax: Any,
+    particle_type: str,
+    curve: Any,
+    colour: str,
+    beta: float,
     marks: Mapping[str, float | None],
-) -> None:  # fmt: skip
+) -> None:
     """Plot precision, recall and F-beta against the score threshold on ``ax``."""
     # keeping score >= t: between two pick scores the metric is that of the higher one;
     # below the lowest score all picks are kept, above the highest none (metric 0)
@@ -104,9 +108,13 @@ def _plot_metric_curves(
 
 
 def _plot_score_histogram(
-    ax: Any, particle_type: str, scores: Mapping[str, ArrayLike], colour: str,
-    n_missed: int | None, marks: Mapping[str, float | None],
-) -> None:  # fmt: skip
+    ax: Any,
+    particle_type: str,
+    scores: Mapping[str, ArrayLike],
+    colour: str,
+    n_missed: int | None,
+    marks: Mapping[str, float | None],
+) -> None:
     """Plot the stacked histogram of pick scores by group on ``ax``."""
     groups = {k: np.asarray(v, dtype=float) for k, v in scores.items()}
     groups = {k: v[np.isfinite(v)] for k, v in groups.items()}
@@ -115,9 +123,12 @@ def _plot_score_histogram(
         bins = np.histogram_bin_edges(values, bins=min(30, max(5, values.size // 3)))
         shades = [colour, "0.6", "0.3"]
         ax.hist(
-            list(groups.values()), bins=bins, stacked=True, label=list(groups),
+            list(groups.values()),
+            bins=bins,
+            stacked=True,
+            label=list(groups),
             color=shades[: len(groups)],
-        )  # fmt: skip
+        )
         if len(groups) > 1:
             ax.legend(fontsize=7)
     else:
@@ -162,7 +173,5 @@ def plot_learning_curve(points: Sequence[Sequence[float]], dpi: float = 100.0) -
         ax.grid(alpha=0.3)
     if len(data):
         best = int(np.argmax(data[:, 2]))
-        ax_step.set_title(
-            f"best {data[best, 2]:.3f} at step {data[best, 1]:.0f}", fontsize=10
-        )  # fmt: skip
+        ax_step.set_title(f"best {data[best, 2]:.3f} at step {data[best, 1]:.0f}", fontsize=10)
     return fig

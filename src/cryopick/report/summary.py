@@ -54,7 +54,7 @@ def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFr
         cand = out[(out["experiment"] == run) & (out["particle_type"] == name)]
         matched = np.zeros(len(ref), dtype=bool)
         if len(cand):
-            radius_A = DISTANCE_MULTIPLIER * get_particle(name).radius_A
+            radius_A = DISTANCE_MULTIPLIER * get_particle(str(name)).radius_A
             ref_xyz = ref[["x", "y", "z"]].to_numpy(float)
             cand_xyz = cand[["x", "y", "z"]].to_numpy(float)
             score = cand["score"].fillna(-np.inf).to_numpy()

@@ -237,18 +237,20 @@ def _open_client(distributed: Any, config: ClusterConfig) -> Iterator[Any]:
     n_workers = config.workers or n_cores
     torch_threads = config.torch_threads or plan_local_threads(n_workers, n_cores)
     env = {v: str(torch_threads) for v in THREAD_ENV_VARS}
-    with distributed.LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        silence_logs=logging.ERROR,
-        dashboard_address=None,
-        env=env,
-    ) as cluster:
-        with distributed.Client(cluster) as client:
-            client.register_plugin(_worker_plugin(torch_threads, spread_gpus=True))
-            log.info("LocalCluster: %d workers x %d torch threads", n_workers, torch_threads)
-            yield client
+    with (
+        distributed.LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            silence_logs=logging.ERROR,
+            dashboard_address=None,
+            env=env,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.register_plugin(_worker_plugin(torch_threads, spread_gpus=True))
+        log.info("LocalCluster: %d workers x %d torch threads", n_workers, torch_threads)
+        yield client
 
 
 def map_in_process(
@@ -288,7 +290,7 @@ def map_on_client(
     for future in as_completed(futures):
         try:
             result = future.result()
-        except Exception as err:  # noqa: BLE001 - reported per run, the others go on
+        except Exception as err:
             result = on_error(futures[future], err)
         on_done(result)
         results.append(result)

@@ -39,11 +39,25 @@ from cryopick.io.runs import RunRef, list_run_refs
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "MANIFEST_NAME", "TASK_LOG_NAME", "RunRef", "append_task_log", "build_manifest",
-    "hash_model_dir", "is_run_done", "list_run_refs", "merge_parts", "parse_shard",
-    "parts_dir_for", "read_meta", "read_part", "read_task_log", "remove_stale_temporaries",
-    "select_shard", "update_manifest", "write_part",
-]  # fmt: skip
+    "MANIFEST_NAME",
+    "TASK_LOG_NAME",
+    "RunRef",
+    "append_task_log",
+    "build_manifest",
+    "hash_model_dir",
+    "is_run_done",
+    "list_run_refs",
+    "merge_parts",
+    "parse_shard",
+    "parts_dir_for",
+    "read_meta",
+    "read_part",
+    "read_task_log",
+    "remove_stale_temporaries",
+    "select_shard",
+    "update_manifest",
+    "write_part",
+]
 
 MANIFEST_NAME = "manifest.json"
 TASK_LOG_NAME = "tasks.jsonl"
@@ -125,7 +139,8 @@ def is_run_done(parts_dir: Path, run: str, fingerprint: str) -> bool:
     if not (meta_path.is_file() and (parts_dir / f"{run}.csv").is_file()):
         return False
     try:
-        return json.loads(meta_path.read_text()).get("fingerprint") == fingerprint
+        meta = json.loads(meta_path.read_text())
+        return isinstance(meta, dict) and meta.get("fingerprint") == fingerprint
     except (OSError, json.JSONDecodeError):
         return False
 
@@ -176,12 +191,14 @@ def read_task_log(parts_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(dict(options), sort_keys=True, default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(dict(options), sort_keys=True, default=str))
+    return plain
 
 
 def read_meta(parts_dir: Path, run: str) -> dict[str, Any]:
     """Read the meta of a finished run: fingerprint, picks, seconds, tomogram shape/spacing."""
-    return json.loads((parts_dir / f"{run}.json").read_text())
+    meta: dict[str, Any] = json.loads((parts_dir / f"{run}.json").read_text())  # is_run_done's
+    return meta
 
 
 def update_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:

@@ -88,15 +88,30 @@ def predict_runs(
     """
     if not (shard or overwrite or is_cluster_given(cluster)):
         return _predict_in_process(
-            input_path, model_dir, output, format, config, tomo_type=tomo_type,
-            runs=list(runs) if runs is not None else None, spacing_A=spacing_A,
+            input_path,
+            model_dir,
+            output,
+            format,
+            config,
+            tomo_type=tomo_type,
+            runs=list(runs) if runs is not None else None,
+            spacing_A=spacing_A,
             show_progress=show_progress,
-        )  # fmt: skip
+        )
     return _predict_as_tasks(
-        input_path, model_dir, output, format, config, tomo_type=tomo_type, runs=runs,
-        spacing_A=spacing_A, cluster=cluster, shard=shard, overwrite=overwrite,
+        input_path,
+        model_dir,
+        output,
+        format,
+        config,
+        tomo_type=tomo_type,
+        runs=runs,
+        spacing_A=spacing_A,
+        cluster=cluster,
+        shard=shard,
+        overwrite=overwrite,
         show_progress=show_progress,
-    )  # fmt: skip
+    )
 
 
 def _predict_in_process(
@@ -119,7 +134,10 @@ def _predict_in_process(
         wrote = output is not None or OutputFormat.parse(format) is OutputFormat.COPICK
         written = (output or input_path) if wrote else None
     except RunsFailedError as err:  # the other runs' picks were written
-        picks, written = err.picks, err.written  # type: ignore[assignment]
+        import pandas as pd
+
+        picks = err.picks if isinstance(err.picks, pd.DataFrame) else None
+        written = err.written
     results.sort(key=lambda r: r.run)
     return RunsResult(
         runs=results,

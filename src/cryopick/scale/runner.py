@@ -133,16 +133,22 @@ def predict_run(ref: RunRef, spec: TaskSpec) -> RunResult:
         parts_dir = Path(spec.parts_dir)
         write_part(parts_dir, ref.run, picks, meta)
         append_task_log(parts_dir, meta)
-        return RunResult(ref.run, "done", len(picks), seconds, pid=os.getpid(),
-                         model_loaded=model_loaded)  # fmt: skip
-    except Exception as err:  # noqa: BLE001 - one bad run must not stop the others
+        return RunResult(
+            ref.run, "done", len(picks), seconds, pid=os.getpid(), model_loaded=model_loaded
+        )
+    except Exception as err:
         # InputError names its file; anything else (a bad zarr chunk) gets the source
         reason = one_line_error(err)
         return RunResult(
-            ref.run, "failed", 0, time.perf_counter() - start,
+            ref.run,
+            "failed",
+            0,
+            time.perf_counter() - start,
             error=reason if isinstance(err, InputError) else f"{source}: {reason}",
-            pid=os.getpid(), model_loaded=model_loaded, traceback=traceback.format_exc(),
-        )  # fmt: skip
+            pid=os.getpid(),
+            model_loaded=model_loaded,
+            traceback=traceback.format_exc(),
+        )
 
 
 def _default_predict_fn() -> PredictFn:
@@ -222,13 +228,19 @@ def run_predict_tasks(
     todo = [r for r in refs if overwrite or not is_run_done(parts_dir, r.run, fingerprint)]
     results = [_skipped_result(parts_dir, r.run) for r in refs if r not in todo]
     if results:
-        log.info("%d of %d runs already done (use --overwrite to redo them)", len(results),
-                 len(refs))  # fmt: skip
+        log.info(
+            "%d of %d runs already done (use --overwrite to redo them)", len(results), len(refs)
+        )
     spec = TaskSpec(
-        model_dir=str(Path(model_dir).resolve()), parts_dir=str(parts_dir.resolve()),
-        fingerprint=fingerprint, batch_id=uuid.uuid4().hex[:12], read_options=read_options,
-        predict_options=predict_options, device=device, predict_fn=predict_fn,
-    )  # fmt: skip
+        model_dir=str(Path(model_dir).resolve()),
+        parts_dir=str(parts_dir.resolve()),
+        fingerprint=fingerprint,
+        batch_id=uuid.uuid4().hex[:12],
+        read_options=read_options,
+        predict_options=predict_options,
+        device=device,
+        predict_fn=predict_fn,
+    )
     results += _execute(todo, spec, cluster, client, shard, progress)
     results.sort(key=lambda r: r.run)
     result = RunsResult(runs=results, parts_dir=parts_dir)
@@ -311,14 +323,25 @@ def _execute(
                 log.error("run %s failed: %s", result.run, result.error)
             bar.advance()
 
-        if shard or (client is None and cluster is None):
-            return map_in_process(predict_run, todo, spec, on_done=on_done)
-        keys = [f"cryopick-predict-{r.run}-{spec.batch_id}" for r in todo]
-        kwargs = {"keys": keys, "on_done": on_done, "on_error": _failed_task_result}
-        if client is not None:
-            return map_on_client(client, predict_run, todo, spec, **kwargs)
-        with open_client(cluster) as own_client:
-            return map_on_client(own_client, predict_run, todo, spec, **kwargs)
+        def on_dask(dask_client: Any) -> list[RunResult]:
+            keys = [f"cryopick-predict-{r.run}-{spec.batch_id}" for r in todo]
+            return map_on_client(
+                dask_client,
+                predict_run,
+                todo,
+                spec,
+                keys=keys,
+                on_done=on_done,
+                on_error=_failed_task_result,
+            )
+
+        # a shard runs in this process, without Dask (see predict_runs)
+        if not shard and client is not None:
+            return on_dask(client)
+        if not shard and cluster is not None:
+            with open_client(cluster) as own_client:
+                return on_dask(own_client)
+        return map_in_process(predict_run, todo, spec, on_done=on_done)
 
 
 def _failed_task_result(ref: RunRef, err: BaseException) -> RunResult:

@@ -13,6 +13,7 @@ grid would add no information); the defocus gradient across a tilted image is ig
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,7 @@ class TiltSeries:
 def electron_wavelength_A(voltage_kV: float) -> float:
     """Relativistic electron wavelength in Å."""
     v = voltage_kV * 1e3
-    return 12.2643 / np.sqrt(v * (1 + 0.978466e-6 * v))
+    return 12.2643 / math.sqrt(v * (1 + 0.978466e-6 * v))
 
 
 def interaction_constant(voltage_kV: float) -> float:
@@ -159,7 +160,8 @@ def ctf(
     df = np.asarray(defocus_um) * 1e4
     chi = np.pi * lam * df * k_per_A**2 - 0.5 * np.pi * cs_mm * 1e7 * lam**3 * k_per_A**4
     a = amplitude_contrast
-    return np.sqrt(1 - a * a) * np.sin(chi) + a * np.cos(chi)
+    transfer: NDArray = math.sqrt(1 - a * a) * np.sin(chi) + a * np.cos(chi)
+    return transfer
 
 
 def simulate_tilt_series(
@@ -208,7 +210,7 @@ def simulate_tilt_series(
     )
     transfer = ctf(k, df, config.voltage_kV, config.cs_mm, config.amplitude_contrast)
     transfer = transfer * np.exp(-params["bfactor_A2"] * k**2 / 4)
-    mtf = np.sinc(ky * spacing_A / 2) * np.sinc(kx * spacing_A / 2) if config.detector_mtf else 1
+    mtf = np.sinc(ky * spacing_A / 2) * np.sinc(kx * spacing_A / 2)  # the detector's
     sigma = interaction_constant(config.voltage_kV) * spacing_A
     crit = critical_exposure(k)
 

@@ -135,7 +135,7 @@ class SimulationConfig(BaseModel):
 
     def tilt_angles_deg(self) -> np.ndarray:
         """Return the nominal tilt angles, ascending."""
-        n = int(round((self.tilt_max_deg - self.tilt_min_deg) / self.tilt_step_deg)) + 1
+        n = round((self.tilt_max_deg - self.tilt_min_deg) / self.tilt_step_deg) + 1
         return np.linspace(self.tilt_min_deg, self.tilt_max_deg, n)
 
 

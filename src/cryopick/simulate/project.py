@@ -21,6 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,9 @@ from cryopick.simulate.imaging import simulate_tilt_series
 from cryopick.simulate.presets import SimulationConfig, draw_run_params, get_preset
 from cryopick.simulate.reconstruct import make_tomogram_types, reconstruct_wbp
 from cryopick.simulate.sample import build_sample
+
+if TYPE_CHECKING:
+    from cryopick.io.layout import ProjectLayout
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +73,8 @@ class SimulatedRun:
     picks: pd.DataFrame
     labels: NDArray[np.uint8]
     spacing_A: float
-    params: dict = field(default_factory=dict)
-    timings_s: dict = field(default_factory=dict)
+    params: dict[str, float | str] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
 
 
 def run_name(index: int) -> str:
@@ -105,12 +109,13 @@ def simulate_run(
     SimulatedRun
     """
     config = get_preset(preset)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 16:
-        raise ValueError(f"shape must be 3 sizes >= 16 (Z, Y, X), got {shape}")
+    sizes = tuple(int(s) for s in shape)
+    if len(sizes) != 3 or min(sizes) < 16:
+        raise ValueError(f"shape must be 3 sizes >= 16 (Z, Y, X), got {sizes}")
+    shape = (sizes[0], sizes[1], sizes[2])
     rng = np.random.default_rng(seed)
     params = draw_run_params(config, rng)
-    timings = {}
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sample = build_sample(config, params, shape, spacing_A, rng)
     timings["sample"] = time.perf_counter() - t0
@@ -134,7 +139,7 @@ def simulate_run(
         voxels_to_angstrom(sample.centres_zyx, spacing_A),
         transformation=transforms,
     )
-    params = {
+    summary: dict[str, float | str] = {
         **params,
         "ice_thickness_A": sample.thickness_A,
         "n_targets": len(sample.particle_types),
@@ -143,10 +148,10 @@ def simulate_run(
         "seed": str(seed),
     }
     logger.debug("simulated %s in %s", name, timings)
-    return SimulatedRun(name, tomograms, picks, sample.labels, float(spacing_A), params, timings)
+    return SimulatedRun(name, tomograms, picks, sample.labels, float(spacing_A), summary, timings)
 
 
-def write_run(run: SimulatedRun, layout: object, n_levels: int = 3) -> None:
+def write_run(run: SimulatedRun, layout: ProjectLayout, n_levels: int = 3) -> None:
     """Write a simulated run's tomograms, picks and segmentation into a copick project.
 
     Parameters
@@ -225,8 +230,10 @@ def prepare_project_folder(out_dir: Path, overwrite: bool) -> list[str]:
     logger.warning(
         "%s: --overwrite: replacing the earlier simulation (copick_config.json, "
         "simulation.json and its %d run(s) %s)",
-        out_dir, len(removed), ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""),
-    )  # fmt: skip
+        out_dir,
+        len(removed),
+        ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""),
+    )
     return removed
 
 

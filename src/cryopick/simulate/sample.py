@@ -9,6 +9,7 @@ another particle, a vesicle or the vacuum outside the slab.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,7 +173,8 @@ def _ellipsoid_blob(rng: np.random.Generator, volume_A3: float, spacing_A: float
     grid = np.mgrid[-half : half + 1, -half : half + 1, -half : half + 1].reshape(3, -1)
     local = Rotation.random(random_state=rng).as_matrix().T @ grid
     rho = np.sqrt(((local / axes[:, None]) ** 2).sum(axis=0)).reshape((2 * half + 1,) * 3)
-    return np.clip((1.0 - rho) * axes.mean() + 0.5, 0, 1).astype(np.float32)
+    blob: NDArray[np.float32] = np.clip((1.0 - rho) * axes.mean() + 0.5, 0, 1).astype(np.float32)
+    return blob
 
 
 def _distractor_pool(
@@ -240,7 +242,7 @@ def _candidate_centres(
     radius_vox: float,
     cluster_p: float,
     rng: np.random.Generator,
-):
+) -> Iterator[NDArray[np.int64]]:
     """Yield trial centres: beside a placed particle of the same class, else anywhere."""
     clustered = bool(anchors) and rng.random() < cluster_p
     for attempt in range(_MAX_TRIES):
@@ -337,8 +339,10 @@ def build_sample(
     occupied = np.zeros(shape, bool)
     labels = np.zeros(shape, np.uint8)
     z_lo = float(np.argmax(slab.mean(axis=(1, 2)) > 0.01))
-    z_range = (z_lo, z_lo + thickness + abs(np.tan(np.deg2rad(params["ice_tilt_deg"])))
-               * max(shape[1:]))  # fmt: skip
+    z_range = (
+        z_lo,
+        z_lo + thickness + abs(np.tan(np.deg2rad(params["ice_tilt_deg"]))) * max(shape[1:]),
+    )
     n_vesicles = _add_vesicles(potential, occupied, config, params, spacing_A, z_range, rng)
     potential *= slab
     occupied |= slab < 0.99  # vacuum and the soft surface are off limits to particles

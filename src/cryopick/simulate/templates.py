@@ -75,7 +75,7 @@ def _read_map(path: Path) -> NDArray[np.float32]:
     border = np.concatenate([data[0].ravel(), data[-1].ravel(), data[:, 0].ravel()])
     data = np.clip(data - np.median(border), 0, None)
     positive = data[data > 0.05 * data.max()]
-    return data / np.percentile(positive, 90)
+    return np.asarray(data / np.percentile(positive, 90), dtype=np.float32)
 
 
 def _recentre(density: NDArray[np.float32], margin: int = 2) -> NDArray[np.float32]:
@@ -88,7 +88,7 @@ def _recentre(density: NDArray[np.float32], margin: int = 2) -> NDArray[np.float
     out = ndi.affine_transform(
         density, np.eye(3), offset=com - centre, output_shape=(n, n, n), order=1
     )
-    return out.astype(np.float32)
+    return np.asarray(out, dtype=np.float32)
 
 
 def _assemble_d2_tetramer(monomer: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -154,7 +154,8 @@ def build_template_library(source_dir: str | Path, out_path: str | Path) -> Path
             density = _assemble_d2_tetramer(density)
         maps[key.replace("/", "__")] = density.astype(np.float16)
         index.append({"key": key, "particle_type": particle, "source": path.name})
-    np.savez_compressed(out_path, index=np.array(json.dumps(index)), **maps)
+    # mypy matches **maps against savez_compressed's allow_pickle: bool; the keys are map names
+    np.savez_compressed(out_path, index=np.array(json.dumps(index)), **maps)  # type: ignore[arg-type]
     return out_path
 
 
@@ -220,7 +221,7 @@ def rotate_template(
     inv = np.asarray(rotation_zyx, dtype=np.float64).T / zoom
     offset = c_in - inv @ (c_out + shift)
     out = ndi.affine_transform(density, inv, offset=offset, output_shape=(m,) * 3, order=1)
-    return out.astype(np.float32)
+    return np.asarray(out, dtype=np.float32)
 
 
 def support_mask(density: NDArray[np.float32], fill: bool = True) -> NDArray[np.bool_]:
@@ -230,9 +231,9 @@ def support_mask(density: NDArray[np.float32], fill: bool = True) -> NDArray[np.
     so nothing is placed inside them and their label covers the whole particle.
     """
     mask = density > SUPPORT_LEVEL
-    return ndi.binary_fill_holes(mask) if fill else mask
+    return np.asarray(ndi.binary_fill_holes(mask), dtype=np.bool_) if fill else mask
 
 
 def rotation_xyz_to_zyx(rotation_xyz: NDArray[np.float64]) -> NDArray[np.float64]:
     """Re-express a rotation of (x, y, z) vectors as one of (z, y, x) vectors (and back)."""
-    return np.asarray(rotation_xyz)[::-1, ::-1].copy()
+    return np.flip(np.asarray(rotation_xyz, dtype=np.float64), axis=(0, 1)).copy()

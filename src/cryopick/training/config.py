@@ -29,9 +29,16 @@ from cryopick.training.augmentation import AugmentConfig
 
 # what every checkpoint holds, with its type (best_score: float or None)
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "config": dict, "step": int, "wall_s": (int, float), "model": dict, "optimizer": dict,
-    "scaler": dict, "rng": dict, "card": str, "best_score": (int, float, type(None)),
-}  # fmt: skip
+    "config": dict,
+    "step": int,
+    "wall_s": (int, float),
+    "model": dict,
+    "optimizer": dict,
+    "scaler": dict,
+    "rng": dict,
+    "card": str,
+    "best_score": (int, float, type(None)),
+}
 
 
 class TrainConfig(BaseModel):
@@ -238,10 +245,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """
     state = load_tensor_file(path, "training checkpoint")
     wrong = [
-        key for key, kind in CHECKPOINT_FIELDS.items()
+        key
+        for key, kind in CHECKPOINT_FIELDS.items()
         if not isinstance(state, dict) or not isinstance(state.get(key), kind)
-    ]  # fmt: skip
-    if wrong:
+    ]
+    if wrong or not isinstance(state, dict):  # (not a dict: every field is wrong)
         raise InputError(
             path, f"not a cryopick training checkpoint: {', '.join(wrong)} missing or malformed"
         )

@@ -100,36 +100,53 @@ class Trainer:
     """
 
     def __init__(
-        self, config: TrainConfig, out_dir: Path, model: torch.nn.Module,
-        train_runs: list[TrainRun], val_runs: list[TrainRun], device: torch.device,
-        amp_dtype: torch.dtype | None, rng: np.random.Generator,
-    ) -> None:  # fmt: skip
+        self,
+        config: TrainConfig,
+        out_dir: Path,
+        model: torch.nn.Module,
+        train_runs: list[TrainRun],
+        val_runs: list[TrainRun],
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+        rng: np.random.Generator,
+    ) -> None:
         self.config, self.out_dir, self.device, self.rng = config, out_dir, device, rng
         self.amp_dtype, self.val_runs = amp_dtype, val_runs
         channels_last = resolve_training_channels_last(config.channels_last, device)
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
-        self.model = model.to(device, memory_format=self.memory_format)
+        # Module.to takes memory_format (as Tensor.to does); torch's stub omits it
+        self.model = model.to(device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.sampler = PatchSampler(
-            train_runs, config.patch_size, config.architecture.output_stride, config.target,
-            config.target_fraction, config.particle_fraction, config.augment, rng,
-        )  # fmt: skip
+            train_runs,
+            config.patch_size,
+            config.architecture.output_stride,
+            config.target,
+            config.target_fraction,
+            config.particle_fraction,
+            config.augment,
+            rng,
+        )
         self.class_weights = config.class_weights().to(device)
         self.state = TrainState(0, 0.0, None, self._new_card(train_runs))
 
     def _new_card(self, train_runs: Sequence[TrainRun]) -> ModelCard:
         config = self.config
         return ModelCard(
-            architecture=config.architecture, spacing_A=config.spacing_A,
-            patch_size=config.patch_size, target=config.target_spec,
-            training_data=[f"{r.source}:{r.name}:{'+'.join(sorted(r.volumes))}"
-                           for r in train_runs],
+            architecture=config.architecture,
+            spacing_A=config.spacing_A,
+            patch_size=config.patch_size,
+            target=config.target_spec,
+            training_data=[
+                f"{r.source}:{r.name}:{'+'.join(sorted(r.volumes))}" for r in train_runs
+            ],
             validation_data=[f"{r.source}:{r.name}:{config.val_tomo_type}" for r in self.val_runs],
-            hardware=describe_hardware(self.device), train_config=config.model_dump(mode="json"),
-        )  # fmt: skip
+            hardware=describe_hardware(self.device),
+            train_config=config.model_dump(mode="json"),
+        )
 
     @property
     def finished(self) -> bool:
@@ -158,20 +175,25 @@ class Trainer:
                 path, f"checkpoint does not fit this run: {squeeze_error(err)}"
             ) from None
         card = card.model_copy(update={"train_config": self.config.model_dump(mode="json")})
-        self.state = TrainState(checkpoint["step"], checkpoint["wall_s"], checkpoint["best_score"],
-                                card)  # fmt: skip
+        self.state = TrainState(
+            checkpoint["step"], checkpoint["wall_s"], checkpoint["best_score"], card
+        )
         log.info("resumed from %s at step %d", path, self.state.step)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Return everything needed to continue exactly (see ``CHECKPOINT_FIELDS``)."""
         state = self.state
         return {
-            "config": self.config.model_dump(mode="json"), "step": state.step,
-            "wall_s": state.wall_s, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_states(self.rng), "card": state.card.to_json(),
+            "config": self.config.model_dump(mode="json"),
+            "step": state.step,
+            "wall_s": state.wall_s,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_states(self.rng),
+            "card": state.card.to_json(),
             "best_score": state.best_score,
-        }  # fmt: skip
+        }
 
     def save_checkpoint(self) -> None:
         """Replace ``checkpoint.pt`` atomically."""
@@ -221,16 +243,23 @@ class Trainer:
         state = self.state
         tuned = validate(self.model, self.val_runs, self.config, self.device)
         self.model.train()
-        curve = [*state.card.learning_curve, (round(state.wall_s, 2), state.step,
-                                              round(tuned.score, 5))]  # fmt: skip
+        curve = [
+            *state.card.learning_curve,
+            (round(state.wall_s, 2), state.step, round(tuned.score, 5)),
+        ]
         state.card = state.card.model_copy(update={"learning_curve": curve})
         log.info("step %d: validation score %.4f", state.step, tuned.score)
         if state.best_score is None or tuned.score > state.best_score:
             state.best_score = tuned.score
-            state.card = state.card.model_copy(update=dict(
-                steps=state.step, wall_time_s=round(state.wall_s, 2), score=tuned.score,
-                thresholds=tuned.thresholds, validation=tuned.per_class,
-            ))  # fmt: skip
+            state.card = state.card.model_copy(
+                update=dict(
+                    steps=state.step,
+                    wall_time_s=round(state.wall_s, 2),
+                    score=tuned.score,
+                    thresholds=tuned.thresholds,
+                    validation=tuned.per_class,
+                )
+            )
             save_model(self.out_dir, self.model, state.card)
         return tuned.score
 
@@ -264,8 +293,9 @@ class Trainer:
             if state.step % config.checkpoint_every == 0 or stop:
                 self.save_checkpoint()
             if progress is not None:
-                progress(TrainProgress(state.step, config.steps, float(loss), rate,
-                                       state.best_score))  # fmt: skip
+                progress(
+                    TrainProgress(state.step, config.steps, float(loss), rate, state.best_score)
+                )
 
     def finish(self) -> ModelCard:
         """Give the kept model's card the whole learning curve; return it.

@@ -73,7 +73,8 @@ class TrainRun:
     @property
     def shape(self) -> tuple[int, int, int]:
         """Volume shape (z, y, x)."""
-        return tuple(next(iter(self.volumes.values())).shape)  # type: ignore[return-value]
+        z, y, x = next(iter(self.volumes.values())).shape
+        return int(z), int(y), int(x)
 
 
 def _prepare_volume(data: Any, spacing_A: float, target_spacing_A: float, source: Any) -> NDArray:
@@ -306,8 +307,13 @@ def _simulated(path: Path, n_runs: int, seed: int, config: TrainConfig) -> Path:
     # the project config holds absolute paths, so it is written in place (not renamed);
     # the marker written last says it is complete; an interrupted simulation is replaced
     config_path = simulate_project(
-        path, n_runs, seed=seed, shape=config.simulate_shape, spacing_A=config.spacing_A,
-        preset=config.simulate_preset, overwrite=True,
-    )  # fmt: skip
+        path,
+        n_runs,
+        seed=seed,
+        shape=config.simulate_shape,
+        spacing_A=config.spacing_A,
+        preset=config.simulate_preset,
+        overwrite=True,
+    )
     done.write_text("")
     return config_path

@@ -15,7 +15,7 @@ at input voxel ``j*s + (s-1)/2``: pick centres are mapped onto it with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -61,38 +61,63 @@ def render_targets(
     """
     shape = tuple(int(s) for s in shape_zyx)
     centres = np.asarray(centres_zyx, dtype=np.float64).reshape(-1, 3)
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    label_ids = np.asarray(labels, dtype=np.int64).reshape(-1)
     radii = np.asarray(radii_vox, dtype=np.float64).reshape(-1) * float(fraction)
     if kind == "sphere":
-        out = np.zeros(shape, dtype=np.uint8)
-        best = np.full(shape, np.inf, dtype=np.float32)  # distance / radius of the owner
-        reach = radii
-    elif kind == "gaussian":
-        out = np.zeros((n_classes, *shape), dtype=np.float32)
-        reach = 3.0 * radii
-    else:
-        raise ValueError(f"target kind must be 'sphere' or 'gaussian', got {kind!r}")
-    for centre, label, r, r_max in zip(centres, labels, radii, reach, strict=True):
+        return _render_spheres(centres, label_ids, radii, shape)
+    if kind == "gaussian":
+        return _render_gaussians(centres, label_ids, radii, shape, n_classes)
+    raise ValueError(f"target kind must be 'sphere' or 'gaussian', got {kind!r}")
+
+
+def _boxes(
+    centres: NDArray[np.float64], reach: NDArray[np.float64], shape: tuple[int, ...]
+) -> Iterator[tuple[int, tuple[slice, ...], NDArray[np.float64]]]:
+    """Yield (pick index, box inside ``shape`` within ``reach`` of it, squared distances)."""
+    for i, (centre, r_max) in enumerate(zip(centres, reach, strict=True)):
         lo = np.maximum(np.floor(centre - r_max).astype(int), 0)
         hi = np.minimum(np.ceil(centre + r_max).astype(int) + 1, shape)
         if np.any(hi <= lo):
             continue
         grids = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        d2 = sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True))
-        region = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-        if kind == "sphere":
-            rel = (np.sqrt(d2) / r).astype(np.float32)
-            take = (rel <= 1.0) & (rel < best[region])
-            out[region][take] = label
-            best[region][take] = rel[take]
-        else:
-            heat = np.exp(-d2 / (2.0 * r * r)).astype(np.float32)
-            np.maximum(out[(label, *region)], heat, out=out[(label, *region)])
-    if kind == "gaussian":
-        fg = out[1:].sum(axis=0)
-        over = fg > 1.0
-        if over.any():
-            out[1:, over] /= fg[over]
-            fg[over] = 1.0
-        out[0] = 1.0 - fg
+        d2 = np.zeros((hi - lo).tolist(), dtype=np.float64)
+        for g, c in zip(grids, centre, strict=True):
+            d2 += (g - c) ** 2
+        yield i, tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)), d2
+
+
+def _render_spheres(
+    centres: NDArray[np.float64],
+    labels: NDArray[np.int64],
+    radii: NDArray[np.float64],
+    shape: tuple[int, ...],
+) -> NDArray[np.uint8]:
+    out = np.zeros(shape, dtype=np.uint8)
+    best = np.full(shape, np.inf, dtype=np.float32)  # distance / radius of the owner
+    for i, region, d2 in _boxes(centres, radii, shape):
+        rel = (np.sqrt(d2) / radii[i]).astype(np.float32)
+        take = (rel <= 1.0) & (rel < best[region])
+        out[region][take] = labels[i]
+        best[region][take] = rel[take]
+    return out
+
+
+def _render_gaussians(
+    centres: NDArray[np.float64],
+    labels: NDArray[np.int64],
+    radii: NDArray[np.float64],
+    shape: tuple[int, ...],
+    n_classes: int,
+) -> NDArray[np.float32]:
+    out = np.zeros((n_classes, *shape), dtype=np.float32)
+    for i, region, d2 in _boxes(centres, 3.0 * radii, shape):
+        heat = np.exp(-d2 / (2.0 * radii[i] ** 2)).astype(np.float32)
+        channel = out[labels[i]]
+        np.maximum(channel[region], heat, out=channel[region])
+    fg = out[1:].sum(axis=0)
+    over = fg > 1.0
+    if over.any():
+        out[1:, over] /= fg[over]
+        fg[over] = 1.0
+    out[0] = 1.0 - fg
     return out

@@ -43,9 +43,15 @@ from cryopick.training.sampling import TrainRun, gather_runs
 from cryopick.training.validation import validate
 
 __all__ = [
-    "CHECKPOINT_FILENAME", "initialise_model", "load_checkpoint", "open_trainer", "train",
-    "Trainer", "TrainProgress", "validate",
-]  # fmt: skip
+    "CHECKPOINT_FILENAME",
+    "TrainProgress",
+    "Trainer",
+    "initialise_model",
+    "load_checkpoint",
+    "open_trainer",
+    "train",
+    "validate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +86,9 @@ def _resumed_config(config: TrainConfig, checkpoint: dict[str, Any], path: Path)
     when set explicitly (e.g. to extend a finished run).
     """
     given = config.model_fields_set  # only what the caller set explicitly
-    keep = {k: getattr(config, k) for k in ("steps", "time_limit_min", "validate_every")
-            if k in given}  # fmt: skip
+    keep = {
+        k: getattr(config, k) for k in ("steps", "time_limit_min", "validate_every") if k in given
+    }
     try:
         return TrainConfig.model_validate({**checkpoint["config"], **keep})
     except ValueError as err:
@@ -136,12 +143,14 @@ def open_trainer(
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    model: torch.nn.Module
     if resumed:  # the checkpoint holds the weights (and the architecture of any init_from)
         model = build_model(config.architecture)
     else:
         config, model = initialise_model(config)
-    return Trainer(config, out_dir, model, list(train_runs), list(val_runs or []), device,
-                   amp_dtype, rng)  # fmt: skip
+    return Trainer(
+        config, out_dir, model, list(train_runs), list(val_runs or []), device, amp_dtype, rng
+    )
 
 
 def _score_text(best_score: float | None) -> str:
@@ -161,19 +170,35 @@ def _progress_bar(enabled: bool, trainer: Trainer) -> Iterator[Callable[[TrainPr
     )
 
     bar = Progress(
-        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} steps/s"),
-        TextColumn("val {task.fields[score]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.2f} steps/s"),
+        TextColumn("val {task.fields[score]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
         disable=not enabled,
-    )  # fmt: skip
+    )
     state = trainer.state
     with bar:
-        task = bar.add_task("train", total=trainer.config.steps, completed=state.step, loss=0.0,
-                            rate=0.0, score=_score_text(state.best_score))  # fmt: skip
+        task = bar.add_task(
+            "train",
+            total=trainer.config.steps,
+            completed=state.step,
+            loss=0.0,
+            rate=0.0,
+            score=_score_text(state.best_score),
+        )
 
         def report(p: TrainProgress) -> None:
-            bar.update(task, completed=p.step, loss=p.loss, rate=p.steps_per_s,
-                       score=_score_text(p.best_score))  # fmt: skip
+            bar.update(
+                task,
+                completed=p.step,
+                loss=p.loss,
+                rate=p.steps_per_s,
+                score=_score_text(p.best_score),
+            )
 
         yield report
 

@@ -45,10 +45,15 @@ def validate(
         truths.append(run.picks.assign(experiment=key))
         volume = run.volumes.get(config.val_tomo_type, next(iter(run.volumes.values())))
         prob_map = predict_probability_map(
-            model, volume, patch_size=config.patch_size, overlap=config.val_overlap,
-            device=device, precision=config.precision, channels_last=config.channels_last,
+            model,
+            volume,
+            patch_size=config.patch_size,
+            overlap=config.val_overlap,
+            device=device,
+            precision=config.precision,
+            channels_last=config.channels_last,
             upsample=False,
-        )  # fmt: skip
+        )
         candidates.append(
             pick_particles(
                 prob_map.probs,
@@ -56,7 +61,7 @@ def validate(
                 spacing_A=run.spacing_A,
                 stride=prob_map.stride,
                 experiment=key,
-            )  # fmt: skip
+            )
         )
     truth = pd.concat(truths, ignore_index=True)
     return tune_and_score(truth, pd.concat(candidates, ignore_index=True))

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cryopick.core.errors import InputError
 from cryopick.core.particles import PARTICLES
@@ -73,12 +74,16 @@ def locate_top_level_value(text: str, key: str) -> tuple[int, int] | None:
         if c == '"':
             end = _string_end(text, i)
             after = _skip_space(text, end)
-            if depth == 1 and after < len(text) and text[after] == ":":
-                if json.loads(text[i:end]) == key:
-                    value = _skip_space(text, after + 1)
-                    if value < len(text) and text[value] in "[{":
-                        return value, _matching_close(text, value)
-                    return None
+            if (
+                depth == 1
+                and after < len(text)
+                and text[after] == ":"
+                and json.loads(text[i:end]) == key
+            ):
+                value = _skip_space(text, after + 1)
+                if value < len(text) and text[value] in "[{":
+                    return value, _matching_close(text, value)
+                return None
             i = end
             continue
         if c in "[{":
@@ -118,7 +123,7 @@ def insert_array_items(text: str, key: str, items: Sequence[dict]) -> str:
     return text[: last + 1] + added + text[last + 1 :]
 
 
-def _new_entries(names: Sequence[str], declared: list[dict]) -> list[dict]:
+def _new_entries(names: Sequence[str], declared: Sequence[object]) -> list[dict[str, Any]]:
     """Config entries (as :func:`make_copick_config` writes them) with free labels."""
     templates = {o["name"]: o for o in make_copick_config("", Path.cwd())[OBJECTS_KEY]}
     used = {o.get("label") for o in declared if isinstance(o, dict)}

@@ -37,6 +37,9 @@ from cryopick.core.picks import (
 )
 from cryopick.io.layout import RUNS_DIR, ProjectLayout, is_copick_config, resolve_layout
 
+# the writer lives in its own module; re-exported here for callers of this module
+from cryopick.io.picks.copick_write import write_copick_picks
+
 log = logging.getLogger(__name__)
 
 
@@ -140,8 +143,22 @@ def _several_sources(
             f"holds picks of {len(found)} user/session pairs: {pairs}; choose one "
             "(--truth-user/--truth-session, --picks-user/--picks-session)",
         )
-    log.warning("%s: picks of several user/session pairs were merged: %s (filter by "
-                "user/session)", where, pairs)  # fmt: skip
+    log.warning(
+        "%s: picks of several user/session pairs were merged: %s (filter by user/session)",
+        where,
+        pairs,
+    )
+
+
+def _project_layout(path: str | Path | ProjectLayout) -> ProjectLayout:
+    if isinstance(path, ProjectLayout):
+        return path
+    layout = resolve_layout(path, content="picks")
+    if layout is None:
+        raise InputError(
+            path, "not a copick config, a Kaggle root, or a folder holding ExperimentRuns"
+        )
+    return layout
 
 
 def read_copick_project_picks(
@@ -178,12 +195,10 @@ def read_copick_project_picks(
         With ``single_source``, if several user/session pairs remain; the message lists
         them with their pick counts.
     """
-    layout = path if isinstance(path, ProjectLayout) else resolve_layout(path, content="picks")
-    if layout is None:
-        raise InputError(
-            path, "not a copick config, a Kaggle root, or a folder holding ExperimentRuns"
-        )
-    frames, seen, found = [], set(), {}
+    layout = _project_layout(path)
+    frames: list[pd.DataFrame] = []
+    seen: set[tuple[str, str, str, str]] = set()
+    found: dict[tuple[str, str], int] = {}  # picks per (user, session)
     for file in _pick_files(layout):
         data = _load_json(file)
         if not is_copick_picks(data):
@@ -243,19 +258,25 @@ def read_copick_source(
         If a JSON file is neither a copick config nor a copick pick file.
     """
     path = Path(path)
-    project = {"user_id": user_id, "session_id": session_id, "single_source": single_source}
+
+    def read_project() -> pd.DataFrame:
+        return read_copick_project_picks(path, user_id, session_id, single_source)
+
     if path.is_dir() or path.suffix.lower() != ".json":  # a folder, or a config of any name
-        return read_copick_project_picks(path, **project)
+        return read_project()
     data = _load_json(path)
     if isinstance(data, dict) and "overlay_root" in data:
-        return read_copick_project_picks(path, **project)
+        return read_project()
     if is_copick_picks(data):
         return read_copick_picks_file(path, data)
     raise InputError(path, "JSON is neither a copick config nor a copick pick file")
 
 
-# the writer lives in its own module; imported here for callers of this module
-from cryopick.io.picks.copick_write import write_copick_picks  # noqa: E402
-
-__all__ = ["is_copick_picks", "is_copick_source", "read_copick_picks_file",
-           "read_copick_project_picks", "read_copick_source", "write_copick_picks"]  # fmt: skip
+__all__ = [
+    "is_copick_picks",
+    "is_copick_source",
+    "read_copick_picks_file",
+    "read_copick_project_picks",
+    "read_copick_source",
+    "write_copick_picks",
+]

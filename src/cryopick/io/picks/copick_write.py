@@ -198,11 +198,13 @@ def write_copick_picks(
         run_df = df[df["experiment"] == run]
         for ptype in types:
             meta = {
-                "pickable_object_name": names[ptype], "user_id": user_id,
-                "session_id": session_id, "run_name": run,
+                "pickable_object_name": names[ptype],
+                "user_id": user_id,
+                "session_id": session_id,
+                "run_name": run,
                 "voxel_spacing": None if voxel_spacing is None else float(voxel_spacing),
                 "unit": "angstrom",
-            }  # fmt: skip
+            }
             content = _pick_file_content(run_df[run_df["particle_type"] == ptype], meta, has_tf)
             path = layout.picks_dir(run) / picks_filename(user_id, session_id, names[ptype])
             files[path] = json.dumps(content, indent=1)

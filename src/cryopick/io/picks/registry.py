@@ -191,9 +191,13 @@ def read_picks(
         if fmt.can_read(path):
             assert fmt.reader is not None
             return fmt.reader(
-                path, tomogram_shapes=tomogram_shapes, particle_type=particle_type,
-                user_id=user_id, session_id=session_id, single_source=single_source,
-            )  # fmt: skip
+                path,
+                tomogram_shapes=tomogram_shapes,
+                particle_type=particle_type,
+                user_id=user_id,
+                session_id=session_id,
+                single_source=single_source,
+            )
     known = sorted({e for f in PICKS_FORMATS for e in f.extensions})
     raise InputError(
         path,
@@ -234,9 +238,13 @@ def read_truth(
     from cryopick.evaluation.metric import merge_duplicate_truth
 
     df = read_picks(
-        path, tomogram_shapes=tomogram_shapes, particle_type=particle_type, user_id=user_id,
-        session_id=session_id, single_source=True,
-    )  # fmt: skip
+        path,
+        tomogram_shapes=tomogram_shapes,
+        particle_type=particle_type,
+        user_id=user_id,
+        session_id=session_id,
+        single_source=True,
+    )
     return merge_duplicate_truth(df, source=path)
 
 
@@ -283,13 +291,17 @@ def check_experiments(
     if extra := sorted(pick_runs - truth_runs):
         log.warning(
             "%s: %d run(s) have no truth, their picks are not scored: %s",
-            picks_source or "picks", len(extra), _some(extra),
-        )  # fmt: skip
+            picks_source or "picks",
+            len(extra),
+            _some(extra),
+        )
     if missing := sorted(truth_runs - pick_runs):
         log.warning(
             "%s: %d truth run(s) have no picks (all their particles count as missed): %s",
-            truth_source or "truth", len(missing), _some(missing),
-        )  # fmt: skip
+            truth_source or "truth",
+            len(missing),
+            _some(missing),
+        )
 
 
 def write_picks(df: pd.DataFrame, path: str | Path, format: str = "csv", **options: Any) -> Any:

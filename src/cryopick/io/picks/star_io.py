@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -53,18 +54,22 @@ _TYPE_HINT = (
     "give the particle type of all its picks (cryopick evaluate: --particle-type, or "
     "--truth-particle-type for the truth)"
 )
-_CENTERED = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
-             "rlnCenteredCoordinateZAngst")  # fmt: skip
+_CENTERED = (
+    "rlnCenteredCoordinateXAngst",
+    "rlnCenteredCoordinateYAngst",
+    "rlnCenteredCoordinateZAngst",
+)
 
 
-def _import_starfile():  # noqa: ANN202 - module object
+def _import_starfile() -> ModuleType:
     try:
         import starfile
     except ImportError:  # pragma: no cover - starfile is a dev dependency
         raise InputError(
             None, "STAR files need the 'starfile' package: pip install 'cryopick[star]'"
         ) from None
-    return starfile
+    module: ModuleType = starfile  # untyped: its functions return Any
+    return module
 
 
 def _centre_xyz_A(

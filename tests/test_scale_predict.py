@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import test_predict
+import test_inference_pipeline
 from cryopick.cli import app
 from cryopick.core.errors import InputError
 from cryopick.inference.output import OutputFormat
@@ -18,43 +18,44 @@ from cryopick.io.layout import make_copick_config
 from cryopick.io.picks import PICKS_FORMATS, make_picks, read_picks, write_picks
 from cryopick.scale.predict import predict_runs
 
-# a saved tiny model served by test_predict's blob detector, and a two-run project
-model_dir = test_predict.model_dir
-project = test_predict.project
+# a two-run copick project of dark blobs (see test_inference_pipeline)
+project = test_inference_pipeline.project
 CPU = PredictConfig(device="cpu")
 
 
-def test_in_process_writes_no_parts_and_reports_every_run(project, model_dir, tmp_path):
+def test_in_process_writes_no_parts_and_reports_every_run(
+    project, tiny_untrained_model_dir, tmp_path
+):
     out = tmp_path / "picks.csv"
-    result = predict_runs(project, model_dir, out, "csv", CPU)
+    result = predict_runs(project, tiny_untrained_model_dir, out, "csv", CPU)
     assert result.parts_dir is None and not list(tmp_path.glob("*.parts"))
     assert [r.run for r in result.runs] == ["TS_1", "TS_2"]
     assert {r.status for r in result.runs} == {"done"} and result.complete
-    assert sum(r.n_picks for r in result.runs) == len(result.picks) == 4
+    assert sum(r.n_picks for r in result.runs) == len(result.picks) > 0
     assert all(r.seconds > 0 for r in result.runs)
     assert result.output == out
     pd.testing.assert_frame_equal(read_picks(out), result.picks, check_exact=True)
 
 
-def test_tasks_give_the_same_picks_with_parts(project, model_dir, tmp_path):
+def test_tasks_give_the_same_picks_with_parts(project, tiny_untrained_model_dir, tmp_path):
     plain = tmp_path / "plain.csv"
-    predict_runs(project, model_dir, plain, OutputFormat.CSV, CPU)
+    predict_runs(project, tiny_untrained_model_dir, plain, OutputFormat.CSV, CPU)
     out = tmp_path / "tasks.csv"
-    result = predict_runs(project, model_dir, out, "csv", CPU, overwrite=True)
+    result = predict_runs(project, tiny_untrained_model_dir, out, "csv", CPU, overwrite=True)
     assert result.parts_dir == tmp_path / "tasks.csv.parts" and result.parts_dir.is_dir()
     assert result.processed == ["TS_1", "TS_2"] and not result.failed
     assert out.read_bytes() == plain.read_bytes()
-    again = predict_runs(project, model_dir, out, "csv", CPU, shard="0/1")
+    again = predict_runs(project, tiny_untrained_model_dir, out, "csv", CPU, shard="0/1")
     assert again.skipped == ["TS_1", "TS_2"]  # resumed: nothing predicted twice
 
 
-def test_every_run_failing_in_process_is_exit_1_listing_them(model_dir, tmp_path):
+def test_every_run_failing_in_process_is_exit_1_listing_them(tiny_untrained_model_dir, tmp_path):
     tomos = tmp_path / "tomos"
     tomos.mkdir()
     for run in ("A", "B"):
         (tomos / f"{run}.mrc").write_bytes(b"not an MRC file" * 50)
     out = tmp_path / "picks.csv"
-    args = ["predict", str(tomos), "--model", str(model_dir), "-o", str(out), "-q"]
+    args = ["predict", str(tomos), "--model", str(tiny_untrained_model_dir), "-o", str(out), "-q"]
     result = CliRunner().invoke(app, [*args, "--device", "cpu"])
     assert result.exit_code == 1, result.output
     assert "run A failed" in result.output and "run B failed" in result.output
@@ -89,11 +90,17 @@ def test_read_picks_takes_the_first_registered_format_that_matches(tmp_path: Pat
     config.write_text(json.dumps(make_copick_config("p", tmp_path / "overlay")))
     written = write_picks(picks, config, format="copick", user_id="u", session_id="0")
     pick_file = next(p for p in written if p.name == "u_0_ribosome.json")
-    cases = {"plain.csv": "csv", "kaggle.csv": "kaggle", "p.star": "star",
-             "copick.config": "copick", "overlay": "copick", str(pick_file): "copick"}  # fmt: skip
+    cases = {
+        "plain.csv": "csv",
+        "kaggle.csv": "kaggle",
+        "p.star": "star",
+        "copick.config": "copick",
+        "overlay": "copick",
+        str(pick_file): "copick",
+    }
     for name, expected in cases.items():
         path = tmp_path / name
-        assert [f.name for f in PICKS_FORMATS if f.can_read(path)][0] == expected, name
+        assert next(f.name for f in PICKS_FORMATS if f.can_read(path)) == expected, name
         back = read_picks(path, tomogram_shapes=shapes)
         assert back[["experiment", "particle_type"]].values.tolist() == [["TS_1", "ribosome"]]
     (tmp_path / "p.txt").write_text("x")

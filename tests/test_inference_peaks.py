@@ -74,7 +74,7 @@ def test_nms_suppresses_a_duplicate_but_keeps_two_particles():
     sigma = 0.5 * rib.radius_A / SPACING_A / 1.177
     # a weaker shoulder 5 voxels from the main peak: one particle
     dup = _maps((4, _gaussian((20, 20, 20), sigma) + _gaussian((20, 20, 25.5), 1.0, 0.35)))
-    coords, values = find_local_maxima(dup[4], 0.3)
+    coords, _ = find_local_maxima(dup[4], 0.3)
     assert len(coords) == 2  # two local maxima before suppression
     assert len(find_peaks(dup, SPACING_A, "r")) == 1
     # two touching particles, 2 radii (30 voxels) apart: both kept

@@ -38,8 +38,14 @@ def test_pick_at_exactly_half_radius_counts_and_just_beyond_does_not():
     truth = picks([("A", "apo-ferritin", 1000.0, 1000.0, 1000.0)])
     at = score_picks(truth, picks([("A", "apo-ferritin", 1030.0, 1000.0, 1000.0)]))
     assert row_of(at, "apo-ferritin") == {
-        "tp": 1, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0, "fbeta": 1.0, "weight": 1.0,
-    }  # fmt: skip
+        "tp": 1,
+        "fp": 0,
+        "fn": 0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "fbeta": 1.0,
+        "weight": 1.0,
+    }
     assert at.score == pytest.approx(1.0 / 7.0)
     # 3-4-5 triangle: (18, 24) is 30 Å away too
     diag = score_picks(truth, picks([("A", "apo-ferritin", 1000.0, 1018.0, 1024.0)]))
@@ -254,15 +260,27 @@ def test_to_dict_and_table_text():
     result = score_picks(truth, picks([("A", "ribosome", 0, 0, 0)]))
     d = result.to_dict()
     assert d["per_class"]["ribosome"] == {
-        "tp": 1, "fp": 0, "fn": 1, "precision": 1.0, "recall": 0.5,
-        "fbeta": pytest.approx(f4(1, 0, 1)), "weight": 1.0,
-    }  # fmt: skip
+        "tp": 1,
+        "fp": 0,
+        "fn": 1,
+        "precision": 1.0,
+        "recall": 0.5,
+        "fbeta": pytest.approx(f4(1, 0, 1)),
+        "weight": 1.0,
+    }
     assert d["score"] == pytest.approx(f4(1, 0, 1) / 7)
     text = format_score_table(result)
     line = next(x for x in text.splitlines() if "ribosome" in x)
     assert [c.strip() for c in line.strip("│ ").split("│")] == [
-        "ribosome", "1", "0", "1", "1.000", "0.500", f"{f4(1, 0, 1):.3f}", "1",
-    ]  # fmt: skip
+        "ribosome",
+        "1",
+        "0",
+        "1",
+        "1.000",
+        "0.500",
+        f"{f4(1, 0, 1):.3f}",
+        "1",
+    ]
     assert f"score: {d['score']:.4f}" in text
 
 

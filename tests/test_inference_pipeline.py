@@ -8,13 +8,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-import cryopick.model
 from cryopick.cli import app
 from cryopick.core.coords import voxels_to_angstrom
 from cryopick.core.errors import InputError
 from cryopick.core.particles import get_particle
 from cryopick.evaluation.tuning import tune_model
 from cryopick.inference.pipeline import (
+    LoadedModel,
     PredictConfig,
     bundled_model_dir,
     predict,
@@ -24,7 +24,14 @@ from cryopick.io.layout import make_copick_config, read_copick_config
 from cryopick.io.mrc import write_mrc
 from cryopick.io.picks import make_picks, read_picks, write_picks
 from cryopick.io.tomograms import Tomogram, read_tomograms, write_tomogram
-from cryopick.model import ModelCard, ModelConfig, TargetSpec, build_model, save_model
+from cryopick.model import (
+    ModelCard,
+    ModelConfig,
+    TargetSpec,
+    build_model,
+    read_model_card,
+    save_model,
+)
 
 SHAPE = (24, 40, 44)
 APO = get_particle("apo-ferritin")
@@ -98,7 +105,7 @@ def test_int8_input_works_and_nan_input_names_the_file(tmp_path):
     assert set(picks["experiment"]) == {"TS_8"}
     bad = _volume()
     bad[3, 4, 5] = np.nan
-    with pytest.raises(InputError, match="TS_9.mrc.*NaN"):
+    with pytest.raises(InputError, match=r"TS_9\.mrc.*NaN"):
         predict_tomogram(_tomogram(bad, source="TS_9.mrc"), DarkBlobDetector(), _card())
 
 
@@ -136,15 +143,15 @@ def test_blob_fraction_follows_the_target():
 
 
 @pytest.fixture
-def model_dir(tmp_path, monkeypatch) -> Path:
-    """A saved tiny model; load_model hands back the detector with the saved card."""
-    path = save_model(tmp_path / "model", build_model(_card().architecture), _card())
+def dark_blob_model() -> LoadedModel:
+    """The detector with a tiny model's card, passed to the library as a loaded model."""
+    return DarkBlobDetector(), _card()
 
-    def fake_load(model_dir, device="cpu"):
-        return DarkBlobDetector(), cryopick.model.read_model_card(model_dir)
 
-    monkeypatch.setattr(cryopick.model, "load_model", fake_load)
-    return path
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """A saved tiny model with the card of :func:`dark_blob_model` (tune copies its weights)."""
+    return save_model(tmp_path / "model", build_model(_card().architecture), _card())
 
 
 @pytest.fixture
@@ -158,9 +165,10 @@ def project(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "kaggle", "star"])
-def test_predict_writes_each_format_and_it_reads_back(project, model_dir, tmp_path, fmt):
+def test_predict_writes_each_format_and_it_reads_back(project, dark_blob_model, tmp_path, fmt):
     out = tmp_path / f"picks.{'star' if fmt == 'star' else 'csv'}"
-    picks = predict(project, model_dir, out, format=fmt, config=PredictConfig(device="cpu"))
+    config = PredictConfig(device="cpu")
+    picks = predict(project, output=out, format=fmt, config=config, model=dark_blob_model)
     assert sorted(set(picks["experiment"])) == ["TS_1", "TS_2"]
     shapes = {t.name: (t.shape, t.spacing_A) for t in read_tomograms(project)}
     back = read_picks(out, tomogram_shapes=shapes)
@@ -172,13 +180,14 @@ def test_predict_writes_each_format_and_it_reads_back(project, model_dir, tmp_pa
         assert out.read_text().splitlines()[0] == "id,experiment,particle_type,x,y,z"
 
 
-def test_copick_output_leaves_other_users_picks_untouched(project, model_dir):
+def test_copick_output_leaves_other_users_picks_untouched(project, dark_blob_model):
     layout = read_copick_config(project)
     other = make_picks("TS_1", "ribosome", [[10.0, 20.0, 30.0]])
     write_picks(other, project, format="copick", user_id="curation", session_id="0")
     theirs = layout.overlay_root / "ExperimentRuns/TS_1/Picks/curation_0_ribosome.json"
     before = theirs.read_bytes()
-    picks = predict(project, model_dir, format="copick", config=PredictConfig(device="cpu"))
+    config = PredictConfig(device="cpu")
+    picks = predict(project, format="copick", config=config, model=dark_blob_model)
     assert theirs.read_bytes() == before
     ours = read_picks(project, user_id="cryopick")
     assert len(ours) == len(picks) == 4
@@ -198,14 +207,22 @@ def test_predict_with_a_real_unet_runs_and_is_deterministic(tmp_path):
     assert len(a) == len(b) > 0
 
 
-def test_tune_writes_a_model_copy_with_thresholds_that_score(project, model_dir, tmp_path):
+def test_loaded_model_or_model_dir_not_both(project, model_dir, dark_blob_model):
+    with pytest.raises(ValueError, match="not both"):
+        predict(project, model_dir, config=PredictConfig(device="cpu"), model=dark_blob_model)
+
+
+def test_tune_writes_a_model_copy_with_thresholds_that_score(
+    project, model_dir, dark_blob_model, tmp_path
+):
     truth = pd.concat(
         [make_picks(run, "apo-ferritin", CENTRES_A) for run in ("TS_1", "TS_2")],
         ignore_index=True,
     )
     write_picks(truth, project, format="copick", user_id="curation", session_id="0")
     out = tmp_path / "tuned"
-    thresholds = tune_model(model_dir, project, out, PredictConfig(device="cpu"))
+    cpu = PredictConfig(device="cpu")
+    thresholds = tune_model(model_dir, project, out, cpu, model=dark_blob_model)
     card = json.loads((out / "model.json").read_text())
     assert card["thresholds"] == thresholds
     apo = next(m for m in card["validation"] if m["particle_type"] == "apo-ferritin")
@@ -215,7 +232,9 @@ def test_tune_writes_a_model_copy_with_thresholds_that_score(project, model_dir,
     assert json.loads((model_dir / "model.json").read_text())["thresholds"] == {}
     # tuned on TTA maps: the thresholds go to thresholds_tta, the plain ones are kept
     tta_out = tmp_path / "tuned_tta"
-    tta = tune_model(out, project, tta_out, PredictConfig(device="cpu", tta=True))
+    tuned_model = (DarkBlobDetector(), read_model_card(out))
+    tta_config = PredictConfig(device="cpu", tta=True)
+    tta = tune_model(out, project, tta_out, tta_config, model=tuned_model)
     tta_card = json.loads((tta_out / "model.json").read_text())
     assert tta_card["thresholds_tta"] == tta and tta_card["thresholds"] == thresholds
     with pytest.raises(InputError, match="new folder"):
@@ -223,19 +242,33 @@ def test_tune_writes_a_model_copy_with_thresholds_that_score(project, model_dir,
     # an earlier tuned model is not replaced, unless asked to
     with pytest.raises(InputError, match="holds a trained model"):
         tune_model(model_dir, project, out)
-    again = tune_model(model_dir, project, out, PredictConfig(device="cpu"), overwrite=True)
+    again = tune_model(model_dir, project, out, cpu, overwrite=True, model=dark_blob_model)
     assert again == thresholds
 
 
-def test_cli_predict_and_tune(project, model_dir, tmp_path):
+def _same_picks(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    cols = ["experiment", "particle_type", "x", "y", "z", "score"]
+    pd.testing.assert_frame_equal(
+        a[cols].reset_index(drop=True), b[cols].reset_index(drop=True), atol=1e-3
+    )
+
+
+def test_cli_predict_and_tune_give_what_the_library_gives(
+    project, tiny_untrained_model_dir, tmp_path
+):
+    """The commands pass their options through: same picks, same tuned thresholds."""
+    model = tiny_untrained_model_dir
+    cpu = PredictConfig(device="cpu")
     runner = CliRunner()
     out = tmp_path / "cli.csv"
-    args = ["predict", str(project), "--model", str(model_dir), "-o", str(out), "--device", "cpu"]
+    args = ["predict", str(project), "--model", str(model), "-o", str(out), "--device", "cpu"]
     result = runner.invoke(app, [*args, "-q"])
     assert result.exit_code == 0, result.output
-    assert len(read_picks(out)) == 4
+    library = predict(project, model, config=cpu)
+    assert len(library) > 0
+    _same_picks(read_picks(out), library)
     assert "ferritin" in result.output and "total" in result.output
-    result = runner.invoke(app, ["predict", str(project), "--model", str(model_dir)])
+    result = runner.invoke(app, ["predict", str(project), "--model", str(model)])
     assert result.exit_code == 2 and "--output" in result.output
     result = runner.invoke(app, ["predict", str(tmp_path / "missing"), "-o", str(out)])
     assert result.exit_code == 2
@@ -245,32 +278,42 @@ def test_cli_predict_and_tune(project, model_dir, tmp_path):
     tuned = tmp_path / "tuned"
     result = runner.invoke(
         app,
-        ["tune", "--model", str(model_dir), "--data", str(project), "--out", str(tuned)]
-        + ["--truth", str(truth_csv), "--device", "cpu", "-q"],
+        [
+            *("tune", "--model", str(model), "--data", str(project), "--out", str(tuned)),
+            *("--truth", str(truth_csv), "--device", "cpu", "-q"),
+        ],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads((tuned / "model.json").read_text())["thresholds"]["apo-ferritin"] > 0.5
+    expected = tune_model(model, project, tmp_path / "library_tuned", cpu, truth=truth_csv)
+    assert json.loads((tuned / "model.json").read_text())["thresholds"] == expected
 
 
 def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
     import cryopick.model.bundled as bundled_module
 
     monkeypatch.setattr(bundled_module.resources, "files", lambda _: tmp_path)
-    with pytest.raises(InputError, match="no bundled model.*--model"):
+    with pytest.raises(InputError, match=r"no bundled model.*--model"):
         bundled_model_dir()
 
 
-def test_cli_spacing_option_for_mrc_without_voxel_size(model_dir, tmp_path):
+def test_spacing_option_for_mrc_without_voxel_size(
+    dark_blob_model, tiny_untrained_model_dir, tmp_path
+):
     import mrcfile
 
     path = tmp_path / "TS_9.mrc"
     with mrcfile.new(path) as mrc:
         mrc.set_data(_volume(spacing_A=5.0, shape=(48, 80, 88)))  # header voxel size stays 0
+    cpu = PredictConfig(device="cpu")
+    picks = predict(path, config=cpu, spacing_A=5.0, model=dark_blob_model)
+    assert _matched(picks[["z", "y", "x"]], tol_A=5.0)
+    # the command line: refused without --spacing-A, and the library's picks with it
     out = tmp_path / "picks.csv"
     runner = CliRunner()
-    args = ["predict", str(path), "--model", str(model_dir), "-o", str(out), "-q"]
+    model = str(tiny_untrained_model_dir)
+    args = ["predict", str(path), "--model", model, "-o", str(out), "--device", "cpu", "-q"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--spacing-A" in result.output
     result = runner.invoke(app, [*args, "--spacing-A", "5"])
     assert result.exit_code == 0, result.output
-    assert _matched(read_picks(out)[["z", "y", "x"]], tol_A=5.0)
+    _same_picks(read_picks(out), predict(path, tiny_untrained_model_dir, config=cpu, spacing_A=5.0))

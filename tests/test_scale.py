@@ -24,7 +24,6 @@ from cryopick.core.particles import PARTICLE_NAMES
 from cryopick.io.atomic import temp_prefix
 from cryopick.io.mrc import write_mrc
 from cryopick.io.tomograms import read_tomograms
-from cryopick.model import ModelCard, ModelConfig, build_model, save_model
 from cryopick.scale.executors import (
     ClusterConfig,
     plan_local_threads,
@@ -40,21 +39,21 @@ from cryopick.scale.parts import (
 )
 from cryopick.scale.runner import load_model_cached, run_predict_tasks
 
+from shared_settings import SMALL_PROJECT
+
 distributed = pytest.importorskip("distributed")
 # stand-ins defined here must reach the workers by value (tests/ is not a package)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-N_RUNS = 6
-SHAPE_ZYX = (32, 48, 48)
+N_RUNS = SMALL_PROJECT["n_runs"]
+RUNS = [f"sim_{i:04d}" for i in range(N_RUNS)]
 
-
-# the real path with settings for an untrained tiny network: low thresholds give picks
+# the real path with settings for an untrained tiny network (its thresholds are low)
 OPTIONS = {"device": "cpu", "blob_ratio_range": None}
-THRESHOLD = 0.15
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():  # noqa: ANN202
+def _one_torch_thread():
     """In-process batches use one PyTorch thread, like the workers and the reference."""
     import torch
 
@@ -65,35 +64,7 @@ def _one_torch_thread():  # noqa: ANN202
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copick project of six small simulated runs (its config JSON)."""
-    from cryopick.simulate import simulate_project
-
-    root = tmp_path_factory.mktemp("project")
-    return simulate_project(
-        root, n_runs=N_RUNS, seed=3, shape=SHAPE_ZYX, preset="easy", progress=False
-    )
-
-
-RUNS = [f"sim_{i:04d}" for i in range(N_RUNS)]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    torch.manual_seed(0)
-    arch = ModelConfig(widths=(4, 8))
-    card = ModelCard(
-        architecture=arch,
-        patch_size=(32, 32, 32),
-        thresholds=dict.fromkeys(PARTICLE_NAMES, THRESHOLD),
-    )
-    return save_model(tmp_path_factory.mktemp("model") / "tiny", build_model(arch), card)
-
-
-@pytest.fixture(scope="module")
-def reference(project: Path, model_dir: Path) -> pd.DataFrame:
+def reference(small_simulated_project: Path, tiny_untrained_model_dir: Path) -> pd.DataFrame:
     """Picks of the single-process path (``cryopick.inference.pipeline``), in this process."""
     import torch
 
@@ -102,7 +73,11 @@ def reference(project: Path, model_dir: Path) -> pd.DataFrame:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers: same reduction order, same floats
     try:
-        picks = predict_tomograms(read_tomograms(project), model_dir, PredictConfig(**OPTIONS))
+        picks = predict_tomograms(
+            read_tomograms(small_simulated_project),
+            tiny_untrained_model_dir,
+            PredictConfig(**OPTIONS),
+        )
     finally:
         torch.set_num_threads(threads)
     assert len(picks) > 10 * N_RUNS and set(picks["experiment"]) == set(RUNS)
@@ -110,7 +85,7 @@ def reference(project: Path, model_dir: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def client():  # noqa: ANN201
+def client():
     """A LocalCluster of 2 worker processes, started the way ``--workers 2`` starts it."""
     from cryopick.scale.executors import open_client
 
@@ -134,8 +109,8 @@ def _assert_same_picks(output: Path, reference: pd.DataFrame) -> None:
 # ------------------------------------------------------------------ pure helpers
 
 
-def test_select_shard_assigns_run_k_to_shard_k_mod_n(project: Path) -> None:
-    refs = list_run_refs([project])
+def test_select_shard_assigns_run_k_to_shard_k_mod_n(small_simulated_project: Path) -> None:
+    refs = list_run_refs([small_simulated_project])
     assert [r.run for r in refs] == RUNS
     shards = [[r.run for r in select_shard(refs, (i, 4))] for i in range(4)]
     assert shards == [RUNS[0::4], RUNS[1::4], RUNS[2::4], RUNS[3::4]]
@@ -151,7 +126,10 @@ def test_parse_shard() -> None:
             parse_shard(bad)
 
 
-def test_model_is_loaded_once_per_process_until_it_changes(model_dir: Path) -> None:
+def test_model_is_loaded_once_per_process_until_it_changes(
+    tiny_untrained_model_dir: Path, tmp_path: Path
+) -> None:
+    model_dir = shutil.copytree(tiny_untrained_model_dir, tmp_path / "model")
     first = load_model_cached(model_dir)
     second = load_model_cached(model_dir)
     assert second[0] is first[0] and not second[2]
@@ -161,10 +139,12 @@ def test_model_is_loaded_once_per_process_until_it_changes(model_dir: Path) -> N
     assert third[2] and third[0] is not first[0]
 
 
-def test_list_run_refs_rejects_a_run_in_two_inputs(project: Path, tmp_path: Path) -> None:
+def test_list_run_refs_rejects_a_run_in_two_inputs(
+    small_simulated_project: Path, tmp_path: Path
+) -> None:
     write_mrc(tmp_path / "sim_0003.mrc", np.zeros((4, 4, 4), np.float32), 10.0)
     with pytest.raises(InputError, match="'sim_0003' is also in"):
-        list_run_refs([project, tmp_path])
+        list_run_refs([small_simulated_project, tmp_path])
 
 
 def test_plan_local_threads_never_oversubscribes() -> None:
@@ -211,19 +191,31 @@ def test_slurm_without_dask_jobqueue_says_what_to_install(
     from cryopick.scale.executors import open_client
 
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
-    with pytest.raises(InputError, match=r"pip install 'cryopick\[slurm\]'"):
-        with open_client(ClusterConfig(slurm=True)):
-            pass
+    with (
+        pytest.raises(InputError, match=r"pip install 'cryopick\[slurm\]'"),
+        open_client(ClusterConfig(slurm=True)),
+    ):
+        pass
 
 
 # ------------------------------------------------------------------ in process: resume
 
 
+@pytest.mark.integration
 def test_resume_processes_only_missing_runs(
-    project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+    small_simulated_project: Path,
+    tiny_untrained_model_dir: Path,
+    reference: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
     output = tmp_path / "picks.csv"
-    first = run_predict_tasks([project], model_dir, output, predict_options=OPTIONS, progress=False)
+    first = run_predict_tasks(
+        [small_simulated_project],
+        tiny_untrained_model_dir,
+        output,
+        predict_options=OPTIONS,
+        progress=False,
+    )
     assert first.processed == RUNS and first.complete
     _assert_same_picks(output, reference)
     parts = parts_dir_for(output)
@@ -232,8 +224,12 @@ def test_resume_processes_only_missing_runs(
         (parts / f"{run}.json").unlink()
     (parts / "sim_0004.csv").unlink()
     # the temporary of a killed process (its pid no longer runs)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     prefix = temp_prefix("sim_0004.csv").replace(f"-{os.getpid()}-", f"-{dead}-")
     half = parts / f"{prefix}abc123.tmp"
     half.mkdir()
@@ -241,7 +237,11 @@ def test_resume_processes_only_missing_runs(
     output.unlink()
 
     second = run_predict_tasks(
-        [project], model_dir, output, predict_options=OPTIONS, progress=False
+        [small_simulated_project],
+        tiny_untrained_model_dir,
+        output,
+        predict_options=OPTIONS,
+        progress=False,
     )
     assert second.processed == ["sim_0001", "sim_0004"]
     assert second.skipped == ["sim_0000", "sim_0002", "sim_0003", "sim_0005"]
@@ -257,7 +257,12 @@ def test_resume_processes_only_missing_runs(
     stricter_options = {**OPTIONS, "thresholds": dict.fromkeys(PARTICLE_NAMES, cut)}
     two = ["sim_0002", "sim_0005"]
     changed = run_predict_tasks(
-        [project], model_dir, output, predict_options=stricter_options, runs=two, progress=False
+        [small_simulated_project],
+        tiny_untrained_model_dir,
+        output,
+        predict_options=stricter_options,
+        runs=two,
+        progress=False,
     )
     assert changed.processed == two
     stricter = _read_output(output)
@@ -267,8 +272,8 @@ def test_resume_processes_only_missing_runs(
     manifest = json.loads((parts / "manifest.json").read_text())
     assert manifest["predict_options"]["thresholds"] == stricter_options["thresholds"]
     again = run_predict_tasks(
-        [project],
-        model_dir,
+        [small_simulated_project],
+        tiny_untrained_model_dir,
         output,
         predict_options=stricter_options,
         runs=two,
@@ -278,14 +283,23 @@ def test_resume_processes_only_missing_runs(
     assert again.processed == two
 
 
+@pytest.mark.integration
 def test_shards_merge_once_the_last_shard_is_done(
-    project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+    small_simulated_project: Path,
+    tiny_untrained_model_dir: Path,
+    reference: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
     output = tmp_path / "picks.csv"
     runs = []
     for i in range(3):
         result = run_predict_tasks(
-            [project], model_dir, output, predict_options=OPTIONS, shard=(i, 3), progress=False
+            [small_simulated_project],
+            tiny_untrained_model_dir,
+            output,
+            predict_options=OPTIONS,
+            shard=(i, 3),
+            progress=False,
         )
         runs += result.processed
         assert (result.output is None) == (i < 2) and result.complete == (i == 2)
@@ -293,20 +307,31 @@ def test_shards_merge_once_the_last_shard_is_done(
     _assert_same_picks(output, reference)
 
 
+@pytest.mark.integration
 def test_cli_job_array_shards_then_resume(
-    project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+    small_simulated_project: Path,
+    tiny_untrained_model_dir: Path,
+    reference: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
     settings = tmp_path / "predict.json"
     settings.write_text(json.dumps(OPTIONS))
     output = tmp_path / "picks.csv"
-    args = ["predict", str(project), "--model", str(model_dir), "-o", str(output)]
+    args = [
+        "predict",
+        str(small_simulated_project),
+        "--model",
+        str(tiny_untrained_model_dir),
+        "-o",
+        str(output),
+    ]
     args += ["--config", str(settings), "-q"]
     for i in range(2):
         result = CliRunner().invoke(app, [*args, "--shard", f"{i}/2"])
         assert result.exit_code == 0, result.output
         assert output.exists() == (i == 1)
     _assert_same_picks(output, reference)
-    result = CliRunner().invoke(app, args + ["--overwrite", "--run", "sim_0003"])
+    result = CliRunner().invoke(app, [*args, "--overwrite", "--run", "sim_0003"])
     assert result.exit_code == 0, result.output
     log = read_task_log(parts_dir_for(output))
     assert [line["run"] for line in log[N_RUNS:]] == ["sim_0003"]
@@ -324,12 +349,22 @@ def test_cli_job_array_shards_then_resume(
 # ------------------------------------------------------------------ Dask: real processes
 
 
+@pytest.mark.integration
 def test_local_cluster_gives_the_single_process_picks(
-    client, project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+    client,
+    small_simulated_project: Path,
+    tiny_untrained_model_dir: Path,
+    reference: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
     output = tmp_path / "picks.csv"
     result = run_predict_tasks(
-        [project], model_dir, output, client=client, predict_options=OPTIONS, progress=False
+        [small_simulated_project],
+        tiny_untrained_model_dir,
+        output,
+        client=client,
+        predict_options=OPTIONS,
+        progress=False,
     )
     assert result.complete and not result.failed
     assert result.processed == RUNS
@@ -340,20 +375,32 @@ def test_local_cluster_gives_the_single_process_picks(
     assert sum(r.model_loaded for r in result.runs) <= 2
 
 
+@pytest.mark.integration
 def test_corrupt_tomogram_fails_alone_and_the_exit_code_says_so(
-    client, project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+    client,
+    small_simulated_project: Path,
+    tiny_untrained_model_dir: Path,
+    reference: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
     copy = tmp_path / "project"
-    shutil.copytree(project.parent, copy)
-    config = json.loads((copy / project.name).read_text())
+    shutil.copytree(small_simulated_project.parent, copy)
+    config = json.loads((copy / small_simulated_project.name).read_text())
     config["overlay_root"] = f"local://{copy}"
-    (copy / project.name).write_text(json.dumps(config))
+    (copy / small_simulated_project.name).write_text(json.dumps(config))
     chunk = copy / "ExperimentRuns/sim_0002/VoxelSpacing10.000/denoised.zarr/0/0/0/0"
     chunk.write_bytes(chunk.read_bytes()[:20])  # a half-copied chunk
     settings = tmp_path / "predict.json"
     settings.write_text(json.dumps(OPTIONS))
     output = tmp_path / "picks.csv"
-    args = ["predict", str(copy / project.name), "--model", str(model_dir), "-o", str(output)]
+    args = [
+        "predict",
+        str(copy / small_simulated_project.name),
+        "--model",
+        str(tiny_untrained_model_dir),
+        "-o",
+        str(output),
+    ]
     args += ["--config", str(settings), "--scheduler", client.scheduler.address, "-q"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
@@ -365,13 +412,18 @@ def test_corrupt_tomogram_fails_alone_and_the_exit_code_says_so(
     _assert_same_picks(output, good)  # the other runs all completed
 
 
+@pytest.mark.integration
 def test_killed_worker_does_not_lose_or_duplicate_picks(
-    client, project: Path, model_dir: Path, reference: pd.DataFrame, tmp_path: Path
+    client,
+    small_simulated_project: Path,
+    tiny_untrained_model_dir: Path,
+    reference: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
 
-    def gated_predict(tomogram, model, card, **options):  # noqa: ANN001, ANN003, ANN202
+    def gated_predict(tomogram, model, card, **options):
         (gate / f"started.{tomogram.name}.{os.getpid()}").touch()
         deadline = time.monotonic() + 60
         while not (gate / "go").exists() and time.monotonic() < deadline:
@@ -385,8 +437,8 @@ def test_killed_worker_does_not_lose_or_duplicate_picks(
     thread = threading.Thread(
         target=lambda: box.update(
             result=run_predict_tasks(
-                [project],
-                model_dir,
+                [small_simulated_project],
+                tiny_untrained_model_dir,
                 output,
                 client=client,
                 predict_fn=gated_predict,
