@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 from _projects import read_truth, rename_runs
 
-from cryopick.evaluation.metric import format_score_table, score_picks
+from cryopick.console import format_score_table
+from cryopick.evaluation.metric import score_picks
 from cryopick.inference.pipeline import PredictConfig, bundled_model_dir, predict
 from cryopick.model import describe_hardware, read_model_card
 from cryopick.simulate import simulate_project

@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cryopick.console import format_score_table
 from cryopick.core.errors import InputError
 from cryopick.core.particles import PARTICLES
 from cryopick.evaluation.metric import (
     ScoreResult,
     fbeta_curve,
-    format_score_table,
     score_picks,
     tune_thresholds,
 )

@@ -24,12 +24,8 @@ from cryopick.evaluation.metric import score_picks
 from cryopick.io.mrc import write_mrc
 from cryopick.io.picks import read_picks, write_picks
 from cryopick.report import ReportConfig, classify_picks
-from cryopick.report.figures import (
-    choose_slice_indices,
-    cut_spheres,
-    layout_montage,
-    read_slice,
-)
+from cryopick.report.figures import cut_spheres, layout_montage
+from cryopick.report.slices import choose_slice_indices, read_slice
 
 SPACING_A = 10.0
 SHAPE = (40, 48, 64)  # z, y, x voxels

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+    from cryopick.evaluation.metric import ScoreResult
     from cryopick.io.runs import RunResult
     from cryopick.scale.results import RunsResult
 
@@ -153,3 +154,32 @@ def print_pick_summary(picks: pd.DataFrame, runs: list[str]) -> None:
     for ptype in counts.columns:
         table.add_row(ptype, *(f"{col[ptype]:g}" for col in columns.values()))
     _stderr_console().print(table)
+
+
+def format_score_table(result: ScoreResult, width: int = 100) -> str:
+    """Render a score (:class:`cryopick.evaluation.metric.ScoreResult`) as a text table."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"CZII score (F{result.beta:g}, weighted)", title_justify="left")
+    table.add_column("particle type", justify="left")
+    for name in ("TP", "FP", "FN", "precision", "recall", f"F{result.beta:g}", "weight"):
+        table.add_column(name, justify="right")
+    for row in result.per_class.to_dict("records"):
+        table.add_row(
+            row["particle_type"],
+            str(int(row["tp"])),
+            str(int(row["fp"])),
+            str(int(row["fn"])),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['fbeta']:.3f}",
+            f"{row['weight']:g}",
+        )
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
+    console.print(table)
+    console.print(f"score: {result.score:.4f}")
+    return buffer.getvalue()

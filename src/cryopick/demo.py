@@ -36,7 +36,8 @@ def run_demo(out_dir: str | Path = "demo_out", shape: tuple[int, int, int] = DEM
     float
         The weighted CZII F4 score of the picks.
     """
-    from cryopick.evaluation.metric import format_score_table, score_picks
+    from cryopick.console import format_score_table
+    from cryopick.evaluation.metric import score_picks
     from cryopick.inference.pipeline import bundled_model_dir, predict
     from cryopick.io.picks import read_picks
     from cryopick.report import write_report

@@ -54,7 +54,8 @@ def evaluate(
     """Score picks against ground truth with the CZII metric (per-type F-beta, weighted)."""
     import json
 
-    from cryopick.evaluation.metric import format_score_table, score_picks
+    from cryopick.console import format_score_table
+    from cryopick.evaluation.metric import score_picks
     from cryopick.io.picks import check_experiments, read_picks, read_truth
 
     shapes = None

@@ -25,7 +25,6 @@ over the types present: the same whenever every type has truth).
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -378,30 +377,3 @@ def tune_thresholds(
             good = np.flatnonzero(curve.fbeta >= curve.fbeta.max() - tolerance)
             thresholds[particle.name] = float(curve.thresholds[good].min())
     return thresholds
-
-
-def format_score_table(result: ScoreResult, width: int = 100) -> str:
-    """Render a :class:`ScoreResult` as a text table (rich), with the weighted score."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"CZII score (F{result.beta:g}, weighted)", title_justify="left")
-    table.add_column("particle type", justify="left")
-    for name in ("TP", "FP", "FN", "precision", "recall", f"F{result.beta:g}", "weight"):
-        table.add_column(name, justify="right")
-    for row in result.per_class.to_dict("records"):
-        table.add_row(
-            row["particle_type"],
-            str(int(row["tp"])),
-            str(int(row["fp"])),
-            str(int(row["fn"])),
-            f"{row['precision']:.3f}",
-            f"{row['recall']:.3f}",
-            f"{row['fbeta']:.3f}",
-            f"{row['weight']:g}",
-        )
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
-    console.print(table)
-    console.print(f"score: {result.score:.4f}")
-    return buffer.getvalue()

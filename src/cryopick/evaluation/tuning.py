@@ -58,40 +58,33 @@ def tune_model(
 
     Predicts every run of ``data`` keeping all peaks above a low floor, chooses per class
     the threshold maximising F-beta against the annotations
-    (:func:`cryopick.evaluation.metric.tune_thresholds`), and writes ``out_dir/model.pt`` (a copy)
-    and ``out_dir/model.json`` (the card with the new thresholds and validation metrics).
+    (:func:`cryopick.evaluation.metric.tune_thresholds`), and writes ``out_dir/model.pt``
+    (a copy) and ``out_dir/model.json`` (the card with the new thresholds and metrics).
     With ``config.tta`` the maps are flip-averaged and the thresholds go to the card's
     ``thresholds_tta`` (used by ``predict --tta``); the rest of the card is kept.
 
     Parameters
     ----------
-    model_dir : str or Path
-        Model to tune.
-    data : str or Path
-        Annotated runs: a copick config or Kaggle root with tomograms and picks.
+    model_dir, data : str or Path
+        Model to tune; annotated runs (a copick config or Kaggle root with tomograms and
+        picks).
     out_dir : str or Path
         Where the tuned model goes (must differ from ``model_dir``; a folder already
         holding a model is refused unless ``overwrite``).
     config : PredictConfig, optional
         Prediction settings (its thresholds and min_score are replaced).
-    tomo_type : str
-        Reconstruction type to read.
-    runs : list of str, optional
-        Only these runs.
+    tomo_type, runs : str, list of str
+        Reconstruction type to read; only these runs (default: all).
     truth : str or Path, optional
         Annotations, if not the picks in ``data`` (any source
         :func:`cryopick.io.picks.read_picks` reads); one user/session, duplicates merged.
     truth_user, truth_session : str, optional
         copick: read only annotations of this user / session (e.g. ``curation``).
-    beta : float
-        F-beta's beta.
-    tolerance : float
-        Take the lowest threshold within this F-beta of the best (see
-        :func:`cryopick.evaluation.metric.tune_thresholds`).
-    show_progress : bool
-        Show progress bars.
-    overwrite : bool
-        Replace a model already in ``out_dir``.
+    beta, tolerance : float
+        F-beta's beta; take the lowest threshold within ``tolerance`` F-beta of the best
+        (see :func:`cryopick.evaluation.metric.tune_thresholds`).
+    show_progress, overwrite : bool
+        Show progress bars; replace a model already in ``out_dir``.
     model : (torch.nn.Module, ModelCard), optional
         ``model_dir``'s network and card, already loaded: predicts with them instead of
         loading the folder again (its weights file is still what is copied).
@@ -107,22 +100,15 @@ def tune_model(
     check_model_folder(out_dir, overwrite=overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
     tomograms = read_inputs(data, tomo_type, runs)
-    truth_df = _read_tuning_truth(
-        truth if truth is not None else data,
-        {t.name for t in tomograms},
-        truth_user,
-        truth_session,
-    )
+    names = {t.name for t in tomograms}
+    truth_df = _read_tuning_truth(truth or data, names, truth_user, truth_session)
     # every peak above a low floor is a candidate; tuning picks the threshold per class
     config = (config or PredictConfig()).model_copy(
         update={"thresholds": _floor_thresholds(), "min_score": 0.0}
     )
+    source = model_dir if model is None else None
     candidates = predict_tomograms(
-        tomograms,
-        model_dir if model is None else None,
-        config,
-        show_progress=show_progress,
-        model=model,
+        tomograms, source, config, model=model, show_progress=show_progress
     )
     tuned = tune_and_score(truth_df, candidates, beta=beta, tolerance=tolerance)
     described = f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"

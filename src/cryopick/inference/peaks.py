@@ -290,16 +290,12 @@ def find_peaks(
     ----------
     probs : numpy.ndarray, shape (C, Z, Y, X)
         Probabilities (float16 is fine), channel ``label`` per particle type, 0 = background.
-    spacing_A : float
-        Voxel size of the map in Å.
-    experiment : str
-        Run name written into the picks.
-    thresholds : mapping, optional
-        Per-class minimum peak probability (e.g. the model card's tuned thresholds).
-    default_threshold : float
-        For classes missing from ``thresholds``.
-    min_score : float
-        A floor applied to every threshold (e.g. 0.05 when collecting candidates for tuning).
+    spacing_A, experiment : float, str
+        Voxel size of the map in Å; run name written into the picks.
+    thresholds, default_threshold, min_score : mapping, float, float
+        Per-class minimum peak probability (e.g. the model card's tuned thresholds); the
+        one for classes missing from it; a floor on every threshold (e.g. 0.05 when
+        collecting candidates for tuning).
     particle_types : sequence of str, optional
         Only these classes (default: all).
     nms_fraction : float
@@ -336,15 +332,9 @@ def find_peaks(
         threshold = max(float(thresholds.get(particle.name, default_threshold)), min_score)
         radius_vox = particle.radius_A / spacing_A
         blob_vox = blob_radius_fraction * radius_vox if blob_radius_fraction else None
-        coords, scores = _find_class_peaks(
-            probs[particle.label],
-            radius_vox,
-            threshold,
-            nms_fraction,
-            blob_vox,
-            blob_ratio_range,
-            max_peaks_per_class,
-        )
+        class_map = probs[particle.label]
+        limits = (blob_vox, blob_ratio_range, max_peaks_per_class)
+        coords, scores = _find_class_peaks(class_map, radius_vox, threshold, nms_fraction, *limits)
         if len(coords):
             coords_A = voxels_to_angstrom(coords, spacing_A) + origin_A
             frames.append(make_picks(experiment, particle.name, coords_A, score=scores))

@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cryopick.console import window_progress_bar
-from cryopick.core.errors import InputError, RunsFailedError, one_line_error
+from cryopick.core.errors import RunsFailedError, one_line_error
 from cryopick.inference.output import (
     PICKS_SESSION_ID,
     PICKS_USER_ID,
@@ -40,7 +40,7 @@ from cryopick.inference.output import (
 from cryopick.inference.picking import PickSettings, pick_particles
 from cryopick.inference.preprocess import normalise_volume, resample_volume
 from cryopick.inference.window import predict_probability_map, resolve_device
-from cryopick.io.runs import RunResult, open_tomograms
+from cryopick.io.runs import RunResult, open_tomograms, raise_all_failed
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
 from cryopick.model import ModelCard, Threshold, bundled_model_dir, canonical_thresholds
 
@@ -316,19 +316,14 @@ def predict(
     output : str or Path, optional
         Output file (``csv``, ``kaggle``, ``star``) or project (``copick``; default the
         input project). Nothing is written for csv/kaggle/star when None.
-    format : OutputFormat or str
-        Output format: ``csv``, ``kaggle``, ``copick`` or ``star``.
-    config : PredictConfig, optional
-        Settings.
-    tomo_type, runs : str, list of str
-        Reconstruction type to read from projects; only these runs (default: all).
-    show_progress : bool
-        Show progress bars.
-    spacing_A : float, optional
-        Voxel size in Å for MRC files whose header has none (header value otherwise).
-    on_run_done : callable, optional
-        Called with each run's :class:`cryopick.io.runs.RunResult`, also for runs whose
-        tomogram cannot be opened.
+    format, config : OutputFormat or str, PredictConfig
+        Output format (``csv``, ``kaggle``, ``copick`` or ``star``); settings.
+    tomo_type, runs, spacing_A
+        Reconstruction type to read from projects; only these runs (default: all); voxel
+        size (Å) of MRC files whose header has none.
+    show_progress, on_run_done
+        Show progress bars; call ``on_run_done`` with each run's
+        :class:`cryopick.io.runs.RunResult` (also runs that cannot be opened).
     model : (torch.nn.Module, ModelCard), optional
         An already loaded network and its card, instead of ``model_dir``.
 
@@ -340,17 +335,16 @@ def predict(
     Raises
     ------
     RunsFailedError
-        If some runs could not be read or predicted: the picks of the others were written
-        first (the error holds them as ``picks``), those runs' outputs left as they were.
+        If some runs failed: the picks of the others were written first (the error holds
+        them as ``picks``); the failed runs' outputs are left as they were.
     InputError
         If the input, model or output is wrong, or the only run failed.
     """
     from cryopick.model import read_model_card
 
     check_output_target(output, format, input_path)  # before any work
-    if model is None:
-        model_dir = Path(model_dir) if model_dir else bundled_model_dir()
-        card = read_model_card(model_dir)  # a bad model fails before any tomogram is read
+    if model is None:  # a bad model fails before any tomogram is read
+        card = read_model_card(model_dir := Path(model_dir or bundled_model_dir()))
     else:
         card = _resolve_model(model_dir, model)[1]
     failures: dict[str, BaseException] = {}
@@ -366,19 +360,14 @@ def predict(
     )
     done = [RunShape.of(t) for t in tomograms if t.name not in failures]
     n_runs = len({t.name for t in tomograms} | set(failures))
-    reasons = {run: one_line_error(err) for run, err in failures.items()}
     if not done:
-        if len(failures) == 1:  # one run: its own error says it all
-            err = next(iter(failures.values()))
-            raise (
-                err if isinstance(err, InputError) else InputError(input_path, reasons.popitem()[1])
-            )
-        raise RunsFailedError(reasons, None, n_runs)
+        raise_all_failed(failures, input_path, n_runs)
     written = None
     if output is not None or OutputFormat.parse(format) is OutputFormat.COPICK:
         write_predictions(picks, done, output, format, input_path, card.spacing_A)
         written = output or input_path
     if failures:
+        reasons = {run: one_line_error(err) for run, err in failures.items()}
         raise RunsFailedError(reasons, written, n_runs, picks=picks)
     return picks
 

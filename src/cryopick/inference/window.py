@@ -197,8 +197,6 @@ def predict_probability_map(
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    from monai.inferers.utils import sliding_window_inference
-
     shape = tuple(int(n) for n in volume.shape)
     dev = resolve_device(device)
     amp_dtype = resolve_precision(precision, dev)
@@ -213,26 +211,42 @@ def predict_probability_map(
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     predictor = _WindowPredictor(net, dev, tta, memory_format, progress)
     predictor.total = count_windows(padded.shape, patch, steps)
-    autocast = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    blended = _blend_windows(padded, patch, steps, batch_size, predictor, amp_dtype)
+    crop = tuple(slice(0, math.ceil(n / stride)) for n in shape)
+    result = blended[(slice(None), *crop)].numpy().astype(np.float16)
+    del blended
+    if stride > 1 and upsample:
+        return ProbabilityMap(upsample_probabilities(result, stride, shape), 1)
+    return ProbabilityMap(result, stride)
+
+
+def _blend_windows(
+    padded: NDArray[np.float32],
+    patch: Sequence[int],
+    steps: Sequence[int],
+    batch_size: int,
+    predictor: _WindowPredictor,
+    amp_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """Run MONAI's sliding window with our steps; return the blended map (C, ...) on CPU."""
+    from monai.inferers.utils import sliding_window_inference
+
+    device = predictor.device
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     with torch.inference_mode(), autocast:
         blended = sliding_window_inference(
             torch.from_numpy(padded)[None, None],
-            patch,
+            list(patch),
             batch_size,
             predictor,
             overlap=[_monai_overlap(step, p) for step, p in zip(steps, patch, strict=True)],
             mode="gaussian",
             sigma_scale=BLEND_SIGMA_FRACTION,
-            sw_device=dev,
+            sw_device=device,
             device="cpu",
         )
-    out_shape = tuple(math.ceil(n / stride) for n in shape)
-    crop = tuple(slice(0, n) for n in out_shape)
-    result = blended[0][(slice(None), *crop)].numpy().astype(np.float16)
-    del blended
-    if stride > 1 and upsample:
-        return ProbabilityMap(upsample_probabilities(result, stride, shape), 1)
-    return ProbabilityMap(result, stride)
+    assert isinstance(blended, torch.Tensor)
+    return blended[0]
 
 
 def predict_probabilities(model: nn.Module, volume: Any, *args: Any, **kwargs: Any) -> NDArray:

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
-from cryopick.core.errors import InputError, one_line_error
+from cryopick.core.errors import InputError, RunsFailedError, one_line_error
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram, read_tomograms
 
 log = logging.getLogger(__name__)
@@ -185,3 +185,18 @@ def open_tomograms(
             if on_run_done is not None:
                 on_run_done(RunResult(name, "failed", 0, error=one_line_error(err)))
     return tomograms
+
+
+def raise_all_failed(
+    failures: dict[str, BaseException], input_path: str | Path, n_runs: int
+) -> NoReturn:
+    """Raise for a prediction whose every run failed (nothing was written).
+
+    One run: its own error (an InputError naming the file); several: RunsFailedError
+    listing them.
+    """
+    reasons = {run: one_line_error(err) for run, err in failures.items()}
+    if len(failures) == 1:  # one run: its own error says it all
+        err = next(iter(failures.values()))
+        raise err if isinstance(err, InputError) else InputError(input_path, reasons.popitem()[1])
+    raise RunsFailedError(reasons, None, n_runs)

@@ -15,7 +15,6 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,12 +27,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from cryopick.core.particles import get_particle
 from cryopick.core.picks import group_rows
+from cryopick.report.slices import compute_display_range
 
 TITLE_PX = 22  # band above each panel for its caption
 GAP_PX = 8  # space between panels
 LEGEND_PX = 56  # band at the bottom of a montage for the legend
 LINE_PX = 2.0  # circle line width, pixels
-DISPLAY_PERCENTILES = (1.0, 99.0)  # robust contrast limits per slice
 
 # How each match status is drawn: TP solid circle, FP dashed circle, FN cross at the truth centre
 LineStyle = str | tuple[float, tuple[float, ...]]  # matplotlib's named or (offset, dashes)
@@ -56,41 +55,6 @@ STATUS_STYLES: dict[str, StatusStyle] = {
 }
 
 log = logging.getLogger(__name__)
-
-
-def choose_slice_indices(n_vox: int, count: int) -> list[int]:
-    """Evenly spaced slice indices: the centres of ``count`` equal bins along ``n_vox``."""
-    return sorted({min(n_vox - 1, int((k + 0.5) * n_vox / count)) for k in range(count)})
-
-
-def read_slice(data: Any, axis: str, index: int, slab_voxels: int = 1) -> np.ndarray:
-    """Read one slice (mean over a slab of ``slab_voxels``) from a lazy (z, y, x) array.
-
-    Only the voxels of the slab are read, so zarr arrays and memmaps stay on disk.
-
-    Parameters
-    ----------
-    data : array-like, shape (Z, Y, X)
-        Tomogram, e.g. ``zarr.Array``, ``numpy.memmap`` or ``numpy.ndarray``.
-    axis : {"z", "y"}
-        ``"z"`` for an XY slice, ``"y"`` for an XZ slice.
-    index : int
-        Slice index along ``axis``.
-    slab_voxels : int
-        Number of neighbouring slices averaged (clipped at the volume edge).
-
-    Returns
-    -------
-    numpy.ndarray, float32
-        Shape (Y, X) for XY, (Z, X) for XZ.
-    """
-    dim = {"z": 0, "y": 1}[axis]
-    n = data.shape[dim]
-    half = slab_voxels // 2
-    lo, hi = max(0, index - half), min(n, index + half + 1)
-    block = np.asarray(data[lo:hi] if dim == 0 else data[:, lo:hi], dtype=np.float32)
-    slab: NDArray[np.float32] = block.mean(axis=dim)
-    return slab
 
 
 @dataclass(frozen=True)
@@ -141,55 +105,6 @@ class PanelBox:
         col = self.x0_px + (horizontal_A / self.spacing_A + 0.5) * self.width_px / cols
         row = self.y0_px + (vertical_A / self.spacing_A + 0.5) * self.height_px / rows
         return col, row
-
-
-def describe_empty_slice(image: ArrayLike) -> str | None:
-    """Say what is wrong with a slice that shows nothing: no finite value, or one value.
-
-    Returns None for a slice with data (some NaNs among finite values are fine).
-    """
-    values = np.asarray(image, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return "has no finite value (all NaN or infinite)"
-    if finite.min() == finite.max():
-        return f"is constant ({finite.min():g} everywhere)"
-    return None
-
-
-def warn_empty_slices(label: str, slices: Sequence[ArrayLike], boxes: Sequence[PanelBox]) -> int:
-    """Log one warning naming the slices of a tomogram that show no data; return their count."""
-    problems = [
-        f"{box.axis}={box.index} {problem}"
-        for image, box in zip(slices, boxes, strict=True)
-        if (problem := describe_empty_slice(image))
-    ]
-    if problems:
-        log.warning("%s: slices show no data: %s", label, "; ".join(problems))
-    return len(problems)
-
-
-def compute_display_range(image: ArrayLike) -> tuple[float, float]:
-    """Robust grey-value limits of one slice: its 1st and 99th percentiles.
-
-    Parameters
-    ----------
-    image : array_like
-        A 2D slice.
-
-    Returns
-    -------
-    tuple of float
-        ``(vmin, vmax)``; ``vmax > vmin`` even for a constant slice.
-    """
-    values = np.asarray(image, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return 0.0, 1.0
-    vmin, vmax = np.percentile(values, DISPLAY_PERCENTILES)
-    if vmax <= vmin:
-        vmax = vmin + 1.0
-    return float(vmin), float(vmax)
 
 
 def cut_spheres(

@@ -33,8 +33,8 @@ from cryopick.io.atomic import atomic_path, check_output_file, write_text_atomic
 from cryopick.model import ModelCard, read_model_card
 from cryopick.report import figures as rf
 from cryopick.report import plots as report_plots
-from cryopick.report.figures import choose_slice_indices, read_slice
 from cryopick.report.html import montage_filename, render_html
+from cryopick.report.slices import choose_slice_indices, read_slice, warn_empty_slices
 from cryopick.report.summary import classify_picks, summarise_picks_per_class
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def _render_montage(tomo: Any, markers: pd.DataFrame, config: ReportConfig) -> b
         xy, xz, (nz, ny, nx), tomo.spacing_A, config.panel_width_px, config.n_columns
     )
     slices = [read_slice(tomo.data, b.axis, b.index, config.slab_voxels) for b in boxes]
-    rf.warn_empty_slices(f"{tomo.name} ({tomo.source})", slices, boxes)
+    warn_empty_slices(f"{tomo.name} ({tomo.source})", slices, boxes)
     run_markers = markers[markers["experiment"] == tomo.name]
     fig = rf.plot_montage(slices, boxes, size_px, run_markers, title=tomo.name, dpi=config.dpi)
     log.info("drew %s: %d markers, %d slices", tomo.name, len(run_markers), len(boxes))

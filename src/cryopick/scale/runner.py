@@ -181,12 +181,10 @@ def run_predict_tasks(
 
     Parameters
     ----------
-    sources : sequence of path
-        Inputs as accepted by :func:`cryopick.io.tomograms.read_tomograms`.
-    model_dir : path
-        Trained model folder (loaded once per worker).
-    output : path
-        Merged picks file; per-run parts go to ``<output>.parts/``.
+    sources, model_dir, output : path
+        Inputs (as :func:`cryopick.io.tomograms.read_tomograms` takes them); the trained
+        model folder (loaded once per worker); the merged picks file (per-run parts go to
+        ``<output>.parts/``).
     read_options, predict_options : mapping
         Keyword arguments of ``read_tomogram`` (``tomo_type``, ``level``, ``spacing_A``)
         and of the predict function; both enter the fingerprint.
@@ -197,12 +195,9 @@ def run_predict_tasks(
         Only these runs (default: all).
     cluster, client : ClusterConfig or distributed.Client, optional
         Where to run (LocalCluster, scheduler address, SLURM), or an open client to use.
-    shard : (i, n), optional
-        Process only shard ``i`` of ``n`` in this process, without Dask.
-    overwrite : bool
-        Re-predict runs whose parts are up to date.
-    device : str
-        Torch device for the model in each worker.
+    shard, overwrite, device : (i, n) or None, bool, str
+        Process only shard ``i`` of ``n`` in this process, without Dask; re-predict runs
+        whose parts are up to date; torch device for the model in each worker.
     predict_fn : callable, optional
         ``predict_fn(tomogram, model, card, **predict_options) -> picks`` (default
         :func:`cryopick.inference.pipeline.predict_tomogram`).
@@ -228,9 +223,7 @@ def run_predict_tasks(
     todo = [r for r in refs if overwrite or not is_run_done(parts_dir, r.run, fingerprint)]
     results = [_skipped_result(parts_dir, r.run) for r in refs if r not in todo]
     if results:
-        log.info(
-            "%d of %d runs already done (use --overwrite to redo them)", len(results), len(refs)
-        )
+        log.info("%d of %d runs already done (--overwrite redoes them)", len(results), len(refs))
     spec = TaskSpec(
         model_dir=str(Path(model_dir).resolve()),
         parts_dir=str(parts_dir.resolve()),
