@@ -213,7 +213,7 @@ def predict_probability_map(
     predictor.total = count_windows(padded.shape, patch, steps)
     blended = _blend_windows(padded, patch, steps, batch_size, predictor, amp_dtype)
     crop = tuple(slice(0, math.ceil(n / stride)) for n in shape)
-    result = blended[(slice(None), *crop)].numpy().astype(np.float16)
+    result = blended[(slice(None), *crop)].to(torch.float16).numpy()  # torch: multithreaded
     del blended
     if stride > 1 and upsample:
         return ProbabilityMap(upsample_probabilities(result, stride, shape), 1)
