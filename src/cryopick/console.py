@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from cryopick.evaluation.metric import ScoreResult
     from cryopick.io.runs import RunResult
     from cryopick.scale.results import RunsResult
+    from cryopick.training.loop import TrainProgress, TrainState
 
 
 class _NoBar:
@@ -183,3 +184,46 @@ def format_score_table(result: ScoreResult, width: int = 100) -> str:
     console.print(table)
     console.print(f"score: {result.score:.4f}")
     return buffer.getvalue()
+
+
+def _score_text(best_score: float | None) -> str:
+    return "-" if best_score is None else f"{best_score:.3f}"
+
+
+@contextmanager
+def training_progress_bar(
+    show: bool, total_steps: int, start: TrainState
+) -> Iterator[Callable[[TrainProgress], None]]:
+    """Yield a training progress callback drawing a bar (steps, loss, rate, best validation)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.2f} steps/s"),
+        TextColumn("val {task.fields[score]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_stderr_console(),
+        disable=not show,
+    )
+    with bar:
+        score = _score_text(start.best_score)
+        task = bar.add_task(
+            "train", total=total_steps, completed=start.step, loss=0.0, rate=0.0, score=score
+        )
+
+        def report(p: TrainProgress) -> None:
+            score = _score_text(p.best_score)
+            bar.update(task, completed=p.step, loss=p.loss, rate=p.steps_per_s, score=score)
+
+        yield report

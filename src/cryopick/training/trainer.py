@@ -27,14 +27,14 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from cryopick.console import training_progress_bar
 from cryopick.core.errors import InputError, squeeze_error
 from cryopick.model import CHECKPOINT_FILENAME, ModelCard, build_model, check_model_folder
 from cryopick.training.config import TrainConfig, load_checkpoint
@@ -153,56 +153,6 @@ def open_trainer(
     )
 
 
-def _score_text(best_score: float | None) -> str:
-    return "-" if best_score is None else f"{best_score:.3f}"
-
-
-@contextmanager
-def _progress_bar(enabled: bool, trainer: Trainer) -> Iterator[Callable[[TrainProgress], None]]:
-    """Yield a progress callback drawing a rich bar (steps, loss, rate, best validation)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[rate]:.2f} steps/s"),
-        TextColumn("val {task.fields[score]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
-    state = trainer.state
-    with bar:
-        task = bar.add_task(
-            "train",
-            total=trainer.config.steps,
-            completed=state.step,
-            loss=0.0,
-            rate=0.0,
-            score=_score_text(state.best_score),
-        )
-
-        def report(p: TrainProgress) -> None:
-            bar.update(
-                task,
-                completed=p.step,
-                loss=p.loss,
-                rate=p.steps_per_s,
-                score=_score_text(p.best_score),
-            )
-
-        yield report
-
-
 def train(
     config: TrainConfig,
     out_dir: str | Path,
@@ -247,6 +197,6 @@ def train(
     trainer = open_trainer(config, out_dir, train_runs, val_runs, checkpoint is not None)
     if checkpoint is not None:
         trainer.restore(checkpoint, out_dir / CHECKPOINT_FILENAME)
-    with _progress_bar(progress, trainer) as report:
+    with training_progress_bar(progress, trainer.config.steps, trainer.state) as report:
         trainer.fit(report)
     return trainer.finish()
