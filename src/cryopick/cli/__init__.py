@@ -9,7 +9,7 @@ from importlib import import_module
 
 from cryopick.cli.app import app
 
-COMMAND_MODULES = ("simulate", "train", "predict", "tune", "evaluate", "report")
+COMMAND_MODULES = ("particles", "simulate", "train", "predict", "tune", "evaluate", "report")
 
 for _name in COMMAND_MODULES:
     import_module(f"cryopick.cli.{_name}")

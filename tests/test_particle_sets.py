@@ -1,0 +1,172 @@
+"""Particle sets (issue 13 foundation): the default set, particles files, user densities, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from typer.testing import CliRunner
+
+from cryopick.cli import app
+from cryopick.core.errors import InputError
+from cryopick.core.particle_sets import (
+    ParticleSet,
+    ParticleSpec,
+    default_particle_set,
+    load_particles_file,
+)
+from cryopick.core.particles import PARTICLES, UnknownParticleError
+from cryopick.io.mrc import write_mrc
+from cryopick.simulate.user_maps import density_for
+
+BALL_RADIUS_A = 30.0  # 6 voxels at 5 Å
+MODEL_RADIUS_A = 40.0
+
+
+def _write_ball(path: Path, value: float = 1.0) -> Path:
+    z, y, x = np.mgrid[:40, :40, :40]
+    ball = ((z - 14) ** 2 + (y - 22) ** 2 + (x - 25) ** 2) <= 36
+    return write_mrc(path, ball.astype(np.float32) * value, 5.0)
+
+
+def _write_model(path: Path) -> Path:
+    import gemmi
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-1, 1, (3000, 3))
+    pts = pts[np.linalg.norm(pts, axis=1) < 1][:600] * MODEL_RADIUS_A + [100.0, -50.0, 20.0]
+    st, model, chain = gemmi.Structure(), gemmi.Model("1"), gemmi.Chain("A")
+    for i, p in enumerate(pts):
+        res = gemmi.Residue()
+        res.name, res.seqid = "GLY", gemmi.SeqId(i + 1, " ")
+        atom = gemmi.Atom()
+        atom.name, atom.element, atom.pos, atom.b_iso = (
+            "CA",
+            gemmi.Element("C"),
+            gemmi.Position(*p),
+            20,
+        )
+        res.add_atom(atom)
+        chain.add_residue(res)
+    model.add_chain(chain)
+    st.add_model(model)
+    st.write_pdb(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("own")
+    _write_ball(d / "ball.mrc")
+    (d / "maps").mkdir()
+    _write_model(d / "maps" / "blob.pdb")
+    return d
+
+
+def _write(d: Path, entries: object, name: str = "particles.json") -> Path:
+    path = d / name
+    path.write_text(json.dumps(entries if isinstance(entries, dict) else {"particles": entries}))
+    return path
+
+
+GOOD = [
+    {"name": "Ball", "map": "ball.mrc", "radius_A": 30, "weight": 2, "aliases": ["sphere"]},
+    {"name": "blob", "model": "maps/blob.pdb", "weight": 0.5},
+]
+
+
+def test_default_set_equals_particles() -> None:
+    ps = default_particle_set()
+    assert ps.names == tuple(p.name for p in PARTICLES)
+    for spec, p in zip(ps, PARTICLES, strict=True):
+        assert (spec.label, spec.radius_A, spec.weight, spec.aliases, spec.colour) == (
+            p.label, p.radius_A, p.weight, p.aliases, p.colour,
+        )  # fmt: skip
+    assert ps.get("FERRITIN-complex").name == "apo-ferritin"
+    assert ps.by_label(4).name == "ribosome"
+    assert ps.n_classes == 7 and ps.total_weight == sum(p.weight for p in PARTICLES)
+    with pytest.raises(UnknownParticleError):
+        ps.get("proteasome")
+
+
+def test_labels_assigned_in_order_and_colours_default() -> None:
+    ps = ParticleSet((ParticleSpec(name="a"), ParticleSpec(name="b", label=1)))
+    assert ps.names == ("b", "a") and [s.label for s in ps] == [1, 2]
+    assert len(set(ps.colours.values())) == 2
+    assert ps.with_radii({"a": 50.0}).radii_A == {"b": None, "a": 50.0}
+
+
+def test_file_round_trip_and_densities(files: Path) -> None:
+    ps = load_particles_file(_write(files, GOOD))
+    assert ps.names == ("Ball", "blob") and [s.label for s in ps] == [1, 2]
+    assert ps.weights == {"Ball": 2.0, "blob": 0.5}
+    assert ps.get("SPHERE").map == (files / "ball.mrc").resolve()
+
+    density, radius = density_for(ps.get("ball"), 10.0)
+    centre = (np.array(density.shape) - 1) / 2
+    assert abs(radius - BALL_RADIUS_A) < 0.15 * BALL_RADIUS_A
+    assert np.abs(np.array(ndi.center_of_mass(density)) - centre).max() < 0.5
+    assert density.shape[0] < 20  # resampled to 10 Å and cropped (the file is 40^3 at 5 Å)
+
+    density, radius = density_for(ps.get("blob"), 10.0)
+    centre = (np.array(density.shape) - 1) / 2
+    assert abs(radius - MODEL_RADIUS_A) < 0.2 * MODEL_RADIUS_A
+    assert np.abs(np.array(ndi.center_of_mass(density)) - centre).max() < 0.5
+
+
+def _with(**change: object) -> list[dict]:
+    first = {**GOOD[0], **change}
+    return [{k: v for k, v in first.items() if v is not None}, GOOD[1]]
+
+
+BAD = {
+    "missing map": (_with(map="nope.mrc"), "nope.mrc does not exist"),
+    "no source": (_with(map=None), "needs a 'map' or a 'model'"),
+    "both sources": (_with(model="maps/blob.pdb"), "both 'map' and 'model'"),
+    "empty map": (_with(map="zero.mrc", radius_A=None), "empty map"),
+    "radius far off": (_with(radius_A=100), "inconsistent"),
+    "duplicate name": ([GOOD[0], {**GOOD[1], "name": "ball"}], "duplicate name"),
+    "alias clash": ([GOOD[0], {**GOOD[1], "aliases": ["BALL"]}], "clashes"),
+    "zero radius": (_with(radius_A=0), "radius_A"),
+    "negative weight": (_with(weight=-1), "weight"),
+    "typo": (_with(raduis_A=30), "unknown key"),
+    "high threshold": (_with(threshold=5.0), "empty map"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_entries_raise_one_line_input_error(files: Path, case: str) -> None:
+    write_mrc(files / "zero.mrc", np.zeros((8, 8, 8), np.float32), 5.0)
+    entries, expected = BAD[case]
+    path = _write(files, entries, "bad.json")
+    with pytest.raises(InputError) as err:
+        load_particles_file(path)
+    msg = str(err.value)
+    assert "\n" not in msg and expected in msg, msg
+    assert "particle 'ball'" in msg.lower(), msg
+
+
+def test_invalid_json(files: Path) -> None:
+    path = files / "broken.json"
+    path.write_text('{"particles": [')
+    with pytest.raises(InputError, match="not a valid JSON"):
+        load_particles_file(path)
+
+
+def test_cli_table_and_error(files: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["particles", str(_write(files, GOOD))])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["name", "label", "weight"]
+    assert lines[1].split()[:4] == ["Ball", "1", "2", "30"] and "map ball.mrc" in lines[1]
+    assert lines[2].split()[:3] == ["blob", "2", "0.5"] and "model blob.pdb" in lines[2]
+
+    bad = _write(files, _with(map="nope.mrc"), "bad_cli.json")
+    result = runner.invoke(app, ["particles", str(bad)])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error:") and "particle 'Ball'" in errors[0]
