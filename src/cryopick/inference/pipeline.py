@@ -342,7 +342,7 @@ def predict(
     """
     from cryopick.model import read_model_card
 
-    check_output_target(output, format, input_path)  # before any work
+    destination = check_output_target(output, format, input_path)  # before any work
     if model is None:  # a bad model fails before any tomogram is read
         card = read_model_card(model_dir := Path(model_dir or bundled_model_dir()))
     else:
@@ -362,13 +362,11 @@ def predict(
     n_runs = len({t.name for t in tomograms} | set(failures))
     if not done:
         raise_all_failed(failures, input_path, n_runs)
-    written = None
-    if output is not None or OutputFormat.parse(format) is OutputFormat.COPICK:
+    if destination is not None:
         write_predictions(picks, done, output, format, input_path, card.spacing_A)
-        written = output or input_path
     if failures:
         reasons = {run: one_line_error(err) for run, err in failures.items()}
-        raise RunsFailedError(reasons, written, n_runs, picks=picks)
+        raise RunsFailedError(reasons, destination, n_runs, picks=picks)
     return picks
 
 

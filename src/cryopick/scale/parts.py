@@ -33,7 +33,6 @@ from cryopick import __version__
 from cryopick.core.errors import InputError
 from cryopick.core.picks import PICKS_COLUMNS, empty_picks, validate_picks
 from cryopick.io.atomic import atomic_path, write_text_atomic
-from cryopick.io.atomic import remove_stale_temporaries as remove_stale_temps_in
 from cryopick.io.runs import RunRef, list_run_refs
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,6 @@ __all__ = [
     "read_meta",
     "read_part",
     "read_task_log",
-    "remove_stale_temporaries",
     "select_shard",
     "update_manifest",
     "write_part",
@@ -164,11 +162,6 @@ def merge_parts(parts_dir: Path, runs: Sequence[str]) -> pd.DataFrame:
     frames = [read_part(parts_dir, run) for run in runs]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else empty_picks()
-
-
-def remove_stale_temporaries(parts_dir: Path) -> int:
-    """Delete temporaries left by killed tasks (their process is gone); returns how many."""
-    return remove_stale_temps_in(parts_dir)
 
 
 def append_task_log(parts_dir: Path, meta: Mapping[str, Any]) -> None:

@@ -123,16 +123,16 @@ def _predict_in_process(
     **options: Any,
 ) -> RunsResult:
     """Predict the runs one after the other here, without parts (``options``: of predict)."""
+    from cryopick.inference.output import check_output_target
     from cryopick.inference.pipeline import predict
 
     results: list[RunResult] = []
     picks: pd.DataFrame | None
+    written: str | Path | None = check_output_target(output, format, input_path)  # or None
     try:
         picks = predict(
             input_path, model_dir, output, format, config, on_run_done=results.append, **options
         )
-        wrote = output is not None or OutputFormat.parse(format) is OutputFormat.COPICK
-        written = (output or input_path) if wrote else None
     except RunsFailedError as err:  # the other runs' picks were written
         import pandas as pd
 

@@ -31,6 +31,7 @@ import pandas as pd
 
 from cryopick.core.errors import InputError, one_line_error
 from cryopick.core.picks import empty_picks
+from cryopick.io.atomic import remove_stale_temporaries
 from cryopick.io.runs import RunRef, RunResult, list_run_refs
 from cryopick.scale.executors import ClusterConfig, map_in_process, map_on_client, open_client
 from cryopick.scale.parts import (
@@ -40,7 +41,6 @@ from cryopick.scale.parts import (
     merge_parts,
     parts_dir_for,
     read_meta,
-    remove_stale_temporaries,
     select_shard,
     update_manifest,
     write_part,

@@ -83,33 +83,27 @@ def resolve_copick_target(target: ProjectLayout | str | Path) -> ProjectLayout:
     )
 
 
-def _object_names(layout: ProjectLayout) -> dict[str, str]:
-    """Canonical particle name -> the name the project's config uses for it."""
-    names = {p: p for p in PARTICLE_NAMES}
+def _declared_names(layout: ProjectLayout) -> dict[str, str]:
+    """Canonical particle type -> the name the project's config declares it under."""
+    declared: dict[str, str] = {}
     for obj in layout.pickable_objects:
         try:
-            names[resolve_particle_name(obj["name"])] = obj["name"]
-        except (UnknownParticleError, KeyError, TypeError):
-            continue
-    return names
-
-
-def _declared_types(layout: ProjectLayout) -> set[str]:
-    """Canonical particle types the project's config declares (under any alias)."""
-    declared = set()
-    for obj in layout.pickable_objects:
-        try:
-            declared.add(resolve_particle_name(obj["name"]))
+            declared[resolve_particle_name(obj["name"])] = obj["name"]
         except (UnknownParticleError, KeyError, TypeError):
             continue
     return declared
+
+
+def _object_names(layout: ProjectLayout) -> dict[str, str]:
+    """Canonical particle name -> the name to write it under (declared alias, else itself)."""
+    return {**{p: p for p in PARTICLE_NAMES}, **_declared_names(layout)}
 
 
 def _types_to_write(
     layout: ProjectLayout, df: pd.DataFrame, particle_types: Sequence[str] | None
 ) -> list[str]:
     """Canonical types to write files for; declares missing ones in the project's config."""
-    declared = _declared_types(layout)
+    declared = _declared_names(layout)
     if particle_types is not None:
         types = [resolve_particle_name(t) for t in particle_types]
     elif layout.config_path is None:
