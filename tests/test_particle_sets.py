@@ -12,13 +12,14 @@ from typer.testing import CliRunner
 
 from cryopick.cli import app
 from cryopick.core.errors import InputError
-from cryopick.core.particle_sets import (
+from cryopick.core.particles_file import load_particles_file
+from cryopick.core.particles import (
+    PARTICLES,
     ParticleSet,
     ParticleSpec,
+    UnknownParticleError,
     default_particle_set,
-    load_particles_file,
 )
-from cryopick.core.particles import PARTICLES, UnknownParticleError
 from cryopick.io.mrc import write_mrc
 from cryopick.simulate.user_maps import density_for
 

@@ -20,7 +20,7 @@ def particles(
     ] = 10.0,
 ) -> None:
     """Load a particles file, build each density and print a table to check before use."""
-    from cryopick.core.particle_sets import check_radius, load_particles_file
+    from cryopick.core.particles_file import check_radius, load_particles_file
     from cryopick.simulate.user_maps import density_for
 
     if not 1.0 <= spacing_A <= 50.0:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLES
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 
 log = logging.getLogger(__name__)
 
@@ -223,26 +223,37 @@ def _competition_split(root: Path, content: str) -> Path | None:
     return splits[0] if splits else None
 
 
+def pickable_objects_for(particles: ParticleSet | None = None) -> list[dict]:
+    """Copick ``pickable_objects`` entries of a particle set (default: the CZII six).
+
+    Name, label, colour (RGBA), radius and PDB id are copick's own fields; the score weight
+    and aliases go in ``metadata["cryopick"]`` (read back by
+    :func:`cryopick.io.picks.copick_config.particle_set_from_objects`).
+    """
+    particle_set = resolve_particle_set(particles)
+    objects = []
+    for p in particle_set:
+        colour = str(p.colour)
+        rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+        entry: dict = {"name": p.name, "is_particle": True}
+        if p.pdb_id:
+            entry["pdb_id"] = p.pdb_id
+        entry.update({"label": p.label, "color": [*rgb, 128], "radius": p.radius_A})
+        if not particle_set.is_czii:  # the CZII six need none: config as before sets
+            entry["metadata"] = {"cryopick": {"weight": p.weight, "aliases": list(p.aliases)}}
+        objects.append(entry)
+    return objects
+
+
 def make_copick_config(
     name: str,
     overlay_root: str | Path,
     static_root: str | Path | None = None,
     description: str = "",
+    particles: ParticleSet | None = None,
 ) -> dict:
-    """Build a copick 1.x filesystem config dict with the six pickable objects of the table."""
-    objects = []
-    for p in PARTICLES:
-        rgb = [int(p.colour[i : i + 2], 16) for i in (1, 3, 5)]
-        objects.append(
-            {
-                "name": p.name,
-                "is_particle": True,
-                "pdb_id": p.pdb_id,
-                "label": p.label,
-                "color": [*rgb, 128],
-                "radius": p.radius_A,
-            }
-        )
+    """Build a copick 1.x filesystem config dict declaring a particle set's objects."""
+    objects = pickable_objects_for(particles)
     cfg: dict = {
         "config_type": "filesystem",
         "name": name,

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cryopick.core.particles import resolve_particle_name
+from cryopick.core.particles import (
+    ParticleSet,
+    ParticleSetError,
+    default_particle_set,
+    resolve_particle_set,
+)
 from cryopick.inference.runtime import describe_hardware
 from cryopick.model.network import ModelConfig
 
@@ -97,18 +103,23 @@ class ClassMetrics(BaseModel):
     fn: int = 0
 
 
-def canonical_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
-    """Key thresholds by canonical particle name (aliases resolved, unknown names refused).
+def canonical_thresholds(
+    thresholds: Mapping[str, float], particles: ParticleSet | None = None
+) -> dict[str, float]:
+    """Key thresholds by the set's particle names (aliases resolved, unknown names refused).
+
+    ``particles`` is the set the names belong to (default: the CZII set).
 
     Raises
     ------
     ValueError
         For an unknown particle name, or one type given twice (under two aliases).
     """
+    particle_set = resolve_particle_set(particles)
     canonical: dict[str, float] = {}
     given: dict[str, str] = {}
     for name, value in thresholds.items():
-        key = resolve_particle_name(name)  # UnknownParticleError is a ValueError
+        key = particle_set.resolve(name)  # UnknownParticleError is a ValueError
         if key in canonical:
             raise ValueError(f"{key} has two thresholds ({given[key]!r} and {name!r})")
         canonical[key], given[key] = value, name
@@ -137,9 +148,14 @@ class ModelCard(BaseModel):
         Held-out runs the metrics below were measured on.
     steps : int
         Optimiser steps of the kept (best) model.
+    particles : list of dict
+        The particle set the model was trained on, in label order (network channel
+        ``label``): name, label, radius, score weight, colour, aliases
+        (:meth:`cryopick.core.particles.ParticleSet.to_records`). Cards written before
+        sets existed get the CZII six.
     thresholds : dict
         Per-class probability thresholds (in [0, 1]) tuned for F-beta on the validation
-        runs, keyed by canonical particle name (aliases are resolved on load).
+        runs, keyed by particle name of ``particles`` (aliases are resolved on load).
     thresholds_tta : dict
         The same, tuned on flip-TTA maps (used by ``predict --tta``; empty: use
         ``thresholds``).
@@ -167,6 +183,9 @@ class ModelCard(BaseModel):
     training_data: list[str] = Field(default_factory=list)
     validation_data: list[str] = Field(default_factory=list)
     steps: int = 0
+    particles: list[dict[str, Any]] = Field(
+        default_factory=lambda: default_particle_set().to_records()
+    )
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     thresholds_tta: dict[str, Threshold] = Field(default_factory=dict)
     validation: list[ClassMetrics] = Field(default_factory=list)
@@ -178,10 +197,31 @@ class ModelCard(BaseModel):
     cryopick_version: str = ""
     provenance: str = ""
 
-    @field_validator("thresholds", "thresholds_tta")
-    @classmethod
-    def _canonical_names(cls, thresholds: dict[str, float]) -> dict[str, float]:
-        return canonical_thresholds(thresholds)
+    @model_validator(mode="after")
+    def _check_particles(self) -> ModelCard:
+        try:
+            particle_set = ParticleSet.from_records(self.particles)
+            particle_set.max_radius_A  # noqa: B018 - every radius must be known
+        except (ParticleSetError, ValueError) as err:
+            raise ValueError(f"particles: {err}") from None
+        if particle_set.n_classes != self.architecture.n_classes:
+            raise ValueError(
+                f"particles: {len(particle_set)} types but the network has "
+                f"{self.architecture.n_classes - 1} particle channels"
+            )
+        self.particles = particle_set.to_records()
+        for field_name in ("thresholds", "thresholds_tta"):
+            try:
+                named = canonical_thresholds(getattr(self, field_name), particle_set)
+            except ValueError as err:
+                raise ValueError(f"{field_name}: {err}") from None
+            setattr(self, field_name, named)
+        return self
+
+    @property
+    def particle_set(self) -> ParticleSet:
+        """The particle set the model was trained on (network channel = label)."""
+        return ParticleSet.from_records(self.particles)
 
     def to_json(self) -> str:
         """Serialise to indented JSON."""

@@ -1,6 +1,6 @@
 """Density templates of a user's particle types, from a density map or an atomic model.
 
-:func:`density_for` turns a :class:`~cryopick.core.particle_sets.ParticleSpec` into a
+:func:`density_for` turns a :class:`~cryopick.core.particles.ParticleSpec` into a
 density on the simulation grid, prepared like the packaged library
 (:mod:`cryopick.simulate.templates`): background removed, the protein interior scaled
 to 1.0 (the 90th percentile of the voxels above the background level), the centre of
@@ -36,7 +36,7 @@ from cryopick.core.errors import InputError, squeeze_error
 from cryopick.simulate.templates import SUPPORT_LEVEL, _recentre
 
 if TYPE_CHECKING:
-    from cryopick.core.particle_sets import ParticleSpec
+    from cryopick.core.particles import ParticleSpec
 
 BACKGROUND_FRACTION = 0.05  # default: voxels below this fraction of the maximum are background
 MODEL_MARGIN_A = 30.0  # empty space around an atomic model in its P1 box

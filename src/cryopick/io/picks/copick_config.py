@@ -16,9 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLES
+from cryopick.core.particles import (
+    ParticleSet,
+    ParticleSetError,
+    ParticleSpec,
+    default_particle_set,
+    resolve_particle_set,
+)
 from cryopick.io.atomic import write_text_atomic
-from cryopick.io.layout import make_copick_config
+from cryopick.io.layout import ProjectLayout, pickable_objects_for
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +129,11 @@ def insert_array_items(text: str, key: str, items: Sequence[dict]) -> str:
     return text[: last + 1] + added + text[last + 1 :]
 
 
-def _new_entries(names: Sequence[str], declared: Sequence[object]) -> list[dict[str, Any]]:
-    """Config entries (as :func:`make_copick_config` writes them) with free labels."""
-    templates = {o["name"]: o for o in make_copick_config("", Path.cwd())[OBJECTS_KEY]}
+def _new_entries(
+    names: Sequence[str], declared: Sequence[object], particles: ParticleSet
+) -> list[dict[str, Any]]:
+    """Config entries (as :func:`pickable_objects_for` writes them) with free labels."""
+    templates = {o["name"]: o for o in pickable_objects_for(particles)}
     used = {o.get("label") for o in declared if isinstance(o, dict)}
     entries = []
     for name in names:
@@ -137,12 +145,13 @@ def _new_entries(names: Sequence[str], declared: Sequence[object]) -> list[dict[
     return entries
 
 
-def declare_pickable_objects(config_path: str | Path, names: Sequence[str]) -> list[str]:
-    """Add cryopick particle types ``names`` to a copick config's ``pickable_objects``.
+def declare_pickable_objects(
+    config_path: str | Path, names: Sequence[str], particles: ParticleSet | None = None
+) -> list[str]:
+    """Add particle types ``names`` of a set to a copick config's ``pickable_objects``.
 
-    Only names not declared yet are added (canonical names of
-    :data:`cryopick.core.particles.PARTICLES`); the file is rewritten atomically with every other
-    byte unchanged.
+    Only names of ``particles`` (default: the CZII set) not declared yet are added; the
+    file is rewritten atomically with every other byte unchanged.
 
     Returns
     -------
@@ -155,7 +164,8 @@ def declare_pickable_objects(config_path: str | Path, names: Sequence[str]) -> l
         If the config cannot be read or edited safely.
     """
     config_path = Path(config_path)
-    known = {p.name for p in PARTICLES}
+    particle_set = resolve_particle_set(particles)
+    known = set(particle_set.names)
     try:
         text = config_path.read_text()
         config = json.loads(text)
@@ -168,7 +178,7 @@ def declare_pickable_objects(config_path: str | Path, names: Sequence[str]) -> l
     missing = [n for n in dict.fromkeys(names) if n not in present and n in known]
     if not missing:
         return []
-    entries = _new_entries(missing, declared)
+    entries = _new_entries(missing, declared, particle_set)
     try:
         new_text = insert_array_items(text, OBJECTS_KEY, entries)
         ok = json.loads(new_text) == {**config, OBJECTS_KEY: [*declared, *entries]}
@@ -183,3 +193,76 @@ def declare_pickable_objects(config_path: str | Path, names: Sequence[str]) -> l
     write_text_atomic(config_path, new_text)
     log.warning("%s: declared new pickable object(s) %s for cryopick's picks", config_path, missing)
     return missing
+
+
+def particle_set_from_objects(
+    objects: Sequence[Any], source: str | Path | None = None
+) -> ParticleSet | None:
+    """Return the particle set a copick config's ``pickable_objects`` declare (None: no particles).
+
+    Objects with ``is_particle: false`` (segmentation-only) are left out. When every
+    particle object is a CZII type (by name or CryoET Data Portal alias) and carries no
+    cryopick metadata, the result is the CZII set (:func:`default_particle_set`), so the
+    challenge's projects keep the challenge's weights. Otherwise each object becomes a
+    type: name, radius (required), colour, PDB id; weight and aliases from
+    ``metadata["cryopick"]`` (weight 1 when absent); labels as declared when they are
+    1..N, else in declaration order.
+
+    Raises
+    ------
+    InputError
+        For an object without a name or radius, or names that clash.
+    """
+    particles = [
+        o for o in objects if isinstance(o, dict) and o.get("is_particle", True) is not False
+    ]
+    if not particles:
+        return None
+    czii = default_particle_set()
+    ours = [
+        o for o in particles if isinstance(o.get("metadata"), dict) and "cryopick" in o["metadata"]
+    ]
+    if not ours and all(isinstance(o.get("name"), str) and o["name"] in czii for o in particles):
+        return czii
+    specs = [_spec_from_object(o, source) for o in particles]
+    labels = sorted(s.label for s in specs if s.label is not None)
+    if labels != list(range(1, len(specs) + 1)):
+        specs = [s.model_copy(update={"label": None}) for s in specs]
+    try:
+        return ParticleSet(tuple(specs))
+    except ParticleSetError as err:
+        raise InputError(source, f"pickable_objects: {err}") from None
+
+
+def _spec_from_object(obj: dict[str, Any], source: str | Path | None) -> ParticleSpec:
+    name = obj.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(source, f"pickable_objects: an object has no name: {obj!r:.60}")
+    radius = obj.get("radius")
+    if not isinstance(radius, int | float) or not radius > 0:
+        raise InputError(source, f"pickable_objects: object '{name}' has no positive radius")
+    meta = (obj.get("metadata") or {}).get("cryopick") or {}
+    colour = obj.get("color")
+    hex_colour = None
+    if isinstance(colour, list | tuple) and len(colour) >= 3:
+        hex_colour = "#" + "".join(f"{int(c) & 255:02x}" for c in colour[:3])
+    label = obj.get("label")
+    try:
+        return ParticleSpec(
+            name=name,
+            radius_A=float(radius),
+            weight=float(meta.get("weight", 1.0)),
+            label=label if isinstance(label, int) and label >= 1 else None,
+            colour=hex_colour,
+            aliases=tuple(meta.get("aliases", ())),
+            pdb_id=obj.get("pdb_id") or None,
+        )
+    except ValueError as err:
+        raise InputError(source, f"pickable_objects: object '{name}': {err}") from None
+
+
+def read_particle_set(layout: ProjectLayout) -> ParticleSet | None:
+    """Return the particle set a copick project's config declares (None: Kaggle layout or none)."""
+    if layout.config_path is None:
+        return None
+    return particle_set_from_objects(layout.pickable_objects, layout.config_path)

@@ -1,0 +1,143 @@
+"""A user's particles file: JSON ``{"particles": [...]}`` -> :class:`ParticleSet`.
+
+Each entry names a particle type and where its density comes from: a density map
+(``map``, MRC) or an atomic model (``model``, PDB/mmCIF), paths relative to the file
+(see ``docs/own_particles.md``). Every problem is one line naming the file and the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cryopick.core.errors import InputError, squeeze_error
+from cryopick.core.particles import (
+    SPEC_KEYS,
+    ParticleSet,
+    ParticleSetError,
+    ParticleSpec,
+    default_particle_set,
+)
+
+RADIUS_TOLERANCE = 2.0  # a given radius may differ from the map's measured one by this factor
+
+
+def load_particles_file(path: str | Path, check_maps: bool = True) -> ParticleSet:
+    """Read a particles file: JSON ``{"particles": [{...}, ...]}``.
+
+    Each entry has the fields of :class:`ParticleSpec`; ``name`` and one of ``map`` /
+    ``model`` are required, paths are relative to the file. With ``check_maps`` every map
+    is read at its own voxel size (:func:`cryopick.simulate.user_maps.measure_map`) to
+    check it has density above its surface level and that a given radius is within a
+    factor :data:`RADIUS_TOLERANCE` of the measured one.
+
+    Raises
+    ------
+    InputError
+        One line ``PATH: particle 'NAME': problem`` (``particle #i`` for an entry without
+        a name) for invalid JSON, unknown keys, bad values, a missing or doubled source,
+        a missing file, an empty map, a radius far from the map's, or clashing names.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "particles file does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"not a valid JSON particles file: {squeeze_error(err)}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("particles"), list):
+        raise InputError(path, 'expected a JSON object {"particles": [...]}')
+    extra = sorted(set(raw) - {"particles"})
+    if extra:
+        raise InputError(path, f"unknown top-level key(s) {', '.join(extra)}; only 'particles'")
+    specs = [_read_entry(path, i, entry) for i, entry in enumerate(raw["particles"], 1)]
+    if not specs:
+        raise InputError(path, "the file lists no particles")
+    try:
+        particle_set = ParticleSet(tuple(specs))
+    except ParticleSetError as err:
+        raise InputError(path, str(err)) from None
+    if check_maps:
+        _check_maps(path, particle_set)
+    return particle_set
+
+
+def _check_maps(path: Path, particle_set: ParticleSet) -> None:
+    from cryopick.simulate.user_maps import measure_map
+
+    for s in particle_set:
+        if s.map is None:
+            continue
+        try:
+            measured = measure_map(s.map, s.threshold)
+        except InputError as err:
+            raise InputError(path, f"particle '{s.name}': {err}") from None
+        check_radius(path, s, measured)
+
+
+def check_radius(path: str | Path, spec: ParticleSpec, measured_A: float) -> None:
+    """Raise InputError if ``spec``'s given radius is over 2x off the measured one."""
+    given = spec.radius_A
+    if given is not None and not (1 / RADIUS_TOLERANCE <= given / measured_A <= RADIUS_TOLERANCE):
+        raise InputError(
+            path,
+            f"particle '{spec.name}': radius_A {given:g} Å is inconsistent with the "
+            f"{spec.source.name if spec.source else 'density'}'s measured radius "
+            f"{measured_A:.0f} Å (more than {RADIUS_TOLERANCE:g}x off)",
+        )
+
+
+def _read_entry(path: Path, index: int, entry: Any) -> ParticleSpec:
+    if not isinstance(entry, dict):
+        raise InputError(path, f"particle #{index}: expected an object, got {entry!r:.40}")
+    who = f"particle '{entry['name']}'" if entry.get("name") else f"particle #{index}"
+    unknown = sorted(set(entry) - set(SPEC_KEYS))
+    if unknown:
+        raise InputError(
+            path,
+            f"{who}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(SPEC_KEYS)}",
+        )
+    if not entry.get("name"):
+        raise InputError(path, f"{who}: missing 'name'")
+    has = [k for k in ("map", "model") if entry.get(k) is not None]
+    if not has and entry["name"] in default_particle_set():
+        return _builtin_entry(path, who, entry)
+    if len(has) != 1:
+        problem = (
+            "gives both 'map' and 'model'"
+            if has
+            else "needs a 'map' or a 'model' file (only the built-in CZII types need neither)"
+        )
+        raise InputError(path, f"{who}: {problem}")
+    if entry.get("threshold") is not None and "model" in has:
+        raise InputError(path, f"{who}: 'threshold' applies to a map, not to a model")
+    try:
+        spec = ParticleSpec.model_validate(entry)
+    except ValidationError as err:
+        raise InputError(path, f"{who}: {squeeze_error(err)}") from None
+    source = spec.source
+    assert source is not None
+    resolved = source if source.is_absolute() else (path.parent / source).resolve()
+    if not resolved.is_file():
+        raise InputError(path, f"{who}: {has[0]} file {source} does not exist")
+    if spec.threshold is not None and not math.isfinite(spec.threshold):
+        raise InputError(path, f"{who}: threshold must be a finite number")
+    return spec.model_copy(update={has[0]: resolved})
+
+
+def _builtin_entry(path: Path, who: str, entry: dict[str, Any]) -> ParticleSpec:
+    """Return a built-in CZII type (packaged template), the entry's fields overriding."""
+    builtin = default_particle_set().get(entry["name"])
+    given = {k: v for k, v in entry.items() if k not in ("name", "threshold")}
+    if entry.get("threshold") is not None:
+        raise InputError(path, f"{who}: 'threshold' applies to a map, not to a built-in type")
+    merged = {**builtin.model_dump(exclude={"label", "colour"}), **given, "name": builtin.name}
+    try:
+        return ParticleSpec.model_validate(merged)
+    except ValidationError as err:
+        raise InputError(path, f"{who}: {squeeze_error(err)}") from None
