@@ -9,7 +9,9 @@ from importlib import import_module
 
 from cryopick.cli.app import app
 
-COMMAND_MODULES = ("particles", "simulate", "train", "predict", "tune", "evaluate", "report")
+COMMAND_MODULES = (
+    "particles", "simulate", "train", "learn", "predict", "tune", "evaluate", "report",
+)  # fmt: skip
 
 for _name in COMMAND_MODULES:
     import_module(f"cryopick.cli.{_name}")

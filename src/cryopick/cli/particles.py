@@ -18,10 +18,22 @@ def particles(
     spacing_A: Annotated[
         float, typer.Option("--spacing-A", help="Voxel size (Å) of the simulation grid.")
     ] = 10.0,
+    make_example: Annotated[
+        bool,
+        typer.Option(
+            "--make-example",
+            help="Write an example particles file at FILE (a map and an atomic model) first.",
+        ),
+    ] = False,
 ) -> None:
     """Load a particles file, build each density and print a table to check before use."""
     from cryopick.core.particles_file import check_radius, load_particles_file
     from cryopick.simulate.user_maps import density_for
+
+    if make_example:
+        from cryopick.simulate.examples import write_example_particles
+
+        typer.echo(f"wrote {write_example_particles(file)}")
 
     if not 1.0 <= spacing_A <= 50.0:
         raise InputError(None, f"--spacing-A must lie in 1..50 Å, got {spacing_A}")

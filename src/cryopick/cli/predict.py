@@ -29,6 +29,7 @@ from cryopick.core.errors import InputError, RunsFailedError
 from cryopick.inference.output import OutputFormat
 
 if TYPE_CHECKING:
+    from cryopick.inference.pipeline import PredictConfig
     from cryopick.scale.results import RunsResult
 
 # ---------------------------------------------------------------- options
@@ -53,6 +54,14 @@ OverlapOption = Annotated[
     float | None, typer.Option(min=0.0, max=0.95, help="Window overlap fraction.")
 ]
 PrecisionOption = Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")]
+ThresholdOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--threshold",
+        metavar="NAME=VALUE",
+        help="Threshold of one of the model's particle types, instead of the card's (repeat).",
+    ),
+]
 
 Workers = Annotated[
     int | None,
@@ -134,6 +143,7 @@ def predict(
     batch_size: BatchSizeOption = None,
     overlap: OverlapOption = None,
     precision: PrecisionOption = None,
+    threshold: ThresholdOption = None,
     config: PredictConfigOption = None,
     quiet: QuietOption = False,
     workers: Workers = None,
@@ -161,6 +171,8 @@ def predict(
         overlap=overlap,
         precision=precision,
     )
+    if threshold:
+        settings = with_thresholds(settings, parse_thresholds(threshold))
     scale = ScaleOutOptions(
         workers=workers,
         scheduler=scheduler,
@@ -189,6 +201,49 @@ def predict(
         show_progress=not quiet,
     )
     show_predict_result(result, output or input_path, format)
+
+
+def parse_thresholds(items: list[str]) -> dict[str, float]:
+    """Parse ``--threshold NAME=VALUE`` options into ``{NAME: VALUE}``.
+
+    The names are checked against the model's particle set when predicting.
+
+    Raises
+    ------
+    InputError
+        For an item that is not ``NAME=VALUE`` with a number, or a name given twice.
+    """
+    thresholds: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not name or number != number:
+            raise InputError(None, f"--threshold {item!r}: expected NAME=VALUE, e.g. ribosome=0.4")
+        if name in thresholds:
+            raise InputError(None, f"--threshold: {name!r} is given twice")
+        thresholds[name] = number
+    return thresholds
+
+
+def with_thresholds(settings: PredictConfig, thresholds: dict[str, float]) -> PredictConfig:
+    """Return ``settings`` with ``thresholds`` replacing those of the same names.
+
+    Raises
+    ------
+    InputError
+        For a value outside [0, 1].
+    """
+    from cryopick.core.errors import squeeze_error
+
+    merged = {**(settings.thresholds or {}), **thresholds}
+    try:
+        return type(settings).model_validate({**settings.model_dump(), "thresholds": merged})
+    except ValueError as err:
+        raise InputError(None, f"--threshold: {squeeze_error(err)}") from None
 
 
 def show_predict_result(result: RunsResult, output_label: Path, format: OutputFormat) -> None:

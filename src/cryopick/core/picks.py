@@ -5,7 +5,9 @@ Columns (in this order):
 ``experiment`` (str)
     Run / tomogram name.
 ``particle_type`` (str)
-    Canonical particle name from :data:`cryopick.core.particles.PARTICLES`.
+    Particle type: the name of a type of the particle set in use
+    (:class:`cryopick.core.particles.ParticleSet`; CZII names and aliases are
+    canonicalised even without a set, other names are kept as given).
 ``x``, ``y``, ``z`` (float)
     Position in Å in the tomogram frame (see :mod:`cryopick.core.coords`).
 ``score`` (float)
@@ -25,7 +27,11 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import UnknownParticleError, resolve_particle_name
+from cryopick.core.particles import (
+    ParticleSet,
+    UnknownParticleError,
+    default_particle_set,
+)
 
 PICKS_COLUMNS: tuple[str, ...] = ("experiment", "particle_type", "x", "y", "z", "score")
 TRANSFORMATION_COLUMN = "transformation"
@@ -63,6 +69,7 @@ def make_picks(
     coords_zyx_A: ArrayLike,
     score: float | ArrayLike | None = None,
     transformation: ArrayLike | None = None,
+    particles: ParticleSet | None = None,
 ) -> pd.DataFrame:
     """Build a validated picks table from positions in (z, y, x) Å order.
 
@@ -78,6 +85,8 @@ def make_picks(
         Pick confidences; NaN when omitted.
     transformation : array_like, shape (N, 4, 4), optional
         Per-pick 4x4 matrices; the ``transformation`` column is added only when given.
+    particles : ParticleSet, optional
+        Set the names must belong to (see :func:`validate_picks`).
 
     Returns
     -------
@@ -106,15 +115,49 @@ def make_picks(
         if len(mats) != n:
             raise ValueError(f"transformation has {len(mats)} matrices for {n} coordinates")
         df[TRANSFORMATION_COLUMN] = pd.Series(list(mats), dtype=object)
-    return validate_picks(df)
+    return validate_picks(df, particles=particles)
 
 
-def validate_picks(df: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
+def canonical_names(
+    names: Sequence[str], source: str | Path | None = None, particles: ParticleSet | None = None
+) -> dict[str, str]:
+    """Map each distinct particle name of a table to its canonical name.
+
+    With ``particles`` every name must be a name or alias of that set. Without, names and
+    aliases of the CZII set become their CZII names and any other name is kept, stripped
+    of surrounding spaces (custom types are legal in a picks table).
+
+    Raises
+    ------
+    InputError
+        For an empty name, or with ``particles`` a name the set does not know (the
+        message lists the set's names).
+    """
+    lookup = default_particle_set() if particles is None else particles
+    canonical: dict[str, str] = {}
+    for name in pd.unique(np.asarray(names, dtype=object)):
+        text = str(name)
+        if not text.strip():
+            raise InputError(source, f"a pick has an empty particle type ({text!r})")
+        if particles is None and text not in lookup:
+            canonical[text] = text.strip()
+            continue
+        try:
+            canonical[text] = lookup.resolve(text)
+        except UnknownParticleError as err:
+            raise InputError(source, str(err)) from None
+    return canonical
+
+
+def validate_picks(
+    df: pd.DataFrame, source: str | Path | None = None, particles: ParticleSet | None = None
+) -> pd.DataFrame:
     """Check a picks table and return a clean copy.
 
     Canonicalises particle names (aliases such as ``ferritin-complex`` become
-    ``apo-ferritin``), casts columns to their dtypes, adds a NaN ``score`` column if
-    missing, orders the columns, drops any other column and resets the index.
+    ``apo-ferritin``, see :func:`canonical_names`), casts columns to their dtypes, adds a
+    NaN ``score`` column if missing, orders the columns, drops any other column and
+    resets the index.
 
     Parameters
     ----------
@@ -122,6 +165,9 @@ def validate_picks(df: pd.DataFrame, source: str | Path | None = None) -> pd.Dat
         Table with at least ``experiment``, ``particle_type``, ``x``, ``y``, ``z``.
     source : str or Path, optional
         The file the table came from, named in error messages.
+    particles : ParticleSet, optional
+        The set every particle name must belong to. None: CZII names and aliases are
+        canonicalised, other names kept as they are.
 
     Returns
     -------
@@ -131,8 +177,9 @@ def validate_picks(df: pd.DataFrame, source: str | Path | None = None) -> pd.Dat
     Raises
     ------
     InputError
-        If columns are missing, a particle name is unknown (the message lists the known
-        names), or a coordinate or transformation is not a finite number.
+        If columns are missing, a particle name is empty or not in ``particles`` (the
+        message lists the set's names), or a coordinate or transformation is not a
+        finite number.
     """
     missing = [c for c in PICKS_COLUMNS[:5] if c not in df.columns]
     if missing:
@@ -143,13 +190,14 @@ def validate_picks(df: pd.DataFrame, source: str | Path | None = None) -> pd.Dat
         )
     out = pd.DataFrame(index=pd.RangeIndex(len(df)))
     out["experiment"] = pd.Series(df["experiment"].astype(str).to_numpy(), dtype=object)
+    missing_type = df["particle_type"].isna().to_numpy()
+    if missing_type.any():
+        row = int(np.flatnonzero(missing_type)[0])
+        raise InputError(
+            source, f"{int(missing_type.sum())} pick(s) have no particle type (first at row {row})"
+        )
     names = df["particle_type"].astype(str).to_numpy()
-    canonical: dict[str, str] = {}
-    for name in pd.unique(names):
-        try:
-            canonical[name] = resolve_particle_name(name)
-        except UnknownParticleError as err:
-            raise InputError(source, str(err)) from None
+    canonical = canonical_names(names, source, particles)
     out["particle_type"] = pd.Series([canonical[n] for n in names], dtype=object)
     for axis in ("x", "y", "z"):
         values = pd.to_numeric(pd.Series(df[axis].to_numpy()), errors="coerce").to_numpy(

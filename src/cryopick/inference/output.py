@@ -23,6 +23,8 @@ from cryopick.io.atomic import check_output_file
 if TYPE_CHECKING:
     import pandas as pd
 
+    from cryopick.core.particles import ParticleSet
+
 PICKS_USER_ID = "cryopick"
 PICKS_SESSION_ID = "0"
 
@@ -110,6 +112,26 @@ def check_output_target(
     return check_output_file(output, [input_path], fmt.suffixes)
 
 
+def check_format_for_set(format: OutputFormat | str, particles: ParticleSet | None) -> None:
+    """Refuse the Kaggle format for a model whose particle set is not the CZII six.
+
+    Called once the model's set is known, before any work.
+
+    Raises
+    ------
+    InputError
+        If ``format`` is ``kaggle`` and ``particles`` is a set other than the CZII one.
+    """
+    if OutputFormat.parse(format) is OutputFormat.KAGGLE and not (
+        particles is None or particles.is_czii
+    ):
+        raise InputError(
+            None,
+            "--format kaggle is the CZII challenge's submission format, but the model picks "
+            f"{', '.join(particles.names)}: write csv, star or copick",
+        )
+
+
 def write_predictions(
     picks: pd.DataFrame,
     runs: Sequence[RunShape],
@@ -117,23 +139,28 @@ def write_predictions(
     format: OutputFormat | str,
     input_path: str | Path,
     model_spacing_A: float | None = None,
+    *,
+    particles: ParticleSet | None = None,
 ) -> Any:
     """Write picks in ``format``; copick output goes into the input project's overlay.
 
     ``star`` needs the tomogram shapes, taken from ``runs``; ``copick`` writes files of
     user ``cryopick`` (session 0) only, for every run of ``runs`` (empty files where
     nothing was found), into ``output`` if given, else into the project ``input_path``
-    names.
+    names. ``particles`` is the model's set: the STAR class numbers, the copick objects
+    declared where the project lacks them (default the CZII set).
     """
     from cryopick.io.picks import write_picks
 
     check_output_target(output, format, input_path)
+    check_format_for_set(format, particles)
     fmt = OutputFormat.parse(format)
     if fmt is OutputFormat.COPICK:
         return write_picks(
             picks,
             output or input_path,
             format=fmt.value,
+            particles=particles,
             user_id=PICKS_USER_ID,
             session_id=PICKS_SESSION_ID,
             voxel_spacing=model_spacing_A,
@@ -143,5 +170,7 @@ def write_predictions(
         raise InputError(None, f"--output is needed for the {fmt} format")
     if fmt is OutputFormat.STAR:
         shapes = {run.name: (run.shape, run.spacing_A) for run in runs}
-        return write_picks(picks, output, format=fmt.value, tomogram_shapes=shapes)
-    return write_picks(picks, output, format=fmt.value)
+        return write_picks(
+            picks, output, format=fmt.value, particles=particles, tomogram_shapes=shapes
+        )
+    return write_picks(picks, output, format=fmt.value, particles=particles)

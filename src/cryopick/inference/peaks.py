@@ -36,7 +36,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cryopick.core.coords import voxels_to_angstrom
-from cryopick.core.particles import PARTICLES, get_particle
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.core.picks import empty_picks, make_picks
 
 DEFAULT_THRESHOLD = 0.5
@@ -232,23 +232,29 @@ def _find_class_peaks(
 
 
 def resolve_cross_class(
-    picks: pd.DataFrame, fraction: float = 0.5, ratio: float = 1.0
+    picks: pd.DataFrame,
+    fraction: float = 0.5,
+    ratio: float = 1.0,
+    *,
+    particles: ParticleSet | None = None,
 ) -> pd.DataFrame:
     """Resolve picks of different classes at one place.
 
     Of two picks of different classes closer than ``fraction * min(radius)``, the weaker is
     dropped when its score is at most ``ratio`` times the stronger's (``ratio=1``: always;
     ``ratio=0.5``: only when clearly dominated). Greedy by score over all picks of one
-    experiment at a time; the result keeps input order.
+    experiment at a time; the result keeps input order. Radii are those of ``particles``
+    (default: the CZII set), whose names (or aliases) the picks' types must be.
     """
     if len(picks) < 2 or fraction <= 0:
         return picks
+    particle_set = resolve_particle_set(particles)
     keep = np.ones(len(picks), dtype=bool)
-    max_radius = max(p.radius_A for p in PARTICLES)
+    max_radius = particle_set.max_radius_A
     for _, group in picks.groupby("experiment", sort=False):
         pos = group.index.to_numpy()
         xyz = group[["x", "y", "z"]].to_numpy(dtype=np.float64)
-        radii = np.array([get_particle(t).radius_A for t in group["particle_type"]])
+        radii = np.array([particle_set.radius_A(t) for t in group["particle_type"]])
         types = group["particle_type"].to_numpy()
         scores = group["score"].to_numpy(dtype=np.float64)
         tree = cKDTree(xyz)
@@ -283,23 +289,25 @@ def find_peaks(
     cross_class_ratio: float = 1.0,
     origin_A: float = 0.0,
     max_peaks_per_class: int = 20_000,
+    particles: ParticleSet | None = None,
 ) -> pd.DataFrame:
     """Find picks (Å) in per-class probability maps.
 
     Parameters
     ----------
     probs : numpy.ndarray, shape (C, Z, Y, X)
-        Probabilities (float16 is fine), channel ``label`` per particle type, 0 = background.
+        Probabilities (float16 is fine): channel ``c`` is the type of ``particles`` with
+        label ``c``, 0 = background.
     spacing_A, experiment : float, str
         Voxel size of the map in Å; run name written into the picks.
     thresholds, default_threshold, min_score : mapping, float, float
-        Per-class minimum peak probability (e.g. the model card's tuned thresholds); the
-        one for classes missing from it; a floor on every threshold (e.g. 0.05 when
-        collecting candidates for tuning).
+        Per-class minimum peak probability by name or alias of ``particles`` (e.g. the
+        model card's tuned thresholds); the one for classes missing from it; a floor on
+        every threshold (e.g. 0.05 when collecting candidates for tuning).
     particle_types : sequence of str, optional
         Only these classes (default: all).
     nms_fraction : float
-        Suppression distance as a fraction of the class radius.
+        Suppression distance as a fraction of the class radius (the set's ``radius_A``).
     blob_radius_fraction : float or None
         Expected blob radius as a fraction of the class radius (the training target's);
         None disables blob validation.
@@ -317,22 +325,39 @@ def find_peaks(
     max_peaks_per_class : int
         Keep at most this many (the strongest) maxima per class after suppression; bounds
         the time spent on a noisy map with a low threshold.
+    particles : ParticleSet, optional
+        The types of the map's channels, their names and radii (the model card's
+        :attr:`~cryopick.model.ModelCard.particle_set`); default the CZII set.
 
     Returns
     -------
     pandas.DataFrame
         Picks (experiment, particle_type, x, y, z in Å, score), by class, strongest first.
+
+    Raises
+    ------
+    ValueError
+        If the map has more channels than the set has classes, or a threshold or
+        ``particle_types`` entry names no type of the set
+        (:class:`~cryopick.core.particles.UnknownParticleError`).
     """
-    thresholds = dict(thresholds or {})
-    names = [get_particle(n).name for n in particle_types] if particle_types else None
+    particle_set = resolve_particle_set(particles)
+    if len(probs) > particle_set.n_classes:
+        raise ValueError(
+            f"the probability map has {len(probs)} channels but the particle set has "
+            f"{particle_set.n_classes} classes ({', '.join(particle_set.names)} and background)"
+        )
+    thresholds = {particle_set.resolve(k): v for k, v in (thresholds or {}).items()}
+    names = {particle_set.resolve(n) for n in particle_types} if particle_types else None
     frames = []
-    for particle in PARTICLES:
-        if (names is not None and particle.name not in names) or particle.label >= len(probs):
+    for particle in particle_set:
+        label = int(particle.label or 0)
+        if (names is not None and particle.name not in names) or label >= len(probs):
             continue
         threshold = max(float(thresholds.get(particle.name, default_threshold)), min_score)
-        radius_vox = particle.radius_A / spacing_A
+        radius_vox = particle_set.radius_A(particle.name) / spacing_A
         blob_vox = blob_radius_fraction * radius_vox if blob_radius_fraction else None
-        class_map = probs[particle.label]
+        class_map = probs[label]
         limits = (blob_vox, blob_ratio_range, max_peaks_per_class)
         coords, scores = _find_class_peaks(class_map, radius_vox, threshold, nms_fraction, *limits)
         if len(coords):
@@ -341,4 +366,6 @@ def find_peaks(
     if not frames:
         return empty_picks()
     picks = pd.concat(frames, ignore_index=True)
-    return resolve_cross_class(picks, cross_class_fraction, cross_class_ratio)
+    return resolve_cross_class(
+        picks, cross_class_fraction, cross_class_ratio, particles=particle_set
+    )

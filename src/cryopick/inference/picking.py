@@ -20,13 +20,15 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from cryopick.core.coords import strided_origin_A
+from cryopick.core.errors import InputError
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.inference.peaks import (
     DEFAULT_BLOB_RATIO_RANGE,
     DEFAULT_NMS_FRACTION,
     DEFAULT_THRESHOLD,
     find_peaks,
 )
-from cryopick.model.card import ModelCard, TargetSpec
+from cryopick.model.card import ModelCard, TargetSpec, canonical_thresholds
 
 if TYPE_CHECKING:
     from cryopick.inference.pipeline import PredictConfig
@@ -42,7 +44,7 @@ class PickSettings:
         The model's training target; sets the expected blob radius
         (:attr:`TargetSpec.blob_radius_fraction`) that peaks are validated against.
     thresholds : mapping of str to float
-        Per-class minimum peak probability, by canonical particle name.
+        Per-class minimum peak probability, by particle name of ``particles``.
     default_threshold : float
         For classes missing from ``thresholds``.
     min_score : float
@@ -53,6 +55,8 @@ class PickSettings:
         Accepted measured / expected blob radius; None disables blob validation.
     cross_class_fraction, cross_class_ratio : float
         Cross-class resolution (see :func:`cryopick.inference.peaks.resolve_cross_class`).
+    particles : ParticleSet or None
+        The types of the map's channels (names, radii): the model's set; None: the CZII set.
     """
 
     target: TargetSpec = field(default_factory=TargetSpec)
@@ -63,32 +67,86 @@ class PickSettings:
     blob_ratio_range: tuple[float, float] | None = DEFAULT_BLOB_RATIO_RANGE
     cross_class_fraction: float = 0.0
     cross_class_ratio: float = 1.0
+    particles: ParticleSet | None = None
 
     @classmethod
     def for_model(cls, card: ModelCard, config: PredictConfig) -> PickSettings:
         """Return a prediction's settings: the model's target and thresholds, the config's options.
 
         Thresholds: the card's ``thresholds_tta`` for a TTA prediction when the card has them,
-        else its ``thresholds``; ``config.thresholds`` override single classes.
+        else its ``thresholds``; ``config.thresholds`` override single classes (names or
+        aliases of the card's particle set).
+
+        Raises
+        ------
+        InputError
+            If an override names no type of the model (see :func:`check_threshold_names`).
         """
+        particles = card.particle_set
         return cls(
             target=card.target,
-            thresholds=choose_thresholds(card, config.tta, config.thresholds),
+            thresholds=choose_thresholds(card, config.tta, config.thresholds, particles),
             min_score=config.min_score,
             nms_fraction=config.nms_fraction,
             blob_ratio_range=config.blob_ratio_range,
             cross_class_fraction=config.cross_class_fraction,
             cross_class_ratio=config.cross_class_ratio,
+            particles=particles,
         )
 
     @classmethod
-    def for_candidates(cls, target: TargetSpec, floor: float) -> PickSettings:
-        """Return settings that keep every peak scoring at least ``floor`` (tuning candidates)."""
-        return cls(target=target, default_threshold=floor, min_score=floor)
+    def for_candidates(
+        cls, target: TargetSpec, floor: float, particles: ParticleSet | None = None
+    ) -> PickSettings:
+        """Return settings that keep every peak scoring at least ``floor`` (tuning candidates).
+
+        ``particles`` is the model's set (the types of the map's channels; default CZII).
+        """
+        return cls(target=target, default_threshold=floor, min_score=floor, particles=particles)
+
+
+def check_threshold_names(
+    thresholds: Mapping[str, float], particles: ParticleSet | None = None
+) -> dict[str, float]:
+    """Key user thresholds by the model's particle names (aliases resolved).
+
+    Parameters
+    ----------
+    thresholds : mapping of str to float
+        Name or alias -> threshold, e.g. from ``--threshold NAME=VALUE``.
+    particles : ParticleSet, optional
+        The model's set (:attr:`ModelCard.particle_set`); default the CZII set.
+
+    Returns
+    -------
+    dict of str to float
+        Particle name -> threshold.
+
+    Raises
+    ------
+    InputError
+        One line: a name that is no type of the model (listing the model's types), or one
+        type given twice under two names.
+    """
+    particle_set = resolve_particle_set(particles)
+    unknown = [str(name) for name in thresholds if name not in particle_set]
+    if unknown:
+        raise InputError(
+            None,
+            f"threshold for {', '.join(map(repr, unknown))}: not a particle type of the model; "
+            f"its types are {', '.join(particle_set.names)}",
+        )
+    try:
+        return canonical_thresholds(thresholds, particle_set)
+    except ValueError as err:  # one type under two names
+        raise InputError(None, f"thresholds: {err}") from None
 
 
 def choose_thresholds(
-    card: ModelCard, tta: bool = False, overrides: Mapping[str, float] | None = None
+    card: ModelCard,
+    tta: bool = False,
+    overrides: Mapping[str, float] | None = None,
+    particles: ParticleSet | None = None,
 ) -> dict[str, float]:
     """Return the per-class thresholds a prediction uses.
 
@@ -100,15 +158,24 @@ def choose_thresholds(
         A flip-TTA prediction: the card's ``thresholds_tta`` when it has them (TTA maps score
         differently), else its ``thresholds``.
     overrides : mapping, optional
-        Thresholds replacing the card's for these classes.
+        Thresholds replacing the card's for these classes, by name or alias of the card's
+        particle set.
+    particles : ParticleSet, optional
+        ``card.particle_set`` when the caller has it already.
 
     Returns
     -------
     dict of str to float
-        Canonical particle name -> threshold.
+        Particle name -> threshold.
+
+    Raises
+    ------
+    InputError
+        If an override names no type of the model (see :func:`check_threshold_names`).
     """
     chosen = dict((card.thresholds_tta if tta else None) or card.thresholds)
-    chosen.update(overrides or {})
+    if overrides:
+        chosen.update(check_threshold_names(overrides, particles or card.particle_set))
     return chosen
 
 
@@ -154,4 +221,5 @@ def pick_particles(
         cross_class_fraction=settings.cross_class_fraction,
         cross_class_ratio=settings.cross_class_ratio,
         origin_A=strided_origin_A(stride, spacing_A),
+        particles=settings.particles,
     )

@@ -25,24 +25,26 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from cryopick.console import window_progress_bar
 from cryopick.core.errors import RunsFailedError, one_line_error
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.inference.output import (
     PICKS_SESSION_ID,
     PICKS_USER_ID,
     OutputFormat,
     RunShape,
+    check_format_for_set,
     check_output_target,
     write_predictions,
 )
-from cryopick.inference.picking import PickSettings, pick_particles
+from cryopick.inference.picking import PickSettings, check_threshold_names, pick_particles
 from cryopick.inference.preprocess import normalise_volume, resample_volume
 from cryopick.inference.window import predict_probability_map, resolve_device
 from cryopick.io.runs import RunResult, open_tomograms, raise_all_failed
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
-from cryopick.model import ModelCard, Threshold, bundled_model_dir, canonical_thresholds
+from cryopick.model import ModelCard, Threshold, bundled_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,8 @@ class PredictConfig(BaseModel):
         :func:`cryopick.inference.window.choose_patch_size` (up to 192³, larger than the
         training patch: faster, fewer overlaps).
     thresholds : dict, optional
-        Per-class thresholds overriding the model card's.
+        Per-class thresholds overriding the model card's, by name or alias of the model's
+        particle set (checked against it when predicting: :func:`check_config_for_model`).
     min_score : float
         Floor on every threshold.
     nms_fraction, cross_class_fraction : float
@@ -113,10 +116,17 @@ class PredictConfig(BaseModel):
     cross_class_ratio: float = Field(1.0, ge=0.0, le=1.0)
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
 
-    @field_validator("thresholds")
-    @classmethod
-    def _canonical_names(cls, thresholds: dict[str, float] | None) -> dict[str, float] | None:
-        return None if thresholds is None else canonical_thresholds(thresholds)
+
+def check_config_for_model(config: PredictConfig | None, card: ModelCard) -> None:
+    """Check that the threshold overrides of ``config`` name types of the model.
+
+    Raises
+    ------
+    InputError
+        One line naming the unknown type(s) and listing the model's types.
+    """
+    if config is not None and config.thresholds:
+        check_threshold_names(config.thresholds, card.particle_set)
 
 
 def predict_tomogram(
@@ -251,6 +261,7 @@ def predict_tomograms(
     config = config or PredictConfig()
     resolve_device(config.device)  # a wrong device fails once, before any run
     network, card = _resolve_model(model_dir, model)
+    check_config_for_model(config, card)  # a threshold of an unknown type fails once, too
     frames = []
     with window_progress_bar(show_progress) as bar:
         for tomo in tomograms:
@@ -347,6 +358,9 @@ def predict(
         card = read_model_card(model_dir := Path(model_dir or bundled_model_dir()))
     else:
         card = _resolve_model(model_dir, model)[1]
+    particles = card.particle_set
+    check_format_for_set(format, particles)
+    check_config_for_model(config, card)
     failures: dict[str, BaseException] = {}
     tomograms = open_tomograms(input_path, tomo_type, runs, spacing_A, failures, on_run_done)
     picks = predict_tomograms(
@@ -363,19 +377,33 @@ def predict(
     if not done:
         raise_all_failed(failures, input_path, n_runs)
     if destination is not None:
-        write_predictions(picks, done, output, format, input_path, card.spacing_A)
+        write_predictions(
+            picks, done, output, format, input_path, card.spacing_A, particles=particles
+        )
     if failures:
         reasons = {run: one_line_error(err) for run, err in failures.items()}
         raise RunsFailedError(reasons, destination, n_runs, picks=picks)
     return picks
 
 
-def count_picks_per_run(picks: pd.DataFrame, runs: list[str] | None = None) -> pd.DataFrame:
-    """Count picks per run (rows) and particle type (columns), with a total row."""
-    from cryopick.core.particles import PARTICLE_NAMES
+def count_picks_per_run(
+    picks: pd.DataFrame, runs: list[str] | None = None, particles: ParticleSet | None = None
+) -> pd.DataFrame:
+    """Count picks per run (rows) and particle type (columns), with a total row.
 
+    Columns: the names of ``particles`` (the model's set), then any other type the picks
+    have, by name. Without a set: the CZII six when every picked type is one of them,
+    else the picked types, by name.
+    """
     counts = pd.crosstab(picks["experiment"], picks["particle_type"])
+    picked = {str(n) for n in counts.columns}
+    particle_set = resolve_particle_set(particles)
+    if particles is None and not all(n in particle_set.names for n in picked):
+        names: list[str] = []
+    else:
+        names = list(particle_set.names)
     index = sorted(set(runs or []) | set(counts.index))
-    counts = counts.reindex(index=index, columns=list(PARTICLE_NAMES), fill_value=0)
+    names += sorted(picked - set(names))
+    counts = counts.reindex(index=index, columns=names, fill_value=0)
     counts.loc["total"] = counts.sum()
     return counts.astype(int)

@@ -1,7 +1,8 @@
 """The multi-class 3D U-Net and its configuration.
 
 The network maps one normalised tomogram channel ``(N, 1, Z, Y, X)`` to logits for
-:data:`cryopick.core.particles.N_CLASSES` classes (background + one per particle type).
+ ``n_classes`` classes: background (channel 0) and one per type of the model's particle set
+(channel ``c`` is the type with label ``c``, see :attr:`cryopick.model.card.ModelCard.particles`).
 With ``output_stride=2`` the decoder stops one level short of full resolution (saves
 most of the compute: particles are 6-15 voxels in radius at 10 Å) and
 :meth:`UNet3D.forward` upsamples the logits back to the input grid, so callers
@@ -12,6 +13,7 @@ files: :mod:`cryopick.model.card`, :mod:`cryopick.model.store`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field, field_validator, model_validator
 from torch import nn
 
-from cryopick.core.particles import N_CLASSES
+from cryopick.core.particles import default_particle_set
 
 
 class ModelConfig(BaseModel):
@@ -41,7 +43,8 @@ class ModelConfig(BaseModel):
     norm : {"batch", "instance"}
         Normalisation layer after each convolution.
     in_channels, n_classes : int
-        Input channels (1) and output classes (background + 6 particle types).
+        Input channels (1) and output classes: background + one per particle type of the
+        model's set (default 7: the CZII six; training sets it from the set it learns).
     """
 
     widths: tuple[int, ...] = (8, 16, 32, 64)
@@ -50,7 +53,7 @@ class ModelConfig(BaseModel):
     convs_per_block: int = Field(2, ge=1, le=4)
     norm: Literal["batch", "instance"] = "batch"
     in_channels: int = Field(1, ge=1)
-    n_classes: int = Field(N_CLASSES, ge=2)
+    n_classes: int = Field(default_factory=lambda: default_particle_set().n_classes, ge=2)
 
     @field_validator("widths")
     @classmethod
@@ -163,6 +166,41 @@ class UNet3D(nn.Module):
 def build_model(config: ModelConfig | None = None) -> UNet3D:
     """Build an untrained network from ``config`` (default :class:`ModelConfig`)."""
     return UNet3D(config or ModelConfig())
+
+
+def replace_head(
+    model: UNet3D, n_classes: int, kept: Mapping[int, int] | None = None
+) -> UNet3D:
+    """Give the network a new output layer (the final 1x1x1 convolution) for ``n_classes``.
+
+    Every other weight is left as it is. The new layer is initialised as a fresh network's
+    (torch's default, from the global RNG), except the channels listed in ``kept``, whose
+    weights and bias are copied from the old layer.
+
+    Parameters
+    ----------
+    model : UNet3D
+        The network; changed in place (``model.config.n_classes`` too).
+    n_classes : int
+        Output classes of the new layer (background included).
+    kept : mapping of int to int, optional
+        New channel -> old channel whose weights it keeps.
+
+    Returns
+    -------
+    UNet3D
+        ``model``.
+    """
+    old = model.head
+    assert isinstance(old, nn.Conv3d) and old.bias is not None
+    head = nn.Conv3d(old.in_channels, n_classes, 1).to(old.weight.device, old.weight.dtype)
+    with torch.no_grad():
+        for new_c, old_c in (kept or {}).items():
+            head.weight[new_c] = old.weight[old_c]
+            head.bias[new_c] = old.bias[old_c]
+    model.head = head
+    model.config = model.config.model_copy(update={"n_classes": n_classes})
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -163,8 +163,12 @@ def _predict_as_tasks(
     show_progress: bool,
 ) -> RunsResult:
     """Predict each run as a resumable task (:func:`run_predict_tasks`), then merge."""
-    from cryopick.inference.output import check_output_target, write_predictions
-    from cryopick.inference.pipeline import PredictConfig
+    from cryopick.inference.output import (
+        check_format_for_set,
+        check_output_target,
+        write_predictions,
+    )
+    from cryopick.inference.pipeline import PredictConfig, check_config_for_model
     from cryopick.inference.runtime import resolve_device
     from cryopick.model import bundled_model_dir, read_model_card
 
@@ -176,13 +180,18 @@ def _predict_as_tasks(
     if cluster is None or not (cluster.scheduler or cluster.slurm):
         resolve_device(config.device if config else "auto")  # workers on this machine: check now
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
-    model_spacing_A = read_model_card(model_dir).spacing_A
+    card = read_model_card(model_dir)
+    particles = card.particle_set  # each task reads it from the card it loads
+    check_format_for_set(format, particles)
+    check_config_for_model(config, card)
     config = config or PredictConfig()
 
     def write_output(picks: pd.DataFrame, _: Path, metas: list[dict[str, Any]]) -> None:
         # the writers need the runs' names (copick), shapes and voxel sizes (STAR)
         shapes = [RunShape(m["run"], tuple(m["shape_zyx"]), m["spacing_A"]) for m in metas]
-        write_predictions(picks, shapes, output, format, input_path, model_spacing_A)
+        write_predictions(
+            picks, shapes, output, format, input_path, card.spacing_A, particles=particles
+        )
 
     return run_predict_tasks(
         [input_path],

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLES
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.io.atomic import atomic_path
 from cryopick.io.torch_files import load_tensor_file
 from cryopick.model import ModelConfig, TargetKind, TargetSpec
@@ -52,6 +52,9 @@ class TrainConfig(BaseModel):
         Fresh simulated training runs to make first (``simulate_preset``, ``simulate_shape``).
     steps : int
         Optimiser steps; the learning-rate schedule spans them.
+    particles : str or None
+        Particles file of the types to learn; None: the set the training data declare
+        (:func:`cryopick.training.particle_sets.training_particle_set`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +65,11 @@ class TrainConfig(BaseModel):
     simulate_val: int = Field(2, ge=0, description="simulated validation runs when --val is empty")
     simulate_preset: str = Field("czii", description="simulator preset for --simulate")
     simulate_shape: tuple[int, int, int] = Field((184, 630, 630), description="simulated (Z,Y,X)")
+    particles: str | None = Field(
+        None,
+        description="particles file (JSON) of the types to learn, and to simulate with "
+        "--simulate; default: the set the training data's copick configs declare",
+    )
     tomo_types: list[str] = Field(
         default_factory=lambda: ["denoised", "wbp", "ctfdeconvolved"],
         description="reconstruction types mixed in training (those a run lacks are skipped)",
@@ -122,13 +130,20 @@ class TrainConfig(BaseModel):
         """The training target (``target``, ``target_fraction``) as the model card holds it."""
         return TargetSpec(kind=self.target, fraction=self.target_fraction)
 
-    def class_weights(self) -> torch.Tensor:
-        """Cross-entropy weight per class (background first).
+    def class_weights(self, particles: ParticleSet | None = None) -> torch.Tensor:
+        """Cross-entropy weight per class (background first, then the set's types by label).
 
         Particle weights average ``particle_weight``; with ``weight_radius_power`` > 0 the
         small types (fewer target voxels) weigh more, as ``radius ** -power``.
+
+        Parameters
+        ----------
+        particles : ParticleSet, optional
+            The types learnt (their radii); default the CZII set.
         """
-        scale = torch.tensor([p.radius_A for p in PARTICLES], dtype=torch.float64)
+        particle_set = resolve_particle_set(particles)
+        radii = [particle_set.radius_A(name) for name in particle_set.names]
+        scale = torch.tensor(radii, dtype=torch.float64)
         scale = scale**-self.weight_radius_power
         scale = scale / scale.mean() * self.particle_weight
         weights = torch.cat([torch.tensor([self.background_weight], dtype=torch.float64), scale])

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from cryopick.core.particles import N_CLASSES
+from cryopick.core.particles import default_particle_set
 from cryopick.model.card import TargetKind
 
 
@@ -31,7 +31,7 @@ def render_targets(
     shape_zyx: Sequence[int],
     kind: TargetKind = "sphere",
     fraction: float = 0.5,
-    n_classes: int = N_CLASSES,
+    n_classes: int | None = None,
 ) -> NDArray:
     """Render the target of one patch.
 
@@ -50,8 +50,9 @@ def render_targets(
         Target type (see module docstring).
     fraction : float
         Sphere radius, or Gaussian sigma, as a fraction of the particle radius.
-    n_classes : int
-        Number of classes including background.
+    n_classes : int, optional
+        Number of classes including background: the particle set's ``n_classes``
+        (default: the CZII set's).
 
     Returns
     -------
@@ -66,6 +67,8 @@ def render_targets(
     if kind == "sphere":
         return _render_spheres(centres, label_ids, radii, shape)
     if kind == "gaussian":
+        if n_classes is None:
+            n_classes = default_particle_set().n_classes
         return _render_gaussians(centres, label_ids, radii, shape, n_classes)
     raise ValueError(f"target kind must be 'sphere' or 'gaussian', got {kind!r}")
 

@@ -29,13 +29,14 @@ from pathlib import Path
 import pandas as pd
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import UnknownParticleError, resolve_particle_name
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.core.picks import (
     TRANSFORMATION_COLUMN,
     empty_picks,
     validate_picks,
 )
 from cryopick.io.layout import RUNS_DIR, ProjectLayout, is_copick_config, resolve_layout
+from cryopick.io.picks.copick_config import read_particle_set
 
 # the writer lives in its own module; re-exported here for callers of this module
 from cryopick.io.picks.copick_write import write_copick_picks
@@ -69,7 +70,9 @@ def _run_from_path(path: Path) -> str | None:
     return None
 
 
-def read_copick_picks_file(path: str | Path, data: object | None = None) -> pd.DataFrame:
+def read_copick_picks_file(
+    path: str | Path, data: object | None = None, particles: ParticleSet | None = None
+) -> pd.DataFrame:
     """Read one copick pick file into a picks table.
 
     Parameters
@@ -78,6 +81,9 @@ def read_copick_picks_file(path: str | Path, data: object | None = None) -> pd.D
         The JSON file.
     data : object, optional
         Its parsed content, if already loaded.
+    particles : ParticleSet, optional
+        The set its object must belong to; None keeps a name outside the CZII set as it
+        is (see :func:`cryopick.core.picks.validate_picks`).
 
     Returns
     -------
@@ -88,8 +94,8 @@ def read_copick_picks_file(path: str | Path, data: object | None = None) -> pd.D
     Raises
     ------
     InputError
-        If the file is not a copick pick file, names an unknown object, or has a
-        point without a finite location.
+        If the file is not a copick pick file, names an object not in ``particles``,
+        or has a point without a finite location.
     """
     path = Path(path)
     data = _load_json(path) if data is None else data
@@ -118,7 +124,7 @@ def read_copick_picks_file(path: str | Path, data: object | None = None) -> pd.D
         df = pd.DataFrame(rows, columns=["x", "y", "z", "score", TRANSFORMATION_COLUMN])
         df.insert(0, "particle_type", name)
         df.insert(0, "experiment", str(run))
-    return validate_picks(df, source=path)
+    return validate_picks(df, source=path, particles=particles)
 
 
 def _pick_files(layout: ProjectLayout) -> list[Path]:
@@ -161,11 +167,29 @@ def _project_layout(path: str | Path | ProjectLayout) -> ProjectLayout:
     return layout
 
 
+def project_particle_set(path: str | Path | ProjectLayout) -> ParticleSet | None:
+    """The particle set a copick project's config declares; None for anything else.
+
+    None also for a project without config (a Kaggle root, a bare ``ExperimentRuns``
+    parent) or one that declares no particle objects; a single pick file is no project.
+    """
+    if not isinstance(path, ProjectLayout):
+        path = Path(path)
+        if path.is_file() and not is_copick_config(path):
+            return None
+        layout = resolve_layout(path, content="picks")
+        if layout is None:
+            return None
+        path = layout
+    return read_particle_set(path)
+
+
 def read_copick_project_picks(
     path: str | Path | ProjectLayout,
     user_id: str | None = None,
     session_id: str | None = None,
     single_source: bool = False,
+    particles: ParticleSet | None = None,
 ) -> pd.DataFrame:
     """Read all pick files of a copick project or Kaggle challenge folder.
 
@@ -181,12 +205,15 @@ def read_copick_project_picks(
         Require the picks kept to come from one user/session pair (ground truth, where
         merging annotators, or cryopick's own picks, would be wrong); by default several
         pairs are merged with a warning.
+    particles : ParticleSet, optional
+        The particle types to read; default the set the project's config declares
+        (:func:`cryopick.io.picks.copick_config.read_particle_set`), else the CZII set.
 
     Returns
     -------
     pandas.DataFrame
-        Picks of all runs. Files of objects that are not particle types (e.g. membranes)
-        are skipped with a warning. When one run holds the same user, session and object
+        Picks of all runs. Files of objects that are not types of the set (e.g.
+        membranes) are skipped with a warning. When one run holds the same user, session and object
         twice (``<object>.json`` beside ``<user>_<session>_<object>.json``), it is read once.
 
     Raises
@@ -196,6 +223,7 @@ def read_copick_project_picks(
         them with their pick counts.
     """
     layout = _project_layout(path)
+    particle_set = resolve_particle_set(particles or read_particle_set(layout))
     frames: list[pd.DataFrame] = []
     seen: set[tuple[str, str, str, str]] = set()
     found: dict[tuple[str, str], int] = {}  # picks per (user, session)
@@ -212,22 +240,25 @@ def read_copick_project_picks(
             session_id is not None and session != session_id
         ):
             continue
-        try:
-            canonical = resolve_particle_name(obj)
-        except UnknownParticleError:
-            log.warning("%s: skipping picks of %r: not a particle type cryopick knows", file, obj)
+        if obj not in particle_set:
+            log.warning(
+                "%s: skipping picks of %r: not a type of the particle set (%s)",
+                file,
+                obj,
+                ", ".join(particle_set.names),
+            )
             continue
-        key = (file.parent.parent.name, user, session, canonical)
+        key = (file.parent.parent.name, user, session, particle_set.resolve(obj))
         if key in seen:
             continue
         seen.add(key)
-        frames.append(read_copick_picks_file(file, data))
+        frames.append(read_copick_picks_file(file, data, particle_set))
         found[(user, session)] = found.get((user, session), 0) + len(frames[-1])
     if len(found) > 1:
         _several_sources(layout, found, single_source)
     if not frames:
         return empty_picks()
-    return validate_picks(pd.concat(frames, ignore_index=True))
+    return validate_picks(pd.concat(frames, ignore_index=True), particles=particle_set)
 
 
 def is_copick_source(path: Path) -> bool:
@@ -245,12 +276,14 @@ def read_copick_source(
     user_id: str | None = None,
     session_id: str | None = None,
     single_source: bool = False,
+    particles: ParticleSet | None = None,
     **_: object,
 ) -> pd.DataFrame:
     """Read a copick pick file, or every pick file of a project (folder or config).
 
-    ``user_id``, ``session_id`` and ``single_source`` apply to projects, as for
-    :func:`read_copick_project_picks`; other keyword arguments are ignored.
+    ``user_id``, ``session_id``, ``single_source`` and ``particles`` apply as for
+    :func:`read_copick_project_picks` (``particles`` also to a single pick file, see
+    :func:`read_copick_picks_file`); other keyword arguments are ignored.
 
     Raises
     ------
@@ -260,7 +293,7 @@ def read_copick_source(
     path = Path(path)
 
     def read_project() -> pd.DataFrame:
-        return read_copick_project_picks(path, user_id, session_id, single_source)
+        return read_copick_project_picks(path, user_id, session_id, single_source, particles)
 
     if path.is_dir() or path.suffix.lower() != ".json":  # a folder, or a config of any name
         return read_project()
@@ -268,13 +301,14 @@ def read_copick_source(
     if isinstance(data, dict) and "overlay_root" in data:
         return read_project()
     if is_copick_picks(data):
-        return read_copick_picks_file(path, data)
+        return read_copick_picks_file(path, data, particles)
     raise InputError(path, "JSON is neither a copick config nor a copick pick file")
 
 
 __all__ = [
     "is_copick_picks",
     "is_copick_source",
+    "project_particle_set",
     "read_copick_picks_file",
     "read_copick_project_picks",
     "read_copick_source",

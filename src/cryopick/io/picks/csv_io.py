@@ -1,7 +1,9 @@
 """Picks as CSV: ``experiment,particle_type,x,y,z[,score]`` in Å, and the Kaggle submission.
 
-The Kaggle submission format is exactly ``id,experiment,particle_type,x,y,z`` with
-``id`` running 0..N-1. The reader accepts both and ignores ``id``.
+The plain CSV holds any particle types (the names of the set in use). The Kaggle
+submission format is exactly ``id,experiment,particle_type,x,y,z`` with ``id`` running
+0..N-1, and only for the CZII challenge's six types. The reader accepts both and
+ignores ``id``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from cryopick.core.errors import InputError
+from cryopick.core.particles import ParticleSet, default_particle_set
 from cryopick.core.picks import PICKS_COLUMNS, validate_picks
 from cryopick.io.atomic import atomic_path
 
 
-def read_csv_picks(path: str | Path) -> pd.DataFrame:
+def read_csv_picks(path: str | Path, particles: ParticleSet | None = None) -> pd.DataFrame:
     """Read a picks CSV (plain or Kaggle submission) into a picks table.
 
     Parameters
@@ -23,6 +26,9 @@ def read_csv_picks(path: str | Path) -> pd.DataFrame:
     path : str or Path
         CSV with columns ``experiment, particle_type, x, y, z`` (Å) and optionally
         ``score`` and ``id`` (ignored).
+    particles : ParticleSet, optional
+        Set the particle names must belong to; None keeps names outside the CZII set
+        as they are (see :func:`cryopick.core.picks.validate_picks`).
 
     Returns
     -------
@@ -34,20 +40,48 @@ def read_csv_picks(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={"experiment": str, "particle_type": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(path, f"cannot read picks CSV: {err}") from None
-    return validate_picks(df, source=path)
+    return validate_picks(df, source=path, particles=particles)
 
 
-def write_csv_picks(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write picks as ``experiment,particle_type,x,y,z,score`` (Å), atomically."""
-    df = validate_picks(df)
+def write_csv_picks(
+    df: pd.DataFrame, path: str | Path, particles: ParticleSet | None = None
+) -> Path:
+    """Write picks as ``experiment,particle_type,x,y,z,score`` (Å), atomically.
+
+    With ``particles`` every name must be a type of that set (written under its name).
+    """
+    df = validate_picks(df, particles=particles)
     with atomic_path(path) as tmp:
         df.loc[:, list(PICKS_COLUMNS)].to_csv(tmp, index=False)
     return Path(path)
 
 
-def write_kaggle_picks(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a Kaggle submission ``id,experiment,particle_type,x,y,z`` (Å), atomically."""
-    df = validate_picks(df)
+def write_kaggle_picks(
+    df: pd.DataFrame, path: str | Path, particles: ParticleSet | None = None
+) -> Path:
+    """Write a Kaggle submission ``id,experiment,particle_type,x,y,z`` (Å), atomically.
+
+    Raises
+    ------
+    InputError
+        If ``particles`` is not the CZII set, or a pick's type is not a CZII type: the
+        submission format is the challenge's (the message names the types).
+    """
+    czii = default_particle_set()
+    if particles is not None and not particles.is_czii:
+        raise InputError(
+            path,
+            "the Kaggle submission format is for the CZII challenge's six types, not for "
+            f"{', '.join(particles.names)}: write --format csv (or star, copick)",
+        )
+    df = validate_picks(df)  # CZII names canonical, others as they are
+    others = sorted(set(df["particle_type"]) - set(czii.names))
+    if others:
+        raise InputError(
+            path,
+            f"the Kaggle submission format is for the CZII challenge's six types, not for "
+            f"{', '.join(others)}: write --format csv (or star, copick)",
+        )
     out = df.loc[:, ["experiment", "particle_type", "x", "y", "z"]]
     out.insert(0, "id", range(len(out)))
     with atomic_path(path) as tmp:

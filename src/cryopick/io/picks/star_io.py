@@ -15,18 +15,22 @@ so for even ``N`` the centre lies half a voxel past voxel ``N/2 - 1``, not at
 ``(N - 1) / 2``. Converting therefore needs each tomogram's shape and voxel size.
 
 Columns written: ``rlnTomoName``, ``rlnCenteredCoordinate{X,Y,Z}Angst``,
-``rlnClassNumber`` (the particle label 1-6, see :data:`cryopick.core.particles.PARTICLES`)
-and ``rlnAutopickFigureOfMerit`` (the score; omitted when no pick has one), after a
-first comment line :data:`CRYOPICK_MARKER`. Orientations are not written.
+``rlnClassNumber`` (the particle's label in the particle set in use, 1..N, see
+:class:`cryopick.core.particles.ParticleSet`; the CZII set by default) and
+``rlnAutopickFigureOfMerit`` (the score; omitted when no pick has one), after a first
+comment line :data:`CRYOPICK_MARKER` listing the set's labels and names, e.g.
+``(1 ring, 2 dumbbell)``. Orientations are not written.
 
 ``rlnClassNumber`` is read as the particle label only in files cryopick wrote (the
 marker, or no columns beyond those above, as in files of earlier versions): elsewhere,
 e.g. after a RELION Class3D job, it is a class of that job, not a particle type, and
-the type of all picks must be given (``particle_type``).
+the type of all picks must be given (``particle_type``). Labels are read in the set
+given (default CZII); a file whose marker lists other names for its labels is refused.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -35,12 +39,7 @@ import numpy as np
 import pandas as pd
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import (
-    PARTICLES,
-    UnknownParticleError,
-    get_particle,
-    get_particle_by_label,
-)
+from cryopick.core.particles import ParticleSet, UnknownParticleError, resolve_particle_set
 from cryopick.core.picks import empty_picks, validate_picks
 from cryopick.io.atomic import atomic_path
 
@@ -90,8 +89,23 @@ def _centre_xyz_A(
     return np.asarray(shape_zyx, dtype=np.float64)[::-1] / 2.0 * float(spacing_A)
 
 
+def _check_in_set(df: pd.DataFrame, path: str | Path, particle_set: ParticleSet) -> None:
+    """Refuse picks whose type is not in the set whose labels become rlnClassNumber."""
+    others = sorted({str(t) for t in df["particle_type"] if str(t) not in particle_set})
+    if others:
+        raise InputError(
+            path,
+            f"rlnClassNumber is a label of the particle set in use "
+            f"({', '.join(particle_set.names)}); {', '.join(others)} is not in it: "
+            "give the particle set of the picks",
+        )
+
+
 def write_star_picks(
-    df: pd.DataFrame, path: str | Path, tomogram_shapes: TomogramShapes | None = None
+    df: pd.DataFrame,
+    path: str | Path,
+    tomogram_shapes: TomogramShapes | None = None,
+    particles: ParticleSet | None = None,
 ) -> Path:
     """Write picks as a RELION-5 particle STAR file, atomically.
 
@@ -103,14 +117,24 @@ def write_star_picks(
         Output ``.star`` file.
     tomogram_shapes : mapping
         ``experiment -> (shape_zyx, spacing_A)`` for every experiment in ``df``.
+    particles : ParticleSet, optional
+        The set whose labels are written as ``rlnClassNumber`` (default: the CZII set).
 
     Returns
     -------
     Path
         The file written.
+
+    Raises
+    ------
+    InputError
+        If a pick's type is not in the set, or a tomogram shape is missing.
     """
     starfile = _import_starfile()
+    particle_set = resolve_particle_set(particles)
     df = validate_picks(df)
+    _check_in_set(df, path, particle_set)
+    df = validate_picks(df, particles=particle_set)
     centred = np.empty((len(df), 3))
     for exp, idx in df.groupby("experiment", sort=False).indices.items():
         centre = _centre_xyz_A(tomogram_shapes, str(exp), None)
@@ -121,7 +145,7 @@ def write_star_picks(
             _CENTERED[0]: centred[:, 0],
             _CENTERED[1]: centred[:, 1],
             _CENTERED[2]: centred[:, 2],
-            "rlnClassNumber": [get_particle(t).label for t in df["particle_type"]],
+            "rlnClassNumber": [particle_set.label(t) for t in df["particle_type"]],
             "rlnAutopickFigureOfMerit": df["score"].to_numpy(),
         }
     )
@@ -129,7 +153,7 @@ def write_star_picks(
         out = out.drop(columns="rlnAutopickFigureOfMerit")  # e.g. ground truth
     with atomic_path(path) as tmp:
         starfile.write({"particles": out}, tmp, float_format="%.6f", na_rep="nan")
-        labels = ", ".join(f"{p.label} {p.name}" for p in PARTICLES)
+        labels = ", ".join(f"{p.label} {p.name}" for p in particle_set)
         tmp.write_text(f"{CRYOPICK_MARKER} ({labels})\n{tmp.read_text()}")
     return Path(path)
 
@@ -142,7 +166,36 @@ def _written_by_cryopick(path: Path, table: pd.DataFrame) -> bool:
     return any(line.startswith(CRYOPICK_MARKER) for line in head) or set(table) <= own
 
 
-def _particle_types(path: Path, table: pd.DataFrame, particle_type: str | None) -> list[str]:
+def _marker_labels(path: Path) -> dict[int, str]:
+    """Label -> name as listed on the marker line of a file cryopick wrote (empty: none)."""
+    with path.open(errors="replace") as f:
+        head = [f.readline() for _ in range(3)]
+    line = next((h for h in head if h.startswith(CRYOPICK_MARKER)), "")
+    found = re.search(r"\((.*)\)\s*$", line[len(CRYOPICK_MARKER) :])
+    labels: dict[int, str] = {}
+    for item in found.group(1).split(", ") if found else ():
+        number, _, name = item.strip().partition(" ")
+        if number.isdigit() and name:
+            labels[int(number)] = name
+    return labels
+
+
+def _check_marker(path: Path, particle_set: ParticleSet) -> None:
+    """Refuse a file whose marker gives its labels other names than ``particle_set``."""
+    written = _marker_labels(path)
+    if any(n not in particle_set or particle_set.label(n) != k for k, n in written.items()):
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(written.items()))
+        ours = ", ".join(f"{p.label} {p.name}" for p in particle_set)
+        raise InputError(
+            path,
+            f"its rlnClassNumber labels are {listed}, not those of the particle set in use "
+            f"({ours}): give the particle set it was written with",
+        )
+
+
+def _particle_types(
+    path: Path, table: pd.DataFrame, particle_type: str | None, particle_set: ParticleSet
+) -> list[str]:
     """Particle type of every row: ``particle_type``, else cryopick's rlnClassNumber."""
     if particle_type is not None:
         return [particle_type] * len(table)
@@ -154,8 +207,9 @@ def _particle_types(path: Path, table: pd.DataFrame, particle_type: str | None) 
             "not written by cryopick, so its rlnClassNumber is not a particle label (in "
             f"RELION it is e.g. a Class3D class): {_TYPE_HINT}",
         )
+    _check_marker(path, particle_set)
     try:
-        return [get_particle_by_label(int(c)).name for c in table["rlnClassNumber"]]
+        return [particle_set.by_label(int(c)).name for c in table["rlnClassNumber"]]
     except (UnknownParticleError, ValueError) as err:
         raise InputError(path, f"rlnClassNumber is not a particle label: {err}") from None
 
@@ -164,6 +218,7 @@ def read_star_picks(
     path: str | Path,
     tomogram_shapes: TomogramShapes | None = None,
     particle_type: str | None = None,
+    particles: ParticleSet | None = None,
 ) -> pd.DataFrame:
     """Read a RELION-5 particle STAR file into a picks table.
 
@@ -201,7 +256,7 @@ def read_star_picks(
         raise InputError(path, "STAR particle block has no rlnTomoName column")
     if table.empty:
         return empty_picks()
-    types = _particle_types(path, table, particle_type)
+    types = _particle_types(path, table, particle_type, resolve_particle_set(particles))
     experiments = table["rlnTomoName"].astype(str).to_numpy()
     xyz = table[list(_CENTERED)].to_numpy(dtype=np.float64)
     for exp in pd.unique(experiments):
@@ -220,4 +275,4 @@ def read_star_picks(
             ),
         }
     )
-    return validate_picks(df, source=path)
+    return validate_picks(df, source=path, particles=particles)
