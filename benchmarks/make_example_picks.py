@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryopick.core.particles import PARTICLES
+from cryopick.core.particles import default_particle_set
 from cryopick.io.picks import make_picks, write_picks
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "cryopick" / "data" / "example"
@@ -46,7 +46,7 @@ def make_example(seed: int = SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     truth_parts, pick_parts, everything = [], [], []
     for exp in EXPERIMENTS:
-        for particle in PARTICLES:
+        for particle in default_particle_set():
             truth = _place_truth(rng, int(rng.integers(3, 6)), everything)
             everything.extend(truth)
             truth_parts.append(make_picks(exp, particle.name, truth))

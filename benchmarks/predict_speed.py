@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cryopick.core.particles import PARTICLES
+from cryopick.core.particles import default_particle_set
 from cryopick.inference.peaks import find_peaks
 from cryopick.inference.preprocess import normalise_volume
 from cryopick.inference.window import (
@@ -135,7 +135,7 @@ def make_synthetic_probs(shape: tuple[int, int, int], per_class: int = 150) -> n
     """Probability maps at stride 2 with Gaussian blobs of each class's target size."""
     rng = np.random.default_rng(1)
     probs = np.zeros((7, *shape), dtype=np.float16)
-    for p in PARTICLES:
+    for p in default_particle_set():
         sigma = 0.5 * p.radius_A / 20.0 / 1.18
         impulses = np.zeros(shape, dtype=np.float32)
         idx = tuple(rng.integers(0, n, per_class) for n in shape)

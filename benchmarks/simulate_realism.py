@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from cryopick.core.particles import PARTICLE_NAMES
+from cryopick.core.particles import default_particle_set
 from cryopick.simulate import simulate_run
 from cryopick.simulate.presets import REAL_VOLUME_A3
 from cryopick.simulate.templates import load_templates
@@ -32,6 +32,7 @@ from cryopick.simulate.templates import load_templates
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+PARTICLE_NAMES = default_particle_set().names
 REAL_CSV = Path("/work/shared/data/czii_train_picks.csv")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 

@@ -55,7 +55,7 @@ def tiny_untrained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import torch
 
-    from cryopick.core.particles import PARTICLE_NAMES
+    from cryopick.core.particles import default_particle_set
     from cryopick.model import ModelCard, ModelConfig, build_model, save_model
 
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def tiny_untrained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     card = ModelCard(
         architecture=arch,
         patch_size=(32, 32, 32),
-        thresholds=dict.fromkeys(PARTICLE_NAMES, TINY_MODEL_THRESHOLD),
+        thresholds=dict.fromkeys(default_particle_set().names, TINY_MODEL_THRESHOLD),
     )
     path = tmp_path_factory.mktemp("tiny_untrained_model") / "tiny"
     return save_model(path, build_model(arch), card)

@@ -6,7 +6,7 @@ import pytest
 
 from cryopick.console import format_score_table
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLES
+from cryopick.core.particles import default_particle_set
 from cryopick.evaluation.metric import (
     ScoreResult,
     fbeta_curve,
@@ -15,6 +15,8 @@ from cryopick.evaluation.metric import (
 )
 from cryopick.evaluation.thresholds import select_picks, tune_and_score
 from cryopick.io.picks import make_picks
+
+PARTICLES = default_particle_set().specs  # the CZII six, the default set
 
 
 def f4(tp, fp, fn, beta=4.0):

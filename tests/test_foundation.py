@@ -9,15 +9,7 @@ import pytest
 
 from cryopick.core.coords import angstrom_to_voxels, voxels_to_angstrom, xyz_to_zyx, zyx_to_xyz
 from cryopick.core.errors import InputError
-from cryopick.core.particles import (
-    PARTICLE_NAMES,
-    PARTICLES,
-    TOTAL_WEIGHT,
-    UnknownParticleError,
-    get_particle,
-    get_particle_by_label,
-    resolve_particle_name,
-)
+from cryopick.core.particles import UnknownParticleError, default_particle_set
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.layout import (
     make_copick_config,
@@ -26,6 +18,9 @@ from cryopick.io.layout import (
     resolve_layout,
     voxel_spacing_dirname,
 )
+
+CZII = default_particle_set()
+PARTICLE_NAMES = CZII.names
 
 
 def test_particle_table_matches_the_challenge():
@@ -37,10 +32,10 @@ def test_particle_table_matches_the_challenge():
         "thyroglobulin": (5, 130, 2, "6SCJ"),
         "virus-like-particle": (6, 135, 1, "6N4V"),
     }
-    got = {p.name: (p.label, p.radius_A, p.weight, p.pdb_id) for p in PARTICLES}
+    got = {p.name: (p.label, p.radius_A, p.weight, p.pdb_id) for p in CZII}
     assert got == expected
-    assert TOTAL_WEIGHT == 7
-    assert len({p.colour for p in PARTICLES}) == 6
+    assert CZII.total_weight == 7
+    assert len({p.colour for p in CZII}) == 6
 
 
 @pytest.mark.parametrize(
@@ -54,17 +49,17 @@ def test_particle_table_matches_the_challenge():
     ],
 )
 def test_portal_aliases_resolve(alias, name):
-    assert resolve_particle_name(alias) == name
+    assert CZII.resolve(alias) == name
 
 
 def test_unknown_particle_lists_the_known_ones():
     with pytest.raises(UnknownParticleError) as err:
-        get_particle("proteasome")
+        CZII.get("proteasome")
     for name in PARTICLE_NAMES:
         assert name in str(err.value)
-    assert get_particle_by_label(4).name == "ribosome"
+    assert CZII.by_label(4).name == "ribosome"
     with pytest.raises(UnknownParticleError):
-        get_particle_by_label(7)
+        CZII.by_label(7)
 
 
 def test_voxel_i_is_centred_at_i_times_spacing():

@@ -3,11 +3,12 @@ import pandas as pd
 import pytest
 
 from cryopick.core.coords import angstrom_to_voxels, voxels_to_angstrom
-from cryopick.core.particles import get_particle
+from cryopick.core.particles import default_particle_set
 from cryopick.inference.peaks import find_local_maxima, find_peaks, suppress_non_maxima
 from cryopick.inference.picking import PickSettings, choose_thresholds, pick_particles
 from cryopick.model import ModelCard, TargetSpec
 
+CZII = default_particle_set()
 SPACING_A = 10.0
 SHAPE = (40, 64, 64)
 GRID = np.indices(SHAPE, dtype=np.float64)
@@ -38,7 +39,7 @@ def _xyz_to_zyx_vox(df):
 
 def test_gaussian_blobs_are_found_with_sub_voxel_accuracy():
     # half-maximum radius 1.18 sigma = the expected blob radius (0.5 * particle radius)
-    rib, apo = get_particle("ribosome"), get_particle("apo-ferritin")
+    rib, apo = CZII.get("ribosome"), CZII.get("apo-ferritin")
     rib_sigma = 0.5 * rib.radius_A / SPACING_A / 1.177
     apo_sigma = 0.5 * apo.radius_A / SPACING_A / 1.177
     truth = {
@@ -70,7 +71,7 @@ def test_positions_are_in_angstrom_with_origin():
 
 
 def test_nms_suppresses_a_duplicate_but_keeps_two_particles():
-    rib = get_particle("ribosome")  # radius 15 voxels; nms at 0.6 * 15 = 9 voxels
+    rib = CZII.get("ribosome")  # radius 15 voxels; nms at 0.6 * 15 = 9 voxels
     sigma = 0.5 * rib.radius_A / SPACING_A / 1.177
     # a weaker shoulder 5 voxels from the main peak: one particle
     dup = _maps((4, _gaussian((20, 20, 20), sigma) + _gaussian((20, 20, 25.5), 1.0, 0.35)))
@@ -92,14 +93,14 @@ def test_suppress_non_maxima_is_greedy_by_score():
 
 
 def test_blob_of_the_wrong_size_is_rejected():
-    rib = get_particle("ribosome")
+    rib = CZII.get("ribosome")
     expected_vox = 0.5 * rib.radius_A / SPACING_A  # 7.5 voxels
     right = _maps((4, _sphere((20, 20, 20), expected_vox)))
     assert len(find_peaks(right, SPACING_A, "r")) == 1
     spike = _maps((4, _sphere((20, 20, 20), 1.5)))  # a 1.5-voxel speck for a 7.5-voxel target
     assert len(find_peaks(spike, SPACING_A, "r")) == 0
     assert len(find_peaks(spike, SPACING_A, "r", blob_ratio_range=None)) == 1
-    apo = get_particle("apo-ferritin")  # expects 3 voxels; a ribosome-sized blob is wrong
+    apo = CZII.get("apo-ferritin")  # expects 3 voxels; a ribosome-sized blob is wrong
     big = _maps((apo.label, _sphere((20, 32, 32), 12.0)))
     assert len(find_peaks(big, SPACING_A, "r")) == 0
 
@@ -160,7 +161,7 @@ def test_no_peaks_gives_an_empty_table():
 
 
 def test_max_peaks_per_class_keeps_the_strongest():
-    rib = get_particle("ribosome")
+    rib = CZII.get("ribosome")
     sigma = 0.5 * rib.radius_A / SPACING_A / 1.177
     probs = _maps((4, _gaussian((20, 15, 15), sigma, 0.6) + _gaussian((20, 48, 48), sigma, 0.9)))
     picks = find_peaks(probs, SPACING_A, "r", max_peaks_per_class=1)
@@ -168,7 +169,7 @@ def test_max_peaks_per_class_keeps_the_strongest():
 
 
 def test_pick_particles_places_a_strided_map_and_uses_the_target():
-    apo = get_particle("apo-ferritin")
+    apo = CZII.get("apo-ferritin")
     r_vox = apo.radius_A / (2 * SPACING_A)  # the map is at stride 2
     probs = _maps((apo.label, _gaussian((20.0, 30.0, 31.0), 0.3 * r_vox)))
     settings = PickSettings(target=TargetSpec(kind="gaussian", fraction=0.3))

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cryopick.cli import app
 from cryopick.core.coords import voxels_to_angstrom
 from cryopick.core.errors import InputError
-from cryopick.core.particles import get_particle
+from cryopick.core.particles import default_particle_set
 from cryopick.evaluation.tuning import tune_model
 from cryopick.inference.pipeline import (
     LoadedModel,
@@ -33,8 +33,9 @@ from cryopick.model import (
     save_model,
 )
 
+CZII = default_particle_set()
 SHAPE = (24, 40, 44)
-APO = get_particle("apo-ferritin")
+APO = CZII.get("apo-ferritin")
 # apo-ferritin centres (z, y, x) in Å, as dark Gaussian blobs
 CENTRES_A = np.array([[101.0, 118.0, 121.0], [142.0, 282.5, 305.0]])
 

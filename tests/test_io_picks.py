@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from cryopick.core.errors import InputError
+from cryopick.core.particles import default_particle_set
 from cryopick.io.layout import make_copick_config
 from cryopick.io.picks import (
     PICKS_FORMATS,
@@ -50,7 +51,16 @@ def test_make_picks_columns_order_and_aliases():
 
 def test_validate_picks_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match=r"known types: apo-ferritin, beta-amylase"):
-        make_picks("A", "proteasome", [[0, 0, 0]])
+        make_picks("A", "proteasome", [[0, 0, 0]], particles=default_particle_set())
+    # without a set, a name outside the CZII set is kept (stripped); CZII aliases still resolve
+    lenient = make_picks("A", [" proteasome ", "Ferritin_Complex"], [[0, 0, 0], [1, 1, 1]])
+    assert lenient["particle_type"].tolist() == ["proteasome", "apo-ferritin"]
+    with pytest.raises(InputError, match=r"1 pick\(s\) have no particle type"):
+        validate_picks(
+            pd.DataFrame(
+                {"experiment": ["A"], "particle_type": [None], "x": [0], "y": [0], "z": [0]}
+            )
+        )
     bad = tmp_path / "bad.csv"
     bad.write_text("experiment,particle_type,x,y,z\nA,ribosome,1,2,3\nA,ribosome,1,nan,3\n")
     with pytest.raises(InputError, match=r"bad\.csv: 1 pick\(s\) have a non-finite .* y"):

@@ -6,7 +6,7 @@ import torch
 
 from cryopick.core.coords import input_to_strided_vox, strided_origin_A
 from cryopick.core.errors import InputError
-from cryopick.core.particles import N_CLASSES
+from cryopick.core.particles import default_particle_set
 from cryopick.model import (
     ClassMetrics,
     ModelCard,
@@ -23,6 +23,7 @@ from cryopick.training.config import TrainConfig, compute_loss
 from cryopick.training.targets import render_targets
 
 TINY = ModelConfig(widths=(4, 8, 16))
+CZII_CLASSES = default_particle_set().n_classes  # the CZII six and background
 
 
 @pytest.mark.parametrize(
@@ -34,9 +35,9 @@ def test_forward_shapes_and_backward(input_stride, output_stride, native_side):
     model = build_model(cfg)
     x = torch.randn(2, 1, 32, 32, 32)
     native = model.forward_native(x)
-    assert native.shape == (2, N_CLASSES, native_side, native_side, native_side)
+    assert native.shape == (2, CZII_CLASSES, native_side, native_side, native_side)
     full = model(x)
-    assert full.shape == (2, N_CLASSES, 32, 32, 32)
+    assert full.shape == (2, CZII_CLASSES, 32, 32, 32)
     native.mean().backward()
     assert all(p.grad is not None for p in model.parameters())
 
@@ -45,7 +46,7 @@ def test_forward_pads_odd_input_and_crops_back():
     model = build_model(TINY).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 1, 19, 21, 23))
-    assert out.shape == (1, N_CLASSES, 19, 21, 23)
+    assert out.shape == (1, CZII_CLASSES, 19, 21, 23)
     assert TINY.input_multiple == 8
 
 
@@ -134,7 +135,7 @@ def test_sphere_target_labels_known_voxels():
 
 def test_gaussian_target_sums_to_one_and_peaks_at_centre():
     out = render_targets(np.array([[4.0, 6.0, 6.0]]), [3], [4.0], (8, 12, 12), kind="gaussian")
-    assert out.shape == (N_CLASSES, 8, 12, 12)
+    assert out.shape == (CZII_CLASSES, 8, 12, 12)
     np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-6)
     assert np.unravel_index(out[3].argmax(), out[3].shape) == (4, 6, 6)
     assert out[3, 4, 6, 6] == pytest.approx(1.0)
@@ -176,12 +177,14 @@ def test_loss_prefers_correct_logits_and_handles_soft_targets():
     weights = config.class_weights()
     target = torch.zeros(1, 4, 4, 4, dtype=torch.int64)
     target[0, 1:3, 1:3, 1:3] = 5
-    good = torch.nn.functional.one_hot(target, N_CLASSES).permute(0, 4, 1, 2, 3).float() * 10
+    good = torch.nn.functional.one_hot(target, CZII_CLASSES).permute(0, 4, 1, 2, 3).float() * 10
     bad = torch.zeros_like(good)
     assert compute_loss(good, target, config, weights) < 1e-3
-    assert compute_loss(bad, target, config, weights) == pytest.approx(np.log(N_CLASSES), rel=1e-5)
-    soft = torch.nn.functional.one_hot(target, N_CLASSES).permute(0, 4, 1, 2, 3).float()
-    assert compute_loss(bad, soft, config, weights) == pytest.approx(np.log(N_CLASSES), rel=1e-5)
+    assert compute_loss(bad, target, config, weights) == pytest.approx(
+        np.log(CZII_CLASSES), rel=1e-5
+    )
+    soft = torch.nn.functional.one_hot(target, CZII_CLASSES).permute(0, 4, 1, 2, 3).float()
+    assert compute_loss(bad, soft, config, weights) == pytest.approx(np.log(CZII_CLASSES), rel=1e-5)
     tversky = config.model_copy(update={"loss": "ce+tversky"})
     assert compute_loss(bad, target, tversky, weights) > compute_loss(bad, target, config, weights)
 

@@ -12,14 +12,14 @@ from typer.testing import CliRunner
 
 from cryopick.cli import app
 from cryopick.core.errors import InputError
-from cryopick.core.particles_file import load_particles_file
 from cryopick.core.particles import (
-    PARTICLES,
     ParticleSet,
+    ParticleSetError,
     ParticleSpec,
     UnknownParticleError,
     default_particle_set,
 )
+from cryopick.core.particles_file import load_particles_file
 from cryopick.io.mrc import write_mrc
 from cryopick.simulate.user_maps import density_for
 
@@ -79,18 +79,31 @@ GOOD = [
 ]
 
 
-def test_default_set_equals_particles() -> None:
+def test_default_set_is_the_czii_six_and_round_trips() -> None:
     ps = default_particle_set()
-    assert ps.names == tuple(p.name for p in PARTICLES)
-    for spec, p in zip(ps, PARTICLES, strict=True):
-        assert (spec.label, spec.radius_A, spec.weight, spec.aliases, spec.colour) == (
-            p.label, p.radius_A, p.weight, p.aliases, p.colour,
-        )  # fmt: skip
+    assert ps.names == (
+        "apo-ferritin", "beta-amylase", "beta-galactosidase",
+        "ribosome", "thyroglobulin", "virus-like-particle",
+    )  # fmt: skip
+    assert ps.colours["apo-ferritin"] == "#1f77b4" and ps.colour("ribosome") == "#d62728"
     assert ps.get("FERRITIN-complex").name == "apo-ferritin"
+    assert ps.get("vlp").name == "virus-like-particle"
     assert ps.by_label(4).name == "ribosome"
-    assert ps.n_classes == 7 and ps.total_weight == sum(p.weight for p in PARTICLES)
+    assert ps.n_classes == 7 and ps.total_weight == 7.0 and ps.is_czii
+    assert ps.max_radius_A == 150.0 and ps.radius_A("thyroglobulin") == 130.0
+    assert ParticleSet.from_records(ps.to_records()) == ps
     with pytest.raises(UnknownParticleError):
         ps.get("proteasome")
+    with pytest.raises(UnknownParticleError):
+        ps.by_label(7)
+
+
+def test_a_set_without_a_radius_says_so() -> None:
+    ps = ParticleSet((ParticleSpec(name="a"), ParticleSpec(name="b", radius_A=40)))
+    assert not ps.is_czii and ps.radius_A("b") == 40.0
+    with pytest.raises(ParticleSetError, match="particle 'a': radius_A is not known"):
+        ps.radius_A("a")
+    assert ps.with_radii({"a": 25.0}).radius_A("a") == 25.0
 
 
 def test_labels_assigned_in_order_and_colours_default() -> None:

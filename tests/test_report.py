@@ -18,7 +18,7 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from cryopick.cli import app
-from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.core.particles import default_particle_set
 from cryopick.core.picks import make_picks
 from cryopick.evaluation.metric import score_picks
 from cryopick.io.mrc import write_mrc
@@ -27,6 +27,7 @@ from cryopick.report import ReportConfig, classify_picks
 from cryopick.report.figures import cut_spheres, layout_montage
 from cryopick.report.slices import choose_slice_indices, read_slice
 
+CZII = default_particle_set()
 SPACING_A = 10.0
 SHAPE = (40, 48, 64)  # z, y, x voxels
 RUN = "TS_test"
@@ -72,7 +73,7 @@ def _volume(truth: pd.DataFrame) -> np.ndarray:
     zz, yy, xx = np.indices(SHAPE) * SPACING_A
     for row in truth.itertuples():
         r2 = (zz - row.z) ** 2 + (yy - row.y) ** 2 + (xx - row.x) ** 2
-        vol[r2 <= get_particle(row.particle_type).radius_A ** 2] -= 3.0
+        vol[r2 <= CZII.radius_A(row.particle_type) ** 2] -= 3.0
     return vol
 
 
@@ -114,7 +115,7 @@ def _derive_picks(truth: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
     for i, row in enumerate(truth.itertuples()):
-        radius_A = get_particle(row.particle_type).radius_A
+        radius_A = CZII.radius_A(row.particle_type)
         zyx = np.array([row.z, row.y, row.x])
         if i % 4 == 3:
             continue  # missed
@@ -377,7 +378,7 @@ def test_report_table_matches_evaluate(simulated: dict[str, Path]) -> None:
 
 def test_report_has_one_image_per_section(simulated: dict[str, Path]) -> None:
     page = _parse(simulated["html"])
-    classes = [n for n in PARTICLE_NAMES if n in set(read_picks(simulated["config"]).particle_type)]
+    classes = [n for n in CZII.names if n in set(read_picks(simulated["config"]).particle_type)]
     assert len(classes) >= 2
     assert page.images == {
         "tomograms": [f"montage_{SIM_RUN}.png"],
@@ -416,8 +417,8 @@ def test_picks_are_drawn_at_their_place(project: dict[str, Path]) -> None:
     assert image.shape[:2] == (size_px[1], size_px[0])
     xy = boxes[0]
     assert (xy.axis, xy.index) == ("z", Z_SLICE)
-    ferritin = np.array(to_rgb(get_particle("apo-ferritin").colour))
-    r_A = get_particle("apo-ferritin").radius_A
+    ferritin = np.array(to_rgb(CZII.colour("apo-ferritin")))
+    r_A = CZII.radius_A("apo-ferritin")
     # the TP pick at (x, y) = (130, 120): rim at 60 Å in the class colour, centre not
     for dx, dy in ((r_A, 0), (-r_A, 0), (0, r_A), (0, -r_A)):
         pix = _pixel(image, *xy.angstrom_to_pixel(130 + dx, 120 + dy))
@@ -432,7 +433,7 @@ def test_picks_are_drawn_at_their_place(project: dict[str, Path]) -> None:
     assert _ring_fraction(image, xy, (500, 360), r_A, ferritin) < 0.1
     # the thyroglobulin at z = 100 Å, R = 130 Å, shows on the z = 200 Å slice with
     # radius sqrt(130² - 100²) = 83 Å, and on the XZ slice (y = 240 Å) at full radius
-    thyro = np.array(to_rgb(get_particle("thyroglobulin").colour))
+    thyro = np.array(to_rgb(CZII.colour("thyroglobulin")))
     cut_A = np.sqrt(130.0**2 - 100.0**2)
     assert _ring_fraction(image, xy, (330, 240), cut_A, thyro) > 0.95
     assert _ring_fraction(image, xy, (330, 240), 130.0, thyro) < 0.1

@@ -16,13 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 from cryopick.cli import app
-from cryopick.core.particles import PARTICLES
+from cryopick.core.particles import default_particle_set
 from cryopick.evaluation.metric import fbeta_curve, score_picks
 from cryopick.io.layout import make_copick_config, resolve_layout
 from cryopick.io.mrc import write_mrc
 from cryopick.io.picks import make_picks, read_picks, write_picks
 from cryopick.io.picks.copick_read import write_copick_picks
 from cryopick.io.tomograms import write_tomogram
+
+PARTICLES = default_particle_set().specs  # the CZII six, the default set
 
 runner = CliRunner()
 SHAPE = (20, 30, 40)  # z, y, x voxels of the test tomogram

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cryopick.cli import app
 from cryopick.core.coords import voxels_to_angstrom
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.core.particles import default_particle_set
 from cryopick.inference.pipeline import PredictConfig, bundled_model_dir, predict_tomogram
 from cryopick.inference.window import resolve_device
 from cryopick.io.mrc import write_mrc
@@ -227,7 +227,8 @@ def test_model_card_resolves_aliases_and_keeps_good_cards(tmp_path):
     _, loaded = load_model(model_dir)
     assert loaded.thresholds == {"ribosome": hair, "thyroglobulin": 0.0}
     bundled = read_model_card(bundled_model_dir())
-    assert set(bundled.thresholds) == set(PARTICLE_NAMES) and bundled.spacing_A == 10.0
+    assert set(bundled.thresholds) == set(default_particle_set().names)
+    assert bundled.spacing_A == 10.0
 
 
 def test_cli_predict_with_bad_model_card_is_one_line_error(tmp_path):
@@ -296,7 +297,7 @@ def test_cli_bad_device_is_one_line_error(monkeypatch, tmp_path, device):
 
 # ---------------------------------------------------------------- item 19: serializer warning
 
-APO = get_particle("apo-ferritin")
+APO = default_particle_set().get("apo-ferritin")
 
 
 class DarkBlobDetector(nn.Module):
@@ -354,11 +355,19 @@ def test_bad_device_fails_before_a_local_batch_starts(monkeypatch, tmp_path):
 
 
 def test_threshold_overrides_are_validated_and_aliases_resolved(tmp_path):
+    from cryopick.inference.picking import choose_thresholds
     from cryopick.inference.pipeline import PredictConfig
 
+    # names are resolved against the model's particle set when the model is known
+    card = ModelCard(thresholds=dict.fromkeys(default_particle_set().names, 0.5))
     config = PredictConfig(thresholds={"ferritin": 0.3, "vlp": 0.2})
-    assert config.thresholds == {"apo-ferritin": 0.3, "virus-like-particle": 0.2}
-    for bad in ({"ribosome": float("nan")}, {"ribosome": -1.0}, {"not-a-particle": 0.5}):
+    chosen = choose_thresholds(card, overrides=config.thresholds)
+    assert chosen == {**card.thresholds, "apo-ferritin": 0.3, "virus-like-particle": 0.2}
+    with pytest.raises(InputError, match="not-a-particle"):
+        choose_thresholds(
+            card, overrides=PredictConfig(thresholds={"not-a-particle": 0.5}).thresholds
+        )
+    for bad in ({"ribosome": float("nan")}, {"ribosome": -1.0}):
         with pytest.raises(ValueError):
             PredictConfig(thresholds=bad)
     settings = tmp_path / "predict.json"

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from cryopick.cli import app
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLE_NAMES
+from cryopick.core.particles import default_particle_set
 from cryopick.io.atomic import temp_prefix
 from cryopick.io.mrc import write_mrc
 from cryopick.io.tomograms import read_tomograms
@@ -254,7 +254,7 @@ def test_resume_processes_only_missing_runs(
 
     # new parameters: no part is reused (two runs keep the test short)
     cut = float(reference["score"].median())
-    stricter_options = {**OPTIONS, "thresholds": dict.fromkeys(PARTICLE_NAMES, cut)}
+    stricter_options = {**OPTIONS, "thresholds": dict.fromkeys(default_particle_set().names, cut)}
     two = ["sim_0002", "sim_0005"]
     changed = run_predict_tasks(
         [small_simulated_project],

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cryopick.cli import app
 from cryopick.core.coords import angstrom_to_voxels
-from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.core.particles import default_particle_set
 from cryopick.simulate import get_preset, simulate_run
 from cryopick.simulate.imaging import (
     backprojection_matrix,
@@ -28,6 +28,8 @@ from cryopick.simulate.templates import (
 
 from shared_settings import SMALL_PROJECT
 
+CZII = default_particle_set()
+PARTICLE_NAMES = CZII.names
 SHAPE = (64, 128, 128)
 
 
@@ -75,7 +77,7 @@ def test_other_voxel_sizes_keep_particles_to_scale():
     assert np.all(coords >= 0) and np.all(coords < np.array([32, 64, 64]) * 12.0)
     vox = np.floor(coords / 12.0 + 0.5).astype(int)
     labels_at_picks = run.labels[tuple(vox.T)]
-    expected = [get_particle(n).label for n in run.picks["particle_type"]]
+    expected = [CZII.get(n).label for n in run.picks["particle_type"]]
     np.testing.assert_array_equal(labels_at_picks, expected)
     with pytest.raises(ValueError, match="spacing_A"):
         simulate_run("easy", (32, 64, 64), spacing_A=40.0)
@@ -215,7 +217,7 @@ def test_supports_do_not_overlap_and_labels_match_the_truth(crowded_easy_run):
             slice(s.start - (v - half), s.stop - (v - half)) for s, v in zip(sl, voxel, strict=True)
         )
         count[sl] += mask[msl]
-        expected[sl][mask[msl]] = get_particle(pick["particle_type"]).label
+        expected[sl][mask[msl]] = CZII.get(pick["particle_type"]).label
     assert len(run.picks) >= 10
     assert count.max() == 1
     np.testing.assert_array_equal(run.labels, expected)

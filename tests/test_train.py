@@ -265,7 +265,7 @@ def test_train_refuses_to_replace_a_model_unless_resumed_or_overwritten(tmp_path
 
 
 def test_simulated_training_data_never_deletes_a_folder_it_did_not_make(tmp_path):
-    from cryopick.training.sampling import gather_runs
+    from cryopick.training.sources import gather_runs
 
     config = _config(simulate=1, simulate_shape=(16, 32, 32), simulate_preset="easy")
     foreign = tmp_path / "simulated" / "train"

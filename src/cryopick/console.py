@@ -164,7 +164,7 @@ def format_score_table(result: ScoreResult, width: int = 100) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"CZII score (F{result.beta:g}, weighted)", title_justify="left")
+    table = Table(title=f"score (CZII metric, F{result.beta:g}, weighted)", title_justify="left")
     table.add_column("particle type", justify="left")
     for name in ("TP", "FP", "FN", "precision", "recall", f"F{result.beta:g}", "weight"):
         table.add_column(name, justify="right")

@@ -5,8 +5,11 @@ import pytest
 
 copick = pytest.importorskip("copick")
 
-from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.core.particles import default_particle_set
 from cryopick.simulate import simulate_project, simulate_run
+
+CZII = default_particle_set()
+PARTICLE_NAMES = CZII.names
 
 SHAPE = (32, 64, 64)
 
@@ -23,9 +26,7 @@ def test_copick_lists_runs_objects_and_tomograms(project):
     config, truth = project
     root = copick.from_file(str(config))
     assert [o.name for o in root.pickable_objects] == list(PARTICLE_NAMES)
-    assert [o.label for o in root.pickable_objects] == [
-        get_particle(n).label for n in PARTICLE_NAMES
-    ]
+    assert [o.label for o in root.pickable_objects] == [CZII.get(n).label for n in PARTICLE_NAMES]
     run = root.get_run("sim_0000")
     vs = run.get_voxel_spacing(10.0)
     assert sorted(t.tomo_type for t in vs.tomograms) == ["ctfdeconvolved", "denoised", "wbp"]

@@ -70,11 +70,11 @@ def report_input_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from cryopick.core.particles import UnknownParticleError
+        from cryopick.core.particles import ParticleSetError, UnknownParticleError
 
         try:
             return func(*args, **kwargs)
-        except (InputError, UnknownParticleError) as err:
+        except (InputError, UnknownParticleError, ParticleSetError) as err:
             typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
             raise typer.Exit(code=2) from None
         except RunsFailedError as err:

@@ -1,9 +1,15 @@
-"""``cryopick evaluate``: score picks against ground truth with the CZII metric."""
+"""``cryopick evaluate``: score picks against ground truth with the CZII metric.
+
+The particle types scored, their radii (a pick matches within half the radius) and their
+weights come from ``--particles FILE``, else from the truth project's copick config
+(:func:`cryopick.io.picks.copick_config.read_particle_set`), else the CZII six.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +22,11 @@ from cryopick.cli.app import (
     report_input_errors,
 )
 from cryopick.core.errors import InputError
+
+if TYPE_CHECKING:
+    from cryopick.core.particles import ParticleSet
+
+log = logging.getLogger(__name__)
 
 _TYPE_HELP = "Particle type of every pick of a {} STAR file not written by cryopick."
 _PICKS_SOURCE_HELP = (
@@ -50,6 +61,14 @@ def evaluate(
     truth_particle_type: Annotated[
         str | None, typer.Option("--truth-particle-type", help=_TYPE_HELP.format("--truth"))
     ] = None,
+    particles: Annotated[
+        Path | None,
+        typer.Option(
+            "--particles",
+            help="Particles file (JSON) giving the types, radii (radius_A) and weights scored; "
+            "default: the truth project's copick config, else the CZII six.",
+        ),
+    ] = None,
 ) -> None:
     """Score picks against ground truth with the CZII metric (per-type F-beta, weighted)."""
     import json
@@ -58,6 +77,7 @@ def evaluate(
     from cryopick.evaluation.metric import score_picks
     from cryopick.io.picks import check_experiments, read_picks, read_truth
 
+    particle_set = evaluation_particle_set(truth, particles)
     shapes = None
     if tomograms is not None:
         from cryopick.io.tomograms import read_tomograms
@@ -70,6 +90,7 @@ def evaluate(
         particle_type=truth_particle_type,
         user_id=truth_user,
         session_id=truth_session,
+        particles=particle_set,
     )
     picks_df = read_picks(
         picks,
@@ -78,12 +99,49 @@ def evaluate(
         user_id=picks_user,
         session_id=picks_session,
         single_source=True,
+        particles=particle_set,
     )
     if truth_df.empty:
         raise InputError(truth, "no ground-truth picks found")
     check_experiments(truth_df, picks_df, truth, picks)
-    result = score_picks(truth_df, picks_df, beta=beta)
+    result = score_picks(truth_df, picks_df, beta=beta, particles=particle_set)
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         typer.echo(format_score_table(result), nl=False)
+
+
+def evaluation_particle_set(truth: Path, particles_file: Path | None) -> ParticleSet:
+    """Return the set scored: ``particles_file``'s, else the truth project's, else CZII.
+
+    A particles file's maps are not read; each type needs its ``radius_A``. When the truth
+    project's config declares another set, a warning names the differences.
+
+    Raises
+    ------
+    InputError
+        For a particles file that cannot be used, a type without ``radius_A``, or a truth
+        project config whose objects cannot form a set.
+    """
+    from cryopick.core.particles import default_particle_set
+    from cryopick.core.particles_file import load_particles_file
+    from cryopick.io.picks.copick_read import project_particle_set
+
+    declared = project_particle_set(truth) if truth.exists() else None
+    if particles_file is None:
+        return declared or default_particle_set()
+    particle_set = load_particles_file(particles_file, check_maps=False)
+    if missing := [s.name for s in particle_set if s.radius_A is None]:
+        raise InputError(
+            particles_file,
+            f"particle(s) {', '.join(missing)} need a radius_A to be scored (a pick matches "
+            "within half of it)",
+        )
+    if declared is not None and (differences := particle_set.describe_differences(declared)):
+        log.warning(
+            "%s: the truth project declares another particle set (%s); scoring with %s",
+            truth,
+            differences,
+            particles_file,
+        )
+    return particle_set

@@ -64,7 +64,7 @@ def learn(
             distractors=distractors,
             init_from=None if init_from == "none" else init_from,
             seed=seed,
-            device=device,  # type: ignore[arg-type]
+            device=device,
         )
     except ValidationError as err:
         raise InputError(None, f"invalid option: {squeeze_error(err)}") from None

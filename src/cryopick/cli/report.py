@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,10 @@ from cryopick.cli.app import (
     app,
     report_input_errors,
 )
+from cryopick.core.errors import InputError
+
+if TYPE_CHECKING:
+    from cryopick.core.particles import ParticleSet
 
 
 @app.command()
@@ -36,6 +40,14 @@ def report(
     model: Annotated[
         Path | None,
         typer.Option("--model", help="Model folder (model.json): card, learning curve."),
+    ] = None,
+    particles: Annotated[
+        Path | None,
+        typer.Option(
+            "--particles",
+            help="Particles file (JSON) naming the picks' types, when neither --model nor "
+            "the picks' copick config declares them.",
+        ),
     ] = None,
     png_dir: Annotated[
         Path | None, typer.Option("--png-dir", help="Also write every figure here as PNG.")
@@ -65,6 +77,8 @@ def report(
     """Write one self-contained HTML page to check picks by eye (slices, metrics, model)."""
     from cryopick.report import ReportConfig, write_report
 
+    particle_set = None if particles is None else load_report_particles(particles)
+
     options = {
         "tomo_type": tomo_type,
         "n_xy_slices": slices,
@@ -77,5 +91,26 @@ def report(
         "picks_session": picks_session,
     }
     config = ReportConfig(**{k: v for k, v in options.items() if v is not None})
-    path = write_report(input_path, picks, out, truth, model, png_dir, config)
+    path = write_report(
+        input_path, picks, out, truth, model, png_dir, config, particles=particle_set
+    )
     typer.echo(f"wrote {path}")
+
+
+def load_report_particles(path: Path) -> ParticleSet:
+    """Read the particles file of ``report --particles``: every type needs its ``radius_A``.
+
+    Its maps are not read (the report draws spheres of the given radii).
+
+    Raises
+    ------
+    InputError
+        As :func:`cryopick.core.particles_file.load_particles_file`, or for a type
+        without ``radius_A``.
+    """
+    from cryopick.core.particles_file import load_particles_file
+
+    particle_set = load_particles_file(path, check_maps=False)
+    if missing := [s.name for s in particle_set if s.radius_A is None]:
+        raise InputError(path, f"particle(s) {', '.join(missing)} need a radius_A for the report")
+    return particle_set

@@ -32,12 +32,30 @@ def simulate(
         bool,
         typer.Option("--overwrite", help="Replace an earlier cryopick simulation in OUT."),
     ] = False,
+    particles: Annotated[
+        Path | None,
+        typer.Option(
+            "--particles",
+            help="Particles file (JSON, see docs/own_particles.md): simulate these types "
+            "instead of the six CZII ones.",
+        ),
+    ] = None,
+    distractors: Annotated[
+        str,
+        typer.Option(
+            "--distractors",
+            help="Crowding proteins: default (packaged maps, plus the CZII maps not "
+            "simulated), none, or a particles file of distractor maps/models.",
+        ),
+    ] = "default",
 ) -> None:
     """Simulate tomograms with ground-truth picks and labels as a copick project."""
+    from cryopick.core.particles_file import load_particles_file
     from cryopick.simulate.presets import load_config
     from cryopick.simulate.project import simulate_project
 
     settings = load_config(preset, config)
+    particle_set = None if particles is None else load_particles_file(particles)
     if min(shape) < 16:
         raise InputError(None, f"--shape must be at least 16 voxels per axis, got {shape}")
     if not 4.0 <= spacing_A <= 25.0:
@@ -50,5 +68,7 @@ def simulate(
         spacing_A=spacing_A,
         preset=settings,
         overwrite=overwrite,
+        particles=particle_set,
+        distractors=distractors,
     )
     typer.echo(f"wrote {runs} simulated run(s): {path}")

@@ -66,6 +66,14 @@ def train(
     simulate: Annotated[
         int | None, typer.Option("--simulate", help="Simulate N fresh training runs first.")
     ] = None,
+    particles: Annotated[
+        Path | None,
+        typer.Option(
+            "--particles",
+            help="Particles file (JSON) of the types to learn, and to simulate with --simulate "
+            "(default: the types the training data's copick configs declare).",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt exactly.")
     ] = False,
@@ -88,7 +96,11 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     overwrite: OverwriteModelOption = False,
 ) -> None:
-    """Train the 3D U-Net on annotated and/or simulated tomograms."""
+    """Train the 3D U-Net on annotated and/or simulated tomograms.
+
+    The network learns the particle types the training data declare (every --data and
+    --val source must declare the same), or those of --particles.
+    """
     config = _build_train_config(
         config_file,
         settings or [],
@@ -97,6 +109,7 @@ def train(
         steps=steps,
         device=device,
         simulate=simulate,
+        particles=None if particles is None else str(particles),
         init_from=init_from,
     )
     if show_config:

@@ -323,25 +323,3 @@ def default_particle_set() -> ParticleSet:
 def resolve_particle_set(particles: ParticleSet | None) -> ParticleSet:
     """Return ``particles``, or the default (CZII) set when None."""
     return default_particle_set() if particles is None else particles
-
-
-# --- TEMPORARY legacy API (issue 13 wiring in progress; removed once no module uses it) ---
-PARTICLES = default_particle_set().specs
-PARTICLE_NAMES: tuple[str, ...] = default_particle_set().names
-N_CLASSES: int = default_particle_set().n_classes
-TOTAL_WEIGHT: float = default_particle_set().total_weight
-
-
-def get_particle(name: str) -> ParticleSpec:
-    """Legacy: the default set's spec of ``name``."""
-    return default_particle_set().get(name)
-
-
-def resolve_particle_name(name: str) -> str:
-    """Legacy: the default set's name of ``name``."""
-    return default_particle_set().resolve(name)
-
-
-def get_particle_by_label(label: int) -> ParticleSpec:
-    """Legacy: the default set's spec with ``label``."""
-    return default_particle_set().by_label(label)

@@ -119,7 +119,7 @@ def make_picks(
 
 
 def canonical_names(
-    names: Sequence[str], source: str | Path | None = None, particles: ParticleSet | None = None
+    names: ArrayLike, source: str | Path | None = None, particles: ParticleSet | None = None
 ) -> dict[str, str]:
     """Map each distinct particle name of a table to its canonical name.
 
@@ -135,7 +135,7 @@ def canonical_names(
     """
     lookup = default_particle_set() if particles is None else particles
     canonical: dict[str, str] = {}
-    for name in pd.unique(np.asarray(names, dtype=object)):
+    for name in pd.unique(np.asarray(names, dtype=object).ravel()):
         text = str(name)
         if not text.strip():
             raise InputError(source, f"a pick has an empty particle type ({text!r})")

@@ -1,17 +1,18 @@
 """The CZII challenge score: per-type F-beta (beta = 4), weighted over particle types.
 
 Follows the challenge's public metric (Kaggle ``czi-cryoet-84969``, ``score`` and
-``compute_metrics``), with the differences below:
+``compute_metrics``) for any particle set (:class:`cryopick.core.particles.ParticleSet`,
+the CZII six by default), with the differences below:
 
 * Picks of experiments that have no ground truth at all are ignored.
-* Per experiment and type, a pick matches a truth point within ``0.5 * radius_A``
-  (``<=``, as ``KDTree.query_ball_tree``). TP = truth points paired one-to-one with
-  picks (maximum bipartite matching); FP = picks - TP (duplicate picks on one particle
-  are FP); FN = truth points - TP.
+* Per experiment and type, a pick matches a truth point within ``0.5 * radius_A`` of
+  the type's radius in the set (``<=``, as ``KDTree.query_ball_tree``). TP = truth
+  points paired one-to-one with picks (maximum bipartite matching); FP = picks - TP
+  (duplicate picks on one particle are FP); FN = truth points - TP.
 * TP, FP and FN are summed over experiments per type; precision = TP / (TP + FP),
   recall = TP / (TP + FN) (0 when the denominator is 0), and
   F-beta = (1 + b^2) P R / (b^2 P + R), 0 when P + R = 0.
-* score = sum(weight * F-beta) / sum of all six weights (7).
+* score = sum(weight * F-beta) / the set's total weight (7 for the CZII six).
 
 Differences from the Kaggle code: it counts every truth point some pick reaches, so one
 pick near two truth points counts twice (FP < 0, precision 2, score > 1); the one-to-one
@@ -26,7 +27,7 @@ over the types present: the same whenever every type has truth).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -37,8 +38,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from cryopick.core.particles import PARTICLES, TOTAL_WEIGHT, get_particle
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.core.picks import group_rows, validate_picks
+from cryopick.evaluation.matching import augment, count_matches, reachable_truth
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,10 @@ class ScoreResult:
     Attributes
     ----------
     per_class : pandas.DataFrame
-        One row per particle type: particle_type, tp, fp, fn, precision, recall,
-        fbeta, weight.
+        One row per particle type of the set, in label order: particle_type, tp, fp,
+        fn, precision, recall, fbeta, weight.
     score : float
-        Weighted F-beta over all six types (weights sum to 7).
+        Weighted F-beta over all types of the set (divided by its total weight).
     beta : float
         The beta used.
     """
@@ -102,55 +104,16 @@ def _groups(df: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
     }
 
 
-def _matched_truth(
-    truth_xyz: np.ndarray, picks_xyz: np.ndarray, radius_A: float
-) -> list[list[int]]:
-    """For each pick, the indices of truth points within ``radius_A`` (inclusive)."""
-    if len(truth_xyz) == 0 or len(picks_xyz) == 0:
-        return [[] for _ in range(len(picks_xyz))]
-    hits: list[list[int]] = cKDTree(truth_xyz).query_ball_point(picks_xyz, r=radius_A).tolist()
-    return hits
+def match_radius_A(particle_set: ParticleSet, name: str) -> float:
+    """Return the match distance of a type in Å: :data:`DISTANCE_MULTIPLIER` times its radius."""
+    return particle_set.radius_A(name) * DISTANCE_MULTIPLIER
 
 
-def _augment(pick: int, hits: Sequence[Sequence[int]], owner: list[int]) -> bool:
-    """Match ``pick`` to a truth point, re-pairing others along an augmenting path (Kuhn).
-
-    ``hits[p]`` lists the truth points pick ``p`` reaches; ``owner[j]`` is the pick
-    holding truth point ``j`` (-1: free). Returns True when the matching grew by one.
-    Adding picks one at a time keeps the matching maximum for the picks added so far.
-    """
-    for free in hits[pick]:  # fast path: a free truth point in reach
-        if owner[free] < 0:
-            owner[free] = pick
-            return True
-    visited: set[int] = set()
-    chosen: list[int] = []  # chosen[k]: the truth point stack[k]'s pick would take
-    stack = [(pick, iter(hits[pick]))]
-    while stack:
-        j = next((k for k in stack[-1][1] if k not in visited), None)
-        if j is None:
-            stack.pop()
-            if chosen:
-                chosen.pop()
-            continue
-        visited.add(j)
-        chosen.append(j)
-        if owner[j] < 0:
-            for (p, _), t in zip(stack, chosen, strict=True):
-                owner[t] = p
-            return True
-        stack.append((owner[j], iter(hits[owner[j]])))
-    return False
-
-
-def _count(truth_xyz: np.ndarray, picks_xyz: np.ndarray, radius_A: float) -> tuple[int, int, int]:
-    hits = _matched_truth(truth_xyz, picks_xyz, radius_A)
-    owner = [-1] * len(truth_xyz)
-    tp = sum(_augment(i, hits, owner) for i in range(len(hits)))
-    return tp, len(picks_xyz) - tp, len(truth_xyz) - tp
-
-
-def merge_duplicate_truth(truth_df: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
+def merge_duplicate_truth(
+    truth_df: pd.DataFrame,
+    source: str | Path | None = None,
+    particles: ParticleSet | None = None,
+) -> pd.DataFrame:
     """Merge truth points of one run and type that lie within the match distance.
 
     Such points are one particle annotated twice (or two annotation sets merged). Each
@@ -163,17 +126,25 @@ def merge_duplicate_truth(truth_df: pd.DataFrame, source: str | Path | None = No
         Ground-truth picks table.
     source : str or Path, optional
         Where the table came from, named in the warning.
+    particles : ParticleSet, optional
+        The set of the truth's types (their radii give the match distance); default CZII.
 
     Returns
     -------
     pandas.DataFrame
         The validated table without the duplicates.
+
+    Raises
+    ------
+    InputError
+        If a truth type is not in the set (the message lists the set's names).
     """
-    truth = validate_picks(truth_df, source=source)
+    particle_set = resolve_particle_set(particles)
+    truth = validate_picks(truth_df, source=source, particles=particle_set)
     xyz = truth[["x", "y", "z"]].to_numpy(dtype=np.float64)
     drop, runs = [], set()
     for (exp, name), idx in group_rows(truth, ["experiment", "particle_type"]).items():
-        radius_A = get_particle(name).radius_A * DISTANCE_MULTIPLIER
+        radius_A = match_radius_A(particle_set, name)
         pairs = cKDTree(xyz[idx]).query_pairs(radius_A, output_type="ndarray")
         if len(pairs):
             graph = coo_matrix((np.ones(len(pairs)), pairs.T), shape=(len(idx), len(idx)))
@@ -195,13 +166,21 @@ def merge_duplicate_truth(truth_df: pd.DataFrame, source: str | Path | None = No
     return truth.drop(index=truth.index[dropped]).reset_index(drop=True)
 
 
-def _prepare(truth_df: pd.DataFrame, picks_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    truth = validate_picks(truth_df)
-    picks = validate_picks(picks_df)
+def _prepare(
+    truth_df: pd.DataFrame, picks_df: pd.DataFrame, particle_set: ParticleSet
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate both tables against the set; keep the picks of runs that have truth."""
+    truth = validate_picks(truth_df, particles=particle_set)
+    picks = validate_picks(picks_df, particles=particle_set)
     return truth, picks[picks["experiment"].isin(set(truth["experiment"]))]
 
 
-def score_picks(truth_df: pd.DataFrame, picks_df: pd.DataFrame, beta: float = 4.0) -> ScoreResult:
+def score_picks(
+    truth_df: pd.DataFrame,
+    picks_df: pd.DataFrame,
+    beta: float = 4.0,
+    particles: ParticleSet | None = None,
+) -> ScoreResult:
     """Score picks against ground truth with the CZII challenge metric.
 
     Parameters
@@ -212,27 +191,32 @@ def score_picks(truth_df: pd.DataFrame, picks_df: pd.DataFrame, beta: float = 4.
         Picks to score (Å); ``score`` is ignored (threshold beforehand).
     beta : float
         F-beta's beta (the challenge uses 4: recall weighs 16 times precision).
+    particles : ParticleSet, optional
+        The particle types scored, their radii (match distance: half the radius) and
+        weights; default the CZII six.
 
     Returns
     -------
     ScoreResult
-        Per-type counts and rates, and the weighted score.
+        Per-type counts and rates, and the weighted score (0 when every weight is 0).
 
     Raises
     ------
     InputError
-        If either table has an unknown particle type or non-finite coordinates.
+        If either table has a type not in the set (the message lists the set's names)
+        or non-finite coordinates.
     """
-    truth, picks = _prepare(truth_df, picks_df)
+    particle_set = resolve_particle_set(particles)
+    truth, picks = _prepare(truth_df, picks_df, particle_set)
     truth_groups, pick_groups = _groups(truth), _groups(picks)
     experiments = sorted(set(truth["experiment"]))
     empty = np.empty((0, 3))
     rows = []
-    for particle in PARTICLES:
-        radius_A = particle.radius_A * DISTANCE_MULTIPLIER
+    for particle in particle_set:
+        radius_A = match_radius_A(particle_set, particle.name)
         tp = fp = fn = 0
         for exp in experiments:
-            counts = _count(
+            counts = count_matches(
                 truth_groups.get((exp, particle.name), empty),
                 pick_groups.get((exp, particle.name), empty),
                 radius_A,
@@ -241,7 +225,9 @@ def score_picks(truth_df: pd.DataFrame, picks_df: pd.DataFrame, beta: float = 4.
         precision, recall, fbeta = compute_fbeta(tp, fp, fn, beta)
         rows.append((particle.name, tp, fp, fn, precision, recall, fbeta, particle.weight))
     per_class = pd.DataFrame(rows, columns=list(PER_CLASS_COLUMNS))
-    score = float((per_class["fbeta"] * per_class["weight"]).sum() / TOTAL_WEIGHT)
+    total = particle_set.total_weight
+    weighted = float((per_class["fbeta"] * per_class["weight"]).sum())
+    score = weighted / total if total > 0 else 0.0
     return ScoreResult(per_class=per_class, score=score, beta=beta)
 
 
@@ -258,16 +244,15 @@ class FbetaCurve(NamedTuple):
 
 
 def _iter_matches(
-    truth: pd.DataFrame, picks: pd.DataFrame, particle_type: str
+    truth: pd.DataFrame, picks: pd.DataFrame, particle_type: str, radius_A: float
 ) -> Iterator[tuple[np.ndarray, list[list[int]]]]:
-    radius_A = get_particle(particle_type).radius_A * DISTANCE_MULTIPLIER
     t = truth[truth["particle_type"] == particle_type]
     p = picks[picks["particle_type"] == particle_type]
     offset = 0
     for exp in sorted(set(truth["experiment"])):
         t_xyz = t.loc[t["experiment"] == exp, ["x", "y", "z"]].to_numpy(dtype=np.float64)
         sel = p["experiment"] == exp
-        hits = _matched_truth(
+        hits = reachable_truth(
             t_xyz, p.loc[sel, ["x", "y", "z"]].to_numpy(dtype=np.float64), radius_A
         )
         yield p.loc[sel, "score"].to_numpy(), [[offset + i for i in h] for h in hits]
@@ -275,7 +260,11 @@ def _iter_matches(
 
 
 def fbeta_curve(
-    truth_df: pd.DataFrame, scored_picks_df: pd.DataFrame, particle_type: str, beta: float = 4.0
+    truth_df: pd.DataFrame,
+    scored_picks_df: pd.DataFrame,
+    particle_type: str,
+    beta: float = 4.0,
+    particles: ParticleSet | None = None,
 ) -> FbetaCurve:
     """F-beta of one particle type as a function of the pick score threshold.
 
@@ -294,6 +283,8 @@ def fbeta_curve(
         The type (name or alias).
     beta : float
         F-beta's beta.
+    particles : ParticleSet, optional
+        The set of the tables' types (radius of ``particle_type``); default CZII.
 
     Returns
     -------
@@ -301,10 +292,12 @@ def fbeta_curve(
         ``thresholds`` (distinct scores, descending) and precision, recall, fbeta when
         keeping the picks with ``score >= threshold``.
     """
-    particle_type = get_particle(particle_type).name
-    truth, picks = _prepare(truth_df, scored_picks_df)
+    particle_set = resolve_particle_set(particles)
+    particle_type = particle_set.resolve(particle_type)
+    truth, picks = _prepare(truth_df, scored_picks_df, particle_set)
+    radius_A = match_radius_A(particle_set, particle_type)
     scores, hits = [], []
-    for s, h in _iter_matches(truth, picks, particle_type):
+    for s, h in _iter_matches(truth, picks, particle_type, radius_A):
         scores.append(s)
         hits.extend(h)
     score_arr = np.concatenate(scores) if scores else np.empty(0)
@@ -313,7 +306,7 @@ def fbeta_curve(
     n_truth = int((truth["particle_type"] == particle_type).sum())
     order = np.argsort(-score_arr, kind="stable")
     owner = [-1] * n_truth
-    tp_after = np.cumsum([_augment(int(i), hits, owner) for i in order], dtype=np.int64)
+    tp_after = np.cumsum([augment(int(i), hits, owner) for i in order], dtype=np.int64)
     sorted_scores = score_arr[order]
     # evaluate only after the last pick of each run of tied scores
     last = (
@@ -340,6 +333,7 @@ def tune_thresholds(
     scored_picks_df: pd.DataFrame,
     beta: float = 4.0,
     tolerance: float = DEFAULT_TUNE_TOLERANCE,
+    particles: ParticleSet | None = None,
 ) -> dict[str, float]:
     """Per particle type, the lowest score threshold within ``tolerance`` of the best F-beta.
 
@@ -358,17 +352,20 @@ def tune_thresholds(
         F-beta's beta.
     tolerance : float
         Accepted loss of F-beta on the tuning data, traded for a lower threshold.
+    particles : ParticleSet, optional
+        The types tuned (every type of the set) and their radii; default CZII.
 
     Returns
     -------
     dict of str to float
-        Canonical type name -> threshold; keep picks with ``score >= threshold``. A type
+        Type name of the set -> threshold; keep picks with ``score >= threshold``. A type
         with no candidates gets 1.0; one whose best F-beta is 0 gets a threshold just
         above its highest score (keep nothing).
     """
+    particle_set = resolve_particle_set(particles)
     thresholds = {}
-    for particle in PARTICLES:
-        curve = fbeta_curve(truth_df, scored_picks_df, particle.name, beta)
+    for particle in particle_set:
+        curve = fbeta_curve(truth_df, scored_picks_df, particle.name, beta, particle_set)
         if len(curve.thresholds) == 0:
             thresholds[particle.name] = 1.0
         elif curve.fbeta.max() <= 0:

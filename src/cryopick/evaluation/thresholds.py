@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from cryopick.core.particles import ParticleSet
 from cryopick.evaluation.metric import (
     DEFAULT_TUNE_TOLERANCE,
     ScoreResult,
@@ -32,7 +33,7 @@ class TunedScore:
     Attributes
     ----------
     thresholds : dict of str to float
-        Canonical particle name -> tuned threshold.
+        Particle name (of the set) -> tuned threshold.
     score : float
         Weighted F-beta of the kept picks.
     per_class : list of ClassMetrics
@@ -71,6 +72,7 @@ def tune_and_score(
     candidates: pd.DataFrame,
     beta: float = 4.0,
     tolerance: float = DEFAULT_TUNE_TOLERANCE,
+    particles: ParticleSet | None = None,
 ) -> TunedScore:
     """Tune per-class thresholds on scored candidates and score the picks they keep.
 
@@ -85,12 +87,17 @@ def tune_and_score(
     tolerance : float
         F-beta given up for a lower threshold (see
         :func:`cryopick.evaluation.metric.tune_thresholds`).
+    particles : ParticleSet, optional
+        The classes (the model card's set); default the CZII six.
 
     Returns
     -------
     TunedScore
         The thresholds, the weighted score and the per-class metrics at them.
     """
-    thresholds = tune_thresholds(truth, candidates, beta=beta, tolerance=tolerance)
-    result = score_picks(truth, select_picks(candidates, thresholds), beta=beta)
+    thresholds = tune_thresholds(
+        truth, candidates, beta=beta, tolerance=tolerance, particles=particles
+    )
+    kept = select_picks(candidates, thresholds)
+    result = score_picks(truth, kept, beta=beta, particles=particles)
     return TunedScore(thresholds, float(result.score), to_class_metrics(result))

@@ -1,7 +1,8 @@
 """Re-tuning a model's per-class thresholds on a user's annotated runs (``cryopick tune``).
 
-Every run is predicted keeping all peaks above a low floor (scored candidates); per class the
-threshold maximising F-beta (beta = 4) against the annotations is chosen and scored with
+Every run is predicted keeping all peaks above a low floor (scored candidates); per class of
+the model card's particle set the threshold maximising F-beta (beta = 4) against the
+annotations (read and scored in that set: its names, radii and weights) is chosen and scored with
 :func:`cryopick.evaluation.thresholds.tune_and_score` (as training validation does), and a
 copy of the model is written with those thresholds and the validation metrics they give in
 its card.
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLE_NAMES
+from cryopick.core.particles import ParticleSet
 from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
 from cryopick.evaluation.thresholds import TunedScore, tune_and_score
 from cryopick.inference.pipeline import LoadedModel, PredictConfig, predict_tomograms
@@ -61,7 +62,8 @@ def tune_model(
     (:func:`cryopick.evaluation.metric.tune_thresholds`), and writes ``out_dir/model.pt``
     (a copy) and ``out_dir/model.json`` (the card with the new thresholds and metrics).
     With ``config.tta`` the maps are flip-averaged and the thresholds go to the card's
-    ``thresholds_tta`` (used by ``predict --tta``); the rest of the card is kept.
+    ``thresholds_tta`` (used by ``predict --tta``); the rest of the card is kept. The
+    card's particle set gives the classes and the annotations' names, radii and weights.
 
     Parameters
     ----------
@@ -99,18 +101,19 @@ def tune_model(
         raise InputError(out_dir, "the tuned model must go to a new folder, not the input model")
     check_model_folder(out_dir, overwrite=overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
+    particles = card.particle_set
     tomograms = read_inputs(data, tomo_type, runs)
     names = {t.name for t in tomograms}
-    truth_df = _read_tuning_truth(truth or data, names, truth_user, truth_session)
+    truth_df = _read_tuning_truth(truth or data, names, truth_user, truth_session, particles)
     # every peak above a low floor is a candidate; tuning picks the threshold per class
     config = (config or PredictConfig()).model_copy(
-        update={"thresholds": _floor_thresholds(), "min_score": 0.0}
+        update={"thresholds": _floor_thresholds(particles), "min_score": 0.0}
     )
     source = model_dir if model is None else None
     candidates = predict_tomograms(
         tomograms, source, config, model=model, show_progress=show_progress
     )
-    tuned = tune_and_score(truth_df, candidates, beta=beta, tolerance=tolerance)
+    tuned = tune_and_score(truth_df, candidates, beta, tolerance, particles)
     described = f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"
     _write_tuned_model(model_dir, out_dir, _tuned_card(card, tuned, config.tta, described))
     log.info("tuned thresholds written to %s (score %.4f)", out_dir, tuned.score)
@@ -139,21 +142,28 @@ def _write_tuned_model(model_dir: Path, out_dir: Path, card: ModelCard) -> None:
 
 
 def _read_tuning_truth(
-    source: str | Path, runs: set[str], user_id: str | None, session_id: str | None
+    source: str | Path,
+    runs: set[str],
+    user_id: str | None,
+    session_id: str | None,
+    particles: ParticleSet,
 ) -> pd.DataFrame:
     """Annotations of ``runs`` from one source, duplicates merged (never cryopick's own picks).
+
+    Only types of ``particles`` (the model's set) are read from a copick project.
 
     Raises
     ------
     InputError
-        If there are none.
+        If there are none, or a CSV/STAR source names a type outside the set.
     """
-    truth = read_truth(source, user_id=user_id, session_id=session_id)
+    truth = read_truth(source, user_id=user_id, session_id=session_id, particles=particles)
     truth = truth[truth["experiment"].isin(runs)]
     if truth.empty:
         raise InputError(source, "no annotated picks for the runs found; cannot tune thresholds")
     return truth
 
 
-def _floor_thresholds() -> dict[str, float]:
-    return dict.fromkeys(PARTICLE_NAMES, TUNING_MIN_SCORE)
+def _floor_thresholds(particles: ParticleSet) -> dict[str, float]:
+    """Return the candidate floor for every class of the set."""
+    return dict.fromkeys(particles.names, TUNING_MIN_SCORE)

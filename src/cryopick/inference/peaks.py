@@ -273,6 +273,23 @@ def resolve_cross_class(
     return picks[keep].reset_index(drop=True)
 
 
+def _classes_to_find(
+    probs: NDArray, particle_set: ParticleSet, particle_types: Sequence[str] | None
+) -> list[tuple[str, int]]:
+    """(name, channel) of the set's types to look for: those asked for that the map has."""
+    if len(probs) > particle_set.n_classes:
+        raise ValueError(
+            f"the probability map has {len(probs)} channels but the particle set has "
+            f"{particle_set.n_classes} classes ({', '.join(particle_set.names)} and background)"
+        )
+    names = {particle_set.resolve(n) for n in particle_types} if particle_types else None
+    return [
+        (spec.name, label)
+        for spec in particle_set
+        if (names is None or spec.name in names) and (label := int(spec.label or 0)) < len(probs)
+    ]
+
+
 def find_peaks(
     probs: NDArray,
     spacing_A: float,
@@ -314,9 +331,8 @@ def find_peaks(
     blob_ratio_range : (float, float) or None
         Accepted range of measured / expected blob radius; None disables validation.
     cross_class_fraction : float
-        Cross-class suppression distance as a fraction of the smaller radius (0, the
-        default, disables it: under F4 a second label at one place costs little precision
-        while the suppressed one may be the right class; see docs/predict.md).
+        Cross-class suppression distance as a fraction of the smaller radius; 0 (default)
+        disables it (a second label costs little under F4; see docs/predict.md).
     cross_class_ratio : float
         Drop the weaker of two nearby picks of different classes only when its score is at
         most this fraction of the stronger's (see :func:`resolve_cross_class`).
@@ -326,8 +342,7 @@ def find_peaks(
         Keep at most this many (the strongest) maxima per class after suppression; bounds
         the time spent on a noisy map with a low threshold.
     particles : ParticleSet, optional
-        The types of the map's channels, their names and radii (the model card's
-        :attr:`~cryopick.model.ModelCard.particle_set`); default the CZII set.
+        The map's types, names and radii: the model card's set; default the CZII set.
 
     Returns
     -------
@@ -337,35 +352,21 @@ def find_peaks(
     Raises
     ------
     ValueError
-        If the map has more channels than the set has classes, or a threshold or
-        ``particle_types`` entry names no type of the set
-        (:class:`~cryopick.core.particles.UnknownParticleError`).
+        For a map with more channels than the set has classes, or a name not in the set.
     """
-    particle_set = resolve_particle_set(particles)
-    if len(probs) > particle_set.n_classes:
-        raise ValueError(
-            f"the probability map has {len(probs)} channels but the particle set has "
-            f"{particle_set.n_classes} classes ({', '.join(particle_set.names)} and background)"
-        )
-    thresholds = {particle_set.resolve(k): v for k, v in (thresholds or {}).items()}
-    names = {particle_set.resolve(n) for n in particle_types} if particle_types else None
+    ps = resolve_particle_set(particles)
+    thresholds = {ps.resolve(k): v for k, v in (thresholds or {}).items()}
     frames = []
-    for particle in particle_set:
-        label = int(particle.label or 0)
-        if (names is not None and particle.name not in names) or label >= len(probs):
-            continue
-        threshold = max(float(thresholds.get(particle.name, default_threshold)), min_score)
-        radius_vox = particle_set.radius_A(particle.name) / spacing_A
+    for name, label in _classes_to_find(probs, ps, particle_types):
+        threshold = max(float(thresholds.get(name, default_threshold)), min_score)
+        radius_vox = ps.radius_A(name) / spacing_A
         blob_vox = blob_radius_fraction * radius_vox if blob_radius_fraction else None
-        class_map = probs[label]
-        limits = (blob_vox, blob_ratio_range, max_peaks_per_class)
-        coords, scores = _find_class_peaks(class_map, radius_vox, threshold, nms_fraction, *limits)
+        limits = (threshold, nms_fraction, blob_vox, blob_ratio_range, max_peaks_per_class)
+        coords, scores = _find_class_peaks(probs[label], radius_vox, *limits)
         if len(coords):
             coords_A = voxels_to_angstrom(coords, spacing_A) + origin_A
-            frames.append(make_picks(experiment, particle.name, coords_A, score=scores))
+            frames.append(make_picks(experiment, name, coords_A, score=scores))
     if not frames:
         return empty_picks()
     picks = pd.concat(frames, ignore_index=True)
-    return resolve_cross_class(
-        picks, cross_class_fraction, cross_class_ratio, particles=particle_set
-    )
+    return resolve_cross_class(picks, cross_class_fraction, cross_class_ratio, particles=ps)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +40,11 @@ from cryopick.inference.output import (
     write_predictions,
 )
 from cryopick.inference.picking import PickSettings, check_threshold_names, pick_particles
-from cryopick.inference.preprocess import normalise_volume, resample_volume
+from cryopick.inference.preprocess import (
+    normalise_volume,
+    resample_volume,
+    warn_if_smaller_than_window,
+)
 from cryopick.inference.window import predict_probability_map, resolve_device
 from cryopick.io.runs import RunResult, open_tomograms, raise_all_failed
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
@@ -61,6 +65,7 @@ __all__ = [
     "predict",
     "predict_tomogram",
     "predict_tomograms",
+    "warn_if_smaller_than_window",
     "write_predictions",
 ]
 
@@ -117,16 +122,23 @@ class PredictConfig(BaseModel):
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
 
 
-def check_config_for_model(config: PredictConfig | None, card: ModelCard) -> None:
-    """Check that the threshold overrides of ``config`` name types of the model.
+def check_config_for_model(
+    config: PredictConfig | None, card: ModelCard, format: OutputFormat | str | None = None
+) -> ParticleSet:
+    """Check a prediction's settings and output format against the model; return its set.
 
     Raises
     ------
     InputError
-        One line naming the unknown type(s) and listing the model's types.
+        One line: a threshold override of a type the model does not have (listing its
+        types), or the ``kaggle`` format for a set other than the CZII one.
     """
+    particles = card.particle_set
+    if format is not None:
+        check_format_for_set(format, particles)
     if config is not None and config.thresholds:
-        check_threshold_names(config.thresholds, card.particle_set)
+        check_threshold_names(config.thresholds, particles)
+    return particles
 
 
 def predict_tomogram(
@@ -196,32 +208,6 @@ def predict_tomogram(
         stride=prob_map.stride,
         experiment=tomogram.name,
     )
-
-
-def warn_if_smaller_than_window(
-    name: str, shape_zyx: Sequence[int], patch_zyx: Sequence[int], spacing_A: float
-) -> bool:
-    """Warn when a tomogram is thinner than the network's training window on some axis.
-
-    The network then sees mostly padding there; picks are unreliable and often none are
-    found. Returns True when it warned.
-    """
-    small = [
-        f"{axis} {n} < {p}"
-        for axis, n, p in zip("zyx", shape_zyx, patch_zyx, strict=True)
-        if int(n) < int(p)
-    ]
-    if small:
-        log.warning(
-            "%s: the tomogram (%s voxels at %.4g Å) is smaller than the network's %s-voxel "
-            "window (%s): picks are unreliable and there may be none",
-            name,
-            "x".join(map(str, shape_zyx)),
-            spacing_A,
-            "x".join(map(str, patch_zyx)),
-            ", ".join(small),
-        )
-    return bool(small)
 
 
 def predict_tomograms(
@@ -358,9 +344,7 @@ def predict(
         card = read_model_card(model_dir := Path(model_dir or bundled_model_dir()))
     else:
         card = _resolve_model(model_dir, model)[1]
-    particles = card.particle_set
-    check_format_for_set(format, particles)
-    check_config_for_model(config, card)
+    ps = check_config_for_model(config, card, format)
     failures: dict[str, BaseException] = {}
     tomograms = open_tomograms(input_path, tomo_type, runs, spacing_A, failures, on_run_done)
     picks = predict_tomograms(
@@ -377,9 +361,7 @@ def predict(
     if not done:
         raise_all_failed(failures, input_path, n_runs)
     if destination is not None:
-        write_predictions(
-            picks, done, output, format, input_path, card.spacing_A, particles=particles
-        )
+        write_predictions(picks, done, output, format, input_path, card.spacing_A, particles=ps)
     if failures:
         reasons = {run: one_line_error(err) for run, err in failures.items()}
         raise RunsFailedError(reasons, destination, n_runs, picks=picks)

@@ -1,7 +1,8 @@
 """Preprocessing: robust intensity normalisation and resampling to the model's voxel size.
 
 Both functions work z-block by z-block, so a lazy volume (zarr array, memory-mapped MRC)
-is read once and only the float32 result is held in memory.
+is read once and only the float32 result is held in memory. :func:`warn_if_smaller_than_window`
+warns about inputs thinner than the network's window.
 
 Resampling and coordinates
 --------------------------
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +194,29 @@ def resample_volume(
             prefilter=order > 1,
         )
     return out
+
+
+def warn_if_smaller_than_window(
+    name: str, shape_zyx: Sequence[int], patch_zyx: Sequence[int], spacing_A: float
+) -> bool:
+    """Warn when a tomogram is thinner than the network's training window on some axis.
+
+    The network then sees mostly padding there; picks are unreliable and often none are
+    found. Returns True when it warned.
+    """
+    small = [
+        f"{axis} {n} < {p}"
+        for axis, n, p in zip("zyx", shape_zyx, patch_zyx, strict=True)
+        if int(n) < int(p)
+    ]
+    if small:
+        log.warning(
+            "%s: the tomogram (%s voxels at %.4g Å) is smaller than the network's %s-voxel "
+            "window (%s): picks are unreliable and there may be none",
+            name,
+            "x".join(map(str, shape_zyx)),
+            spacing_A,
+            "x".join(map(str, patch_zyx)),
+            ", ".join(small),
+        )
+    return bool(small)

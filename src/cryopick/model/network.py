@@ -168,9 +168,7 @@ def build_model(config: ModelConfig | None = None) -> UNet3D:
     return UNet3D(config or ModelConfig())
 
 
-def replace_head(
-    model: UNet3D, n_classes: int, kept: Mapping[int, int] | None = None
-) -> UNet3D:
+def replace_head(model: UNet3D, n_classes: int, kept: Mapping[int, int] | None = None) -> UNet3D:
     """Give the network a new output layer (the final 1x1x1 convolution) for ``n_classes``.
 
     Every other weight is left as it is. The new layer is initialised as a fresh network's
@@ -192,12 +190,13 @@ def replace_head(
         ``model``.
     """
     old = model.head
-    assert isinstance(old, nn.Conv3d) and old.bias is not None
     head = nn.Conv3d(old.in_channels, n_classes, 1).to(old.weight.device, old.weight.dtype)
+    old_bias, new_bias = old.bias, head.bias
+    assert old_bias is not None and new_bias is not None  # (the head has a bias)
     with torch.no_grad():
         for new_c, old_c in (kept or {}).items():
             head.weight[new_c] = old.weight[old_c]
-            head.bias[new_c] = old.bias[old_c]
+            new_bias[new_c] = old_bias[old_c]
     model.head = head
     model.config = model.config.model_copy(update={"n_classes": n_classes})
     return model

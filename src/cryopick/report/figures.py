@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle
 from numpy.typing import ArrayLike, NDArray
 
-from cryopick.core.particles import get_particle
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.core.picks import group_rows
 from cryopick.report.slices import compute_display_range
 
@@ -258,6 +258,7 @@ def plot_montage(
     markers: pd.DataFrame,
     title: str = "",
     dpi: float = 100.0,
+    particles: ParticleSet | None = None,
 ) -> Figure:
     """Draw slices with each particle as a circle cut by the slice plane.
 
@@ -274,16 +275,19 @@ def plot_montage(
         Written in the legend band.
     dpi : float
         Pixels per inch; the figure is ``size_px`` pixels when saved at this dpi.
+    particles : ParticleSet, optional
+        The set the markers' types belong to: sphere radii and colours (default CZII).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
+    particle_set = resolve_particle_set(particles)
     width, height = size_px
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
     line_pt = LINE_PX * 72.0 / dpi
     centers = markers[["z", "y", "x"]].to_numpy(dtype=np.float64)
-    radii = np.array([get_particle(n).radius_A for n in markers["particle_type"]], dtype=float)
+    radii = np.array([particle_set.radius_A(n) for n in markers["particle_type"]], dtype=float)
     for image, box in zip(slices, boxes, strict=True):
         ax = _axes_for_box(fig, box, size_px)
         vmin, vmax = compute_display_range(image)
@@ -312,19 +316,25 @@ def plot_montage(
         centers_2d, cut_radii, visible = cut_spheres(centers, radii, box.axis, box.position_A)
         shown = markers[visible]
         for (name, status), idx in group_rows(shown, ["particle_type", "status"]).items():
-            colour = get_particle(name).colour
+            colour = particle_set.colour(name)
             _draw_circles(ax, centers_2d[idx], cut_radii[idx], colour, status, line_pt)
-    _draw_legend(fig, markers, size_px, title)
+    _draw_legend(fig, markers, size_px, title, particle_set)
     return fig
 
 
-def _draw_legend(fig: Figure, markers: pd.DataFrame, size_px: tuple[int, int], title: str) -> None:
+def _draw_legend(
+    fig: Figure,
+    markers: pd.DataFrame,
+    size_px: tuple[int, int],
+    title: str,
+    particle_set: ParticleSet,
+) -> None:
     height = size_px[1]
     ax = fig.add_axes((0.0, 0.0, 1.0, LEGEND_PX / height))
     ax.set_axis_off()
     handles = [
-        Line2D([], [], color=get_particle(n).colour, lw=4, label=n)
-        for n in sorted(set(markers["particle_type"]), key=lambda n: get_particle(n).label)
+        Line2D([], [], color=particle_set.colour(n), lw=4, label=n)
+        for n in sorted(set(markers["particle_type"]), key=particle_set.label)
     ]
     for status in ("tp", "fp", "fn", "pick"):
         if status in set(markers["status"]):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from cryopick.core.particles import get_particle
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.model import ModelCard
 
 _CSS = """
@@ -63,16 +63,25 @@ def _img(figures: Mapping[str, bytes], name: str, alt: str) -> str:
     )
 
 
-def _swatch(name: str) -> str:
-    try:
-        colour = get_particle(name).colour
-    except ValueError:
+def _swatch(name: str, particles: ParticleSet) -> str:
+    """Return a dot in the type's colour (none for a name that is not a type of ``particles``)."""
+    if name not in particles:
         return ""
+    colour = escape(particles.colour(name))
     return f'<span class="swatch" style="background:{colour}"></span>'
 
 
-def render_summary_table(table: pd.DataFrame, score: float | None, beta: float = 4.0) -> str:
-    """Render the per-class summary (:func:`cryopick.report.summarise_picks_per_class`) as HTML."""
+def render_summary_table(
+    table: pd.DataFrame,
+    score: float | None,
+    beta: float = 4.0,
+    particles: ParticleSet | None = None,
+) -> str:
+    """Render the per-class summary (:func:`cryopick.report.summarise_picks_per_class`) as HTML.
+
+    ``particles`` gives each type's colour (default the CZII set).
+    """
+    particle_set = resolve_particle_set(particles)
     with_truth = "tp" in table.columns
     head = ["particle type", "picks", "score min", "score median", "score max"]
     if with_truth:
@@ -83,7 +92,7 @@ def render_summary_table(table: pd.DataFrame, score: float | None, beta: float =
     rows = [f"<tr>{cells}</tr>"]
     for rec in table.to_dict("records"):
         values = [
-            _swatch(rec["particle_type"]) + escape(rec["particle_type"]),
+            _swatch(rec["particle_type"], particle_set) + escape(rec["particle_type"]),
             _fmt(int(rec["n_picks"])),
             _fmt(rec["score_min"]),
             _fmt(rec["score_median"]),
@@ -137,6 +146,7 @@ def _card_rows(card: ModelCard) -> str:
 
 def _validation_table(card: ModelCard) -> str:
     """Per-class thresholds (and TTA thresholds, when the card has them) and validation."""
+    particle_set = card.particle_set
     by_name = {m.particle_type: m for m in card.validation}
     tta = card.thresholds_tta
     names = list(dict.fromkeys([*card.thresholds, *tta, *by_name]))
@@ -152,7 +162,7 @@ def _validation_table(card: ModelCard) -> str:
         values += [_fmt(getattr(m, k, None)) for k in ("precision", "recall", "fbeta")]
         values += [_fmt(getattr(m, k, None), 0) for k in ("tp", "fp", "fn")]
         rows.append(
-            f'<tr><td class="name">{_swatch(name)}{escape(str(name))}</td>'
+            f'<tr><td class="name">{_swatch(name, particle_set)}{escape(str(name))}</td>'
             + "".join(f"<td>{x}</td>" for x in values)
             + "</tr>"
         )
@@ -195,7 +205,7 @@ def _tomogram_figure(tomo: Any, figures: Mapping[str, bytes]) -> str:
     )
 
 
-def _class_section(figures: Mapping[str, bytes]) -> str:
+def _class_section(figures: Mapping[str, bytes], particles: ParticleSet) -> str:
     parts = ['<section id="classes"><h2>Per class</h2>']
     class_figures = [n for n in figures if n.startswith("class_")]
     if not class_figures:
@@ -204,7 +214,7 @@ def _class_section(figures: Mapping[str, bytes]) -> str:
         particle = name.removeprefix("class_").removesuffix(".png")
         parts.append(
             f'<figure class="class" data-particle="{escape(particle)}">'
-            f"<h3>{_swatch(particle)}{escape(particle)}</h3>"
+            f"<h3>{_swatch(particle, particles)}{escape(particle)}</h3>"
             + _img(figures, name, f"{particle}: metric vs threshold and score histogram")
             + "</figure>"
         )
@@ -220,6 +230,7 @@ def render_html(
     config: Any,
     tomograms: Sequence[Any],
     sources: Mapping[str, Any],
+    particles: ParticleSet | None = None,
 ) -> str:
     """Assemble the report page.
 
@@ -237,12 +248,15 @@ def render_html(
         Shown tomograms, in order.
     sources : mapping
         Input paths by role, listed at the top.
+    particles : ParticleSet, optional
+        The particle types shown: their colours (default the CZII set).
 
     Returns
     -------
     str
         The HTML document.
     """
+    particle_set = resolve_particle_set(particles)
     runs = ", ".join(t.name for t in tomograms[:20]) + (", ..." if len(tomograms) > 20 else "")
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     inputs = "".join(
@@ -258,7 +272,7 @@ def render_html(
         "<h1>cryopick report</h1>",
         f'<p class="meta">Generated {now}.</p><ul class="meta">{inputs}</ul>',
         '<section id="summary"><h2>Summary</h2>',
-        render_summary_table(table, score, config.beta),
+        render_summary_table(table, score, config.beta, particle_set),
         f'<p class="meta">Over the runs shown below ({escape(runs)}); with truth, the '
         "numbers <code>cryopick evaluate</code> gives for these runs.</p></section>",
         '<section id="tomograms"><h2>Tomograms</h2>',
@@ -269,7 +283,7 @@ def render_html(
         + ".</p>",
         *(_tomogram_figure(tomo, figures) for tomo in tomograms),
         "</section>",
-        _class_section(figures),
+        _class_section(figures, particle_set),
     ]
     if card is not None:
         parts.append(render_model_section(card, figures))

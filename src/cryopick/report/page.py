@@ -28,14 +28,18 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLE_NAMES
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.io.atomic import atomic_path, check_output_file, write_text_atomic
 from cryopick.model import ModelCard, read_model_card
 from cryopick.report import figures as rf
 from cryopick.report import plots as report_plots
 from cryopick.report.html import montage_filename, render_html
 from cryopick.report.slices import choose_slice_indices, read_slice, warn_empty_slices
-from cryopick.report.summary import classify_picks, summarise_picks_per_class
+from cryopick.report.summary import (
+    choose_report_particles,
+    classify_picks,
+    summarise_picks_per_class,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,7 @@ def render_figures(
     picks: pd.DataFrame,
     card: ModelCard | None,
     config: ReportConfig,
+    particles: ParticleSet | None = None,
 ) -> dict[str, bytes]:
     """Render every figure of the report.
 
@@ -109,6 +114,8 @@ def render_figures(
         Model card: its thresholds (and TTA thresholds) are marked on the class plots.
     config : ReportConfig
         Display options.
+    particles : ParticleSet, optional
+        The types drawn: colours, sphere radii, match distance (default the CZII set).
 
     Returns
     -------
@@ -116,9 +123,10 @@ def render_figures(
         PNG bytes by file name: ``montage_<run>.png``, ``class_<name>.png``,
         ``learning_curve.png``.
     """
-    figures = {montage_filename(t.name): _render_montage(t, markers, config) for t in tomograms}
-    for name in _shown_classes(picks, truth):
-        figures[f"class_{name}.png"] = _render_class(name, markers, truth, picks, card, config)
+    ps = resolve_particle_set(particles)
+    figures = {montage_filename(t.name): _render_montage(t, markers, config, ps) for t in tomograms}
+    for name in _shown_classes(picks, truth, ps):
+        figures[f"class_{name}.png"] = _render_class(name, markers, truth, picks, card, config, ps)
     if card is not None and card.learning_curve:
         figures["learning_curve.png"] = rf.render_png(
             report_plots.plot_learning_curve(card.learning_curve, dpi=config.dpi)
@@ -126,7 +134,9 @@ def render_figures(
     return figures
 
 
-def _render_montage(tomo: Any, markers: pd.DataFrame, config: ReportConfig) -> bytes:
+def _render_montage(
+    tomo: Any, markers: pd.DataFrame, config: ReportConfig, particles: ParticleSet
+) -> bytes:
     """Draw one tomogram's XY slices and XZ slice with its markers; PNG bytes."""
     nz, ny, nx = tomo.shape
     xy = config.xy_slices or choose_slice_indices(nz, config.n_xy_slices)
@@ -140,7 +150,9 @@ def _render_montage(tomo: Any, markers: pd.DataFrame, config: ReportConfig) -> b
     slices = [read_slice(tomo.data, b.axis, b.index, config.slab_voxels) for b in boxes]
     warn_empty_slices(f"{tomo.name} ({tomo.source})", slices, boxes)
     run_markers = markers[markers["experiment"] == tomo.name]
-    fig = rf.plot_montage(slices, boxes, size_px, run_markers, title=tomo.name, dpi=config.dpi)
+    fig = rf.plot_montage(
+        slices, boxes, size_px, run_markers, title=tomo.name, dpi=config.dpi, particles=particles
+    )
     log.info("drew %s: %d markers, %d slices", tomo.name, len(run_markers), len(boxes))
     return rf.render_png(fig)
 
@@ -152,6 +164,7 @@ def _render_class(
     picks: pd.DataFrame,
     card: ModelCard | None,
     config: ReportConfig,
+    particles: ParticleSet,
 ) -> bytes:
     """Draw one class's metric curves (with truth) and score histogram; PNG bytes.
 
@@ -164,7 +177,7 @@ def _render_class(
 
         scored = picks[picks["particle_type"] == name]
         if scored["score"].notna().all():  # a curve needs a score on every pick
-            curve = fbeta_curve(truth, scored, name, beta=config.beta)
+            curve = fbeta_curve(truth, scored, name, beta=config.beta, particles=particles)
     cls = markers[markers["particle_type"] == name]
     if truth is None:
         scores = {"picks": cls["score"]}
@@ -187,15 +200,18 @@ def _render_class(
         n_missed,
         config.dpi,
         tta_threshold=tta_threshold,
+        particles=particles,
     )
     return rf.render_png(fig)
 
 
-def _shown_classes(picks: pd.DataFrame, truth: pd.DataFrame | None) -> list[str]:
+def _shown_classes(
+    picks: pd.DataFrame, truth: pd.DataFrame | None, particles: ParticleSet
+) -> list[str]:
     present = set(picks["particle_type"])
     if truth is not None:
         present |= set(truth["particle_type"])
-    return [n for n in PARTICLE_NAMES if n in present]
+    return [n for n in particles.names if n in present]
 
 
 def _restrict_to_runs(df: pd.DataFrame, tomograms: Sequence[Any], source: Any) -> pd.DataFrame:
@@ -215,6 +231,40 @@ def _restrict_to_runs(df: pd.DataFrame, tomograms: Sequence[Any], source: Any) -
     return df[df["experiment"].isin(names)].reset_index(drop=True)
 
 
+def _read_picks_and_truth(
+    picks_path: str | Path,
+    truth_path: str | Path | None,
+    tomograms: Sequence[Any],
+    config: ReportConfig,
+    particles: ParticleSet,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Read the picks and the truth (or None) of the shown runs, names from ``particles``."""
+    from cryopick.io.picks import check_experiments, read_picks, read_truth
+
+    shapes = {t.name: (t.shape, t.spacing_A) for t in tomograms}  # STAR files need them
+    picks = read_picks(
+        picks_path,
+        tomogram_shapes=shapes,
+        user_id=config.picks_user,
+        session_id=config.picks_session,
+        single_source=True,
+        particles=particles,
+    )
+    picks = _restrict_to_runs(picks, tomograms, picks_path)
+    if truth_path is None:
+        return picks, None
+    truth = read_truth(
+        truth_path,
+        tomogram_shapes=shapes,
+        user_id=config.truth_user,
+        session_id=config.truth_session,
+        particles=particles,
+    )
+    truth = _restrict_to_runs(truth, tomograms, truth_path)
+    check_experiments(truth, picks, truth_path, picks_path)
+    return picks, truth
+
+
 def write_report(
     input_path: str | Path,
     picks_path: str | Path,
@@ -223,8 +273,14 @@ def write_report(
     model_dir: str | Path | None = None,
     png_dir: str | Path | None = None,
     config: ReportConfig | None = None,
+    *,
+    particles: ParticleSet | None = None,
 ) -> Path:
     """Read tomograms, picks, truth and model card; write the HTML report (and PNGs).
+
+    The particle types (names, colours, radii, score weights) are the model card's when
+    ``model_dir`` is given, else those the picks project's copick config declares, else
+    ``particles``, else the CZII set (:func:`choose_report_particles`).
 
     Parameters
     ----------
@@ -242,43 +298,29 @@ def write_report(
         Also write every figure there as a PNG file.
     config : ReportConfig, optional
         Display options.
+    particles : ParticleSet, optional
+        The particle types when neither a model nor the picks project declares them (e.g.
+        from ``cryopick report --particles FILE``).
 
     Returns
     -------
     Path
         ``out_path``.
     """
-    from cryopick.io.picks import check_experiments, read_picks, read_truth
     from cryopick.io.tomograms import read_tomograms
 
     config = config or ReportConfig()
     check_output_file(out_path, [input_path, picks_path, truth_path], (".html", ".htm"))
+    card = None if model_dir is None else read_model_card(model_dir)
+    particle_set = choose_report_particles(card, picks_path, particles)
     tomograms = read_tomograms(input_path, tomo_type=config.tomo_type, runs=config.runs)
     if not tomograms:
         raise InputError(input_path, f"no tomograms of type {config.tomo_type!r} found")
-    shapes = {t.name: (t.shape, t.spacing_A) for t in tomograms}  # STAR files need them
-    picks = read_picks(
-        picks_path,
-        tomogram_shapes=shapes,
-        user_id=config.picks_user,
-        session_id=config.picks_session,
-        single_source=True,
-    )
-    truth = None
-    if truth_path is not None:
-        truth = read_truth(
-            truth_path,
-            tomogram_shapes=shapes,
-            user_id=config.truth_user,
-            session_id=config.truth_session,
-        )
-    card = None if model_dir is None else read_model_card(model_dir)
-    picks = _restrict_to_runs(picks, tomograms, picks_path)
-    if truth is not None:
-        truth = _restrict_to_runs(truth, tomograms, truth_path)
-        check_experiments(truth, picks, truth_path, picks_path)
+    picks, truth = _read_picks_and_truth(picks_path, truth_path, tomograms, config, particle_set)
     sources = dict(tomograms=input_path, picks=picks_path, truth=truth_path, model=model_dir)
-    page, figures = build_report(tomograms, picks, truth, card, config, sources)
+    page, figures = build_report(
+        tomograms, picks, truth, card, config, sources, particles=particle_set
+    )
     write_text_atomic(out_path, page)
     if png_dir is not None:
         for name, data in figures.items():
@@ -294,6 +336,8 @@ def build_report(
     card: ModelCard | None = None,
     config: ReportConfig | None = None,
     sources: dict[str, Any] | None = None,
+    *,
+    particles: ParticleSet | None = None,
 ) -> tuple[str, dict[str, bytes]]:
     """Build the report page from loaded inputs.
 
@@ -309,6 +353,9 @@ def build_report(
         Display options.
     sources : dict, optional
         Input paths, listed at the top of the page.
+    particles : ParticleSet, optional
+        The types of the picks: names, colours, radii, score weights; default the card's
+        set when a card is given, else the CZII set.
 
     Returns
     -------
@@ -318,9 +365,12 @@ def build_report(
         The PNG figures embedded in it, by file name.
     """
     config = config or ReportConfig()
-    markers = classify_picks(picks, truth)
-    table, score = summarise_picks_per_class(picks, truth, beta=config.beta)
-    figures = render_figures(tomograms, markers, truth, picks, card, config)
+    if particles is None and card is not None:
+        particles = card.particle_set
+    ps = resolve_particle_set(particles)
+    markers = classify_picks(picks, truth, particles=ps)
+    table, score = summarise_picks_per_class(picks, truth, beta=config.beta, particles=ps)
+    figures = render_figures(tomograms, markers, truth, picks, card, config, particles=ps)
     page = render_html(
         table=table,
         score=score,
@@ -329,5 +379,6 @@ def build_report(
         config=config,
         tomograms=tomograms,
         sources=sources or {},
+        particles=ps,
     )
     return page, figures

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-from cryopick.core.particles import get_particle
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 
 
 def plot_class_curves(
@@ -25,6 +25,7 @@ def plot_class_curves(
     dpi: float = 100.0,
     *,
     tta_threshold: float | None = None,
+    particles: ParticleSet | None = None,
 ) -> Figure:
     """Precision, recall and F-beta against score threshold, beside the pick-score histogram.
 
@@ -48,12 +49,14 @@ def plot_class_curves(
         Pixels per inch.
     tta_threshold : float or None
         The model's threshold for flip-TTA predictions, marked too (dashed line).
+    particles : ParticleSet, optional
+        The set ``particle_type`` belongs to, for its colour (default the CZII set).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    colour = get_particle(particle_type).colour
+    colour = resolve_particle_set(particles).colour(particle_type)
     n_axes = 2 if curve is not None else 1
     fig = Figure(figsize=(4.2 * n_axes, 3.0), dpi=dpi, facecolor="white", layout="constrained")
     axes = fig.subplots(1, n_axes, squeeze=False)[0]

@@ -3,18 +3,30 @@
 :func:`classify_picks` labels picks true / false positive and lists missed truth particles,
 with the counts of :func:`cryopick.evaluation.metric.score_picks`;
 :func:`summarise_picks_per_class` makes the summary table (picks, score distribution and,
-with truth, the CZII metric) of ``cryopick report``.
+with truth, the CZII metric) of ``cryopick report``. Both take the particle set shown
+(names, radii, weights), which :func:`choose_report_particles` picks.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from cryopick.core.particles import PARTICLE_NAMES, get_particle
+from cryopick.core.particles import ParticleSet, resolve_particle_set
+
+if TYPE_CHECKING:
+    from cryopick.model import ModelCard
+
+log = logging.getLogger(__name__)
 
 
-def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
+def classify_picks(
+    picks: pd.DataFrame, truth: pd.DataFrame | None, particles: ParticleSet | None = None
+) -> pd.DataFrame:
     """Label each pick true / false positive and list missed truth particles, for drawing.
 
     A pick within ``DISTANCE_MULTIPLIER * radius_A`` of a truth particle of its class and
@@ -31,6 +43,8 @@ def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFr
         Picks table.
     truth : pandas.DataFrame or None
         Truth picks table; without it every pick has status ``"pick"``.
+    particles : ParticleSet, optional
+        The set the names belong to; its radii set the match distance (default CZII).
 
     Returns
     -------
@@ -47,6 +61,7 @@ def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFr
     out["status"] = "pick"
     if truth is None:
         return out
+    particle_set = resolve_particle_set(particles)
     truth = truth[cols].copy()
     out.loc[out["experiment"].isin(set(truth["experiment"])), "status"] = "fp"
     missed = []
@@ -54,7 +69,7 @@ def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFr
         cand = out[(out["experiment"] == run) & (out["particle_type"] == name)]
         matched = np.zeros(len(ref), dtype=bool)
         if len(cand):
-            radius_A = DISTANCE_MULTIPLIER * get_particle(str(name)).radius_A
+            radius_A = DISTANCE_MULTIPLIER * particle_set.radius_A(str(name))
             ref_xyz = ref[["x", "y", "z"]].to_numpy(float)
             cand_xyz = cand[["x", "y", "z"]].to_numpy(float)
             score = cand["score"].fillna(-np.inf).to_numpy()
@@ -71,7 +86,10 @@ def classify_picks(picks: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFr
 
 
 def summarise_picks_per_class(
-    picks: pd.DataFrame, truth: pd.DataFrame | None = None, beta: float = 4.0
+    picks: pd.DataFrame,
+    truth: pd.DataFrame | None = None,
+    beta: float = 4.0,
+    particles: ParticleSet | None = None,
 ) -> tuple[pd.DataFrame, float | None]:
     """Per-class table: picks and score distribution; with truth, the CZII metric.
 
@@ -81,6 +99,9 @@ def summarise_picks_per_class(
         Picks tables; ``truth`` optional.
     beta : float
         F-beta's beta.
+    particles : ParticleSet, optional
+        The types, one row each in label order, and the metric's radii and weights
+        (default the CZII set).
 
     Returns
     -------
@@ -92,8 +113,9 @@ def summarise_picks_per_class(
     score : float or None
         Weighted F-beta (None without truth).
     """
+    particle_set = resolve_particle_set(particles)
     rows = []
-    for name in PARTICLE_NAMES:
+    for name in particle_set.names:
         s = picks.loc[picks["particle_type"] == name, "score"].to_numpy(float)
         s = s[np.isfinite(s)]
         rows.append(
@@ -110,8 +132,35 @@ def summarise_picks_per_class(
         return table, None
     from cryopick.evaluation.metric import score_picks
 
-    result = score_picks(truth, picks, beta=beta)
+    result = score_picks(truth, picks, beta=beta, particles=particle_set)
     n_truth = truth.groupby("particle_type").size()
     table["n_truth"] = table["particle_type"].map(n_truth).fillna(0).astype(int)
     table = table.merge(result.per_class, on="particle_type", how="left")
     return table, float(result.score)
+
+
+def choose_report_particles(
+    card: ModelCard | None, picks_path: str | Path, particles: ParticleSet | None = None
+) -> ParticleSet:
+    """Return the particle set a report shows.
+
+    The model card's when there is one; else the one the picks project's copick config
+    declares (:func:`cryopick.io.picks.copick_config.read_particle_set`); else
+    ``particles`` (a particles file); else the CZII set. A ``particles`` set that is
+    overridden by a different one is named in a warning.
+    """
+    from cryopick.io.layout import resolve_layout
+    from cryopick.io.picks.copick_config import read_particle_set
+
+    chosen, source = None, ""
+    if card is not None:
+        chosen, source = card.particle_set, "the model's"
+    else:
+        layout = resolve_layout(picks_path, content="picks")
+        if layout is not None and (declared := read_particle_set(layout)) is not None:
+            chosen, source = declared, f"the picks project's ({layout.config_path})"
+    if chosen is None:
+        return resolve_particle_set(particles)
+    if particles is not None and (differences := particles.describe_differences(chosen)):
+        log.warning("--particles is not used: %s particle set differs (%s)", source, differences)
+    return chosen

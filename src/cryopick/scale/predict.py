@@ -163,11 +163,7 @@ def _predict_as_tasks(
     show_progress: bool,
 ) -> RunsResult:
     """Predict each run as a resumable task (:func:`run_predict_tasks`), then merge."""
-    from cryopick.inference.output import (
-        check_format_for_set,
-        check_output_target,
-        write_predictions,
-    )
+    from cryopick.inference.output import check_output_target, write_predictions
     from cryopick.inference.pipeline import PredictConfig, check_config_for_model
     from cryopick.inference.runtime import resolve_device
     from cryopick.model import bundled_model_dir, read_model_card
@@ -181,9 +177,7 @@ def _predict_as_tasks(
         resolve_device(config.device if config else "auto")  # workers on this machine: check now
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
     card = read_model_card(model_dir)
-    particles = card.particle_set  # each task reads it from the card it loads
-    check_format_for_set(format, particles)
-    check_config_for_model(config, card)
+    particles = check_config_for_model(config, card, format)  # tasks read their card's set
     config = config or PredictConfig()
 
     def write_output(picks: pd.DataFrame, _: Path, metas: list[dict[str, Any]]) -> None:

@@ -1,6 +1,9 @@
 """Physics-based simulation of cryo-ET tomograms with ground truth.
 
 Stages, one module each: :mod:`~cryopick.simulate.templates` (density maps),
+:mod:`~cryopick.simulate.user_maps` (densities of a user's maps and models),
+:mod:`~cryopick.simulate.library` (the targets of a particle set),
+:mod:`~cryopick.simulate.distractors` (the crowding proteins),
 :mod:`~cryopick.simulate.sample` (ice, vesicles, targets, crowding),
 :mod:`~cryopick.simulate.imaging` (tilt series, CTF, dose, noise),
 :mod:`~cryopick.simulate.reconstruct` (WBP and the portal's tomogram types),

@@ -37,7 +37,7 @@ def proteasome_map(spacing_A: float = 5.0, seed: int = 0) -> NDArray[np.float32]
     density = load_templates()["distractor/3j9i"].density
     resampled = ndi.zoom(density, TEMPLATE_SPACING_A / spacing_A, order=3)
     noise = np.random.default_rng(seed).normal(0.0, 0.0005, resampled.shape)
-    return (0.02 * resampled + noise).astype(np.float32)
+    return np.asarray(0.02 * resampled + noise, dtype=np.float32)
 
 
 def dumbbell_atoms(seed: int = 0) -> NDArray[np.float64]:
@@ -61,7 +61,7 @@ def dumbbell_atoms(seed: int = 0) -> NDArray[np.float64]:
         np.hypot(points[:, 1], points[:, 2]) <= LINKER_RADIUS_A
     )
     atoms = points[in_domain | in_linker]
-    return atoms - atoms.mean(axis=0)
+    return np.asarray(atoms - atoms.mean(axis=0), dtype=np.float64)
 
 
 def write_atoms_mmcif(path: Path, atoms_xyz: NDArray[np.float64]) -> Path:
@@ -70,7 +70,7 @@ def write_atoms_mmcif(path: Path, atoms_xyz: NDArray[np.float64]) -> Path:
 
     structure = gemmi.Structure()
     structure.name = path.stem
-    model = gemmi.Model("1")
+    model = gemmi.Model(1)
     chain = gemmi.Chain("A")
     names = (("N", "N"), ("CA", "C"), ("C", "C"), ("O", "O"))
     for start in range(0, len(atoms_xyz) - 3, 4):

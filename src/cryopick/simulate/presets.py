@@ -200,22 +200,90 @@ def draw_run_params(config: SimulationConfig, rng: np.random.Generator) -> dict[
 
 
 def draw_counts(
-    config: SimulationConfig, volume_A3: float, rng: np.random.Generator
+    config: SimulationConfig,
+    volume_A3: float,
+    rng: np.random.Generator,
+    particles: ParticleSet | None = None,
 ) -> dict[str, int]:
     """Draw the number of particles per class for one run, like the real data scaled by volume.
 
-    Counts follow a gamma distribution with the real per-tomogram mean and spread,
-    times ``config.count_scale * volume_A3 / REAL_VOLUME_A3``, then a Poisson draw
-    (so small volumes get integer counts with the right expectation).
+    Counts follow a gamma distribution with the per-tomogram mean and spread of
+    :func:`count_mean_std`, times ``config.count_scale * volume_A3 / REAL_VOLUME_A3``,
+    then a Poisson draw (so small volumes get integer counts with the right expectation).
+    Types are drawn in label order.
+
+    Parameters
+    ----------
+    config : SimulationConfig
+        Simulator settings (``count_scale``).
+    volume_A3 : float
+        Volume of the tomogram in Å³.
+    rng : numpy.random.Generator
+        The run's random generator.
+    particles : ParticleSet, optional
+        The simulated types (default: the CZII six); every radius must be known.
+
+    Returns
+    -------
+    dict of str to int
+        Count by particle name.
     """
     scale = config.count_scale * volume_A3 / REAL_VOLUME_A3
     counts = {}
-    for name in PARTICLE_NAMES:
-        mean, std = REAL_COUNTS_MEAN_STD[name]
+    for spec in resolve_particle_set(particles):
+        mean, std = count_mean_std(spec.name, spec.radius_A, builtin=spec.source is None)
         shape = (mean / std) ** 2
         expected = rng.gamma(shape, mean / shape) * scale
-        counts[name] = int(rng.poisson(expected))
+        counts[spec.name] = int(rng.poisson(expected))
     return counts
+
+
+def count_mean_std(name: str, radius_A: float | None, builtin: bool = True) -> tuple[float, float]:
+    """Mean and standard deviation of a type's count per tomogram of :data:`REAL_VOLUME_A3`.
+
+    A built-in CZII type keeps its real statistics (:data:`REAL_COUNTS_MEAN_STD`). Any other
+    type gets the count whose spheres of ``radius_A`` fill :data:`CUSTOM_VOLUME_FRACTION` of
+    the volume, clipped to :data:`CUSTOM_COUNT_RANGE`, with a standard deviation of
+    :data:`CUSTOM_RELATIVE_STD` times the mean.
+
+    Raises
+    ------
+    ValueError
+        If a type without real statistics has no radius.
+    """
+    if builtin and name in REAL_COUNTS_MEAN_STD:
+        return REAL_COUNTS_MEAN_STD[name]
+    if radius_A is None:
+        raise ValueError(f"particle '{name}': its radius is needed to choose its count")
+    sphere_A3 = 4 / 3 * np.pi * radius_A**3
+    mean = float(np.clip(CUSTOM_VOLUME_FRACTION * REAL_VOLUME_A3 / sphere_A3, *CUSTOM_COUNT_RANGE))
+    return mean, CUSTOM_RELATIVE_STD * mean
+
+
+def cluster_fractions(config: SimulationConfig, particles: ParticleSet | None) -> dict[str, float]:
+    """Return the config's clustering chances keyed by the simulated set's names.
+
+    Names and aliases of the set are resolved to its names. A CZII name that the set does
+    not hold (the ``czii`` preset's own entries, when simulating another set) is ignored;
+    a type of the set without an entry does not cluster.
+
+    Raises
+    ------
+    InputError
+        If a name is neither a type of the set nor a CZII type.
+    """
+    particle_set = resolve_particle_set(particles)
+    out: dict[str, float] = {}
+    for name, p in config.cluster_fraction.items():
+        if name in particle_set:
+            out[particle_set.resolve(name)] = p
+        elif name not in default_particle_set():
+            raise InputError(
+                None,
+                f"simulator settings: cluster_fraction names '{name}', which is not a "
+                f"particle type of this simulation ({', '.join(particle_set.names)})",
+            )
+    return out
 
 
 def load_config(preset: str, config_path: str | Path | None = None) -> SimulationConfig:

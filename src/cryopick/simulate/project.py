@@ -28,7 +28,9 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from cryopick.core.coords import voxels_to_angstrom
+from cryopick.core.particles import ParticleSet, default_particle_set
 from cryopick.simulate.imaging import simulate_tilt_series
+from cryopick.simulate.library import SpecimenLibrary, check_fits, prepare_library
 from cryopick.simulate.presets import SimulationConfig, draw_run_params, get_preset
 from cryopick.simulate.reconstruct import make_tomogram_types, reconstruct_wbp
 from cryopick.simulate.sample import build_sample
@@ -59,13 +61,15 @@ class SimulatedRun:
         True particle centres (Å) with a ``transformation`` column (4x4, x/y/z order:
         the rotation taking the template frame to the tomogram frame).
     labels : numpy.ndarray, shape (Z, Y, X), uint8
-        Multi-label segmentation (particle labels from :data:`cryopick.core.particles.PARTICLES`).
+        Multi-label segmentation (the labels of ``particles``, 0 = background).
     spacing_A : float
         Voxel size in Å.
     params : dict
         The run's drawn settings and summary numbers.
     timings_s : dict
         Seconds spent per stage.
+    particles : ParticleSet
+        The simulated types (names of the picks, labels of the segmentation), with radii.
     """
 
     name: str
@@ -75,6 +79,7 @@ class SimulatedRun:
     spacing_A: float
     params: dict[str, float | str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    particles: ParticleSet = field(default_factory=default_particle_set)
 
 
 def run_name(index: int) -> str:
@@ -88,6 +93,9 @@ def simulate_run(
     spacing_A: float = 10.0,
     seed: int | np.random.SeedSequence | None = 0,
     name: str = "sim_0000",
+    particles: ParticleSet | None = None,
+    distractors: str | Path = "default",
+    library: SpecimenLibrary | None = None,
 ) -> SimulatedRun:
     """Simulate one tomogram with its ground truth.
 
@@ -103,21 +111,42 @@ def simulate_run(
         Seed of the run's random generator; the same seed gives the same run.
     name : str
         Run name.
+    particles : ParticleSet, optional
+        The types to simulate (default: the CZII six); see
+        :func:`cryopick.simulate.library.prepare_library`.
+    distractors : str or Path
+        ``"default"``, ``"none"`` or a particles file of distractor maps
+        (:mod:`cryopick.simulate.distractors`).
+    library : SpecimenLibrary, optional
+        Densities already prepared for ``spacing_A`` (as :func:`simulate_project` does once
+        for all its runs); replaces ``particles`` and ``distractors``, which must then be
+        left at their defaults.
 
     Returns
     -------
     SimulatedRun
+
+    Raises
+    ------
+    InputError
+        If a particle's or distractor's map/model is invalid, or a particle is wider than
+        the tomogram.
     """
     config = get_preset(preset)
     sizes = tuple(int(s) for s in shape)
     if len(sizes) != 3 or min(sizes) < 16:
         raise ValueError(f"shape must be 3 sizes >= 16 (Z, Y, X), got {sizes}")
     shape = (sizes[0], sizes[1], sizes[2])
+    if library is None:
+        library = prepare_library(particles, spacing_A, distractors)
+    elif particles is not None or str(distractors) != "default":
+        raise ValueError("give either a library or particles/distractors, not both")
+    check_fits(library, shape)
     rng = np.random.default_rng(seed)
     params = draw_run_params(config, rng)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    sample = build_sample(config, params, shape, spacing_A, rng)
+    sample = build_sample(config, params, shape, spacing_A, rng, library)
     timings["sample"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     series = simulate_tilt_series(
@@ -138,6 +167,7 @@ def simulate_run(
         sample.particle_types,
         voxels_to_angstrom(sample.centres_zyx, spacing_A),
         transformation=transforms,
+        particles=library.particles,
     )
     summary: dict[str, float | str] = {
         **params,
@@ -148,7 +178,16 @@ def simulate_run(
         "seed": str(seed),
     }
     logger.debug("simulated %s in %s", name, timings)
-    return SimulatedRun(name, tomograms, picks, sample.labels, float(spacing_A), summary, timings)
+    return SimulatedRun(
+        name,
+        tomograms,
+        picks,
+        sample.labels,
+        float(spacing_A),
+        summary,
+        timings,
+        library.particles,
+    )
 
 
 def write_run(run: SimulatedRun, layout: ProjectLayout, n_levels: int = 3) -> None:
@@ -171,7 +210,13 @@ def write_run(run: SimulatedRun, layout: ProjectLayout, n_levels: int = 3) -> No
         path = layout.tomogram_write_path(run.name, run.spacing_A, tomo_type)
         write_ome_zarr(path, volume, run.spacing_A, n_levels=n_levels)
     write_copick_picks(
-        run.picks, layout, USER_ID, SESSION_ID, voxel_spacing=run.spacing_A, runs=[run.name]
+        run.picks,
+        layout,
+        USER_ID,
+        SESSION_ID,
+        voxel_spacing=run.spacing_A,
+        runs=[run.name],
+        particles=run.particles,
     )
     seg = layout.segmentations_dir(run.name) / (
         f"{run.spacing_A:.3f}_{USER_ID}_{SESSION_ID}_{SEGMENTATION_NAME}-multilabel.zarr"
@@ -246,6 +291,8 @@ def simulate_project(
     preset: str | SimulationConfig = "czii",
     progress: bool = True,
     overwrite: bool = False,
+    particles: ParticleSet | None = None,
+    distractors: str | Path = "default",
 ) -> Path:
     """Simulate ``n_runs`` tomograms and write them as a copick filesystem project.
 
@@ -268,19 +315,38 @@ def simulate_project(
     overwrite : bool
         Replace an earlier cryopick simulation in ``out_dir`` (see
         :func:`prepare_project_folder`); without it a non-empty ``out_dir`` is an error.
+    particles : ParticleSet, optional
+        The types to simulate (default: the CZII six), e.g. from
+        :func:`cryopick.core.particles_file.load_particles_file`. The project's
+        ``copick_config.json`` declares exactly these (radii measured where not given),
+        its truth picks and segmentation labels are theirs, and ``simulation.json``
+        records them.
+    distractors : str or Path
+        ``"default"``, ``"none"`` or a particles file of distractor maps/models
+        (:mod:`cryopick.simulate.distractors`).
 
     Returns
     -------
     Path
         The copick config JSON (``<out_dir>/copick_config.json``).
+
+    Raises
+    ------
+    InputError
+        If a particle or distractor density is invalid or a particle does not fit the
+        tomogram (checked before ``out_dir`` is touched), or ``out_dir`` may not be used.
     """
     from cryopick.console import step_progress_bar
     from cryopick.io.atomic import write_text_atomic
     from cryopick.io.layout import make_copick_config, read_copick_config
+    from cryopick.simulate.presets import cluster_fractions
 
     if n_runs < 1:
         raise ValueError(f"n_runs must be >= 1, got {n_runs}")
     config = get_preset(preset)
+    library = prepare_library(particles, spacing_A, distractors)
+    check_fits(library, shape)
+    cluster_fractions(config, library.particles)
     out_dir = Path(out_dir)
     prepare_project_folder(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -288,10 +354,36 @@ def simulate_project(
         f"cryopick simulation ({config.name})",
         out_dir,
         description=f"simulated by cryopick, preset {config.name}, seed {seed}",
+        particles=library.particles,
     )
     config_path = write_text_atomic(out_dir / "copick_config.json", json.dumps(cfg, indent=2))
     layout = read_copick_config(config_path)
-    record: dict = {
+    record = _new_record(seed, shape, spacing_A, config, n_runs)
+    if particles is not None or str(distractors) != "default":
+        record["particles"] = library.particles.to_records()
+        record["distractors"] = library.distractors.record()
+    write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
+    with step_progress_bar(progress, n_runs, "simulating") as advance:
+        for i in range(n_runs):
+            name = run_name(i)
+            advance(0, f"simulating {name}")
+            run = simulate_run(
+                config, shape, spacing_A, np.random.SeedSequence([seed, i]), name, library=library
+            )
+            advance(0, f"writing {name}")
+            write_run(run, layout)
+            record["runs"][name] = {**run.params, "timings_s": run.timings_s}
+            advance(1, f"wrote {name}")
+    record["complete"] = True
+    write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
+    return config_path
+
+
+def _new_record(
+    seed: int, shape: tuple[int, int, int], spacing_A: float, config: SimulationConfig, n_runs: int
+) -> dict:
+    """Return the ``simulation.json`` of a project about to be simulated."""
+    return {
         "seed": seed,
         "shape_zyx": list(shape),
         "spacing_A": spacing_A,
@@ -300,16 +392,3 @@ def simulate_project(
         # the planned runs first: an interrupted simulation can still be replaced whole
         "runs": {run_name(i): {} for i in range(n_runs)},
     }
-    write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
-    with step_progress_bar(progress, n_runs, "simulating") as advance:
-        for i in range(n_runs):
-            name = run_name(i)
-            advance(0, f"simulating {name}")
-            run = simulate_run(config, shape, spacing_A, np.random.SeedSequence([seed, i]), name)
-            advance(0, f"writing {name}")
-            write_run(run, layout)
-            record["runs"][name] = {**run.params, "timings_s": run.timings_s}
-            advance(1, f"wrote {name}")
-    record["complete"] = True
-    write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
-    return config_path

@@ -16,17 +16,11 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
-from cryopick.core.particles import PARTICLE_NAMES, get_particle
-from cryopick.simulate.presets import SimulationConfig, draw_counts
-from cryopick.simulate.templates import (
-    TEMPLATE_SPACING_A,
-    load_templates,
-    rotate_template,
-    rotation_xyz_to_zyx,
-    support_mask,
-)
+from cryopick.simulate.distractors import DistractorLibrary, distractor_pool
+from cryopick.simulate.library import SpecimenLibrary, prepare_library
+from cryopick.simulate.presets import SimulationConfig, cluster_fractions, draw_counts
+from cryopick.simulate.templates import rotate_template, rotation_xyz_to_zyx, support_mask
 
-ALBUMIN_VOLUME_A3 = 66_500 * 1.21  # serum albumin, 66.5 kDa at 1.21 Å³/Da
 MEMBRANE_LEAFLET_SEP_A = 40.0
 MEMBRANE_LEAFLET_SIGMA_A = 7.0
 _MAX_TRIES = 60
@@ -165,39 +159,6 @@ def _add_vesicles(
     return placed
 
 
-def _ellipsoid_blob(rng: np.random.Generator, volume_A3: float, spacing_A: float) -> NDArray:
-    """Make a smooth ellipsoid of the given volume, randomly elongated and oriented."""
-    ratios = rng.uniform(0.5, 1.5, size=3)
-    axes = ratios * (volume_A3 / (4 / 3 * np.pi * ratios.prod())) ** (1 / 3) / spacing_A
-    half = int(np.ceil(axes.max() + 2))
-    grid = np.mgrid[-half : half + 1, -half : half + 1, -half : half + 1].reshape(3, -1)
-    local = Rotation.random(random_state=rng).as_matrix().T @ grid
-    rho = np.sqrt(((local / axes[:, None]) ** 2).sum(axis=0)).reshape((2 * half + 1,) * 3)
-    blob: NDArray[np.float32] = np.clip((1.0 - rho) * axes.mean() + 0.5, 0, 1).astype(np.float32)
-    return blob
-
-
-def _distractor_pool(
-    rng: np.random.Generator, spacing_A: float, n_large_variants: int = 3
-) -> tuple[list[NDArray], list[NDArray]]:
-    """Pre-rotated distractors: albumin-sized blobs and maps, and large complexes."""
-    templates = load_templates()
-    # lysate proteins: albumin-sized on average, 25 to 200 kDa
-    sizes = ALBUMIN_VOLUME_A3 * np.exp(rng.uniform(np.log(0.4), np.log(3.0), size=16))
-    small = [_ellipsoid_blob(rng, size, spacing_A) for size in sizes]
-    albumin = templates["distractor/8vaf"].density
-    for _ in range(6):
-        rot = Rotation.random(random_state=rng).as_matrix()
-        small.append(rotate_template(albumin, rot, zoom=TEMPLATE_SPACING_A / spacing_A))
-    large = []
-    for key, tpl in templates.items():
-        if key.startswith("distractor/") and key != "distractor/8vaf":
-            for _ in range(n_large_variants):
-                rot = Rotation.random(random_state=rng).as_matrix()
-                large.append(rotate_template(tpl.density, rot, zoom=TEMPLATE_SPACING_A / spacing_A))
-    return small, large
-
-
 def _fill_distractors(
     potential: NDArray[np.float32],
     occupied: NDArray[np.bool_],
@@ -207,9 +168,10 @@ def _fill_distractors(
     z_range: tuple[float, float],
     rng: np.random.Generator,
     spacing_A: float,
+    library: DistractorLibrary,
 ) -> int:
     """Crowd the ice with distractors until their volume fraction reaches the drawn value."""
-    small, large = _distractor_pool(rng, spacing_A)
+    small, large = distractor_pool(rng, spacing_A, library)
     target = params["crowding_fraction"] * ice_voxels
     budget = {"large": target * config.large_distractor_fraction}
     budget["small"] = target - budget["large"]
@@ -265,26 +227,25 @@ def _place_targets(
     config: SimulationConfig,
     z_range: tuple[float, float],
     rng: np.random.Generator,
-    spacing_A: float,
+    library: SpecimenLibrary,
 ) -> tuple[list[NDArray], list[str], list[NDArray]]:
     """Place the targets, largest first, in random orientations; return their truth."""
-    templates = load_templates()
-    order = sorted(PARTICLE_NAMES, key=lambda p: -templates[f"target/{p}"].radius_vox)
+    clustering = cluster_fractions(config, library.particles)
+    order = sorted(library.targets, key=lambda t: -t.radius_out_vox)
     centres, types, rotations = [], [], []
-    for name in order:
+    for target in order:
         anchors: list[tuple[NDArray, float]] = []
-        for _ in range(counts[name]):
-            key = f"target/{name}"
-            if f"alternate/{name}" in templates and rng.random() < config.alternate_fraction:
-                key = f"alternate/{name}"
+        for _ in range(counts[target.name]):
+            tpl = target.maps[0]
+            if len(target.maps) > 1 and rng.random() < config.alternate_fraction:
+                tpl = target.maps[1]
             rot_xyz = Rotation.random(random_state=rng).as_matrix()
             shift = rng.uniform(-0.5, 0.5, size=3)
-            zoom = TEMPLATE_SPACING_A / spacing_A
             rot_zyx = rotation_xyz_to_zyx(rot_xyz)
-            density = rotate_template(templates[key].density, rot_zyx, shift, zoom)
+            density = rotate_template(tpl.density, rot_zyx, shift, target.zoom)
             mask = support_mask(density)
-            radius = templates[key].radius_vox * zoom
-            cluster_p = config.cluster_fraction.get(name, 0.0)
+            radius = tpl.radius_vox * target.zoom
+            cluster_p = clustering.get(target.name, 0.0)
             for centre in _candidate_centres(
                 potential.shape, z_range, anchors, radius, cluster_p, rng
             ):
@@ -296,9 +257,9 @@ def _place_targets(
             vol_sl, box_sl = sl
             potential[vol_sl] += config.protein_contrast_V * density[box_sl]
             occupied[vol_sl] |= mask[box_sl]
-            labels[vol_sl][mask[box_sl]] = get_particle(name).label
+            labels[vol_sl][mask[box_sl]] = target.label
             centres.append(centre + shift)
-            types.append(name)
+            types.append(target.name)
             rotations.append(rot_xyz)
             anchors.append((centre + shift, radius))
     return centres, types, rotations
@@ -310,6 +271,7 @@ def build_sample(
     shape: tuple[int, int, int],
     spacing_A: float,
     rng: np.random.Generator,
+    library: SpecimenLibrary | None = None,
 ) -> Sample:
     """Build one run's specimen potential, labels and truth.
 
@@ -325,6 +287,10 @@ def build_sample(
         Voxel size in Å.
     rng : numpy.random.Generator
         The run's random generator.
+    library : SpecimenLibrary, optional
+        Target and distractor densities at ``spacing_A``
+        (:func:`cryopick.simulate.library.prepare_library`); default: the CZII six with
+        the default distractors.
 
     Returns
     -------
@@ -334,6 +300,10 @@ def build_sample(
         raise ValueError(
             f"spacing_A must lie in 4..25 Å (templates are 10 Å maps), got {spacing_A}"
         )
+    if library is None:
+        library = prepare_library(None, spacing_A)
+    elif library.spacing_A != spacing_A:
+        raise ValueError(f"library is for {library.spacing_A} Å voxels, not {spacing_A} Å")
     slab, thickness = _make_slab(shape, params, rng)
     potential = np.zeros(shape, np.float32)
     occupied = np.zeros(shape, bool)
@@ -347,14 +317,22 @@ def build_sample(
     potential *= slab
     occupied |= slab < 0.99  # vacuum and the soft surface are off limits to particles
 
-    counts = draw_counts(config, float(np.prod(shape)) * spacing_A**3, rng)
+    counts = draw_counts(config, float(np.prod(shape)) * spacing_A**3, rng, library.particles)
     centres, types, rotations = _place_targets(
-        potential, occupied, labels, counts, config, z_range, rng, spacing_A
+        potential, occupied, labels, counts, config, z_range, rng, library
     )
 
     ice_voxels = float(slab.sum())
     n_distractors = _fill_distractors(
-        potential, occupied, config, params, ice_voxels, z_range, rng, spacing_A
+        potential,
+        occupied,
+        config,
+        params,
+        ice_voxels,
+        z_range,
+        rng,
+        spacing_A,
+        library.distractors,
     )
     ice = config.ice_potential_V * slab
     if config.solvent_noise > 0:

@@ -59,12 +59,15 @@ class Template:
         The particle it represents, or None for a distractor.
     radius_vox : float
         Distance from the centre to the farthest support voxel, in voxels.
+    source : str or None
+        The map it was made from (e.g. ``8cpv.mrc``), if known.
     """
 
     key: str
     density: NDArray[np.float32]
     particle_type: str | None
     radius_vox: float
+    source: str | None = None
 
 
 def _read_map(path: Path) -> NDArray[np.float32]:
@@ -159,7 +162,8 @@ def build_template_library(source_dir: str | Path, out_path: str | Path) -> Path
     return out_path
 
 
-def _radius_vox(density: NDArray[np.float32]) -> float:
+def support_radius_vox(density: NDArray[np.float32]) -> float:
+    """Distance from the box centre to the farthest support voxel, plus half a voxel."""
     support = np.argwhere(density > SUPPORT_LEVEL)
     centre = (np.array(density.shape) - 1) / 2
     return float(np.sqrt(((support - centre) ** 2).sum(axis=1)).max()) + 0.5
@@ -181,7 +185,11 @@ def load_templates() -> dict[str, Template]:
         for entry in index:
             density = npz[entry["key"].replace("/", "__")].astype(np.float32)
             out[entry["key"]] = Template(
-                entry["key"], density, entry["particle_type"], _radius_vox(density)
+                entry["key"],
+                density,
+                entry["particle_type"],
+                support_radius_vox(density),
+                entry.get("source"),
             )
     return out
 

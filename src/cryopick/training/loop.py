@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from cryopick.core.errors import InputError, squeeze_error
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.inference.runtime import describe_hardware, resolve_training_channels_last
 from cryopick.io.atomic import write_text_atomic
 from cryopick.model import (
@@ -77,6 +78,37 @@ class TrainProgress(NamedTuple):
     best_score: float | None
 
 
+def checkpoint_card(checkpoint: dict[str, Any], path: Path) -> ModelCard:
+    """Return the model card a checkpoint holds.
+
+    Raises
+    ------
+    InputError
+        Naming ``path``, if the card is not a valid one.
+    """
+    try:
+        return ModelCard.model_validate_json(checkpoint["card"])
+    except ValueError as err:
+        raise InputError(path, f"checkpoint does not fit this run: {squeeze_error(err)}") from None
+
+
+def check_checkpoint_particles(card: ModelCard, particles: ParticleSet, path: Path) -> None:
+    """Refuse to resume a checkpoint (``card``) that learnt another set than ``particles``.
+
+    Raises
+    ------
+    InputError
+        One line naming ``path`` and how the sets differ.
+    """
+    diff = card.particle_set.describe_differences(particles)
+    if diff:
+        raise InputError(
+            path,
+            f"the checkpoint learnt another particle set than this run's data ({diff}); "
+            "train into a new folder, or fine-tune from it with --init-from",
+        )
+
+
 class Trainer:
     """One training run: network, optimiser, sampler, and its state.
 
@@ -97,6 +129,9 @@ class Trainer:
         Autocast dtype (None: fp32).
     rng : numpy.random.Generator
         The sampler's generator (seeded).
+    particles : ParticleSet, optional
+        The types learnt (network channel = label); default the CZII set. The card
+        records it.
     """
 
     def __init__(
@@ -109,8 +144,10 @@ class Trainer:
         device: torch.device,
         amp_dtype: torch.dtype | None,
         rng: np.random.Generator,
+        particles: ParticleSet | None = None,
     ) -> None:
         self.config, self.out_dir, self.device, self.rng = config, out_dir, device, rng
+        self.particles = resolve_particle_set(particles)
         self.amp_dtype, self.val_runs = amp_dtype, val_runs
         channels_last = resolve_training_channels_last(config.channels_last, device)
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -129,8 +166,9 @@ class Trainer:
             config.particle_fraction,
             config.augment,
             rng,
+            self.particles,
         )
-        self.class_weights = config.class_weights().to(device)
+        self.class_weights = config.class_weights(self.particles).to(device)
         self.state = TrainState(0, 0.0, None, self._new_card(train_runs))
 
     def _new_card(self, train_runs: Sequence[TrainRun]) -> ModelCard:
@@ -140,6 +178,7 @@ class Trainer:
             spacing_A=config.spacing_A,
             patch_size=config.patch_size,
             target=config.target_spec,
+            particles=self.particles.to_records(),
             training_data=[
                 f"{r.source}:{r.name}:{'+'.join(sorted(r.volumes))}" for r in train_runs
             ],
@@ -162,14 +201,16 @@ class Trainer:
         Raises
         ------
         InputError
-            Naming ``path``, if the checkpoint does not fit this run.
+            Naming ``path``, if the checkpoint does not fit this run (e.g. it learnt
+            another particle set).
         """
+        card = checkpoint_card(checkpoint, path)
+        check_checkpoint_particles(card, self.particles, path)
         try:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.scaler.load_state_dict(checkpoint["scaler"])
             set_rng_states(self.rng, checkpoint["rng"])
-            card = ModelCard.model_validate_json(checkpoint["card"])
         except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
             raise InputError(
                 path, f"checkpoint does not fit this run: {squeeze_error(err)}"
@@ -241,7 +282,7 @@ class Trainer:
             The validation score.
         """
         state = self.state
-        tuned = validate(self.model, self.val_runs, self.config, self.device)
+        tuned = validate(self.model, self.val_runs, self.config, self.device, self.particles)
         self.model.train()
         curve = [
             *state.card.learning_curve,

@@ -1,7 +1,8 @@
 """Training data: runs loaded from any source, and a seeded patch sampler.
 
 A :class:`TrainRun` is one tomogram (one or more reconstruction types, normalised, held
-in memory as float16 at the model's voxel size) with its picks. Sources are anything
+in memory as float16 at the model's voxel size) with its picks and the particle set they
+belong to (labels, radii). Sources are anything
 :func:`cryopick.io.tomograms.read_tomograms` and :func:`cryopick.io.picks.read_picks`
 read (copick configs, Kaggle roots, simulated projects) or in-memory simulated runs.
 
@@ -20,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,12 +29,14 @@ from numpy.typing import NDArray
 
 from cryopick.core.coords import angstrom_to_voxels, input_to_strided_vox
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLES, get_particle
+from cryopick.core.particles import (
+    ParticleSet,
+    UnknownParticleError,
+    default_particle_set,
+    resolve_particle_set,
+)
 from cryopick.training.augmentation import AugmentConfig, augment_geometry, augment_intensity
 from cryopick.training.targets import TargetKind, render_targets
-
-if TYPE_CHECKING:
-    from cryopick.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,13 @@ class TrainRun:
         Voxel size of ``volumes``.
     source : str
         Where it came from.
+    particles : ParticleSet
+        The set the picks' types belong to (labels, radii); default the CZII set.
+
+    Raises
+    ------
+    InputError
+        If a pick's type is not in ``particles``.
     """
 
     name: str
@@ -61,6 +71,7 @@ class TrainRun:
     picks: pd.DataFrame
     spacing_A: float
     source: str = ""
+    particles: ParticleSet = field(default_factory=default_particle_set)
     _centres_vox: NDArray = field(init=False, repr=False)
     _labels: NDArray = field(init=False, repr=False)
 
@@ -68,7 +79,11 @@ class TrainRun:
         df = self.picks
         coords = df[["z", "y", "x"]].to_numpy(dtype=np.float64) if len(df) else np.zeros((0, 3))
         self._centres_vox = angstrom_to_voxels(coords, self.spacing_A)
-        self._labels = np.array([get_particle(t).label for t in df["particle_type"]], dtype=int)
+        try:
+            labels = [self.particles.label(t) for t in df["particle_type"]]
+        except UnknownParticleError as err:
+            raise InputError(self.source or None, f"run {self.name}: {err}") from None
+        self._labels = np.array(labels, dtype=int)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -90,6 +105,7 @@ def load_runs(
     tomo_types: Sequence[str] = ("denoised",),
     spacing_A: float = 10.0,
     runs: Sequence[str] | None = None,
+    particles: ParticleSet | None = None,
 ) -> list[TrainRun]:
     """Load every annotated run of a source with the reconstruction types available.
 
@@ -103,6 +119,8 @@ def load_runs(
         Model voxel size; volumes at other sizes are resampled.
     runs : sequence of str, optional
         Only these runs.
+    particles : ParticleSet, optional
+        The set learnt (the source should declare it); default the CZII set.
 
     Returns
     -------
@@ -112,7 +130,8 @@ def load_runs(
     from cryopick.io.picks import read_picks
     from cryopick.io.tomograms import read_tomograms
 
-    truth = read_picks(source)
+    particle_set = resolve_particle_set(particles)
+    truth = read_picks(source, particles=particle_set)
     by_run: dict[str, dict[str, NDArray]] = {}
     found_spacing: dict[str, float] = {}
     for tomo_type in tomo_types:
@@ -134,21 +153,35 @@ def load_runs(
         if picks.empty:
             log.warning("%s: run %s has no picks; skipped", source, name)
             continue
-        out.append(TrainRun(name, by_run[name], picks, spacing_A, str(source)))
+        out.append(TrainRun(name, by_run[name], picks, spacing_A, str(source), particle_set))
     if not out:
         raise InputError(source, "no run has both a tomogram and truth picks")
     return out
 
 
-def run_from_simulation(sim: Any, tomo_types: Sequence[str] | None = None) -> TrainRun:
-    """Make a :class:`TrainRun` from an in-memory :class:`cryopick.simulate.SimulatedRun`."""
+def run_from_simulation(
+    sim: Any, tomo_types: Sequence[str] | None = None, particles: ParticleSet | None = None
+) -> TrainRun:
+    """Make a :class:`TrainRun` from an in-memory :class:`cryopick.simulate.SimulatedRun`.
+
+    ``particles`` is the set it was simulated with; default the run's own (``sim.particles``).
+    """
+    if particles is None:
+        particles = sim.particles
     types = list(tomo_types or sim.tomograms)
     volumes = {
         t: _prepare_volume(sim.tomograms[t], sim.spacing_A, sim.spacing_A, sim.name)
         for t in types
         if t in sim.tomograms
     }
-    return TrainRun(sim.name, volumes, sim.picks, float(sim.spacing_A), f"simulated:{sim.name}")
+    return TrainRun(
+        sim.name,
+        volumes,
+        sim.picks,
+        float(sim.spacing_A),
+        f"simulated:{sim.name}",
+        resolve_particle_set(particles),
+    )
 
 
 class PatchSampler:
@@ -172,6 +205,9 @@ class PatchSampler:
         Augmentation (None: none).
     rng : numpy.random.Generator
         Source of all randomness; its state is the sampler state.
+    particles : ParticleSet, optional
+        The set learnt (labels, radii, classes); default the first run's. Every run must
+        hold that set.
     """
 
     def __init__(
@@ -184,9 +220,14 @@ class PatchSampler:
         particle_fraction: float,
         augment: AugmentConfig | None,
         rng: np.random.Generator,
+        particles: ParticleSet | None = None,
     ) -> None:
         if not runs:
             raise ValueError("no training runs")
+        self.particles = runs[0].particles if particles is None else particles
+        for run in runs:
+            if diff := self.particles.describe_differences(run.particles):
+                raise ValueError(f"run {run.name} holds another particle set: {diff}")
         self.runs = list(runs)
         self.patch = tuple(int(p) for p in patch_size)
         self.stride = int(stride)
@@ -197,15 +238,17 @@ class PatchSampler:
         self.rng = rng
         # (run index, pick index) per label, for class-balanced sampling
         self._by_label: dict[int, NDArray] = {}
-        for p in PARTICLES:
+        self._radius_A: dict[int, float] = {}
+        for name in self.particles.names:
+            label = self.particles.label(name)
+            self._radius_A[label] = self.particles.radius_A(name)
             idx = [
                 (r, i)
                 for r, run in enumerate(self.runs)
-                for i in np.flatnonzero(run._labels == p.label)
+                for i in np.flatnonzero(run._labels == label)
             ]
             if idx:
-                self._by_label[p.label] = np.asarray(idx, dtype=np.int64)
-        self._radius_A = {p.label: p.radius_A for p in PARTICLES}
+                self._by_label[label] = np.asarray(idx, dtype=np.int64)
 
     def _choose_origin(self) -> tuple[int, NDArray[np.int64]]:
         rng = self.rng
@@ -250,6 +293,7 @@ class PatchSampler:
             out_shape,
             kind=self.target,
             fraction=self.target_fraction,
+            n_classes=self.particles.n_classes,
         )
         if self.augment is not None:
             x, y = augment_geometry(x, y, self.rng, self.augment)
@@ -262,58 +306,3 @@ class PatchSampler:
         x = np.stack([p[0] for p in pairs])[:, None]
         y = np.stack([p[1] for p in pairs])
         return x, y
-
-
-def gather_runs(config: TrainConfig, out_dir: Path) -> tuple[list[TrainRun], list[TrainRun]]:
-    """Load (and, with ``simulate``, first make) the training and validation runs.
-
-    Simulated projects are written under ``out_dir/simulated/`` and reused on resume.
-    Without validation sources, ``simulate_val`` runs are simulated when simulating,
-    otherwise the last fifth of the training runs (at least one) is held out.
-    """
-    train_runs: list[TrainRun] = []
-    val_runs: list[TrainRun] = []
-    for source in config.data:
-        train_runs += load_runs(source, config.tomo_types, config.spacing_A)
-    if config.simulate:
-        train_runs += load_runs(
-            _simulated(out_dir / "simulated" / "train", config.simulate, config.seed, config),
-            config.tomo_types,
-            config.spacing_A,
-        )
-    for source in config.val:
-        val_runs += load_runs(source, [config.val_tomo_type], config.spacing_A)
-    if not config.val and config.simulate and config.simulate_val:
-        project = _simulated(
-            out_dir / "simulated" / "val", config.simulate_val, config.seed + 1_000_003, config
-        )
-        val_runs += load_runs(project, [config.val_tomo_type], config.spacing_A)
-    if not config.val and not val_runs and len(train_runs) >= 2:
-        n_val = max(1, len(train_runs) // 5)
-        val_runs, train_runs = train_runs[-n_val:], train_runs[:-n_val]
-        log.info("no validation data given: holding out %s", ", ".join(r.name for r in val_runs))
-    if not train_runs:
-        raise ValueError("no training data: give --data and/or --simulate")
-    return train_runs, val_runs
-
-
-def _simulated(path: Path, n_runs: int, seed: int, config: TrainConfig) -> Path:
-    from cryopick.simulate import simulate_project
-
-    config_path, done = path / "copick_config.json", path / ".complete"
-    if done.exists() and config_path.exists():
-        return config_path
-    log.info("simulating %d runs (%s) into %s", n_runs, config.simulate_preset, path)
-    # the project config holds absolute paths, so it is written in place (not renamed);
-    # the marker written last says it is complete; an interrupted simulation is replaced
-    config_path = simulate_project(
-        path,
-        n_runs,
-        seed=seed,
-        shape=config.simulate_shape,
-        spacing_A=config.spacing_A,
-        preset=config.simulate_preset,
-        overwrite=True,
-    )
-    done.write_text("")
-    return config_path

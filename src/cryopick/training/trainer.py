@@ -36,10 +36,18 @@ import torch
 
 from cryopick.console import training_progress_bar
 from cryopick.core.errors import InputError, squeeze_error
+from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.model import CHECKPOINT_FILENAME, ModelCard, build_model, check_model_folder
 from cryopick.training.config import TrainConfig, load_checkpoint
-from cryopick.training.loop import Trainer, TrainProgress
-from cryopick.training.sampling import TrainRun, gather_runs
+from cryopick.training.loop import (
+    Trainer,
+    TrainProgress,
+    check_checkpoint_particles,
+    checkpoint_card,
+)
+from cryopick.training.particle_sets import fit_output_layer, run_sets, training_particle_set
+from cryopick.training.sampling import TrainRun
+from cryopick.training.sources import gather_runs
 from cryopick.training.validation import validate
 
 __all__ = [
@@ -56,14 +64,23 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def initialise_model(config: TrainConfig) -> tuple[TrainConfig, torch.nn.Module]:
+def initialise_model(
+    config: TrainConfig, particles: ParticleSet | None = None
+) -> tuple[TrainConfig, torch.nn.Module]:
     """Build the network to train: fresh, or with ``config.init_from``'s weights (fine-tuning).
 
-    When starting from a trained model, its architecture replaces ``config.architecture``
-    (the returned config says so); its voxel size must equal ``config.spacing_A``.
+    A fresh network gets one output channel per type of ``particles`` (default the CZII
+    set) besides the background. When starting from a trained model, its architecture
+    replaces ``config.architecture`` (the returned config says so) and its voxel size must
+    equal ``config.spacing_A``; when it was trained on another set, its output layer is
+    re-initialised for ``particles``, every other weight kept
+    (:func:`cryopick.training.particle_sets.fit_output_layer`).
     """
+    particle_set = resolve_particle_set(particles)
     if not config.init_from:
-        return config, build_model(config.architecture)
+        architecture = config.architecture.model_copy(update={"n_classes": particle_set.n_classes})
+        config = config.model_copy(update={"architecture": architecture})
+        return config, build_model(architecture)
     from cryopick.model import bundled_model_dir, load_model
 
     source = bundled_model_dir() if config.init_from == "bundled" else Path(config.init_from)
@@ -74,8 +91,9 @@ def initialise_model(config: TrainConfig) -> tuple[TrainConfig, torch.nn.Module]
             f"model voxel size {card.spacing_A} Å differs from spacing_A {config.spacing_A} Å "
             "of this training run; set spacing_A to match",
         )
-    config = config.model_copy(update={"architecture": card.architecture})
     log.info("starting from the weights of %s", source)
+    model = fit_output_layer(model, card.particle_set, particle_set)
+    config = config.model_copy(update={"architecture": model.config})
     return config, model.train()
 
 
@@ -111,9 +129,14 @@ def open_trainer(
     out_dir: Path,
     train_runs: Sequence[TrainRun] | None,
     val_runs: Sequence[TrainRun] | None,
-    resumed: bool,
+    resumed: ModelCard | None,
 ) -> Trainer:
-    """Set up a run: device, data, seeded RNGs, the network (fresh, fine-tuned or to restore).
+    """Set up a run: device, data, particle set, seeded RNGs, the network.
+
+    The network is fresh, fine-tuned (``init_from``) or to be restored. The particle set
+    learnt is that of the data (:func:`cryopick.training.sources.gather_runs`) or, for
+    in-memory runs, the runs' common set (``config.particles``'s when given; every run
+    must hold it).
 
     Parameters
     ----------
@@ -123,34 +146,44 @@ def open_trainer(
         Output folder (simulated training data go there).
     train_runs, val_runs : sequence of TrainRun, optional
         In-memory runs instead of ``config.data`` / ``config.val``.
-    resumed : bool
-        A checkpoint will be restored: build the bare architecture (no ``init_from``).
+    resumed : ModelCard or None
+        The card of a checkpoint to be restored: the bare architecture is built (no
+        ``init_from``) and the run's set must be the card's. None: a new run.
 
     Returns
     -------
     Trainer
         Ready to :meth:`Trainer.restore` or :meth:`Trainer.fit`.
     """
+    from cryopick.core.particles_file import load_particles_file
     from cryopick.inference.runtime import resolve_device, resolve_precision
 
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     amp_dtype = resolve_precision(config.precision, device)  # a bad setting fails before data
+    reference: ParticleSet | None = None
+    name = f"particles file {config.particles}"
     if train_runs is None:
-        train_runs, loaded_val = gather_runs(config, out_dir)
-        val_runs = loaded_val if val_runs is None else val_runs
+        data = gather_runs(config, out_dir)
+        train_runs, reference, name = data.train_runs, data.particles, "the training data"
+        val_runs = data.val_runs if val_runs is None else val_runs
+    elif config.particles:
+        reference = load_particles_file(config.particles)
+    declared = run_sets([*train_runs, *(val_runs or [])])
+    particles = training_particle_set(declared, reference, name, config.spacing_A)
+    log.info("learning %d particle types: %s", len(particles), ", ".join(particles.names))
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model: torch.nn.Module
-    if resumed:  # the checkpoint holds the weights (and the architecture of any init_from)
+    if resumed is not None:  # the checkpoint holds the weights (and any init_from's architecture)
+        check_checkpoint_particles(resumed, particles, out_dir / CHECKPOINT_FILENAME)
         model = build_model(config.architecture)
     else:
-        config, model = initialise_model(config)
-    return Trainer(
-        config, out_dir, model, list(train_runs), list(val_runs or []), device, amp_dtype, rng
-    )
+        config, model = initialise_model(config, particles)
+    runs = (list(train_runs), list(val_runs or []))
+    return Trainer(config, out_dir, model, *runs, device, amp_dtype, rng, particles)
 
 
 def train(
@@ -174,7 +207,8 @@ def train(
     out_dir : str or Path
         Output folder: ``checkpoint.pt``, ``model.pt``, ``model.json``.
     resume : bool
-        Continue exactly where the last checkpoint in ``out_dir`` left off.
+        Continue exactly where the last checkpoint in ``out_dir`` left off (it must have
+        learnt the particle set this run's data declare).
     train_runs, val_runs : sequence of TrainRun, optional
         In-memory runs instead of ``config.data`` / ``config.val`` (tests, notebooks).
     progress : bool
@@ -192,11 +226,13 @@ def train(
     check_model_folder(out_dir, resume, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _read_checkpoint(out_dir, resume)
+    path = out_dir / CHECKPOINT_FILENAME
+    resumed = None if checkpoint is None else checkpoint_card(checkpoint, path)
     if checkpoint is not None:
-        config = _resumed_config(config, checkpoint, out_dir / CHECKPOINT_FILENAME)
-    trainer = open_trainer(config, out_dir, train_runs, val_runs, checkpoint is not None)
+        config = _resumed_config(config, checkpoint, path)
+    trainer = open_trainer(config, out_dir, train_runs, val_runs, resumed)
     if checkpoint is not None:
-        trainer.restore(checkpoint, out_dir / CHECKPOINT_FILENAME)
+        trainer.restore(checkpoint, path)
     with training_progress_bar(progress, trainer.config.steps, trainer.state) as report:
         trainer.fit(report)
     return trainer.finish()

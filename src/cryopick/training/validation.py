@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from cryopick.core.particles import ParticleSet
 from cryopick.evaluation.thresholds import TunedScore, tune_and_score
 from cryopick.training.config import TrainConfig
 from cryopick.training.sampling import TrainRun
@@ -23,11 +24,13 @@ def validate(
     runs: Sequence[TrainRun],
     config: TrainConfig,
     device: torch.device,
+    particles: ParticleSet | None = None,
 ) -> TunedScore:
     """Score the model on held-out runs with per-class thresholds tuned for F-beta (beta=4).
 
     Every peak above ``config.val_min_score`` is a candidate; thresholds are tuned on the
-    candidates of all runs together.
+    candidates of all runs together. ``particles`` is the set the model learns (its
+    channels' types, radii and score weights); default the CZII set.
 
     Returns
     -------
@@ -37,7 +40,7 @@ def validate(
     from cryopick.inference.picking import PickSettings, pick_particles
     from cryopick.inference.window import predict_probability_map
 
-    settings = PickSettings.for_candidates(config.target_spec, config.val_min_score)
+    settings = PickSettings.for_candidates(config.target_spec, config.val_min_score, particles)
     candidates, truths = [], []
     for i, run in enumerate(runs):
         # runs from different sources may share names: key them by position for scoring
@@ -64,4 +67,4 @@ def validate(
             )
         )
     truth = pd.concat(truths, ignore_index=True)
-    return tune_and_score(truth, pd.concat(candidates, ignore_index=True))
+    return tune_and_score(truth, pd.concat(candidates, ignore_index=True), particles=particles)

@@ -21,6 +21,7 @@ from cryopick.core.particles import (
     ParticleSetError,
     ParticleSpec,
     default_particle_set,
+    name_key,
     resolve_particle_set,
 )
 from cryopick.io.atomic import write_text_atomic
@@ -241,7 +242,7 @@ def _spec_from_object(obj: dict[str, Any], source: str | Path | None) -> Particl
     radius = obj.get("radius")
     if not isinstance(radius, int | float) or not radius > 0:
         raise InputError(source, f"pickable_objects: object '{name}' has no positive radius")
-    meta = (obj.get("metadata") or {}).get("cryopick") or {}
+    meta = (obj.get("metadata") or {}).get("cryopick") or _czii_metadata(name)
     colour = obj.get("color")
     hex_colour = None
     if isinstance(colour, list | tuple) and len(colour) >= 3:
@@ -259,6 +260,16 @@ def _spec_from_object(obj: dict[str, Any], source: str | Path | None) -> Particl
         )
     except ValueError as err:
         raise InputError(source, f"pickable_objects: object '{name}': {err}") from None
+
+
+def _czii_metadata(name: str) -> dict[str, Any]:
+    """Weight and aliases of a CZII type declared without cryopick metadata (else none)."""
+    czii = default_particle_set()
+    if name not in czii:
+        return {}
+    spec = czii.get(name)
+    aliases = [a for a in (spec.name, *spec.aliases) if name_key(a) != name_key(name)]
+    return {"weight": spec.weight, "aliases": aliases}
 
 
 def read_particle_set(layout: ProjectLayout) -> ParticleSet | None:

@@ -168,7 +168,7 @@ def _project_layout(path: str | Path | ProjectLayout) -> ProjectLayout:
 
 
 def project_particle_set(path: str | Path | ProjectLayout) -> ParticleSet | None:
-    """The particle set a copick project's config declares; None for anything else.
+    """Return the particle set a copick project's config declares; None for anything else.
 
     None also for a project without config (a Kaggle root, a bare ``ExperimentRuns``
     parent) or one that declares no particle objects; a single pick file is no project.

@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import PARTICLE_NAMES, UnknownParticleError, resolve_particle_name
+from cryopick.core.particles import ParticleSet, UnknownParticleError, default_particle_set
 from cryopick.core.picks import IDENTITY_MATRIX, TRANSFORMATION_COLUMN, validate_picks
 from cryopick.io.atomic import is_stale_temporary, remove_stale_temporaries, temp_prefix
 from cryopick.io.layout import RUNS_DIR, ProjectLayout, picks_filename, resolve_layout
+from cryopick.io.picks.copick_config import declare_pickable_objects, read_particle_set
 
 log = logging.getLogger(__name__)
 
@@ -83,40 +84,72 @@ def resolve_copick_target(target: ProjectLayout | str | Path) -> ProjectLayout:
     )
 
 
-def _declared_names(layout: ProjectLayout) -> dict[str, str]:
-    """Canonical particle type -> the name the project's config declares it under."""
-    declared: dict[str, str] = {}
-    for obj in layout.pickable_objects:
-        try:
-            declared[resolve_particle_name(obj["name"])] = obj["name"]
-        except (UnknownParticleError, KeyError, TypeError):
-            continue
+def _write_set(
+    layout: ProjectLayout, df: pd.DataFrame, particles: ParticleSet | None
+) -> ParticleSet:
+    """Return the set to write: ``particles``; else CZII for CZII picks, else the project's.
+
+    Raises
+    ------
+    InputError
+        If picks of types outside the CZII set come without a set and the project's
+        config declares none.
+    """
+    if particles is not None:
+        return particles
+    czii = default_particle_set()
+    others = sorted(set(df["particle_type"]) - set(czii.names))
+    if not others:
+        return czii
+    declared = read_particle_set(layout)
+    if declared is None:
+        raise InputError(
+            layout.config_path or layout.overlay_root,
+            f"picks of {', '.join(others)} (not CZII types) need their particle set: the "
+            "project's config declares none",
+        )
     return declared
 
 
-def _object_names(layout: ProjectLayout) -> dict[str, str]:
-    """Canonical particle name -> the name to write it under (declared alias, else itself)."""
-    return {**{p: p for p in PARTICLE_NAMES}, **_declared_names(layout)}
+def _declared_names(layout: ProjectLayout, particle_set: ParticleSet) -> dict[str, str]:
+    """Type of the set -> the name the project's config declares it under (name or alias)."""
+    declared: dict[str, str] = {}
+    objects: list[object] = list(layout.pickable_objects)  # JSON: any entry may be malformed
+    for obj in objects:
+        name = obj.get("name") if isinstance(obj, dict) else None
+        if isinstance(name, str) and name in particle_set:
+            declared[particle_set.resolve(name)] = name
+    return declared
+
+
+def _object_names(layout: ProjectLayout, particle_set: ParticleSet) -> dict[str, str]:
+    """Type of the set -> the object name to write it under (declared alias, else itself)."""
+    return {**{p: p for p in particle_set.names}, **_declared_names(layout, particle_set)}
 
 
 def _types_to_write(
-    layout: ProjectLayout, df: pd.DataFrame, particle_types: Sequence[str] | None
+    layout: ProjectLayout,
+    df: pd.DataFrame,
+    particle_types: Sequence[str] | None,
+    particle_set: ParticleSet,
 ) -> list[str]:
-    """Canonical types to write files for; declares missing ones in the project's config."""
-    declared = _declared_names(layout)
+    """Types of the set to write files for; declares missing ones in the project's config."""
+    declared = _declared_names(layout, particle_set)
     if particle_types is not None:
-        types = [resolve_particle_name(t) for t in particle_types]
+        try:
+            types = [particle_set.resolve(t) for t in particle_types]
+        except UnknownParticleError as err:
+            raise InputError(layout.config_path, str(err)) from None
     elif layout.config_path is None:
-        types = list(PARTICLE_NAMES)
+        types = list(particle_set.names)
     else:  # the types the project declares, plus any with picks
         picked = set(df["particle_type"])
-        types = [t for t in PARTICLE_NAMES if t in declared or t in picked]
+        types = [t for t in particle_set.names if t in declared or t in picked]
     types = list(dict.fromkeys(types))
     if layout.config_path is not None:
-        from cryopick.io.picks.copick_config import declare_pickable_objects
-
-        declare_pickable_objects(layout.config_path, [t for t in types if t not in declared])
-        aliases = _object_names(layout)
+        missing = [t for t in types if t not in declared]
+        declare_pickable_objects(layout.config_path, missing, particle_set)
+        aliases = _object_names(layout, particle_set)
         for t in types:
             if aliases[t] != t:
                 log.info("writing %s picks as the project's object %r", t, aliases[t])
@@ -148,6 +181,7 @@ def write_copick_picks(
     voxel_spacing: float | None = None,
     runs: Iterable[str] = (),
     particle_types: Sequence[str] | None = None,
+    particles: ParticleSet | None = None,
 ) -> list[Path]:
     """Write picks as copick pick files, one per run and particle type, as one transaction.
 
@@ -173,7 +207,11 @@ def write_copick_picks(
         Extra runs to write (empty) files for, e.g. runs where nothing was found.
     particle_types : sequence of str, optional
         Types to write files for; default the types the project's config declares plus
-        the types with picks (all six without a config).
+        the types with picks (every type of the set without a config).
+    particles : ParticleSet, optional
+        The set of the picks; default the CZII set when every pick is a CZII type, else
+        the set the project's config declares. Types the config lacks are declared with
+        the set's radius, colour, weight and aliases.
 
     Returns
     -------
@@ -182,10 +220,13 @@ def write_copick_picks(
     """
     user_id, session_id = _check_id(user_id, "user_id"), _check_id(session_id, "session_id")
     layout = resolve_copick_target(layout_or_overlay_root)
-    df = validate_picks(df)
+    df = validate_picks(df, particles=particles)  # a given set resolves names strictly
+    particle_set = _write_set(layout, df, particles)
+    if particles is None:
+        df = validate_picks(df, particles=particle_set)
     run_names = [_check_run_name(r) for r in sorted(set(df["experiment"]) | set(map(str, runs)))]
-    types = _types_to_write(layout, df, particle_types)
-    names = _object_names(layout)
+    types = _types_to_write(layout, df, particle_types, particle_set)
+    names = _object_names(layout, particle_set)
     has_tf = TRANSFORMATION_COLUMN in df.columns
     files: dict[Path, str] = {}
     for run in run_names:

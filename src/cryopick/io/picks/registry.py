@@ -21,6 +21,13 @@ format        matches         what
 ``star``      ``.star``       RELION-5 particles, Å from the tomogram centre
 ============  ==============  ================================================
 
+Every reader and writer takes the particle set of the picks (``particles``, a
+:class:`cryopick.core.particles.ParticleSet`): names are checked against it, STAR class
+numbers are its labels, copick files use its names. Without one, a copick project's
+config gives the set (:func:`cryopick.io.picks.copick_config.read_particle_set`), STAR
+labels are CZII labels, and CSV names outside the CZII set are kept as they are. The
+Kaggle format holds only the CZII set.
+
 Ground truth is read with :func:`read_truth` (one annotation source, duplicates merged),
 and :func:`check_experiments` says which runs of picks and truth do not match by name.
 """
@@ -36,6 +43,7 @@ from typing import Any
 import pandas as pd
 
 from cryopick.core.errors import InputError
+from cryopick.core.particles import ParticleSet
 from cryopick.core.picks import (
     PICKS_COLUMNS,
     TRANSFORMATION_COLUMN,
@@ -45,6 +53,7 @@ from cryopick.core.picks import (
 )
 from cryopick.io.picks.copick_read import (
     is_copick_source,
+    project_particle_set,
     read_copick_project_picks,
     read_copick_source,
     write_copick_picks,
@@ -114,8 +123,8 @@ def _has_kaggle_header(path: Path) -> bool:
         return False
 
 
-def _read_csv(path: Path, **_: Any) -> pd.DataFrame:
-    return read_csv_picks(path)
+def _read_csv(path: Path, *, particles: ParticleSet | None = None, **_: Any) -> pd.DataFrame:
+    return read_csv_picks(path, particles=particles)
 
 
 def _read_star(
@@ -123,9 +132,12 @@ def _read_star(
     *,
     tomogram_shapes: dict[str, tuple[tuple[int, int, int], float]] | None = None,
     particle_type: str | None = None,
+    particles: ParticleSet | None = None,
     **_: Any,
 ) -> pd.DataFrame:
-    return read_star_picks(path, tomogram_shapes=tomogram_shapes, particle_type=particle_type)
+    return read_star_picks(
+        path, tomogram_shapes=tomogram_shapes, particle_type=particle_type, particles=particles
+    )
 
 
 #: The registry: :func:`read_picks` reads with the first entry that matches a path.
@@ -154,6 +166,7 @@ def read_picks(
     user_id: str | None = None,
     session_id: str | None = None,
     single_source: bool = False,
+    particles: ParticleSet | None = None,
 ) -> pd.DataFrame:
     """Read picks from a file, project or folder, whatever format it is in.
 
@@ -173,6 +186,11 @@ def read_picks(
     single_source : bool
         For projects: an error if picks of several user/session pairs remain (else they
         are merged with a warning).
+    particles : ParticleSet, optional
+        The set the picks' types belong to (names outside it are an error; in a copick
+        project, objects outside it are skipped with a warning). Default: a copick
+        project's declared set, else the CZII set for STAR labels and copick projects;
+        other files keep names outside the CZII set as they are.
 
     Returns
     -------
@@ -182,7 +200,8 @@ def read_picks(
     Raises
     ------
     InputError
-        If the path is missing or not a picks source cryopick can read.
+        If the path is missing or not a picks source cryopick can read, or a name is
+        not in ``particles``.
     """
     path = Path(path)
     if not path.exists():
@@ -197,6 +216,7 @@ def read_picks(
                 user_id=user_id,
                 session_id=session_id,
                 single_source=single_source,
+                particles=particles,
             )
     known = sorted({e for f in PICKS_FORMATS for e in f.extensions})
     raise InputError(
@@ -213,6 +233,7 @@ def read_truth(
     particle_type: str | None = None,
     user_id: str | None = None,
     session_id: str | None = None,
+    particles: ParticleSet | None = None,
 ) -> pd.DataFrame:
     """Read ground-truth picks: from one annotation source, without duplicates.
 
@@ -221,7 +242,8 @@ def read_truth(
     counts: merging annotators, or cryopick's own picks, into the truth inflates the
     score), and truth points of one run and type within the match distance of each
     other are merged with a warning naming the file
-    (:func:`cryopick.evaluation.metric.merge_duplicate_truth`).
+    (:func:`cryopick.evaluation.metric.merge_duplicate_truth`). Every type must be one of
+    the set (the match distance is half its radius).
 
     Parameters
     ----------
@@ -229,14 +251,24 @@ def read_truth(
         Any source :func:`read_picks` reads.
     tomogram_shapes, particle_type, user_id, session_id
         As for :func:`read_picks`.
+    particles : ParticleSet, optional
+        The set of the truth; default the set a copick project's config declares, else
+        the CZII set.
 
     Returns
     -------
     pandas.DataFrame
         The truth picks table.
+
+    Raises
+    ------
+    InputError
+        If a truth type is not in the set (the message lists the set's names).
     """
     from cryopick.evaluation.metric import merge_duplicate_truth
 
+    if particles is None:
+        particles = project_particle_set(path)
     df = read_picks(
         path,
         tomogram_shapes=tomogram_shapes,
@@ -244,8 +276,9 @@ def read_truth(
         user_id=user_id,
         session_id=session_id,
         single_source=True,
+        particles=particles,
     )
-    return merge_duplicate_truth(df, source=path)
+    return merge_duplicate_truth(df, source=path, particles=particles)
 
 
 def _some(names: Sequence[str], n: int = 5) -> str:
@@ -304,7 +337,13 @@ def check_experiments(
         )
 
 
-def write_picks(df: pd.DataFrame, path: str | Path, format: str = "csv", **options: Any) -> Any:
+def write_picks(
+    df: pd.DataFrame,
+    path: str | Path,
+    format: str = "csv",
+    particles: ParticleSet | None = None,
+    **options: Any,
+) -> Any:
     """Write a picks table, atomically.
 
     Parameters
@@ -315,6 +354,10 @@ def write_picks(df: pd.DataFrame, path: str | Path, format: str = "csv", **optio
         Output file; for ``copick`` an overlay folder, copick config or Kaggle root.
     format : {"csv", "kaggle", "star", "copick"}
         Output format (see the module docstring).
+    particles : ParticleSet, optional
+        The set of the picks: STAR ``rlnClassNumber`` is its label, copick files use its
+        names (declared in the project's config when missing). ``kaggle`` refuses a set
+        other than the CZII one.
     **options
         Passed to the writer: ``tomogram_shapes`` for ``star``; ``user_id``,
         ``session_id``, ``voxel_spacing``, ``runs``, ``particle_types`` for ``copick``.
@@ -323,8 +366,14 @@ def write_picks(df: pd.DataFrame, path: str | Path, format: str = "csv", **optio
     -------
     Path or list of Path
         What was written.
+
+    Raises
+    ------
+    InputError
+        For an unknown format, a pick whose type is not in ``particles``, or a non-CZII
+        set written as ``kaggle`` (the message names the types).
     """
     fmt = _get_format(format)
     if fmt.writer is None:  # pragma: no cover - every format has a writer today
         raise InputError(path, f"format {format!r} cannot be written")
-    return fmt.writer(df, path, **options)
+    return fmt.writer(df, path, particles=particles, **options)

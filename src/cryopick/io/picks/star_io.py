@@ -96,7 +96,7 @@ def _check_in_set(df: pd.DataFrame, path: str | Path, particle_set: ParticleSet)
         raise InputError(
             path,
             f"rlnClassNumber is a label of the particle set in use "
-            f"({', '.join(particle_set.names)}); {', '.join(others)} is not in it: "
+            f"({', '.join(particle_set.names)}); type(s) {', '.join(others)} are not in it: "
             "give the particle set of the picks",
         )
 
