@@ -136,8 +136,8 @@ def test_example_particles_give_the_documented_shapes(tmp_path: Path) -> None:
     assert particle_set.names == ("proteasome-20s", "dumbbell")
     assert particle_set.get("20s").map == (tmp_path / "example/maps/proteasome-20s.mrc")
     density, radius_A = density_for(particle_set.get("dumbbell"), 10.0)
-    # two 32 Å balls and a thin linker: equivalent sphere ~41 Å, centre of mass at the centre
-    assert 36.0 < radius_A < 46.0
+    # two 34 Å balls 64 Å apart and a waist: equivalent sphere ~43 Å, centre of mass centred
+    assert 38.0 < radius_A < 48.0
     centre = (np.array(density.shape) - 1) / 2
     com = np.array(np.unravel_index(0, density.shape), dtype=float)
     weights = density / density.sum()
@@ -147,6 +147,6 @@ def test_example_particles_give_the_documented_shapes(tmp_path: Path) -> None:
     _, proteasome_A = density_for(particle_set.get("proteasome-20s"), 10.0)
     assert 55.0 < proteasome_A < 75.0  # a 150 x 110 Å barrel
     atoms = dumbbell_atoms()
-    assert abs(np.ptp(atoms[:, 0]) - (90.0 + 64.0)) < 5.0  # domains' far edges along x
+    assert abs(np.ptp(atoms[:, 0]) - (64.0 + 68.0)) < 5.0  # domains' far edges along x
     with pytest.raises(Exception, match="exists already"):
         write_example_particles(path)

@@ -66,7 +66,7 @@ class LearnSettings(BaseModel):
 
     minutes: float = Field(20.0, gt=0)
     spacing_A: float = Field(10.0, ge=4.0, le=25.0)
-    train_runs: int = Field(4, ge=1)
+    train_runs: int = Field(8, ge=1)
     val_runs: int = Field(2, ge=1)
     shape: tuple[int, int, int] | None = None
     preset: str = "czii"

@@ -24,7 +24,7 @@ def learn(
     spacing_A: Annotated[
         float, typer.Option("--spacing-A", help="Voxel size (Å) of your tomograms.")
     ] = 10.0,
-    train_runs: Annotated[int, typer.Option("--train-runs", help="Simulated tomograms.")] = 4,
+    train_runs: Annotated[int, typer.Option("--train-runs", help="Simulated tomograms.")] = 8,
     val_runs: Annotated[int, typer.Option("--val-runs", help="Simulated validation ones.")] = 2,
     shape: Annotated[
         tuple[int, int, int] | None,

@@ -1,7 +1,7 @@
 """Simulate whole runs and write them as a copick filesystem project.
 
-:func:`simulate_run` chains the stages (sample -> tilt series -> reconstruction) for one
-run; :func:`simulate_project` writes ``n_runs`` of them::
+:func:`simulate_project` writes ``n_runs`` runs of
+:func:`cryopick.simulate.run.simulate_run` (sample -> tilt series -> reconstruction)::
 
     <out>/copick_config.json
     <out>/simulation.json                          config, seed and per-run drawn values
@@ -18,22 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from numpy.typing import NDArray
 
-from cryopick.core.coords import voxels_to_angstrom
-from cryopick.core.particles import ParticleSet, default_particle_set
-from cryopick.simulate.imaging import simulate_tilt_series
+from cryopick.core.particles import ParticleSet
 from cryopick.simulate.library import SpecimenLibrary, check_fits, prepare_library
-from cryopick.simulate.presets import SimulationConfig, draw_run_params, get_preset
-from cryopick.simulate.reconstruct import make_tomogram_types, reconstruct_wbp
-from cryopick.simulate.sample import build_sample
+from cryopick.simulate.presets import SimulationConfig, get_preset
+from cryopick.simulate.run import SimulatedRun, run_name, simulate_run
 
 if TYPE_CHECKING:
     from cryopick.io.layout import ProjectLayout
@@ -44,150 +37,6 @@ USER_ID = "simulation"
 SESSION_ID = "0"
 SEGMENTATION_NAME = "particles"
 TOMO_TYPES = ("wbp", "ctfdeconvolved", "denoised")
-
-
-@dataclass
-class SimulatedRun:
-    """One simulated run.
-
-    Attributes
-    ----------
-    name : str
-        Run name (``experiment`` of the picks).
-    tomograms : dict of str to numpy.ndarray
-        ``wbp``, ``ctfdeconvolved``, ``denoised``: float32 (Z, Y, X), standardised,
-        protein darker than solvent.
-    picks : pandas.DataFrame
-        True particle centres (Å) with a ``transformation`` column (4x4, x/y/z order:
-        the rotation taking the template frame to the tomogram frame).
-    labels : numpy.ndarray, shape (Z, Y, X), uint8
-        Multi-label segmentation (the labels of ``particles``, 0 = background).
-    spacing_A : float
-        Voxel size in Å.
-    params : dict
-        The run's drawn settings and summary numbers.
-    timings_s : dict
-        Seconds spent per stage.
-    particles : ParticleSet
-        The simulated types (names of the picks, labels of the segmentation), with radii.
-    """
-
-    name: str
-    tomograms: dict[str, NDArray[np.float32]]
-    picks: pd.DataFrame
-    labels: NDArray[np.uint8]
-    spacing_A: float
-    params: dict[str, float | str] = field(default_factory=dict)
-    timings_s: dict[str, float] = field(default_factory=dict)
-    particles: ParticleSet = field(default_factory=default_particle_set)
-
-
-def run_name(index: int) -> str:
-    """Name of run ``index`` of a simulated project, e.g. ``sim_0003``."""
-    return f"sim_{index:04d}"
-
-
-def simulate_run(
-    preset: str | SimulationConfig = "easy",
-    shape: tuple[int, int, int] = (64, 128, 128),
-    spacing_A: float = 10.0,
-    seed: int | np.random.SeedSequence | None = 0,
-    name: str = "sim_0000",
-    particles: ParticleSet | None = None,
-    distractors: str | Path = "default",
-    library: SpecimenLibrary | None = None,
-) -> SimulatedRun:
-    """Simulate one tomogram with its ground truth.
-
-    Parameters
-    ----------
-    preset : str or SimulationConfig
-        ``"czii"`` (realistic), ``"easy"`` (high SNR, few crowders) or a config.
-    shape : tuple of int
-        Tomogram shape (Z, Y, X) in voxels.
-    spacing_A : float
-        Voxel size in Å (the template library is at 10 Å).
-    seed : int or numpy.random.SeedSequence
-        Seed of the run's random generator; the same seed gives the same run.
-    name : str
-        Run name.
-    particles : ParticleSet, optional
-        The types to simulate (default: the CZII six); see
-        :func:`cryopick.simulate.library.prepare_library`.
-    distractors : str or Path
-        ``"default"``, ``"none"`` or a particles file of distractor maps
-        (:mod:`cryopick.simulate.distractors`).
-    library : SpecimenLibrary, optional
-        Densities already prepared for ``spacing_A`` (as :func:`simulate_project` does once
-        for all its runs); replaces ``particles`` and ``distractors``, which must then be
-        left at their defaults.
-
-    Returns
-    -------
-    SimulatedRun
-
-    Raises
-    ------
-    InputError
-        If a particle's or distractor's map/model is invalid, or a particle is wider than
-        the tomogram.
-    """
-    config = get_preset(preset)
-    sizes = tuple(int(s) for s in shape)
-    if len(sizes) != 3 or min(sizes) < 16:
-        raise ValueError(f"shape must be 3 sizes >= 16 (Z, Y, X), got {sizes}")
-    shape = (sizes[0], sizes[1], sizes[2])
-    if library is None:
-        library = prepare_library(particles, spacing_A, distractors)
-    elif particles is not None or str(distractors) != "default":
-        raise ValueError("give either a library or particles/distractors, not both")
-    check_fits(library, shape)
-    rng = np.random.default_rng(seed)
-    params = draw_run_params(config, rng)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    sample = build_sample(config, params, shape, spacing_A, rng, library)
-    timings["sample"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    series = simulate_tilt_series(
-        sample.potential, config, params, spacing_A, sample.thickness_A, rng
-    )
-    timings["tilt_series"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    wbp = reconstruct_wbp(series.images, series.angles_deg, shape[0])
-    tomograms = make_tomogram_types(wbp, config, params, spacing_A)
-    timings["reconstruction"] = time.perf_counter() - t0
-
-    from cryopick.core.picks import make_picks
-
-    transforms = np.tile(np.eye(4), (len(sample.particle_types), 1, 1))
-    transforms[:, :3, :3] = sample.rotations_xyz
-    picks = make_picks(
-        name,
-        sample.particle_types,
-        voxels_to_angstrom(sample.centres_zyx, spacing_A),
-        transformation=transforms,
-        particles=library.particles,
-    )
-    summary: dict[str, float | str] = {
-        **params,
-        "ice_thickness_A": sample.thickness_A,
-        "n_targets": len(sample.particle_types),
-        "n_distractors": sample.n_distractors,
-        "n_vesicles": sample.n_vesicles,
-        "seed": str(seed),
-    }
-    logger.debug("simulated %s in %s", name, timings)
-    return SimulatedRun(
-        name,
-        tomograms,
-        picks,
-        sample.labels,
-        float(spacing_A),
-        summary,
-        timings,
-        library.particles,
-    )
 
 
 def write_run(run: SimulatedRun, layout: ProjectLayout, n_levels: int = 3) -> None:
@@ -304,12 +153,8 @@ def simulate_project(
         Number of runs, named ``sim_0000``, ``sim_0001``, ...
     seed : int
         Project seed; run ``i`` uses ``SeedSequence([seed, i])``.
-    shape : tuple of int
-        Tomogram shape (Z, Y, X).
-    spacing_A : float
-        Voxel size in Å.
-    preset : str or SimulationConfig
-        Simulator settings (``czii`` or ``easy``).
+    shape, spacing_A, preset
+        Tomogram shape (Z, Y, X), voxel size in Å, simulator settings (``czii``, ``easy``).
     progress : bool
         Show a rich progress bar.
     overwrite : bool
@@ -317,10 +162,8 @@ def simulate_project(
         :func:`prepare_project_folder`); without it a non-empty ``out_dir`` is an error.
     particles : ParticleSet, optional
         The types to simulate (default: the CZII six), e.g. from
-        :func:`cryopick.core.particles_file.load_particles_file`. The project's
-        ``copick_config.json`` declares exactly these (radii measured where not given),
-        its truth picks and segmentation labels are theirs, and ``simulation.json``
-        records them.
+        :func:`cryopick.core.particles_file.load_particles_file`; the config declares
+        exactly these (radii measured where not given), truth and labels are theirs.
     distractors : str or Path
         ``"default"``, ``"none"`` or a particles file of distractor maps/models
         (:mod:`cryopick.simulate.distractors`).
@@ -336,7 +179,6 @@ def simulate_project(
         If a particle or distractor density is invalid or a particle does not fit the
         tomogram (checked before ``out_dir`` is touched), or ``out_dir`` may not be used.
     """
-    from cryopick.console import step_progress_bar
     from cryopick.io.atomic import write_text_atomic
     from cryopick.io.layout import make_copick_config, read_copick_config
     from cryopick.simulate.presets import cluster_fractions
@@ -363,9 +205,27 @@ def simulate_project(
         record["particles"] = library.particles.to_records()
         record["distractors"] = library.distractors.record()
     write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
-    with step_progress_bar(progress, n_runs, "simulating") as advance:
-        for i in range(n_runs):
-            name = run_name(i)
+    _simulate_runs(config, shape, spacing_A, seed, library, layout, record, progress)
+    record["complete"] = True
+    write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
+    return config_path
+
+
+def _simulate_runs(
+    config: SimulationConfig,
+    shape: tuple[int, int, int],
+    spacing_A: float,
+    seed: int,
+    library: SpecimenLibrary,
+    layout: ProjectLayout,
+    record: dict,
+    progress: bool,
+) -> None:
+    """Simulate and write the planned runs of ``record``, noting each one in it."""
+    from cryopick.console import step_progress_bar
+
+    with step_progress_bar(progress, len(record["runs"]), "simulating") as advance:
+        for i, name in enumerate(list(record["runs"])):
             advance(0, f"simulating {name}")
             run = simulate_run(
                 config, shape, spacing_A, np.random.SeedSequence([seed, i]), name, library=library
@@ -374,9 +234,6 @@ def simulate_project(
             write_run(run, layout)
             record["runs"][name] = {**run.params, "timings_s": run.timings_s}
             advance(1, f"wrote {name}")
-    record["complete"] = True
-    write_text_atomic(out_dir / "simulation.json", json.dumps(record, indent=2))
-    return config_path
 
 
 def _new_record(

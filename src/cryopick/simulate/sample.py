@@ -281,16 +281,13 @@ def build_sample(
         Simulator settings.
     params : dict
         This run's drawn settings (:func:`cryopick.simulate.presets.draw_run_params`).
-    shape : tuple of int
-        Volume shape (Z, Y, X).
-    spacing_A : float
-        Voxel size in Å.
+    shape, spacing_A : tuple of int, float
+        Volume shape (Z, Y, X) and voxel size in Å.
     rng : numpy.random.Generator
         The run's random generator.
     library : SpecimenLibrary, optional
-        Target and distractor densities at ``spacing_A``
-        (:func:`cryopick.simulate.library.prepare_library`); default: the CZII six with
-        the default distractors.
+        Densities at ``spacing_A`` (:func:`cryopick.simulate.library.prepare_library`);
+        default: the CZII six with the default distractors.
 
     Returns
     -------
@@ -324,16 +321,9 @@ def build_sample(
 
     ice_voxels = float(slab.sum())
     n_distractors = _fill_distractors(
-        potential,
-        occupied,
-        config,
-        params,
-        ice_voxels,
-        z_range,
-        rng,
-        spacing_A,
+        potential, occupied, config, params, ice_voxels, z_range, rng, spacing_A,
         library.distractors,
-    )
+    )  # fmt: skip
     ice = config.ice_potential_V * slab
     if config.solvent_noise > 0:
         ice *= 1 + config.solvent_noise * rng.standard_normal(shape, dtype=np.float32)
