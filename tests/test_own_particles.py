@@ -136,8 +136,8 @@ def test_example_particles_give_the_documented_shapes(tmp_path: Path) -> None:
     assert particle_set.names == ("proteasome-20s", "dumbbell")
     assert particle_set.get("20s").map == (tmp_path / "example/maps/proteasome-20s.mrc")
     density, radius_A = density_for(particle_set.get("dumbbell"), 10.0)
-    # two 34 Å balls 64 Å apart and a waist: equivalent sphere ~43 Å, centre of mass centred
-    assert 38.0 < radius_A < 48.0
+    # two 48 Å balls 90 Å apart and a waist: equivalent sphere ~61 Å, centre of mass centred
+    assert 55.0 < radius_A < 68.0
     centre = (np.array(density.shape) - 1) / 2
     com = np.array(np.unravel_index(0, density.shape), dtype=float)
     weights = density / density.sum()
@@ -147,6 +147,53 @@ def test_example_particles_give_the_documented_shapes(tmp_path: Path) -> None:
     _, proteasome_A = density_for(particle_set.get("proteasome-20s"), 10.0)
     assert 55.0 < proteasome_A < 75.0  # a 150 x 110 Å barrel
     atoms = dumbbell_atoms()
-    assert abs(np.ptp(atoms[:, 0]) - (64.0 + 68.0)) < 5.0  # domains' far edges along x
+    assert abs(np.ptp(atoms[:, 0]) - (90.0 + 96.0)) < 5.0  # domains' far edges along x
     with pytest.raises(Exception, match="exists already"):
         write_example_particles(path)
+
+
+@pytest.mark.integration
+def test_learn_writes_a_model_of_the_file_set_and_never_overwrites(tmp_path: Path) -> None:
+    # ~40 s: two tiny easy simulations and ~20 s of training from scratch
+    particles_file = _write_shapes(tmp_path)
+    out = tmp_path / "model"
+    args = [
+        "learn", particles_file, "--out", out, "--minutes", 0.6, "--preset", "easy",
+        "--shape", 48, 96, 96, "--train-runs", 1, "--val-runs", 1, "--init-from", "none",
+        "--no-progress",
+    ]  # fmt: skip
+    output = _invoke(*args)
+    assert "validation F4" in output and "ring" in output and "dumbbell" in output
+    card = read_model_card(out)
+    assert card.particle_set.names == ("ring", "dumbbell") and card.thresholds.keys() == {
+        "ring",
+        "dumbbell",
+    }
+    record = json.loads((out / "learn.json").read_text())
+    assert record["shape_zyx"] == [48, 96, 96] and record["total_min"] < 2.0
+    for split in ("train", "val"):
+        config = json.loads((out / "data" / split / "copick_config.json").read_text())
+        assert [o["name"] for o in config["pickable_objects"]] == ["ring", "dumbbell"]
+    before = (out / "model.pt").read_bytes()
+    again = CliRunner().invoke(app, [str(a) for a in args])
+    assert again.exit_code == 2 and "holds a trained model" in again.output
+    assert (out / "model.pt").read_bytes() == before
+    # --resume keeps the finished simulations and continues training from the checkpoint
+    sim_before = (out / "data" / "train" / "simulation.json").stat().st_mtime_ns
+    _invoke(*args, "--resume")
+    assert (out / "data" / "train" / "simulation.json").stat().st_mtime_ns == sim_before
+
+
+def test_learn_refuses_a_budget_too_small_for_training(tmp_path: Path) -> None:
+    particles_file = _write_shapes(tmp_path)
+    result = CliRunner().invoke(
+        app,
+        [
+            "learn", str(particles_file), "--out", str(tmp_path / "m"), "--minutes", "0.01",
+            "--preset", "easy", "--shape", "32", "64", "64", "--train-runs", "1",
+            "--val-runs", "1", "--no-progress",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "too short" in result.output
+    assert not (tmp_path / "m").exists()  # refused before anything was written

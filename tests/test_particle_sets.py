@@ -19,7 +19,7 @@ from cryopick.core.particles import (
     UnknownParticleError,
     default_particle_set,
 )
-from cryopick.core.particles_file import load_particles_file
+from cryopick.core.particles_file import complete_radii, load_particles_file
 from cryopick.io.mrc import write_mrc
 from cryopick.simulate.user_maps import density_for
 
@@ -184,3 +184,15 @@ def test_cli_table_and_error(files: Path) -> None:
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error:") and "particle 'Ball'" in errors[0]
+
+
+def test_complete_radii_from_the_data_else_measured(files: Path) -> None:
+    ps = load_particles_file(_write(files, GOOD, "radii.json"), check_maps=False)
+    assert ps.radii_A == {"Ball": 30.0, "blob": None}
+    declared = ParticleSet(
+        (ParticleSpec(name="Ball", radius_A=30), ParticleSpec(name="blob", radius_A=44))
+    )
+    other = ParticleSet((ParticleSpec(name="x", radius_A=10),))
+    assert complete_radii(ps, [None, other, declared]).radii_A == {"Ball": 30.0, "blob": 44.0}
+    measured = complete_radii(ps).radius_A("blob")  # the model's equivalent sphere
+    assert abs(measured - MODEL_RADIUS_A) < 0.2 * MODEL_RADIUS_A

@@ -345,4 +345,6 @@ def test_report_cli_reads_a_particles_file(tmp_path):
     del entries[1]["radius_A"]
     particles.write_text(json.dumps({"particles": entries}))
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2 and "dumbbell need a radius_A" in result.output
+    # a missing radius is measured from the map; this one is empty: one line, exit 2
+    assert result.exit_code == 2 and "empty map" in result.output
+    assert result.output.strip().count("\n") == 0

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+    from cryopick.core.particles import ParticleSet
     from cryopick.evaluation.metric import ScoreResult
     from cryopick.io.runs import RunResult
     from cryopick.scale.results import RunsResult
@@ -135,13 +136,15 @@ def print_run_report(result: RunsResult, output_label: str | Path | None = None)
         console.print(f"wrote picks of {n_runs} runs to {output_label or result.output}")
 
 
-def print_pick_summary(picks: pd.DataFrame, runs: list[str]) -> None:
-    """Print picks per particle type (rows) and run (columns; min/median/max when many)."""
+def print_pick_summary(
+    picks: pd.DataFrame, runs: list[str], particles: ParticleSet | None = None
+) -> None:
+    """Print picks per particle type (rows: ``particles``' types) and run (columns)."""
     from rich.table import Table
 
     from cryopick.inference.pipeline import count_picks_per_run
 
-    counts = count_picks_per_run(picks, runs)  # rows: runs + total; columns: particle types
+    counts = count_picks_per_run(picks, runs, particles)  # rows: runs + total; columns: types
     per_run = counts.drop(index="total")
     table = Table(title="picks per particle type")
     table.add_column("particle type")

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BOX_A: tuple[float, float, float] = (1840.0, 3840.0, 3840.0)
 SHAPE_MULTIPLE = 16  # tomogram sides are rounded to this many voxels
 VALIDATION_RESERVE_MIN = 1.5  # kept from the budget for the final validation and tuning
+VALIDATION_RESERVE_FRACTION = 0.1  # ... or this fraction of a smaller budget
+MIN_MINUTES = 0.5  # a smaller budget is refused before anything is written
 
 
 class LearnSettings(BaseModel):
@@ -122,9 +124,11 @@ def learn_particles(
         where not given; ``thresholds`` tuned on the validation set).
     """
     from cryopick.core.particles_file import load_particles_file
-    from cryopick.model import check_model_folder
+    from cryopick.model import CHECKPOINT_FILENAME, check_model_folder
 
     settings = settings or LearnSettings()
+    if settings.minutes < MIN_MINUTES:
+        raise InputError(None, f"--minutes {settings.minutes:g} is too short: give {MIN_MINUTES}+")
     out_dir = Path(out_dir)
     particles_file = Path(particles_file)
     particle_set = load_particles_file(particles_file)
@@ -132,13 +136,15 @@ def learn_particles(
     t0 = time.perf_counter()
     projects = _simulate_data(particle_set, out_dir / "data", settings, resume, overwrite, progress)
     sim_min = (time.perf_counter() - t0) / 60.0
-    train_min = settings.minutes - sim_min - VALIDATION_RESERVE_MIN
-    if train_min < 1.0:
+    reserve_min = min(VALIDATION_RESERVE_MIN, VALIDATION_RESERVE_FRACTION * settings.minutes)
+    train_min = settings.minutes - sim_min - reserve_min
+    if train_min < 0.25 * settings.minutes:
         raise InputError(
             None,
             f"--minutes {settings.minutes:g} leaves {train_min:.1f} min for training after "
             f"{sim_min:.1f} min of simulation; give more minutes or fewer/smaller runs",
         )
+    resume = resume and (out_dir / CHECKPOINT_FILENAME).is_file()  # else training starts
     card = _train(projects, particles_file, out_dir, settings, train_min, resume, progress)
     record = {
         "particles_file": str(particles_file.resolve()),

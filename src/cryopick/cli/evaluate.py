@@ -114,29 +114,24 @@ def evaluate(
 def evaluation_particle_set(truth: Path, particles_file: Path | None) -> ParticleSet:
     """Return the set scored: ``particles_file``'s, else the truth project's, else CZII.
 
-    A particles file's maps are not read; each type needs its ``radius_A``. When the truth
-    project's config declares another set, a warning names the differences.
+    Radii a particles file leaves out come from the truth project's config (same types),
+    else from the densities. When the truth project's config declares another set, a
+    warning names the differences.
 
     Raises
     ------
     InputError
-        For a particles file that cannot be used, a type without ``radius_A``, or a truth
-        project config whose objects cannot form a set.
+        For a particles file that cannot be used, or a truth project config whose objects
+        cannot form a set.
     """
     from cryopick.core.particles import default_particle_set
-    from cryopick.core.particles_file import load_particles_file
+    from cryopick.core.particles_file import complete_radii, load_particles_file
     from cryopick.io.picks.copick_read import project_particle_set
 
     declared = project_particle_set(truth) if truth.exists() else None
     if particles_file is None:
         return declared or default_particle_set()
-    particle_set = load_particles_file(particles_file, check_maps=False)
-    if missing := [s.name for s in particle_set if s.radius_A is None]:
-        raise InputError(
-            particles_file,
-            f"particle(s) {', '.join(missing)} need a radius_A to be scored (a pick matches "
-            "within half of it)",
-        )
+    particle_set = complete_radii(load_particles_file(particles_file, check_maps=False), [declared])
     if declared is not None and (differences := particle_set.describe_differences(declared)):
         log.warning(
             "%s: the truth project declares another particle set (%s); scoring with %s",

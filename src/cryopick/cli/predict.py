@@ -29,6 +29,7 @@ from cryopick.core.errors import InputError, RunsFailedError
 from cryopick.inference.output import OutputFormat
 
 if TYPE_CHECKING:
+    from cryopick.core.particles import ParticleSet
     from cryopick.inference.pipeline import PredictConfig
     from cryopick.scale.results import RunsResult
 
@@ -200,7 +201,10 @@ def predict(
         overwrite=scale.overwrite,
         show_progress=not quiet,
     )
-    show_predict_result(result, output or input_path, format)
+    from cryopick.model import bundled_model_dir, read_model_card
+
+    particles = read_model_card(model or bundled_model_dir()).particle_set
+    show_predict_result(result, output or input_path, format, particles)
 
 
 def parse_thresholds(items: list[str]) -> dict[str, float]:
@@ -246,8 +250,15 @@ def with_thresholds(settings: PredictConfig, thresholds: dict[str, float]) -> Pr
         raise InputError(None, f"--threshold: {squeeze_error(err)}") from None
 
 
-def show_predict_result(result: RunsResult, output_label: Path, format: OutputFormat) -> None:
+def show_predict_result(
+    result: RunsResult,
+    output_label: Path,
+    format: OutputFormat,
+    particles: ParticleSet | None = None,
+) -> None:
     """Print what ``predict`` did; failed runs end the command with status 1.
+
+    ``particles`` (the model's set) gives the rows of the picks table.
 
     In this process: picks per particle type and run, then the number written. As
     resumable tasks: the table of runs, then where the picks went.
@@ -263,7 +274,8 @@ def show_predict_result(result: RunsResult, output_label: Path, format: OutputFo
         print_run_report(result, output_label)
     elif result.picks is not None:
         picks = result.picks
-        print_pick_summary(picks, sorted(set(picks["experiment"])) if len(picks) else [])
+        runs = sorted(set(picks["experiment"])) if len(picks) else []
+        print_pick_summary(picks, runs, particles)
     if result.failed:
         written = output_label if result.output is not None else None
         raise RunsFailedError(result.failures, written, len(result.runs))

@@ -15,7 +15,6 @@ from cryopick.cli.app import (
     app,
     report_input_errors,
 )
-from cryopick.core.errors import InputError
 
 if TYPE_CHECKING:
     from cryopick.core.particles import ParticleSet
@@ -98,19 +97,13 @@ def report(
 
 
 def load_report_particles(path: Path) -> ParticleSet:
-    """Read the particles file of ``report --particles``: every type needs its ``radius_A``.
-
-    Its maps are not read (the report draws spheres of the given radii).
+    """Read the particles file of ``report --particles``; missing radii are measured.
 
     Raises
     ------
     InputError
-        As :func:`cryopick.core.particles_file.load_particles_file`, or for a type
-        without ``radius_A``.
+        As :func:`cryopick.core.particles_file.load_particles_file`.
     """
-    from cryopick.core.particles_file import load_particles_file
+    from cryopick.core.particles_file import complete_radii, load_particles_file
 
-    particle_set = load_particles_file(path, check_maps=False)
-    if missing := [s.name for s in particle_set if s.radius_A is None]:
-        raise InputError(path, f"particle(s) {', '.join(missing)} need a radius_A for the report")
-    return particle_set
+    return complete_radii(load_particles_file(path, check_maps=False))

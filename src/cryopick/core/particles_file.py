@@ -8,7 +8,9 @@ Each entry names a particle type and where its density comes from: a density map
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from cryopick.core.particles import (
     ParticleSpec,
     default_particle_set,
 )
+
+log = logging.getLogger(__name__)
 
 RADIUS_TOLERANCE = 2.0  # a given radius may differ from the map's measured one by this factor
 
@@ -141,3 +145,47 @@ def _builtin_entry(path: Path, who: str, entry: dict[str, Any]) -> ParticleSpec:
         return ParticleSpec.model_validate(merged)
     except ValidationError as err:
         raise InputError(path, f"{who}: {squeeze_error(err)}") from None
+
+
+def complete_radii(
+    particle_set: ParticleSet,
+    declared: Sequence[ParticleSet | None] = (),
+    spacing_A: float = 10.0,
+) -> ParticleSet:
+    """Fill the radii a particles file leaves out: from a declared set, else measured.
+
+    Parameters
+    ----------
+    particle_set : ParticleSet
+        A set from :func:`load_particles_file`; types without ``radius_A`` get one.
+    declared : sequence of ParticleSet or None
+        Sets of the data at hand (e.g. a simulated project's config, which records the
+        measured radii); the first with the same names gives its radii.
+    spacing_A : float
+        Voxel size at which a radius still missing is measured from the density
+        (:func:`cryopick.simulate.user_maps.density_for`; the equivalent-sphere radius
+        hardly depends on it).
+
+    Returns
+    -------
+    ParticleSet
+        The set with every radius known.
+    """
+    if all(spec.radius_A is not None for spec in particle_set):
+        return particle_set
+    for other in declared:
+        if other is not None and other.names == particle_set.names:
+            known = {name: r for name, r in other.radii_A.items() if r is not None}
+            particle_set = particle_set.with_radii(known)
+            break
+    missing = [spec for spec in particle_set if spec.radius_A is None]
+    if missing:
+        from cryopick.simulate.user_maps import density_for
+
+        measured = {spec.name: density_for(spec, spacing_A)[1] for spec in missing}
+        log.info(
+            "radii measured from the densities: %s",
+            ", ".join(f"{name} {r:.0f} Å" for name, r in measured.items()),
+        )
+        particle_set = particle_set.with_radii(measured)
+    return particle_set

@@ -7,8 +7,9 @@ map and one from an atomic model, as a user would bring from EMDB and the PDB:
   from cryopick's packaged 10 Å template library, resampled to 5 Å and scaled to arbitrary
   units with a noisy background as an EMDB map has (the user's ``threshold`` then matters);
 * ``models/dumbbell.cif``: a made-up two-domain complex (two globular domains of radius
-  34 Å whose centres are 64 Å apart, joined by a 32 Å-wide waist: ~130 x 70 Å), as an
-  mmCIF of ~20,000 heavy atoms at protein density, written with gemmi.
+  48 Å whose centres are 90 Å apart, joined by a 48 Å-wide waist: ~190 x 95 Å, about
+  the mass of a 26S proteasome's core), as an mmCIF of ~58,000 heavy atoms at protein
+  density, written with gemmi.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 PROTEIN_ATOMS_PER_A3 = 0.062  # heavy atoms per Å^3 in protein (0.81 Da/Å^3, ~13 Da per atom)
-DOMAIN_RADIUS_A = 34.0
-DOMAIN_SEPARATION_A = 64.0
-LINKER_RADIUS_A = 16.0
+DOMAIN_RADIUS_A = 48.0
+DOMAIN_SEPARATION_A = 90.0
+LINKER_RADIUS_A = 24.0
 
 
 def proteasome_map(spacing_A: float = 5.0, seed: int = 0) -> NDArray[np.float32]:

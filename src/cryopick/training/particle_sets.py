@@ -94,7 +94,9 @@ def training_particle_set(
             return default_particle_set()
         reference_name, reference = declared[0]
     else:
-        reference = _with_radii(particles, declared, spacing_A)
+        from cryopick.core.particles_file import complete_radii
+
+        reference = complete_radii(particles, [other for _, other in declared], spacing_A)
     problems = [
         f"{reference_name} vs {name}: {diff}"
         for name, other in declared
@@ -107,30 +109,6 @@ def training_particle_set(
             f"validation source must declare the set learnt): {'; '.join(problems)}",
         )
     return reference
-
-
-def _with_radii(
-    particles: ParticleSet, declared: Sequence[Declared], spacing_A: float
-) -> ParticleSet:
-    """Fill missing radii from a source declaring the same types, else from the densities."""
-    if all(spec.radius_A is not None for spec in particles):
-        return particles
-    for _, other in declared:
-        if other.names == particles.names:
-            known = {name: r for name, r in other.radii_A.items() if r is not None}
-            particles = particles.with_radii(known)
-            break
-    missing = [spec for spec in particles if spec.radius_A is None]
-    if missing:
-        from cryopick.simulate.user_maps import density_for
-
-        measured = {spec.name: density_for(spec, spacing_A)[1] for spec in missing}
-        log.info(
-            "radii measured from the densities: %s",
-            ", ".join(f"{name} {r:.0f} Å" for name, r in measured.items()),
-        )
-        particles = particles.with_radii(measured)
-    return particles
 
 
 def check_simulatable(particles: ParticleSet, has_file: bool) -> None:
