@@ -170,6 +170,21 @@ def test_invalid_json(files: Path) -> None:
         load_particles_file(path)
 
 
+def test_yaml_file_reads_like_json_and_bad_yaml_is_one_line(files: Path) -> None:
+    yaml_path = files / "particles.yaml"
+    yaml_path.write_text(
+        "particles:\n"
+        "  - {name: Ball, map: ball.mrc, radius_A: 30, weight: 2, aliases: [sphere]}\n"
+        "  - name: blob\n    model: maps/blob.pdb\n    weight: 0.5\n"
+    )
+    assert load_particles_file(yaml_path) == load_particles_file(_write(files, GOOD))
+    bad = files / "bad.yml"
+    bad.write_text("particles: [name: x\n  - : :")
+    with pytest.raises(InputError, match="not a valid YAML particles file") as err:
+        load_particles_file(bad)
+    assert "\n" not in str(err.value)
+
+
 def test_cli_table_and_error(files: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["particles", str(_write(files, GOOD))])

@@ -31,7 +31,7 @@ RADIUS_TOLERANCE = 2.0  # a given radius may differ from the map's measured one 
 
 
 def load_particles_file(path: str | Path, check_maps: bool = True) -> ParticleSet:
-    """Read a particles file: JSON ``{"particles": [{...}, ...]}``.
+    """Read a particles file: JSON (or YAML) ``{"particles": [{...}, ...]}``.
 
     Each entry has the fields of :class:`ParticleSpec`; ``name`` and one of ``map`` /
     ``model`` are required, paths are relative to the file. With ``check_maps`` every map
@@ -47,14 +47,9 @@ def load_particles_file(path: str | Path, check_maps: bool = True) -> ParticleSe
         a missing file, an empty map, a radius far from the map's, or clashing names.
     """
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "particles file does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(path, f"not a valid JSON particles file: {squeeze_error(err)}") from None
+    raw = _read_document(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("particles"), list):
-        raise InputError(path, 'expected a JSON object {"particles": [...]}')
+        raise InputError(path, 'expected an object {"particles": [...]}')
     extra = sorted(set(raw) - {"particles"})
     if extra:
         raise InputError(path, f"unknown top-level key(s) {', '.join(extra)}; only 'particles'")
@@ -68,6 +63,21 @@ def load_particles_file(path: str | Path, check_maps: bool = True) -> ParticleSe
     if check_maps:
         _check_maps(path, particle_set)
     return particle_set
+
+
+def _read_document(path: Path) -> Any:
+    """Parse the file: YAML for ``.yaml`` / ``.yml`` (safe loader), else JSON."""
+    import yaml
+
+    yaml_file = path.suffix.lower() in (".yaml", ".yml")
+    try:
+        text = path.read_text()
+        return yaml.safe_load(text) if yaml_file else json.loads(text)
+    except FileNotFoundError:
+        raise InputError(path, "particles file does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        kind = "YAML" if yaml_file else "JSON"
+        raise InputError(path, f"not a valid {kind} particles file: {squeeze_error(err)}") from None
 
 
 def _check_maps(path: Path, particle_set: ParticleSet) -> None:
