@@ -19,7 +19,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cryopick.evaluation.metric import score_picks
-from cryopick.inference.pipeline import LoadedModel, predict
+from cryopick.inference.pipeline import LoadedModel, PredictConfig, predict
 from cryopick.io.mrc import write_mrc
 from cryopick.io.omezarr import write_ome_zarr
 from cryopick.io.tomograms import read_tomograms
@@ -94,3 +94,24 @@ def test_mrc_zarr_and_finer_voxels_find_the_same_particles(tmp_path, bundled_mod
     assert len(strong) > 5
     # the same physical particles, coordinates within one (10 Å) voxel
     assert _matched_fraction(strong, from_fine, tol_A=SPACING_A) >= 0.8
+
+
+def test_inverted_contrast_is_detected_and_gives_the_same_picks(tmp_path, caplog):
+    # before polarity detection an inverted tomogram (particles bright) scored ~0; plain
+    # WBP (no CTF correction) can be too weak to tell: it is kept, never inverted wrongly
+    run = _simulated()
+    with caplog.at_level("WARNING"):
+        predict(write_mrc(tmp_path / "wbp" / "tomo.mrc", run.tomograms["wbp"], SPACING_A))
+    assert "contrast looks inverted" not in caplog.text
+    caplog.clear()
+    for tomo_type in ("denoised", "ctfdeconvolved"):
+        volume = run.tomograms[tomo_type]
+        plain = predict(write_mrc(tmp_path / "tomo.mrc", volume, SPACING_A))
+        inverted_path = write_mrc(tmp_path / "bright" / "tomo.mrc", -volume, SPACING_A)
+        with caplog.at_level("WARNING"):
+            inverted = predict(inverted_path)
+        assert "contrast looks inverted" in caplog.text
+        caplog.clear()
+        assert len(plain) > 20 and _matched_fraction(plain, inverted, 1.0) > 0.98
+        kept = predict(inverted_path, config=PredictConfig(invert=False))  # the user decides
+        assert score_picks(run.picks, kept).score < 0.3 < score_picks(run.picks, plain).score

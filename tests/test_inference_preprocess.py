@@ -4,7 +4,13 @@ import pytest
 from cryopick.core.coords import angstrom_to_voxels, voxels_to_angstrom
 from cryopick.core.errors import InputError
 from cryopick.inference import preprocess
-from cryopick.inference.preprocess import normalise_volume, resample_volume, resampled_shape
+from cryopick.inference.preprocess import (
+    measure_contrast_skew,
+    normalise_volume,
+    orient_contrast,
+    resample_volume,
+    resampled_shape,
+)
 
 
 def _reference_normalise(volume: np.ndarray, clip: float = 5.0) -> np.ndarray:
@@ -117,3 +123,19 @@ def test_resample_same_spacing_is_a_float32_copy():
     out = resample_volume(volume, 10.0, 10.0)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, volume)
+
+
+def test_contrast_polarity_is_detected_from_the_dark_tail():
+    rng = np.random.default_rng(0)
+    volume = rng.normal(0, 1, (48, 64, 64)).astype(np.float32)
+    z, y, x = np.mgrid[:48, :64, :64]
+    for cz, cy, cx in rng.integers(8, 40, (12, 3)):  # dense particles: darker than the ice
+        volume[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 16] -= 2.5
+    assert measure_contrast_skew(volume) < -0.3
+    assert measure_contrast_skew(-volume) > 0.3
+    bright = -volume
+    oriented = orient_contrast(bright.copy(), "tomo")  # detected: inverted back
+    np.testing.assert_array_equal(oriented, volume)
+    np.testing.assert_array_equal(orient_contrast(volume.copy(), "tomo"), volume)
+    np.testing.assert_array_equal(orient_contrast(bright.copy(), "tomo", invert=False), bright)
+    np.testing.assert_array_equal(orient_contrast(volume.copy(), "tomo", invert=True), bright)

@@ -50,6 +50,13 @@ SpacingOption = Annotated[
 TtaOption = Annotated[
     bool | None, typer.Option("--tta/--no-tta", help="Flip test-time augmentation (4x).")
 ]
+InvertOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--invert/--no-invert",
+        help="Particles bright in the input: invert (default: detect from the grey values).",
+    ),
+]
 BatchSizeOption = Annotated[int | None, typer.Option(min=1, help="Windows per batch.")]
 OverlapOption = Annotated[
     float | None, typer.Option(min=0.0, max=0.95, help="Window overlap fraction.")
@@ -141,6 +148,7 @@ def predict(
     spacing_A: SpacingOption = None,
     device: DeviceOption = None,
     tta: TtaOption = None,
+    invert: InvertOption = None,
     batch_size: BatchSizeOption = None,
     overlap: OverlapOption = None,
     precision: PrecisionOption = None,
@@ -168,6 +176,7 @@ def predict(
         config,
         device=device,
         tta=tta,
+        invert=invert,
         batch_size=batch_size,
         overlap=overlap,
         precision=precision,

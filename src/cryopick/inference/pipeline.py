@@ -42,6 +42,7 @@ from cryopick.inference.output import (
 from cryopick.inference.picking import PickSettings, check_threshold_names, pick_particles
 from cryopick.inference.preprocess import (
     normalise_volume,
+    orient_contrast,
     resample_volume,
     warn_if_smaller_than_window,
 )
@@ -86,6 +87,9 @@ class PredictConfig(BaseModel):
         :func:`cryopick.inference.runtime.resolve_precision`).
     tta : bool
         Flip test-time augmentation (x, y, xy flips; 4x the network time).
+    invert : bool or None
+        Contrast polarity: True inverts (particles bright in the input), False keeps it,
+        None (default) detects it (:func:`cryopick.inference.preprocess.orient_contrast`).
     patch_size : tuple of int, optional
         Inference window (z, y, x); default
         :func:`cryopick.inference.window.choose_patch_size` (up to 192³, larger than the
@@ -120,6 +124,7 @@ class PredictConfig(BaseModel):
     cross_class_fraction: float = Field(0.0, ge=0.0)
     cross_class_ratio: float = Field(1.0, ge=0.0, le=1.0)
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
+    invert: bool | None = None
 
 
 def check_config_for_model(
@@ -187,6 +192,7 @@ def predict_tomogram(
         )
         resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
         volume = normalise_volume(resampled, source=tomogram.source, inplace=True)
+    volume = orient_contrast(volume, tomogram.name, config.invert)
     warn_if_smaller_than_window(tomogram.name, volume.shape, card.patch_size, model_spacing_A)
     prob_map = predict_probability_map(
         model,

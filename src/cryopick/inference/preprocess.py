@@ -220,3 +220,65 @@ def warn_if_smaller_than_window(
             ", ".join(small),
         )
     return bool(small)
+
+
+POLARITY_SKEW_MARGIN = 0.1  # smoothed skewness above +margin: particles bright (inverted)
+
+
+def measure_contrast_skew(volume: NDArray[np.float32]) -> float:
+    """Skewness of a normalised tomogram smoothed to particle scale (negative: protein dark).
+
+    Protein, membranes and gold are denser than ice: in the usual polarity they are the
+    dark tail of the grey values, so the skewness of the volume, low-passed to remove
+    voxel noise (every 2nd voxel, then a Gaussian of sigma 0.75 of those), is negative.
+    Measured on 15 simulated tomograms: -0.1 to -0.96 for ``denoised`` and
+    ``ctfdeconvolved``; plain ``wbp`` (no CTF correction, weak low frequencies) -0.03 to
+    -0.3, too close to 0 to tell at times (then :func:`orient_contrast` keeps the input
+    and warns); never above 0.
+    """
+    smooth = ndimage.gaussian_filter(np.asarray(volume[::2, ::2, ::2], np.float32), 0.75)
+    sample = smooth.ravel()[::4].astype(np.float64)  # moments of ~2 M voxels: enough, fast
+    centred = sample - sample.mean()
+    squares = centred * centred
+    spread = float(np.sqrt(squares.mean()))
+    if spread == 0.0:
+        return 0.0
+    return float(np.dot(squares, centred) / len(centred) / spread**3)
+
+
+def orient_contrast(
+    volume: NDArray[np.float32], name: str, invert: bool | None = None
+) -> NDArray[np.float32]:
+    """Return the normalised volume with particles dark, as the models were trained.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        Output of :func:`normalise_volume` (changed in place when inverted).
+    name : str
+        Run name, for the log.
+    invert : bool or None
+        True / False: invert / keep, as the user says. None: invert when the contrast
+        looks inverted, i.e. :func:`measure_contrast_skew` is above
+        :data:`POLARITY_SKEW_MARGIN` (a warning says so; ``--no-invert`` keeps it).
+    """
+    if invert is None:
+        skew = measure_contrast_skew(volume)
+        invert = skew > POLARITY_SKEW_MARGIN
+        if invert:
+            log.warning(
+                "%s: contrast looks inverted (particles bright; smoothed skewness %+.2f): "
+                "inverting it (--no-invert keeps it as it is)",
+                name,
+                skew,
+            )
+        elif skew > -POLARITY_SKEW_MARGIN:
+            log.warning(
+                "%s: contrast polarity unclear (smoothed skewness %+.2f), kept as particles "
+                "dark; pass --invert if particles are bright",
+                name,
+                skew,
+            )
+    if invert:
+        np.negative(volume, out=volume)
+    return volume
