@@ -325,3 +325,18 @@ def test_czii_preset_particles_are_dark_and_centred():
             contrast, _, _ = _average_contrast(tomo, centres, template)
             dark_classes += contrast < -0.5
     assert dark_classes >= 4
+
+
+def test_only_a_finished_simulation_counts_as_complete(tmp_path):
+    from cryopick.simulate.project import is_complete_simulation
+
+    (tmp_path / "copick_config.json").write_text("{}")
+    assert not is_complete_simulation(tmp_path)  # no simulation.json
+    (tmp_path / "simulation.json").write_text(json.dumps({"complete": False}))
+    assert not is_complete_simulation(tmp_path)  # interrupted
+    (tmp_path / "simulation.json").write_text(json.dumps({"complete": True}))
+    assert is_complete_simulation(tmp_path)
+    (tmp_path / "copick_config.json").unlink()
+    assert not is_complete_simulation(tmp_path)
+    (tmp_path / "simulation.json").write_text("not json")
+    assert not is_complete_simulation(tmp_path)

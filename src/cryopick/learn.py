@@ -170,6 +170,7 @@ def _simulate_data(
 ) -> dict[str, Path]:
     """Simulate (or, on resume, reuse) the training and validation projects."""
     from cryopick.simulate import simulate_project
+    from cryopick.simulate.project import is_complete_simulation
 
     projects = {}
     for split, runs, seed in (
@@ -177,7 +178,7 @@ def _simulate_data(
         ("val", settings.val_runs, settings.seed + 1),
     ):
         folder = data_dir / split
-        if resume and _is_complete_simulation(folder):
+        if resume and is_complete_simulation(folder):
             log.info("%s: reusing the complete simulation", folder)
             projects[split] = folder / "copick_config.json"
             continue
@@ -194,15 +195,6 @@ def _simulate_data(
             distractors=settings.distractors,
         )
     return projects
-
-
-def _is_complete_simulation(folder: Path) -> bool:
-    """Tell whether ``folder`` holds a finished cryopick simulation."""
-    try:
-        record = json.loads((folder / "simulation.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(record.get("complete")) and (folder / "copick_config.json").is_file()
 
 
 def _train(

@@ -145,20 +145,17 @@ def choose_report_particles(
     """Return the particle set a report shows.
 
     The model card's when there is one; else the one the picks project's copick config
-    declares (:func:`cryopick.io.picks.copick_config.read_particle_set`); else
+    declares (:func:`cryopick.io.picks.copick_read.project_particle_set`); else
     ``particles`` (a particles file); else the CZII set. A ``particles`` set that is
     overridden by a different one is named in a warning.
     """
-    from cryopick.io.layout import resolve_layout
-    from cryopick.io.picks.copick_config import read_particle_set
+    from cryopick.io.picks.copick_read import project_particle_set
 
     chosen, source = None, ""
     if card is not None:
         chosen, source = card.particle_set, "the model's"
-    else:
-        layout = resolve_layout(picks_path, content="picks")
-        if layout is not None and (declared := read_particle_set(layout)) is not None:
-            chosen, source = declared, f"the picks project's ({layout.config_path})"
+    elif (declared := project_particle_set(picks_path)) is not None:
+        chosen, source = declared, f"the picks project's ({picks_path})"
     if chosen is None:
         return resolve_particle_set(particles)
     if particles is not None and (differences := particles.describe_differences(chosen)):

@@ -249,3 +249,20 @@ def _new_record(
         # the planned runs first: an interrupted simulation can still be replaced whole
         "runs": {run_name(i): {} for i in range(n_runs)},
     }
+
+
+def is_complete_simulation(folder: str | Path) -> bool:
+    """Tell whether ``folder`` holds a finished cryopick simulation (to reuse it as it is).
+
+    ``simulate_project`` marks ``simulation.json`` complete after its last run is written.
+    """
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / "simulation.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(record, dict)
+        and record.get("complete") is True
+        and (folder / "copick_config.json").is_file()
+    )

@@ -45,12 +45,9 @@ def source_particle_set(source: str | Path) -> ParticleSet:
     InputError
         If the source's copick config cannot be read or declares an invalid set.
     """
-    from cryopick.io.layout import resolve_layout
-    from cryopick.io.picks.copick_config import read_particle_set
+    from cryopick.io.picks.copick_read import project_particle_set
 
-    layout = resolve_layout(source, content="picks")
-    declared = read_particle_set(layout) if layout is not None else None
-    return declared if declared is not None else default_particle_set()
+    return project_particle_set(source) or default_particle_set()
 
 
 def run_sets(runs: Iterable[TrainRun]) -> list[Declared]:

@@ -104,14 +104,16 @@ def _simulated(
     path: Path, n_runs: int, seed: int, config: TrainConfig, particles: ParticleSet
 ) -> Path:
     from cryopick.simulate import simulate_project
+    from cryopick.simulate.project import is_complete_simulation
 
-    config_path, done = path / "copick_config.json", path / ".complete"
-    if done.exists() and config_path.exists():
+    config_path = path / "copick_config.json"
+    legacy_marker = (path / ".complete").exists() and config_path.exists()  # older runs
+    if is_complete_simulation(path) or legacy_marker:
         return config_path
     log.info("simulating %d runs (%s) into %s", n_runs, config.simulate_preset, path)
     # the project config holds absolute paths, so it is written in place (not renamed);
-    # the marker written last says it is complete; an interrupted simulation is replaced
-    config_path = simulate_project(
+    # simulation.json is marked complete last; an interrupted simulation is replaced
+    return simulate_project(
         path,
         n_runs,
         seed=seed,
@@ -122,5 +124,3 @@ def _simulated(
         # the CZII set as None: its project is written exactly as before sets existed
         particles=None if particles == default_particle_set() else particles,
     )
-    done.write_text("")
-    return config_path
