@@ -17,7 +17,12 @@ from cryopick.simulate.imaging import (
     interaction_constant,
     projection_matrix,
 )
-from cryopick.simulate.presets import REAL_COUNTS_MEAN_STD, REAL_VOLUME_A3, draw_counts
+from cryopick.simulate.presets import (
+    REAL_COUNTS_MEAN_STD,
+    REAL_VOLUME_A3,
+    draw_counts,
+    draw_run_params,
+)
 from cryopick.simulate.reconstruct import reconstruct_wbp
 from cryopick.simulate.templates import (
     load_templates,
@@ -340,3 +345,29 @@ def test_only_a_finished_simulation_counts_as_complete(tmp_path):
     assert not is_complete_simulation(tmp_path)
     (tmp_path / "simulation.json").write_text("not json")
     assert not is_complete_simulation(tmp_path)
+
+
+def test_varied_preset_draws_each_runs_tilt_scheme_within_its_ranges():
+    config = get_preset("varied")
+    draws = [draw_run_params(config, np.random.default_rng(seed)) for seed in range(40)]
+    lows = np.array([d["tilt_min_deg"] for d in draws])
+    highs = np.array([d["tilt_max_deg"] for d in draws])
+    assert np.all((lows <= -40.0) & (lows >= -70.0)) and np.all((highs >= 40) & (highs <= 70))
+    assert not np.allclose(lows, -highs)  # the two sides are drawn independently
+    assert {d["tilt_step_deg"] for d in draws} == {2.0, 3.0, 4.0}
+    angles = config.tilt_angles_deg(draws[0])
+    assert angles[0] == pytest.approx(draws[0]["tilt_min_deg"])
+    assert angles[-1] == pytest.approx(draws[0]["tilt_max_deg"])
+    assert np.diff(angles).mean() == pytest.approx(draws[0]["tilt_step_deg"], rel=0.1)
+
+
+def test_fixed_tilt_presets_draw_the_same_stream_as_before_tilt_ranges_existed():
+    # a czii run draws exactly one uniform per range field and the astigmatism angle, in
+    # field order, so runs simulated before per-run tilts existed reproduce bit for bit
+    config = get_preset("czii")
+    params = draw_run_params(config, np.random.default_rng(5))
+    assert "tilt_min_deg" not in params and "tilt_step_deg" not in params
+    rng = np.random.default_rng(5)
+    ranged = ["ice_thickness_fraction", "ice_tilt_deg", "ice_offset_fraction"]
+    assert [params[k] for k in ranged] == [rng.uniform(*getattr(config, k)) for k in ranged]
+    assert config.tilt_angles_deg(params).tolist() == np.arange(-45.0, 46.0, 3.0).tolist()

@@ -22,7 +22,12 @@ def simulate(
     ] = (184, 630, 630),
     spacing_A: Annotated[float, typer.Option("--spacing-A", help="Voxel size in Å.")] = 10.0,
     preset: Annotated[
-        str, typer.Option("--preset", help="czii (realistic) or easy (high SNR, fast tests).")
+        str,
+        typer.Option(
+            "--preset",
+            help="czii (realistic), varied (domain randomisation: imaging drawn per run "
+            "from wide ranges) or easy (high SNR, fast tests).",
+        ),
     ] = "czii",
     config: Annotated[
         Path | None,

@@ -194,7 +194,7 @@ def simulate_tilt_series(
     TiltSeries
     """
     nz, ny, nx = potential.shape
-    angles = config.tilt_angles_deg()
+    angles = config.tilt_angles_deg(params)
     order = dose_symmetric_order(angles)
     dose_per_tilt = params["dose_total_e_A2"] / len(angles)
     pre = np.empty(len(angles))

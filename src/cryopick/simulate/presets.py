@@ -7,12 +7,15 @@ a training set is varied and every run is reproducible from ``(config, seed)``.
 
 Presets: ``czii`` (default) imitates the CZII phantom data (dataset 10440: 300 kV, -45..45
 degrees in 3 degree steps, dose-symmetric, 120 e/Å², lysate crowded with serum albumin,
-vesicles); ``easy`` has high SNR and few crowders for fast tests.
+vesicles); ``easy`` has high SNR and few crowders for fast tests; ``varied`` (domain
+randomisation) draws each run's tilt range and step, defocus, dose, B-factor, ice thickness,
+crowding and misalignment from ranges that contain the CZII ones and reach well past them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -97,6 +100,13 @@ class SimulationConfig(BaseModel):
     detector_mtf: bool = True
     misalignment_vox: Range = Field((0.3, 1.2), description="std of per-tilt shifts")
     tilt_error_deg: Range = (0.0, 0.3)
+    # per-run tilt scheme (domain randomisation); None keeps tilt_min/max/step_deg above
+    tilt_extent_deg: Range | None = Field(
+        None, description="per run: the lowest and highest tilt's |angle|, drawn independently"
+    )
+    tilt_step_choices_deg: tuple[float, ...] | None = Field(
+        None, description="per run: the tilt step, one of these"
+    )
     # --- reconstruction outputs
     wiener_snr: float = Field(30.0, gt=0, description="Wiener SNR at zero frequency")
     wiener_falloff_A: float = Field(60.0, gt=0, description="SNR halves every this many 1/Å⁻¹")
@@ -115,9 +125,12 @@ class SimulationConfig(BaseModel):
         "bfactor_A2",
         "misalignment_vox",
         "tilt_error_deg",
+        "tilt_extent_deg",
     )
     @classmethod
-    def _check_range(cls, value: Range) -> Range:
+    def _check_range(cls, value: Range | None) -> Range | None:
+        if value is None:
+            return value
         low, high = value
         if low > high:
             raise ValueError(f"range low {low} > high {high}")
@@ -139,10 +152,35 @@ class SimulationConfig(BaseModel):
             raise ValueError("ice thickness fractions must lie in (0, 1]")
         return value
 
-    def tilt_angles_deg(self) -> np.ndarray:
-        """Return the nominal tilt angles, ascending."""
-        n = round((self.tilt_max_deg - self.tilt_min_deg) / self.tilt_step_deg) + 1
-        return np.linspace(self.tilt_min_deg, self.tilt_max_deg, n)
+    @field_validator("tilt_extent_deg")
+    @classmethod
+    def _check_extent(cls, value: Range | None) -> Range | None:
+        if value is not None and not 0 < value[0] <= value[1] <= 90:
+            raise ValueError("tilt extents must lie in (0, 90] degrees")
+        return value
+
+    @field_validator("tilt_step_choices_deg")
+    @classmethod
+    def _check_steps(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and (not value or min(value) <= 0):
+            raise ValueError("tilt step choices must be positive and at least one")
+        return value
+
+    def tilt_angles_deg(self, params: Mapping[str, float] | None = None) -> np.ndarray:
+        """Return the nominal tilt angles, ascending.
+
+        Parameters
+        ----------
+        params : mapping, optional
+            A run's drawn values (:func:`draw_run_params`): its ``tilt_min_deg``,
+            ``tilt_max_deg`` and ``tilt_step_deg`` replace the config's when present.
+        """
+        params = params or {}
+        low = params.get("tilt_min_deg", self.tilt_min_deg)
+        high = params.get("tilt_max_deg", self.tilt_max_deg)
+        step = params.get("tilt_step_deg", self.tilt_step_deg)
+        n = round((high - low) / step) + 1
+        return np.linspace(low, high, n)
 
 
 PRESETS: dict[str, SimulationConfig] = {
@@ -168,8 +206,25 @@ PRESETS: dict[str, SimulationConfig] = {
         tilt_min_deg=-60.0,
         tilt_max_deg=60.0,
     ),
+    # domain randomisation: every run draws its imaging from ranges wider than the CZII
+    # data's (which they contain), so a model trained on them meets unseen microscopes
+    "varied": SimulationConfig(
+        name="varied",
+        ice_thickness_fraction=(0.45, 0.95),
+        ice_tilt_deg=(-8.0, 8.0),
+        crowding_fraction=(0.01, 0.07),
+        vesicles_per_um2=(0.0, 12.0),
+        dose_total_e_A2=(50.0, 180.0),
+        defocus_um=(1.5, 6.5),
+        astigmatism_um=(0.0, 0.6),
+        bfactor_A2=(30.0, 500.0),
+        misalignment_vox=(0.2, 2.0),
+        tilt_error_deg=(0.0, 0.6),
+        tilt_extent_deg=(40.0, 70.0),
+        tilt_step_choices_deg=(2.0, 3.0, 4.0),
+    ),
 }
-PresetName = Literal["czii", "easy"]
+PresetName = Literal["czii", "easy", "varied"]
 
 
 def get_preset(preset: str | SimulationConfig) -> SimulationConfig:
@@ -188,14 +243,22 @@ def draw_run_params(config: SimulationConfig, rng: np.random.Generator) -> dict[
     Returns
     -------
     dict
-        Scalar values keyed like the config fields (plus ``astigmatism_angle_deg``).
+        Scalar values keyed like the config fields (plus ``astigmatism_angle_deg``; plus
+        ``tilt_min_deg``/``tilt_max_deg`` and ``tilt_step_deg`` when the config draws them).
     """
-    per_object = {"vesicle_radius_A"}  # drawn per vesicle, not per run
+    # drawn per vesicle, or below; None-valued options draw nothing, so a config without
+    # them reproduces the runs made before they existed
+    special = {"vesicle_radius_A", "tilt_extent_deg", "tilt_step_choices_deg"}
     ranged = [
-        k for k, v in config.model_dump().items() if isinstance(v, tuple) and k not in per_object
+        k for k, v in config.model_dump().items() if isinstance(v, tuple) and k not in special
     ]
     params = {k: float(rng.uniform(*getattr(config, k))) for k in ranged}
     params["astigmatism_angle_deg"] = float(rng.uniform(0, 180))
+    if config.tilt_extent_deg is not None:
+        params["tilt_min_deg"] = -float(rng.uniform(*config.tilt_extent_deg))
+        params["tilt_max_deg"] = float(rng.uniform(*config.tilt_extent_deg))
+    if config.tilt_step_choices_deg is not None:
+        params["tilt_step_deg"] = float(rng.choice(config.tilt_step_choices_deg))
     return params
 
 
