@@ -70,6 +70,18 @@ ThresholdOption = Annotated[
         help="Threshold of one of the model's particle types, instead of the card's (repeat).",
     ),
 ]
+MinPrecisionOption = Annotated[
+    float | None,
+    typer.Option(
+        "--min-precision",
+        metavar="P",
+        help=(
+            "Instead of the card's thresholds, keep per type the strongest picks whose mean "
+            "calibrated score (expected precision) is at least P, 0 < P <= 1; needs a "
+            "model with calibrated scores."
+        ),
+    ),
+]
 
 Workers = Annotated[
     int | None,
@@ -153,6 +165,7 @@ def predict(
     overlap: OverlapOption = None,
     precision: PrecisionOption = None,
     threshold: ThresholdOption = None,
+    min_precision: MinPrecisionOption = None,
     config: PredictConfigOption = None,
     quiet: QuietOption = False,
     workers: Workers = None,
@@ -180,6 +193,7 @@ def predict(
         batch_size=batch_size,
         overlap=overlap,
         precision=precision,
+        min_precision=min_precision,
     )
     if threshold:
         settings = with_thresholds(settings, parse_thresholds(threshold))

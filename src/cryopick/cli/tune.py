@@ -1,4 +1,4 @@
-"""``cryopick tune``: re-tune a model's per-class thresholds on annotated runs."""
+"""``cryopick tune``: re-tune a model's per-class thresholds and score calibration."""
 
 from __future__ import annotations
 
@@ -48,7 +48,10 @@ def tune(
     quiet: QuietOption = False,
     overwrite: OverwriteModelOption = False,
 ) -> None:
-    """Re-tune per-class thresholds for F-beta on annotated runs; write a tuned model copy."""
+    """Re-tune per-class thresholds (F-beta) and score calibration on annotated runs.
+
+    Writes a tuned model copy; its picks' scores are calibrated probabilities.
+    """
     from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
     from cryopick.evaluation.tuning import tune_model
 
@@ -68,4 +71,4 @@ def tune(
     )
     for name, value in thresholds.items():
         typer.echo(f"{name:>20s}  {value:.4f}")
-    typer.echo(f"tuned model written to {out}")
+    typer.echo(f"tuned model (thresholds and score calibration) written to {out}")

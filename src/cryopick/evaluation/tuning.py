@@ -1,25 +1,31 @@
 """Re-tuning a model's per-class thresholds on a user's annotated runs (``cryopick tune``).
 
-Every run is predicted keeping all peaks above a low floor (scored candidates); per class of
-the model card's particle set the threshold maximising F-beta (beta = 4) against the
-annotations (read and scored in that set: its names, radii and weights) is chosen and scored with
-:func:`cryopick.evaluation.thresholds.tune_and_score` (as training validation does), and a
-copy of the model is written with those thresholds and the validation metrics they give in
-its card.
+Every run is predicted keeping all peaks above a low floor (scored candidates, raw peak
+values); per class of the model card's particle set the threshold maximising F-beta
+(beta = 4) against the annotations (read and scored in that set: its names, radii and
+weights) is chosen and scored with :func:`cryopick.evaluation.thresholds.tune_and_score`
+(as training validation does), the score calibration is refitted on the same candidates
+(:func:`cryopick.evaluation.calibration.fit_calibration`), and a copy of the model is
+written with those thresholds, that calibration and the validation metrics in its card.
+:func:`calibrate_model` refits only the calibration, on annotated runs of one or more
+projects (e.g. validation simulations), and keeps the thresholds.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from cryopick.core.errors import InputError
 from cryopick.core.particles import ParticleSet
+from cryopick.evaluation.calibration import fit_calibration
 from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
 from cryopick.evaluation.thresholds import TunedScore, tune_and_score
+from cryopick.inference.picking import CANDIDATE_MIN_SCORE
 from cryopick.inference.pipeline import LoadedModel, PredictConfig, predict_tomograms
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.picks import read_truth
@@ -29,13 +35,15 @@ from cryopick.model import (
     CARD_FILENAME,
     WEIGHTS_FILENAME,
     ModelCard,
+    ScoreCalibration,
     check_model_folder,
+    load_model,
     read_model_card,
 )
 
 log = logging.getLogger(__name__)
 
-TUNING_MIN_SCORE = 0.02  # candidates for threshold tuning: every peak above this
+TUNING_MIN_SCORE = CANDIDATE_MIN_SCORE  # candidates for tuning: every peak above this
 
 
 def tune_model(
@@ -55,15 +63,17 @@ def tune_model(
     overwrite: bool = False,
     model: LoadedModel | None = None,
 ) -> dict[str, float]:
-    """Re-tune per-class thresholds on annotated runs; write the model with the new card.
+    """Re-tune per-class thresholds and calibration on annotated runs; write the new model.
 
-    Predicts every run of ``data`` keeping all peaks above a low floor, chooses per class
-    the threshold maximising F-beta against the annotations
-    (:func:`cryopick.evaluation.metric.tune_thresholds`), and writes ``out_dir/model.pt``
-    (a copy) and ``out_dir/model.json`` (the card with the new thresholds and metrics).
-    With ``config.tta`` the maps are flip-averaged and the thresholds go to the card's
-    ``thresholds_tta`` (used by ``predict --tta``); the rest of the card is kept. The
-    card's particle set gives the classes and the annotations' names, radii and weights.
+    Predicts every run of ``data`` keeping all peaks above a low floor (raw scores, also
+    for a calibrated model), chooses per class the threshold maximising F-beta against the
+    annotations (:func:`cryopick.evaluation.metric.tune_thresholds`), refits the score
+    calibration on the same candidates (:func:`cryopick.evaluation.calibration.fit_calibration`)
+    and writes ``out_dir/model.pt`` (a copy) and ``out_dir/model.json`` (the card with the
+    new thresholds, calibration and metrics). With ``config.tta`` the maps are flip-averaged
+    and both go to ``thresholds_tta`` and ``calibration_tta`` (used by ``predict --tta``);
+    the rest of the card is kept. The card's particle set gives the classes and the
+    annotations' names, radii and weights.
 
     Parameters
     ----------
@@ -74,7 +84,7 @@ def tune_model(
         Where the tuned model goes (must differ from ``model_dir``; a folder already
         holding a model is refused unless ``overwrite``).
     config : PredictConfig, optional
-        Prediction settings (its thresholds and min_score are replaced).
+        Prediction settings (its thresholds, min_score and min_precision are replaced).
     tomo_type, runs : str, list of str
         Reconstruction type to read; only these runs (default: all).
     truth : str or Path, optional
@@ -88,8 +98,7 @@ def tune_model(
     show_progress, overwrite : bool
         Show progress bars; replace a model already in ``out_dir``.
     model : (torch.nn.Module, ModelCard), optional
-        ``model_dir``'s network and card, already loaded: predicts with them instead of
-        loading the folder again (its weights file is still what is copied).
+        ``model_dir``'s network and card, already loaded (its weights file is still copied).
 
     Returns
     -------
@@ -105,19 +114,103 @@ def tune_model(
     tomograms = read_inputs(data, tomo_type, runs)
     names = {t.name for t in tomograms}
     truth_df = _read_tuning_truth(truth or data, names, truth_user, truth_session, particles)
-    # every peak above a low floor is a candidate; tuning picks the threshold per class
-    config = (config or PredictConfig()).model_copy(
-        update={"thresholds": _floor_thresholds(particles), "min_score": 0.0}
-    )
-    source = model_dir if model is None else None
+    config = _candidate_config(config, particles)
+    raw_model = _raw_scores_model(model or load_model(model_dir, device="cpu"))
     candidates = predict_tomograms(
-        tomograms, source, config, model=model, show_progress=show_progress
+        tomograms, None, config, model=raw_model, show_progress=show_progress
     )
     tuned = tune_and_score(truth_df, candidates, beta, tolerance, particles)
+    calibration = fit_calibration(truth_df, candidates, particles)  # the same candidates
     described = f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"
-    _write_tuned_model(model_dir, out_dir, _tuned_card(card, tuned, config.tta, described))
+    new_card = _tuned_card(card, tuned, config.tta, described)
+    _write_tuned_model(model_dir, out_dir, _calibrated_card(new_card, calibration, config.tta))
     log.info("tuned thresholds written to %s (score %.4f)", out_dir, tuned.score)
     return tuned.thresholds
+
+
+def calibrate_model(
+    model_dir: str | Path,
+    projects: Sequence[str | Path],
+    out_dir: str | Path,
+    config: PredictConfig | None = None,
+    *,
+    tomo_type: str = DEFAULT_TOMO_TYPE,
+    truth_user: str | None = None,
+    truth_session: str | None = None,
+    show_progress: bool = False,
+    overwrite: bool = False,
+    model: LoadedModel | None = None,
+) -> dict[str, ScoreCalibration]:
+    """Fit a model's score calibration on annotated runs; write a copy with it in its card.
+
+    Every run of every project is predicted keeping all peaks above the candidate floor
+    (raw scores); the calibration is fitted on all of them together
+    (:func:`cryopick.evaluation.calibration.fit_calibration`) and stored in the card's
+    ``calibration`` (``calibration_tta`` with ``config.tta``). Thresholds, metrics and the
+    rest of the card are kept. For the bundled model, pass simulated validation projects
+    (truth user ``simulation``), never the held-out runs it is measured on.
+
+    Parameters
+    ----------
+    model_dir : str or Path
+        Model to calibrate.
+    projects : sequence of str or Path
+        Annotated copick projects (configs) or Kaggle roots; runs of equal names in two
+        projects are kept apart.
+    out_dir : str or Path
+        Where the calibrated copy goes (a new folder, unless ``overwrite``).
+    config : PredictConfig, optional
+        Prediction settings (``tta``, device...); thresholds and min_precision are replaced.
+    tomo_type, truth_user, truth_session : str
+        Reconstruction type read; whose annotations are the truth (e.g. ``simulation``).
+    show_progress, overwrite : bool
+        Show progress bars; replace a model already in ``out_dir``.
+    model : (torch.nn.Module, ModelCard), optional
+        ``model_dir``'s network and card, already loaded (its weights file is still what
+        is copied).
+
+    Returns
+    -------
+    dict of str to ScoreCalibration
+        The fitted calibration, by particle name.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.resolve() == model_dir.resolve():
+        raise InputError(out_dir, "the calibrated model must go to a new folder")
+    check_model_folder(out_dir, overwrite=overwrite)
+    card = read_model_card(model_dir) if model is None else model[1]
+    loaded = _raw_scores_model(model or load_model(model_dir, device="cpu"))
+    particles = card.particle_set
+    config = _candidate_config(config, particles)
+    truths, candidates = [], []
+    for i, project in enumerate(projects):
+        tomograms = read_inputs(project, tomo_type, None)
+        names = {t.name for t in tomograms}
+        truth = _read_tuning_truth(project, names, truth_user, truth_session, particles)
+        found = predict_tomograms(
+            tomograms, None, config, model=loaded, show_progress=show_progress
+        )
+        truths.append(truth.assign(experiment=[f"{i}:{r}" for r in truth["experiment"]]))
+        candidates.append(found.assign(experiment=[f"{i}:{r}" for r in found["experiment"]]))
+    calibration = fit_calibration(
+        pd.concat(truths, ignore_index=True), pd.concat(candidates, ignore_index=True), particles
+    )
+    _write_tuned_model(model_dir, out_dir, _calibrated_card(card, calibration, config.tta))
+    log.info("calibrated model written to %s", out_dir)
+    return calibration
+
+
+def _candidate_config(config: PredictConfig | None, particles: ParticleSet) -> PredictConfig:
+    """``config`` keeping every peak above the candidate floor, with raw scores."""
+    return (config or PredictConfig()).model_copy(
+        update={"thresholds": _floor_thresholds(particles), "min_score": 0.0, "min_precision": None}
+    )
+
+
+def _raw_scores_model(model: LoadedModel) -> LoadedModel:
+    """Return the network with its card stripped of calibration: candidates keep raw scores."""
+    network, card = model
+    return network, card.model_copy(update={"calibration": {}, "calibration_tta": {}})
 
 
 def _tuned_card(card: ModelCard, tuned: TunedScore, tta: bool, data: str) -> ModelCard:
@@ -131,6 +224,13 @@ def _tuned_card(card: ModelCard, tuned: TunedScore, tta: bool, data: str) -> Mod
         "validation_data": [data],
     }
     return card.model_copy(update=update)
+
+
+def _calibrated_card(
+    card: ModelCard, calibration: dict[str, ScoreCalibration], tta: bool
+) -> ModelCard:
+    """Return ``card`` with ``calibration`` (TTA: as ``calibration_tta``)."""
+    return card.model_copy(update={"calibration_tta" if tta else "calibration": calibration})
 
 
 def _write_tuned_model(model_dir: Path, out_dir: Path, card: ModelCard) -> None:

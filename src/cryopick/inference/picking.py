@@ -3,9 +3,15 @@
 :func:`pick_particles` takes a network's probability map (on its native, possibly strided,
 grid) and :class:`PickSettings`: which thresholds apply (the model card's, its TTA ones, a
 user's overrides, or a low floor for tuning candidates), the expected blob size (from the
-training target, :class:`cryopick.model.TargetSpec`) and the peak-finding options. It places
-the strided grid with :func:`cryopick.core.coords.strided_origin_A` and finds peaks with
-:func:`cryopick.inference.peaks.find_peaks`. Callers:
+training target, :class:`cryopick.model.TargetSpec`), the peak-finding options and the
+card's score calibration. It places the strided grid with
+:func:`cryopick.core.coords.strided_origin_A` and finds peaks with
+:func:`cryopick.inference.peaks.find_peaks`; thresholds always apply to the raw peak value,
+then scores are calibrated (:func:`cryopick.model.calibration.apply_calibration`) when the
+card has a calibration, so a calibrated model picks the same set as before, scored as
+probabilities. With ``min_precision``, the card's thresholds are replaced by a selection of
+the candidates above :data:`CANDIDATE_MIN_SCORE` per class for that expected precision
+(:func:`cryopick.model.calibration.select_for_min_precision`). Callers:
 :func:`cryopick.inference.pipeline.predict_tomogram` (``cryopick predict`` and ``tune``) and
 :func:`cryopick.training.trainer.validate`.
 """
@@ -22,16 +28,25 @@ from numpy.typing import NDArray
 from cryopick.core.coords import strided_origin_A
 from cryopick.core.errors import InputError
 from cryopick.core.particles import ParticleSet, resolve_particle_set
+from cryopick.inference.output import OutputFormat, check_format_for_set
 from cryopick.inference.peaks import (
     DEFAULT_BLOB_RATIO_RANGE,
     DEFAULT_NMS_FRACTION,
     DEFAULT_THRESHOLD,
     find_peaks,
 )
+from cryopick.model.calibration import (
+    ScoreCalibration,
+    apply_calibration,
+    select_for_min_precision,
+)
 from cryopick.model.card import ModelCard, TargetSpec, canonical_thresholds
 
 if TYPE_CHECKING:
     from cryopick.inference.pipeline import PredictConfig
+
+CANDIDATE_MIN_SCORE = 0.02
+"""Raw floor of candidate picks: tuning and calibration fits, ``--min-precision``."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,11 @@ class PickSettings:
         Cross-class resolution (see :func:`cryopick.inference.peaks.resolve_cross_class`).
     particles : ParticleSet or None
         The types of the map's channels (names, radii): the model's set; None: the CZII set.
+    calibration : mapping of str to ScoreCalibration
+        Per class, the map from raw peak value to calibrated score (empty: raw scores).
+    min_precision : float or None
+        Keep, per class, the strongest picks of this expected precision (needs
+        ``calibration``; ``thresholds`` are then only a floor).
     """
 
     target: TargetSpec = field(default_factory=TargetSpec)
@@ -68,6 +88,8 @@ class PickSettings:
     cross_class_fraction: float = 0.0
     cross_class_ratio: float = 1.0
     particles: ParticleSet | None = None
+    calibration: Mapping[str, ScoreCalibration] = field(default_factory=dict)
+    min_precision: float | None = None
 
     @classmethod
     def for_model(cls, card: ModelCard, config: PredictConfig) -> PickSettings:
@@ -75,17 +97,28 @@ class PickSettings:
 
         Thresholds: the card's ``thresholds_tta`` for a TTA prediction when the card has them,
         else its ``thresholds``; ``config.thresholds`` override single classes (names or
-        aliases of the card's particle set).
+        aliases of the card's particle set). Calibration: the card's, chosen the same way
+        (:func:`choose_calibration`). With ``config.min_precision`` the card's thresholds
+        give way to :data:`CANDIDATE_MIN_SCORE` (overrides stay, as raw floors).
 
         Raises
         ------
         InputError
-            If an override names no type of the model (see :func:`check_threshold_names`).
+            If an override names no type of the model (see :func:`check_threshold_names`),
+            or ``min_precision`` is asked of a card without calibration.
         """
         particles = card.particle_set
+        check_min_precision(config, card)
+        if config.min_precision is None:
+            thresholds = choose_thresholds(card, config.tta, config.thresholds, particles)
+        else:
+            thresholds = dict.fromkeys(particles.names, CANDIDATE_MIN_SCORE)
+            thresholds.update(check_threshold_names(config.thresholds or {}, particles))
         return cls(
             target=card.target,
-            thresholds=choose_thresholds(card, config.tta, config.thresholds, particles),
+            thresholds=thresholds,
+            calibration=choose_calibration(card, config.tta),
+            min_precision=config.min_precision,
             min_score=config.min_score,
             nms_fraction=config.nms_fraction,
             blob_ratio_range=config.blob_ratio_range,
@@ -179,6 +212,53 @@ def choose_thresholds(
     return chosen
 
 
+def choose_calibration(card: ModelCard, tta: bool = False) -> dict[str, ScoreCalibration]:
+    """Return the score calibration a prediction uses (empty: scores stay raw).
+
+    The card's ``calibration_tta`` for a flip-TTA prediction when it has one, else its
+    ``calibration`` (as :func:`choose_thresholds` falls back for thresholds).
+    """
+    return dict((card.calibration_tta if tta else None) or card.calibration)
+
+
+def check_min_precision(config: PredictConfig | None, card: ModelCard) -> None:
+    """Refuse ``min_precision`` for a model whose card has no score calibration.
+
+    Raises
+    ------
+    InputError
+        One line, when ``config.min_precision`` is set and the card has no calibration.
+    """
+    if config is None or config.min_precision is None or choose_calibration(card, config.tta):
+        return
+    raise InputError(
+        None,
+        "--min-precision needs calibrated scores, but this model's card has no calibration "
+        "(fit one on annotated runs with cryopick tune)",
+    )
+
+
+def check_config_for_model(
+    config: PredictConfig | None, card: ModelCard, format: OutputFormat | str | None = None
+) -> ParticleSet:
+    """Check a prediction's settings and output format against the model; return its set.
+
+    Raises
+    ------
+    InputError
+        One line: a threshold override of a type the model does not have (listing its
+        types), ``min_precision`` without a calibration in the card, or the ``kaggle``
+        format for a set other than the CZII one.
+    """
+    particles = card.particle_set
+    if format is not None:
+        check_format_for_set(format, particles)
+    if config is not None and config.thresholds:
+        check_threshold_names(config.thresholds, particles)
+    check_min_precision(config, card)
+    return particles
+
+
 def pick_particles(
     probs: NDArray,
     settings: PickSettings,
@@ -206,9 +286,9 @@ def pick_particles(
     Returns
     -------
     pandas.DataFrame
-        Picks table, positions in Å.
+        Picks table, positions in Å; scores calibrated when ``settings.calibration`` is.
     """
-    return find_peaks(
+    picks = find_peaks(
         probs,
         spacing_A=spacing_A * stride,
         experiment=experiment,
@@ -223,3 +303,8 @@ def pick_particles(
         origin_A=strided_origin_A(stride, spacing_A),
         particles=settings.particles,
     )
+    if settings.calibration:
+        picks = apply_calibration(picks, settings.calibration)
+    if settings.min_precision is not None:
+        picks = select_for_min_precision(picks, settings.min_precision)
+    return picks

@@ -35,11 +35,10 @@ from cryopick.inference.output import (
     PICKS_USER_ID,
     OutputFormat,
     RunShape,
-    check_format_for_set,
     check_output_target,
     write_predictions,
 )
-from cryopick.inference.picking import PickSettings, check_threshold_names, pick_particles
+from cryopick.inference.picking import PickSettings, check_config_for_model, pick_particles
 from cryopick.inference.preprocess import (
     normalise_volume,
     orient_contrast,
@@ -62,6 +61,7 @@ __all__ = [
     "LoadedModel",
     "OutputFormat",
     "PredictConfig",
+    "check_config_for_model",
     "count_picks_per_run",
     "predict",
     "predict_tomogram",
@@ -97,6 +97,10 @@ class PredictConfig(BaseModel):
     thresholds : dict, optional
         Per-class thresholds overriding the model card's, by name or alias of the model's
         particle set (checked against it when predicting: :func:`check_config_for_model`).
+    min_precision : float or None
+        Instead of the card's thresholds, keep per class the strongest picks whose mean
+        calibrated score (expected precision) is at least this, in (0, 1]; needs a card
+        with a calibration (:class:`cryopick.inference.picking.PickSettings`).
     min_score : float
         Floor on every threshold.
     nms_fraction, cross_class_fraction : float
@@ -119,31 +123,13 @@ class PredictConfig(BaseModel):
     tta: bool = False
     patch_size: tuple[int, int, int] | None = None
     thresholds: dict[str, Threshold] | None = None
+    min_precision: float | None = Field(None, gt=0.0, le=1.0)
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     nms_fraction: float = Field(0.6, gt=0.0)
     cross_class_fraction: float = Field(0.0, ge=0.0)
     cross_class_ratio: float = Field(1.0, ge=0.0, le=1.0)
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
     invert: bool | None = None
-
-
-def check_config_for_model(
-    config: PredictConfig | None, card: ModelCard, format: OutputFormat | str | None = None
-) -> ParticleSet:
-    """Check a prediction's settings and output format against the model; return its set.
-
-    Raises
-    ------
-    InputError
-        One line: a threshold override of a type the model does not have (listing its
-        types), or the ``kaggle`` format for a set other than the CZII one.
-    """
-    particles = card.particle_set
-    if format is not None:
-        check_format_for_set(format, particles)
-    if config is not None and config.thresholds:
-        check_threshold_names(config.thresholds, particles)
-    return particles
 
 
 def predict_tomogram(
@@ -164,8 +150,8 @@ def predict_tomogram(
     model : torch.nn.Module
         The network (from :func:`cryopick.model.load_model`).
     card : ModelCard
-        Its card: ``spacing_A``, ``patch_size``, ``target`` and the thresholds are used
-        (see :meth:`cryopick.inference.picking.PickSettings.for_model`).
+        Its card: ``spacing_A``, ``patch_size``, ``target``, the thresholds and the score
+        calibration are used (see :meth:`cryopick.inference.picking.PickSettings.for_model`).
     config : PredictConfig, optional
         Settings; keyword ``options`` (the fields of :class:`PredictConfig`) override it.
     progress : callable, optional
@@ -174,7 +160,8 @@ def predict_tomogram(
     Returns
     -------
     pandas.DataFrame
-        Picks table, ``experiment = tomogram.name``, positions in Å of the input frame.
+        Picks table, ``experiment = tomogram.name``, positions in Å of the input frame;
+        ``score`` is the calibrated probability when the card has a calibration.
     """
     # validate the options (model_copy(update=...) would not: a JSON list left in a tuple
     # field, as batch workers pass them, made every model_dump warn)

@@ -1,7 +1,9 @@
 """The network, its typed model card, the model files and the bundled model.
 
 Modules: :mod:`.network` (the U-Net), :mod:`.card` (:class:`ModelCard`, :class:`TargetSpec`),
-:mod:`.store` (save / read / load a model folder), :mod:`.bundled` (the shipped model).
+:mod:`.calibration` (:class:`ScoreCalibration`: a card's map from raw peak value to
+calibrated score), :mod:`.store` (save / read / load a model folder), :mod:`.bundled` (the
+shipped model).
 
 Callers import from here (``from cryopick.model import load_model``), at call time where a
 test may replace the function (``monkeypatch.setattr(cryopick.model, "load_model", ...)``).
@@ -9,6 +11,7 @@ test may replace the function (``monkeypatch.setattr(cryopick.model, "load_model
 
 from cryopick.inference.runtime import describe_hardware
 from cryopick.model.bundled import bundled_model_dir
+from cryopick.model.calibration import Calibration, ScoreCalibration
 from cryopick.model.card import (
     MAX_THRESHOLD,
     ClassMetrics,
@@ -35,10 +38,12 @@ __all__ = [
     "CHECKPOINT_FILENAME",
     "MAX_THRESHOLD",
     "WEIGHTS_FILENAME",
+    "Calibration",
     "ClassMetrics",
     "ModelCard",
     "ModelConfig",
     "Positive",
+    "ScoreCalibration",
     "TargetKind",
     "TargetSpec",
     "Threshold",

@@ -2,10 +2,13 @@
 
 :class:`ModelCard` is the one type every stage reads a model's settings from: architecture,
 voxel size, input normalisation, patch size, the training target (:class:`TargetSpec`),
-training data and steps, per-class tuned thresholds (plain and for flip-TTA maps),
-validation metrics (:class:`ClassMetrics`), learning curve, wall time and hardware. It is
-validated on load (:func:`cryopick.model.store.read_model_card`): thresholds in [0, 1]
-keyed by canonical particle name, a voxel size > 0, a known target.
+training data and steps, per-class tuned thresholds and score calibrations (plain and
+for flip-TTA maps), validation metrics (:class:`ClassMetrics`), learning curve, wall time
+and hardware. It is validated on load (:func:`cryopick.model.store.read_model_card`):
+thresholds in [0, 1] and calibration tables
+(:class:`cryopick.model.calibration.ScoreCalibration`) keyed by canonical particle name, a
+voxel size > 0, a known target. Cards without a calibration (all cards written before it
+existed) give raw peak values as pick scores.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,7 +27,10 @@ from cryopick.core.particles import (
     resolve_particle_set,
 )
 from cryopick.inference.runtime import describe_hardware
+from cryopick.model.calibration import ScoreCalibration
 from cryopick.model.network import ModelConfig
+
+V = TypeVar("V")
 
 # tuning gives a class without a useful threshold one just above its best score
 # (np.nextafter), a hair above 1 when that score is 1 ("keep nothing"): tolerated
@@ -104,11 +110,12 @@ class ClassMetrics(BaseModel):
 
 
 def canonical_thresholds(
-    thresholds: Mapping[str, float], particles: ParticleSet | None = None
-) -> dict[str, float]:
+    thresholds: Mapping[str, V], particles: ParticleSet | None = None
+) -> dict[str, V]:
     """Key thresholds by the set's particle names (aliases resolved, unknown names refused).
 
-    ``particles`` is the set the names belong to (default: the CZII set).
+    ``particles`` is the set the names belong to (default: the CZII set). Any per-class
+    values (e.g. calibration tables) are keyed the same way.
 
     Raises
     ------
@@ -116,12 +123,12 @@ def canonical_thresholds(
         For an unknown particle name, or one type given twice (under two aliases).
     """
     particle_set = resolve_particle_set(particles)
-    canonical: dict[str, float] = {}
+    canonical: dict[str, V] = {}
     given: dict[str, str] = {}
     for name, value in thresholds.items():
         key = particle_set.resolve(name)  # UnknownParticleError is a ValueError
         if key in canonical:
-            raise ValueError(f"{key} has two thresholds ({given[key]!r} and {name!r})")
+            raise ValueError(f"{key} is given twice ({given[key]!r} and {name!r})")
         canonical[key], given[key] = value, name
     return canonical
 
@@ -159,6 +166,14 @@ class ModelCard(BaseModel):
     thresholds_tta : dict
         The same, tuned on flip-TTA maps (used by ``predict --tta``; empty: use
         ``thresholds``).
+    calibration : dict of str to ScoreCalibration
+        Per class, the map from raw peak value to the probability that a pick is right,
+        fitted on annotated validation runs (:mod:`cryopick.evaluation.calibration`); with
+        it, a pick's ``score`` is that probability (thresholds still apply to the raw
+        value). Empty (cards before it existed): scores stay raw peak values.
+    calibration_tta : dict of str to ScoreCalibration
+        The same, fitted on flip-TTA maps (used by ``predict --tta``; empty: use
+        ``calibration``).
     validation : list of ClassMetrics
         Per-class precision, recall and F-beta at the tuned thresholds.
     score : float or None
@@ -188,6 +203,8 @@ class ModelCard(BaseModel):
     )
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     thresholds_tta: dict[str, Threshold] = Field(default_factory=dict)
+    calibration: dict[str, ScoreCalibration] = Field(default_factory=dict)
+    calibration_tta: dict[str, ScoreCalibration] = Field(default_factory=dict)
     validation: list[ClassMetrics] = Field(default_factory=list)
     score: float | None = None
     learning_curve: list[tuple[float, int, float]] = Field(default_factory=list)
@@ -210,7 +227,7 @@ class ModelCard(BaseModel):
                 f"{self.architecture.n_classes - 1} particle channels"
             )
         self.particles = particle_set.to_records()
-        for field_name in ("thresholds", "thresholds_tta"):
+        for field_name in ("thresholds", "thresholds_tta", "calibration", "calibration_tta"):
             try:
                 named = canonical_thresholds(getattr(self, field_name), particle_set)
             except ValueError as err:

@@ -79,11 +79,14 @@ def render_summary_table(
 ) -> str:
     """Render the per-class summary (:func:`cryopick.report.summarise_picks_per_class`) as HTML.
 
-    ``particles`` gives each type's colour (default the CZII set).
+    ``particles`` gives each type's colour (default the CZII set). An
+    ``expected_particles`` column (calibrated scores) is shown after the picks.
     """
     particle_set = resolve_particle_set(particles)
     with_truth = "tp" in table.columns
-    head = ["particle type", "picks", "score min", "score median", "score max"]
+    expected = "expected_particles" in table.columns  # calibrated scores
+    head = ["particle type", "picks", *(["expected particles"] if expected else [])]
+    head += ["score min", "score median", "score max"]
     if with_truth:
         head += ["truth", "TP", "FP", "FN", "precision", "recall", f"F{beta:g}", "weight"]
     cells = "".join(
@@ -94,6 +97,7 @@ def render_summary_table(
         values = [
             _swatch(rec["particle_type"], particle_set) + escape(rec["particle_type"]),
             _fmt(int(rec["n_picks"])),
+            *([_fmt(rec["expected_particles"], 1)] if expected else []),
             _fmt(rec["score_min"]),
             _fmt(rec["score_median"]),
             _fmt(rec["score_max"]),
@@ -123,7 +127,7 @@ def _summary_json(table: pd.DataFrame, score: float | None) -> str:
 
 def _card_rows(card: ModelCard) -> str:
     skip = {"thresholds", "thresholds_tta", "validation", "learning_curve", "architecture"}
-    skip.add("train_config")
+    skip.update(("train_config", "calibration", "calibration_tta"))
     values = card.model_dump(mode="json")
     values["target"] = str(card.target)  # e.g. "sphere r=0.5"
     rows = []
@@ -145,15 +149,17 @@ def _card_rows(card: ModelCard) -> str:
 
 
 def _validation_table(card: ModelCard) -> str:
-    """Per-class thresholds (and TTA thresholds, when the card has them) and validation."""
+    """Per-class thresholds (and TTA thresholds), validation and how scores are calibrated."""
     particle_set = card.particle_set
     by_name = {m.particle_type: m for m in card.validation}
     tta = card.thresholds_tta
     names = list(dict.fromkeys([*card.thresholds, *tta, *by_name]))
     if not names:
         return ""
+    calibration = card.calibration
     head = ["particle type", "threshold", *(["threshold (TTA)"] if tta else [])]
     head += ["precision", "recall", "F-beta", "TP", "FP", "FN"]
+    head += ["score calibration (candidates)"] if calibration else []
     rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for name in names:
         m = by_name.get(name)
@@ -161,6 +167,9 @@ def _validation_table(card: ModelCard) -> str:
         values += [_fmt(tta.get(name), 3)] if tta else []
         values += [_fmt(getattr(m, k, None)) for k in ("precision", "recall", "fbeta")]
         values += [_fmt(getattr(m, k, None), 0) for k in ("tp", "fp", "fn")]
+        if calibration:
+            c = calibration.get(name)
+            values += [f"{c.method} ({c.n_candidates})" if c else "&ndash;"]
         rows.append(
             f'<tr><td class="name">{_swatch(name, particle_set)}{escape(str(name))}</td>'
             + "".join(f"<td>{x}</td>" for x in values)

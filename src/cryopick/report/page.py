@@ -2,9 +2,9 @@
 
 The page holds, with every image embedded as a base64 PNG:
 
-* a summary table per class: picks and their score distribution; with truth, the CZII
-  metric (the numbers of ``cryopick evaluate``, from
-  :func:`cryopick.evaluation.metric.score_picks`);
+* a summary table per class: picks and their score distribution (and the expected number
+  of particles when the model's card calibrates scores); with truth, the CZII metric (the
+  numbers of ``cryopick evaluate``, from :func:`cryopick.evaluation.metric.score_picks`);
 * per tomogram, a montage of XY slices and one XZ slice with each pick drawn as the circle
   its sphere cuts from the slice, in its class colour (with truth: true positives solid,
   false positives dashed, misses as crosses);
@@ -38,6 +38,8 @@ from cryopick.report.slices import choose_slice_indices, read_slice, warn_empty_
 from cryopick.report.summary import (
     choose_report_particles,
     classify_picks,
+    marked_thresholds,
+    scores_are_calibrated,
     summarise_picks_per_class,
 )
 
@@ -169,7 +171,7 @@ def _render_class(
     """Draw one class's metric curves (with truth) and score histogram; PNG bytes.
 
     The model's threshold for the class is marked, and its TTA threshold when the card
-    has one.
+    has one (calibrated when the card calibrates scores: :func:`marked_thresholds`).
     """
     curve = None
     if truth is not None:
@@ -189,8 +191,7 @@ def _render_class(
         if (cls.status == "pick").any():  # picks of runs the truth does not cover
             scores["run without truth"] = cls.loc[cls.status == "pick", "score"]
     n_missed = None if truth is None else int((cls.status == "fn").sum())
-    threshold = None if card is None else card.thresholds.get(name)
-    tta_threshold = None if card is None else card.thresholds_tta.get(name)
+    threshold, tta_threshold = marked_thresholds(card, name)  # in the picks' score units
     fig = report_plots.plot_class_curves(
         name,
         curve,
@@ -369,7 +370,10 @@ def build_report(
         particles = card.particle_set
     ps = resolve_particle_set(particles)
     markers = classify_picks(picks, truth, particles=ps)
-    table, score = summarise_picks_per_class(picks, truth, beta=config.beta, particles=ps)
+    calibrated = scores_are_calibrated(card)  # see cryopick.report.summary
+    table, score = summarise_picks_per_class(
+        picks, truth, beta=config.beta, particles=ps, calibrated=calibrated
+    )
     figures = render_figures(tomograms, markers, truth, picks, card, config, particles=ps)
     page = render_html(
         table=table,

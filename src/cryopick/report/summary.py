@@ -5,6 +5,15 @@ with the counts of :func:`cryopick.evaluation.metric.score_picks`;
 :func:`summarise_picks_per_class` makes the summary table (picks, score distribution and,
 with truth, the CZII metric) of ``cryopick report``. Both take the particle set shown
 (names, radii, weights), which :func:`choose_report_particles` picks.
+
+Calibrated scores: a picks file does not say whether its scores are calibrated, so the
+report takes them as calibrated when it is given the model (``--model``) and the model's
+card has a score calibration (:func:`scores_are_calibrated`): ``cryopick predict`` with that
+model writes calibrated probabilities. The table then has an ``expected_particles``
+column (the sum of the class's scores, the expected number of true particles among its
+picks) and the model's thresholds are marked in calibrated units
+(:func:`marked_thresholds`). Without a model, or with a card without calibration, the
+table is as before.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import pandas as pd
 from cryopick.core.particles import ParticleSet, resolve_particle_set
 
 if TYPE_CHECKING:
-    from cryopick.model import ModelCard
+    from cryopick.model import ModelCard, ScoreCalibration
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,8 @@ def summarise_picks_per_class(
     truth: pd.DataFrame | None = None,
     beta: float = 4.0,
     particles: ParticleSet | None = None,
+    *,
+    calibrated: bool = False,
 ) -> tuple[pd.DataFrame, float | None]:
     """Per-class table: picks and score distribution; with truth, the CZII metric.
 
@@ -102,11 +113,14 @@ def summarise_picks_per_class(
     particles : ParticleSet, optional
         The types, one row each in label order, and the metric's radii and weights
         (default the CZII set).
+    calibrated : bool
+        The scores are calibrated probabilities: add ``expected_particles``.
 
     Returns
     -------
     table : pandas.DataFrame
-        One row per particle type: ``particle_type``, ``n_picks``, ``score_min``,
+        One row per particle type: ``particle_type``, ``n_picks``, (calibrated:
+        ``expected_particles``, the sum of the class's scores), ``score_min``,
         ``score_median``, ``score_max``; with truth also ``n_truth`` and the columns of
         ``score_picks(...).per_class`` (``tp``, ``fp``, ``fn``, ``precision``, ``recall``,
         ``fbeta``, ``weight``).
@@ -128,6 +142,11 @@ def summarise_picks_per_class(
             }
         )
     table = pd.DataFrame(rows)
+    if calibrated:
+        from cryopick.evaluation.calibration import expected_counts
+
+        expected = expected_counts(picks, particle_set)
+        table.insert(2, "expected_particles", table["particle_type"].map(expected))
     if truth is None:
         return table, None
     from cryopick.evaluation.metric import score_picks
@@ -161,3 +180,32 @@ def choose_report_particles(
     if particles is not None and (differences := particles.describe_differences(chosen)):
         log.warning("--particles is not used: %s particle set differs (%s)", source, differences)
     return chosen
+
+
+def scores_are_calibrated(card: ModelCard | None) -> bool:
+    """Tell whether the report takes the picks' scores as calibrated: a card with a calibration."""
+    return card is not None and bool(card.calibration or card.calibration_tta)
+
+
+def marked_thresholds(card: ModelCard | None, name: str) -> tuple[float | None, float | None]:
+    """Return the model's threshold and TTA threshold of a class, in the picks' score units.
+
+    Thresholds apply to raw peak values; where the card calibrates the class's scores they
+    are shown as the calibrated score they map to (the TTA threshold through
+    ``calibration_tta`` when the card has one, as ``predict --tta`` does).
+    """
+    if card is None:
+        return None, None
+    plain_map = card.calibration.get(name)
+    tta_map = (card.calibration_tta or card.calibration).get(name)
+    return (
+        _in_score_units(card.thresholds.get(name), plain_map),
+        _in_score_units(card.thresholds_tta.get(name), tta_map),
+    )
+
+
+def _in_score_units(threshold: float | None, calibration: ScoreCalibration | None) -> float | None:
+    """``threshold`` mapped by ``calibration`` (unchanged without one)."""
+    if threshold is None or calibration is None:
+        return threshold
+    return float(calibration.apply(threshold))

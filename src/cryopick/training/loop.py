@@ -41,7 +41,7 @@ from cryopick.training.config import (
     set_rng_states,
 )
 from cryopick.training.sampling import PatchSampler, TrainRun
-from cryopick.training.validation import validate
+from cryopick.training.validation import validate_and_calibrate
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,9 @@ class Trainer:
             The validation score.
         """
         state = self.state
-        tuned = validate(self.model, self.val_runs, self.config, self.device, self.particles)
+        tuned, calibration = validate_and_calibrate(
+            self.model, self.val_runs, self.config, self.device, self.particles
+        )
         self.model.train()
         curve = [
             *state.card.learning_curve,
@@ -298,6 +300,7 @@ class Trainer:
                     wall_time_s=round(state.wall_s, 2),
                     score=tuned.score,
                     thresholds=tuned.thresholds,
+                    calibration=calibration,
                     validation=tuned.per_class,
                 )
             )

@@ -3,7 +3,9 @@
 Full-volume inference (:func:`cryopick.inference.window.predict_probability_map`), picks
 (:func:`cryopick.inference.picking.pick_particles`, every peak above ``val_min_score``),
 per-class thresholds tuned for F-beta and the weighted score at them
-(:func:`cryopick.evaluation.thresholds.tune_and_score`, as ``cryopick tune`` does).
+(:func:`cryopick.evaluation.thresholds.tune_and_score`, as ``cryopick tune`` does), and the
+score calibration fitted on the same candidates
+(:func:`cryopick.evaluation.calibration.fit_calibration`, :func:`validate_and_calibrate`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import pandas as pd
 import torch
 
 from cryopick.core.particles import ParticleSet
+from cryopick.evaluation.calibration import fit_calibration
 from cryopick.evaluation.thresholds import TunedScore, tune_and_score
+from cryopick.model import ScoreCalibration
 from cryopick.training.config import TrainConfig
 from cryopick.training.sampling import TrainRun
 
@@ -37,6 +41,37 @@ def validate(
     TunedScore
         Tuned thresholds, the weighted F-beta and per-class metrics at them.
     """
+    truth, candidates = _candidates(model, runs, config, device, particles)
+    return tune_and_score(truth, candidates, particles=particles)
+
+
+def validate_and_calibrate(
+    model: torch.nn.Module,
+    runs: Sequence[TrainRun],
+    config: TrainConfig,
+    device: torch.device,
+    particles: ParticleSet | None = None,
+) -> tuple[TunedScore, dict[str, ScoreCalibration]]:
+    """As :func:`validate`, and the score calibration fitted on the same candidates.
+
+    Returns
+    -------
+    (TunedScore, dict of str to ScoreCalibration)
+        The tuned score, and the calibration for the model card's ``calibration``.
+    """
+    truth, candidates = _candidates(model, runs, config, device, particles)
+    tuned = tune_and_score(truth, candidates, particles=particles)
+    return tuned, fit_calibration(truth, candidates, particles)
+
+
+def _candidates(
+    model: torch.nn.Module,
+    runs: Sequence[TrainRun],
+    config: TrainConfig,
+    device: torch.device,
+    particles: ParticleSet | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return the truth and the candidates (peaks above ``val_min_score``) of all runs."""
     from cryopick.inference.picking import PickSettings, pick_particles
     from cryopick.inference.window import predict_probability_map
 
@@ -66,5 +101,4 @@ def validate(
                 experiment=key,
             )
         )
-    truth = pd.concat(truths, ignore_index=True)
-    return tune_and_score(truth, pd.concat(candidates, ignore_index=True), particles=particles)
+    return pd.concat(truths, ignore_index=True), pd.concat(candidates, ignore_index=True)
