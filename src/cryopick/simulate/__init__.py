@@ -4,6 +4,8 @@ Stages, one module each: :mod:`~cryopick.simulate.templates` (density maps),
 :mod:`~cryopick.simulate.user_maps` (densities of a user's maps and models),
 :mod:`~cryopick.simulate.library` (the targets of a particle set),
 :mod:`~cryopick.simulate.distractors` (the crowding proteins),
+:mod:`~cryopick.simulate.artefacts` (gold fiducials, carbon film, ice contamination),
+:mod:`~cryopick.simulate.crowders` (procedural crowders and hard negatives),
 :mod:`~cryopick.simulate.sample` (ice, vesicles, targets, crowding),
 :mod:`~cryopick.simulate.imaging` (tilt series, CTF, dose, noise),
 :mod:`~cryopick.simulate.reconstruct` (WBP and the portal's tomogram types),
@@ -11,6 +13,7 @@ Stages, one module each: :mod:`~cryopick.simulate.templates` (density maps),
 :mod:`~cryopick.simulate.presets`.
 """
 
+from cryopick.simulate.artefacts import SpecimenExtras
 from cryopick.simulate.presets import PRESETS, SimulationConfig, get_preset
 from cryopick.simulate.project import SimulatedRun, simulate_project, simulate_run
 
@@ -18,6 +21,7 @@ __all__ = [
     "PRESETS",
     "SimulatedRun",
     "SimulationConfig",
+    "SpecimenExtras",
     "get_preset",
     "simulate_project",
     "simulate_run",

@@ -20,6 +20,7 @@ its density matches a target's (:func:`same_density`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ ALBUMIN_VOLUME_A3 = 66_500 * 1.21  # serum albumin, 66.5 kDa at 1.21 Å³/Da
 SMALL_MAX_VOLUME_A3 = 3.0 * ALBUMIN_VOLUME_A3  # the largest blob; larger maps are complexes
 SIZE_TOLERANCE = 0.1  # radii of gyration of one density within 10 %
 MIN_CORRELATION = 0.9  # and normalised correlation above this: the same density
+SIMILAR_CORRELATION = 0.85  # distinct packaged maps correlate at most this
 DISTRACTOR_CHOICES = ("default", "none")
 
 
@@ -200,6 +202,45 @@ def radius_of_gyration(density: NDArray[np.float32]) -> float:
     r2 = ((np.indices(density.shape) - centre[:, None, None, None]) ** 2).sum(axis=0)
     mass = float(density.sum())
     return float(np.sqrt((density * r2).sum() / mass)) if mass > 0 else 0.0
+
+
+def axis_view_correlation(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    """Highest correlation of ``a``, in any of its 48 axis orientations, with ``b``.
+
+    Both are first moved so that their centres of mass sit at the centre of one cube
+    (a rotation-tolerant version of the comparison in :func:`same_density`).
+    """
+    size = max(*a.shape, *b.shape) + 8
+    za, zb = _standardised(_com_centred(a, size)), _standardised(_com_centred(b, size))
+    best = -1.0
+    for order in itertools.permutations(range(3)):
+        turned = np.transpose(za, order)
+        for flips in itertools.product((slice(None), slice(None, None, -1)), repeat=3):
+            best = max(best, float((turned[flips] * zb).mean()))
+    return best
+
+
+def _standardised(volume: NDArray[np.float32]) -> NDArray[np.float32]:
+    std = float(volume.std())
+    out: NDArray[np.float32] = (volume - volume.mean()) / np.float32(std if std > 0 else 1.0)
+    return out
+
+
+def _com_centred(density: NDArray[np.float32], size: int) -> NDArray[np.float32]:
+    """``density`` in a ``size`` cube, its centre of mass on the cube's centre voxel."""
+    out = np.zeros((size,) * 3, np.float32)
+    mass = float(density.sum())
+    if mass <= 0:
+        return out
+    com = np.indices(density.shape).reshape(3, -1) @ density.reshape(-1) / mass
+    corner = size // 2 - np.round(com).astype(int)
+    src, dst = [], []
+    for c, n in zip(corner, density.shape, strict=True):
+        lo, hi = max(c, 0), min(c + n, size)
+        dst.append(slice(lo, hi))
+        src.append(slice(lo - c, hi - c))
+    out[tuple(dst)] = density[tuple(src)]
+    return out
 
 
 def _centre_crop(density: NDArray[np.float32], n: int) -> NDArray[np.float32]:

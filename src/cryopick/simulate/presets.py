@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cryopick.core.errors import InputError
 from cryopick.core.particles import ParticleSet, default_particle_set, resolve_particle_set
+from cryopick.simulate.artefacts import CarbonFilm, GoldBeads, IceContamination, SpecimenExtras
+from cryopick.simulate.crowders import ProceduralCrowders
 
 Range = tuple[float, float]
 
@@ -85,6 +87,10 @@ class SimulationConfig(BaseModel):
     vesicles_per_um2: Range = Field((1.0, 10.0), description="vesicles per µm² of XY area")
     vesicle_radius_A: Range = (200.0, 900.0)
     membrane_contrast: float = Field(1.2, ge=0, description="leaflet peak / protein interior")
+    extras: SpecimenExtras = Field(
+        default_factory=SpecimenExtras,
+        description="gold, carbon film, ice contamination, procedural crowders (all off)",
+    )
     # --- imaging
     voltage_kV: float = Field(300.0, gt=0)
     cs_mm: float = Field(2.7, ge=0)
@@ -222,6 +228,21 @@ PRESETS: dict[str, SimulationConfig] = {
         tilt_error_deg=(0.0, 0.6),
         tilt_extent_deg=(40.0, 70.0),
         tilt_step_choices_deg=(2.0, 3.0, 4.0),
+        # gold in 40 % of runs, a carbon edge and ice contamination in 20 %, a third to a
+        # half of the crowding volume procedural crowders (a quarter of them hard negatives
+        # shaped unlike, but sized like, beta-galactosidase and thyroglobulin); "branched"
+        # crowders are left out so the robustness benchmark can show shapes never seen
+        extras=SpecimenExtras(
+            gold=GoldBeads(probability=0.4, per_um2=(5.0, 60.0)),
+            carbon=CarbonFilm(probability=0.2),
+            contamination=IceContamination(probability=0.2, count=(1, 3)),
+            crowders=ProceduralCrowders(
+                fraction=(0.3, 0.5),
+                shapes=("globular", "elongated", "shell"),
+                hard_negative_fraction=0.25,
+                hard_negative_types=("beta-galactosidase", "thyroglobulin"),
+            ),
+        ),
     ),
 }
 PresetName = Literal["czii", "easy", "varied"]

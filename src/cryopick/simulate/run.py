@@ -157,6 +157,7 @@ def simulate_run(
         "n_targets": len(sample.particle_types),
         "n_distractors": sample.n_distractors,
         "n_vesicles": sample.n_vesicles,
+        **sample.info.get("extras", {}),
         "seed": str(seed),
     }
     logger.debug("simulated %s in %s", name, timings)

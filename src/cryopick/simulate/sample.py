@@ -2,9 +2,12 @@
 
 Builds the electrostatic potential (in volts, on the output grid) of one run, the
 multi-label segmentation of the targets and their true centres and orientations.
-Particles are placed by rejection sampling on an occupancy grid: a particle's support
-(its binarised, rotated map, lumen filled) may not touch any voxel already taken by
-another particle, a vesicle or the vacuum outside the slab.
+Optional artefacts (gold, carbon, contamination: :mod:`cryopick.simulate.artefacts`) and
+procedural crowders (:mod:`cryopick.simulate.crowders`) join it when the config's
+``extras`` turn them on. Particles are placed by rejection sampling on an occupancy
+grid: a particle's support (its binarised, rotated map, lumen filled) may not touch any
+voxel already taken by another particle, a vesicle, an artefact or the vacuum outside
+the slab.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
-from cryopick.simulate.distractors import DistractorLibrary, distractor_pool
+from cryopick.simulate.artefacts import Canvas, add_artefacts, paste_slices
+from cryopick.simulate.crowders import crowder_pool, flip_and_permute
+from cryopick.simulate.distractors import distractor_pool
 from cryopick.simulate.library import SpecimenLibrary, prepare_library
 from cryopick.simulate.presets import SimulationConfig, cluster_fractions, draw_counts
 from cryopick.simulate.templates import rotate_template, rotation_xyz_to_zyx, support_mask
@@ -50,6 +55,9 @@ class Sample:
         Number of crowding proteins placed.
     n_vesicles : int
         Number of vesicles.
+    info : dict
+        ``counts_drawn`` (targets per class) and ``extras`` (gold beads, carbon edge,
+        contamination blobs, procedural crowders and hard negatives placed).
     """
 
     potential: NDArray[np.float32]
@@ -66,8 +74,12 @@ class Sample:
 
 def _make_slab(
     shape: tuple[int, int, int], params: dict, rng: np.random.Generator
-) -> tuple[NDArray[np.float32], float]:
-    """Fraction of each voxel inside a tilted ice slab (soft by one voxel)."""
+) -> tuple[NDArray[np.float32], float, NDArray[np.float64]]:
+    """Fraction of each voxel inside a tilted ice slab (soft by one voxel).
+
+    Also returns its thickness and the Z of its lower and upper surface per column,
+    shape (2, Y, X).
+    """
     nz, ny, nx = shape
     thickness = params["ice_thickness_fraction"] * nz
     centre = (nz - 1) / 2 + params["ice_offset_fraction"] * nz
@@ -78,21 +90,8 @@ def _make_slab(
     mid = centre + np.tan(tilt) * (np.cos(direction) * x + np.sin(direction) * y)
     z = np.arange(nz, dtype=np.float32)[:, None, None]
     distance = np.abs(z - mid[None].astype(np.float32)) - thickness / 2
-    return np.clip(0.5 - distance, 0, 1).astype(np.float32), float(thickness)
-
-
-def _paste_slices(
-    shape: tuple[int, ...], corner: NDArray[np.int64], box: tuple[int, ...]
-) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
-    """Slices of the volume and of a box placed with its first voxel at ``corner``."""
-    vol_sl, box_sl = [], []
-    for c, b, s in zip(corner, box, shape, strict=True):
-        lo, hi = max(c, 0), min(c + b, s)
-        if hi <= lo:
-            return None
-        vol_sl.append(slice(lo, hi))
-        box_sl.append(slice(lo - c, hi - c))
-    return tuple(vol_sl), tuple(box_sl)
+    surfaces = np.stack([mid - thickness / 2, mid + thickness / 2])
+    return np.clip(0.5 - distance, 0, 1).astype(np.float32), float(thickness), surfaces
 
 
 def _try_place(
@@ -102,7 +101,7 @@ def _try_place(
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
     """Slices where ``mask`` centred at ``centre`` fits without touching ``occupied``."""
     corner = centre - np.array(mask.shape) // 2
-    sl = _paste_slices(occupied.shape, corner, mask.shape)
+    sl = paste_slices(occupied.shape, corner, mask.shape)
     if sl is None:
         return None
     vol_sl, box_sl = sl
@@ -168,32 +167,71 @@ def _fill_distractors(
     z_range: tuple[float, float],
     rng: np.random.Generator,
     spacing_A: float,
-    library: DistractorLibrary,
-) -> int:
-    """Crowd the ice with distractors until their volume fraction reaches the drawn value."""
-    small, large = distractor_pool(rng, spacing_A, library)
+    library: SpecimenLibrary,
+) -> dict[str, int]:
+    """Crowd the ice with distractors until their volume fraction reaches the drawn value.
+
+    With procedural crowders on, a drawn share of that volume is theirs, part of it hard
+    negatives. Returns the number placed by kind (``large``, ``hard``, ``procedural``,
+    ``small``).
+    """
+    small, large = distractor_pool(rng, spacing_A, library.distractors)
+    pools = {"large": large, "hard": [], "procedural": [], "small": small}
     target = params["crowding_fraction"] * ice_voxels
-    budget = {"large": target * config.large_distractor_fraction}
+    budget = {"hard": 0.0, "procedural": 0.0}
+    crowders = config.extras.crowders
+    if crowders.enabled:  # drawn only when on, so runs without them reproduce
+        pools["procedural"], pools["hard"] = crowder_pool(crowders, library, spacing_A, rng)
+        share = target * rng.uniform(*crowders.fraction)
+        budget["hard"] = share * crowders.hard_negative_fraction
+        budget["procedural"] = share - budget["hard"]
+        target -= share
+    budget["large"] = target * config.large_distractor_fraction
     budget["small"] = target - budget["large"]
-    placed = 0
-    for kind, pool in (("large", large), ("small", small)):
-        if not pool:
+    return {
+        kind: _paste_pool(
+            potential, occupied, pool, budget[kind], z_range, rng, config.protein_contrast_V,
+            reorient=kind in ("hard", "procedural"),
+        )
+        for kind, pool in pools.items()
+    }  # fmt: skip
+
+
+def _paste_pool(
+    potential: NDArray[np.float32],
+    occupied: NDArray[np.bool_],
+    pool: list[NDArray],
+    budget_vox: float,
+    z_range: tuple[float, float],
+    rng: np.random.Generator,
+    volts: float,
+    reorient: bool,
+) -> int:
+    """Paste random members of a pool into free space until their volume reaches the budget.
+
+    Gives up after 200 failures in a row; ``reorient`` turns each paste to one of 48 axis
+    orientations (the procedural crowders, whose holes are filled in their masks).
+    """
+    if not pool:
+        return 0
+    masks = [support_mask(d) if reorient else d > 0.35 for d in pool]
+    volumes = [m.sum() for m in masks]
+    filled, failures, placed = 0.0, 0, 0
+    while filled < budget_vox and failures < 200:
+        i = int(rng.integers(len(pool)))
+        density, mask = pool[i], masks[i]
+        if reorient:
+            density, mask = flip_and_permute((density, mask), rng)
+        sl = _try_place(occupied, mask, _random_centre(potential.shape, z_range, rng))
+        if sl is None:
+            failures += 1
             continue
-        masks = [d > 0.35 for d in pool]
-        volumes = [m.sum() for m in masks]
-        filled, failures = 0.0, 0
-        while filled < budget[kind] and failures < 200:
-            i = int(rng.integers(len(pool)))
-            sl = _try_place(occupied, masks[i], _random_centre(potential.shape, z_range, rng))
-            if sl is None:
-                failures += 1
-                continue
-            failures = 0
-            vol_sl, box_sl = sl
-            potential[vol_sl] += config.protein_contrast_V * pool[i][box_sl]
-            occupied[vol_sl] |= masks[i][box_sl]
-            filled += volumes[i]
-            placed += 1
+        failures = 0
+        vol_sl, box_sl = sl
+        potential[vol_sl] += volts * density[box_sl]
+        occupied[vol_sl] |= mask[box_sl]
+        filled += volumes[i]
+        placed += 1
     return placed
 
 
@@ -293,15 +331,8 @@ def build_sample(
     -------
     Sample
     """
-    if not 4.0 <= spacing_A <= 25.0:
-        raise ValueError(
-            f"spacing_A must lie in 4..25 Å (templates are 10 Å maps), got {spacing_A}"
-        )
-    if library is None:
-        library = prepare_library(None, spacing_A)
-    elif library.spacing_A != spacing_A:
-        raise ValueError(f"library is for {library.spacing_A} Å voxels, not {spacing_A} Å")
-    slab, thickness = _make_slab(shape, params, rng)
+    library = _checked_library(library, spacing_A)
+    slab, thickness, surfaces_z = _make_slab(shape, params, rng)
     potential = np.zeros(shape, np.float32)
     occupied = np.zeros(shape, bool)
     labels = np.zeros(shape, np.uint8)
@@ -312,6 +343,11 @@ def build_sample(
     )
     n_vesicles = _add_vesicles(potential, occupied, config, params, spacing_A, z_range, rng)
     potential *= slab
+    extras = {"carbon_edge": 0.0, "gold_beads": 0.0, "contamination_blobs": 0.0}
+    if config.extras.artefacts_enabled:  # before the targets, which then avoid them
+        volts = (config.protein_contrast_V, config.ice_potential_V)
+        canvas = Canvas(potential, occupied, slab, surfaces_z, spacing_A, *volts)
+        extras = add_artefacts(canvas, config.extras, rng)
     occupied |= slab < 0.99  # vacuum and the soft surface are off limits to particles
 
     counts = draw_counts(config, float(np.prod(shape)) * spacing_A**3, rng, library.particles)
@@ -320,10 +356,12 @@ def build_sample(
     )
 
     ice_voxels = float(slab.sum())
-    n_distractors = _fill_distractors(
-        potential, occupied, config, params, ice_voxels, z_range, rng, spacing_A,
-        library.distractors,
-    )  # fmt: skip
+    placed = _fill_distractors(
+        potential, occupied, config, params, ice_voxels, z_range, rng, spacing_A, library
+    )
+    extras.update(
+        procedural_crowders=float(placed["procedural"]), hard_negatives=float(placed["hard"])
+    )
     ice = config.ice_potential_V * slab
     if config.solvent_noise > 0:
         ice *= 1 + config.solvent_noise * rng.standard_normal(shape, dtype=np.float32)
@@ -336,7 +374,20 @@ def build_sample(
         rotations_xyz=np.array(rotations, dtype=np.float64).reshape(-1, 3, 3),
         slab_fraction=slab,
         thickness_A=thickness * spacing_A,
-        n_distractors=n_distractors,
+        n_distractors=sum(placed.values()),
         n_vesicles=n_vesicles,
-        info={"counts_drawn": counts},
+        info={"counts_drawn": counts, "extras": extras},
     )
+
+
+def _checked_library(library: SpecimenLibrary | None, spacing_A: float) -> SpecimenLibrary:
+    """Return the library for ``spacing_A`` (the default one if None), checking the size."""
+    if not 4.0 <= spacing_A <= 25.0:
+        raise ValueError(
+            f"spacing_A must lie in 4..25 Å (templates are 10 Å maps), got {spacing_A}"
+        )
+    if library is None:
+        return prepare_library(None, spacing_A)
+    if library.spacing_A != spacing_A:
+        raise ValueError(f"library is for {library.spacing_A} Å voxels, not {spacing_A} Å")
+    return library
