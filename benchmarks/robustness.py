@@ -2,9 +2,10 @@
 
 Each condition simulates its own held-out runs (same seeds for every condition, so only
 the condition differs) from the ``czii`` preset with one setting changed, picks them with
-the model's own thresholds and scores them with the CZII metric. Conditions the simulator
-cannot make yet (gold fiducials, a carbon edge, unseen crowder shapes, 300 nm thick ice)
-are not in the table.
+the model's own thresholds and scores them with the CZII metric. Besides voxel size,
+polarity, tilt range, defocus, dose and reconstruction, the conditions include 100 and 300 nm
+thick ice, gold fiducials with a carbon edge in view, and procedural crowders of a shape
+family ("branched") that the ``varied`` training preset leaves out.
 
     python benchmarks/robustness.py [--model DIR] [--runs 2] [--shape 184 448 448]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +27,61 @@ from cryopick.inference.pipeline import LoadedModel, predict_tomogram
 from cryopick.io.tomograms import Tomogram
 from cryopick.model import bundled_model_dir, describe_hardware
 from cryopick.simulate import simulate_run
+from cryopick.simulate.artefacts import CarbonFilm, GoldBeads, SpecimenExtras
+from cryopick.simulate.crowders import ProceduralCrowders
 from cryopick.simulate.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 BOX_A = 10.0  # the default condition's voxel size
 
-# name -> (changes to the czii preset, voxel size in Å, tomogram type, inverted contrast)
-CONDITIONS: dict[str, tuple[dict[str, Any], float, str, bool]] = {
-    "baseline (10 Å, denoised)": ({}, 10.0, "denoised", False),
-    "voxel 7.84 Å": ({}, 7.84, "denoised", False),
-    "voxel 13.48 Å": ({}, 13.48, "denoised", False),
-    "contrast inverted (no flag)": ({}, 10.0, "denoised", True),
-    "tilt ±60°": ({"tilt_min_deg": -60.0, "tilt_max_deg": 60.0}, 10.0, "denoised", False),
-    "tilt ±70°": ({"tilt_min_deg": -70.0, "tilt_max_deg": 70.0}, 10.0, "denoised", False),
-    "defocus 2 µm": ({"defocus_um": (2.0, 2.0)}, 10.0, "denoised", False),
-    "defocus 6 µm": ({"defocus_um": (6.0, 6.0)}, 10.0, "denoised", False),
-    "dose 60 e/Å²": ({"dose_total_e_A2": (60.0, 60.0)}, 10.0, "denoised", False),
-    "dose 160 e/Å²": ({"dose_total_e_A2": (160.0, 160.0)}, 10.0, "denoised", False),
-    "wbp": ({}, 10.0, "wbp", False),
-    "ctfdeconvolved": ({}, 10.0, "ctfdeconvolved", False),
+
+@dataclass(frozen=True)
+class Condition:
+    """One imaging condition: changes to the ``czii`` preset and how the tomogram is read."""
+
+    changes: dict[str, Any] = field(default_factory=dict)
+    spacing_A: float = BOX_A
+    tomo_type: str = "denoised"
+    inverted: bool = False
+    z_A: float | None = None  # box height in Å when the sample needs a taller box
+
+
+CONDITIONS: dict[str, Condition] = {
+    "baseline (10 Å, denoised, tilt ±45°)": Condition(),
+    "voxel 7.84 Å": Condition(spacing_A=7.84),
+    "voxel 13.48 Å": Condition(spacing_A=13.48),
+    "contrast inverted (no flag)": Condition(inverted=True),
+    "tilt ±60°": Condition({"tilt_min_deg": -60.0, "tilt_max_deg": 60.0}),
+    "tilt ±70°": Condition({"tilt_min_deg": -70.0, "tilt_max_deg": 70.0}),
+    "defocus 2 µm": Condition({"defocus_um": (2.0, 2.0)}),
+    "defocus 6 µm": Condition({"defocus_um": (6.0, 6.0)}),
+    "dose 60 e/Å²": Condition({"dose_total_e_A2": (60.0, 60.0)}),
+    "dose 160 e/Å²": Condition({"dose_total_e_A2": (160.0, 160.0)}),
+    # ice slab of 100 nm in the usual 1840 Å box; of 300 nm in a 3200 Å box
+    "thickness 100 nm": Condition({"ice_thickness_fraction": (1000 / 1840, 1000 / 1840)}),
+    "thickness 300 nm": Condition(
+        {"ice_thickness_fraction": (3000 / 3200, 3000 / 3200), "ice_offset_fraction": (0, 0)},
+        z_A=3200.0,
+    ),
+    "gold fiducials + carbon edge": Condition(
+        {
+            "extras": SpecimenExtras(
+                gold=GoldBeads(probability=1.0, per_um2=(40.0, 40.0)),
+                carbon=CarbonFilm(probability=1.0),
+            )
+        }
+    ),
+    # half the crowding volume "branched" procedural crowders, a shape family that the
+    # 'varied' training preset leaves out
+    "unseen crowder shapes": Condition(
+        {
+            "extras": SpecimenExtras(
+                crowders=ProceduralCrowders(fraction=(0.5, 0.5), shapes=("branched",))
+            )
+        }
+    ),
+    "wbp": Condition(tomo_type="wbp"),
+    "ctfdeconvolved": Condition(tomo_type="ctfdeconvolved"),
 }
 
 
@@ -51,8 +89,11 @@ def score_condition(
     name: str, model: LoadedModel, runs: int, shape_10A: tuple[int, int, int], seed: int
 ) -> dict[str, Any]:
     """Simulate ``runs`` tomograms under one condition, pick and score them."""
-    changes, spacing_A, tomo_type, inverted = CONDITIONS[name]
-    config = get_preset("czii").model_copy(update=changes)
+    condition = CONDITIONS[name]
+    config = get_preset("czii").model_copy(update=condition.changes)
+    spacing_A, tomo_type, inverted = condition.spacing_A, condition.tomo_type, condition.inverted
+    if condition.z_A is not None:
+        shape_10A = (round(condition.z_A / BOX_A), *shape_10A[1:])
     shape = tuple(round(s * BOX_A / spacing_A) for s in shape_10A)
     truths, picks = [], []
     t0 = time.perf_counter()
@@ -71,6 +112,23 @@ def score_condition(
     row["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(row), flush=True)
     return row
+
+
+def merge_rows(path: Path, record: dict[str, Any], rows: list[dict]) -> list[dict]:
+    """Keep an earlier file's rows of other conditions when it scored the same model and runs."""
+    if not path.exists():
+        return rows
+    old = json.loads(path.read_text())
+    same = all(old.get(k) == record[k] for k in ("model", "runs", "shape_at_10A", "seed"))
+    if not same:
+        return rows
+    new_names = {row["condition"] for row in rows}
+    kept = [row for row in old["rows"] if row["condition"] not in new_names]
+    order = list(CONDITIONS)
+    merged = kept + rows
+    return sorted(
+        merged, key=lambda r: order.index(r["condition"]) if r["condition"] in order else 99
+    )
 
 
 def main() -> None:
@@ -97,6 +155,7 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "robustness.json"
+    record["rows"] = merge_rows(path, record, rows)
     path.write_text(json.dumps(record, indent=2))
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"saved {path}")
