@@ -31,8 +31,9 @@ from cryopick.simulate.crowders import (
 )
 from cryopick.simulate.distractors import SIMILAR_CORRELATION, axis_view_correlation
 from cryopick.simulate.library import prepare_library
-from cryopick.simulate.presets import SimulationConfig, draw_run_params, load_config
+from cryopick.simulate.presets import SimulationConfig, draw_run_params
 from cryopick.simulate.sample import build_sample
+from cryopick.simulate.settings_file import load_config
 from cryopick.simulate.templates import support_mask
 
 PROTEIN_V, ICE_V = 2.0, 4.5
@@ -259,3 +260,15 @@ def test_no_procedural_crowder_resembles_a_target():
     for density in kept:
         similar = abs(gyration_radius(density) / gyration_radius(apo) - 1) <= 0.1
         assert not similar or axis_view_correlation(density, apo) <= SIMILAR_CORRELATION
+
+
+def test_a_settings_file_switches_one_extra_on_and_keeps_the_presets_others(tmp_path):
+    path = tmp_path / "gold.json"
+    path.write_text(json.dumps({"extras": {"gold": {"probability": 1.0}}}))
+    varied = load_config("varied")
+    config = load_config("varied", path)
+    assert config.extras.gold.probability == 1.0
+    assert config.extras.gold.per_um2 == varied.extras.gold.per_um2  # kept, not reset
+    assert config.extras.carbon == varied.extras.carbon
+    assert config.extras.crowders == varied.extras.crowders
+    assert config.defocus_um == varied.defocus_um

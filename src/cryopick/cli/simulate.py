@@ -56,8 +56,8 @@ def simulate(
 ) -> None:
     """Simulate tomograms with ground-truth picks and labels as a copick project."""
     from cryopick.core.particles_file import load_particles_file
-    from cryopick.simulate.presets import load_config
     from cryopick.simulate.project import simulate_project
+    from cryopick.simulate.settings_file import load_config
 
     settings = load_config(preset, config)
     particle_set = None if particles is None else load_particles_file(particles)

@@ -14,13 +14,11 @@ crowding and misalignment from ranges that contain the CZII ones and reach well 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cryopick.core.errors import InputError
 from cryopick.core.particles import ParticleSet, default_particle_set, resolve_particle_set
@@ -368,33 +366,3 @@ def cluster_fractions(config: SimulationConfig, particles: ParticleSet | None) -
                 f"particle type of this simulation ({', '.join(particle_set.names)})",
             )
     return out
-
-
-def load_config(preset: str, config_path: str | Path | None = None) -> SimulationConfig:
-    """Return a preset, optionally overridden by the fields of a JSON file.
-
-    The file holds config fields, or is the ``simulation.json`` of an earlier project
-    (its ``config`` is used, which reproduces that project's settings).
-
-    Raises
-    ------
-    InputError
-        If the preset is unknown, or the file is unreadable or has invalid settings.
-    """
-    try:
-        base = get_preset(preset)
-    except ValueError as err:
-        raise InputError(None, f"--preset: {err}") from None
-    if config_path is None:
-        return base
-    config_path = Path(config_path)
-    try:
-        overrides = json.loads(config_path.read_text())
-        if isinstance(overrides, dict) and isinstance(overrides.get("config"), dict):
-            overrides = overrides["config"]
-        return SimulationConfig.model_validate({**base.model_dump(), **overrides})
-    except (OSError, json.JSONDecodeError, TypeError) as err:
-        raise InputError(config_path, f"cannot read simulator settings: {err}") from None
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise InputError(config_path, f"invalid simulator settings: {problems}") from None
