@@ -6,11 +6,47 @@ projects together, each run is renamed ``project_folder/run``.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pandas as pd
 
 from cryopick.io.picks import read_picks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_held_out_arguments(parser: argparse.ArgumentParser, workdir: str) -> None:
+    """Add the options naming a model and its held-out projects (or how to simulate them)."""
+    parser.add_argument("--model", type=Path, help="model folder (default: bundled)")
+    parser.add_argument(
+        "--project", type=Path, nargs="+", help="held-out copick project(s), simulated"
+    )
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
+    parser.add_argument("--preset", default="czii")
+    parser.add_argument("--tomo-type", default="denoised")
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--workdir", type=Path, default=Path(workdir))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+
+
+def held_out_projects(args: argparse.Namespace) -> list[Path]:
+    """The ``--project`` folders, or one project simulated into the benchmark's work folder."""
+    from cryopick.simulate import simulate_project
+
+    if args.project is not None:
+        return list(args.project)
+    path = simulate_project(
+        args.workdir / f"{args.preset}_seed{args.seed}",
+        n_runs=args.runs,
+        seed=args.seed,
+        shape=tuple(args.shape),
+        preset=args.preset,
+        overwrite=True,  # the benchmark's own work folder
+    )
+    return [Path(path)]
 
 
 def run_key(project: Path, run: str) -> str:

@@ -20,46 +20,23 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _projects import read_truth, rename_runs
+from _projects import add_held_out_arguments, held_out_projects, read_truth, rename_runs
 
 from cryopick.console import format_score_table
 from cryopick.evaluation.metric import score_picks
 from cryopick.inference.pipeline import PredictConfig, bundled_model_dir, predict
 from cryopick.model import describe_hardware, read_model_card
-from cryopick.simulate import simulate_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, help="model folder (default: bundled)")
-    parser.add_argument(
-        "--project", type=Path, nargs="+", help="held-out copick project(s), simulated"
-    )
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=4242)
-    parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
-    parser.add_argument("--preset", default="czii")
-    parser.add_argument("--tomo-type", default="denoised")
-    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/cryopick_accuracy"))
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    add_held_out_arguments(parser, "/tmp/cryopick_accuracy")
     args = parser.parse_args()
 
     model_dir = args.model or bundled_model_dir()
-    projects = args.project
-    if projects is None:
-        projects = [
-            simulate_project(
-                args.workdir / f"{args.preset}_seed{args.seed}",
-                n_runs=args.runs,
-                seed=args.seed,
-                shape=tuple(args.shape),
-                preset=args.preset,
-                overwrite=True,  # the benchmark's own work folder
-            )
-        ]
+    projects = held_out_projects(args)
     config = PredictConfig(tta=args.tta)
     t0 = time.perf_counter()
     found = [

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _projects import read_truth, rename_runs
+from _projects import add_held_out_arguments, held_out_projects, read_truth, rename_runs
 
 from cryopick.evaluation.calibration import (
     apply_calibration,
@@ -44,7 +44,6 @@ from cryopick.evaluation.thresholds import select_picks
 from cryopick.inference.picking import CANDIDATE_MIN_SCORE, choose_calibration, choose_thresholds
 from cryopick.inference.pipeline import LoadedModel, PredictConfig, bundled_model_dir, predict
 from cryopick.model import ScoreCalibration, describe_hardware, load_model
-from cryopick.simulate import simulate_project
 
 ROOT = Path(__file__).resolve().parents[1]
 N_BINS = 10
@@ -149,36 +148,13 @@ def print_summary(record: dict[str, Any]) -> None:
         )
 
 
-def _projects(args: argparse.Namespace) -> list[Path]:
-    if args.project is not None:
-        return list(args.project)
-    path = simulate_project(
-        args.workdir / f"{args.preset}_seed{args.seed}",
-        n_runs=args.runs,
-        seed=args.seed,
-        shape=tuple(args.shape),
-        preset=args.preset,
-        overwrite=True,  # the benchmark's own work folder
-    )
-    return [path]
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, help="model folder (default: bundled)")
-    parser.add_argument("--project", type=Path, nargs="+", help="held-out copick project(s)")
+    add_held_out_arguments(parser, "/tmp/cryopick_calibration")
     parser.add_argument(
         "--fit-on", type=Path, nargs="+", help="fit the calibration on these projects instead"
     )
     parser.add_argument("--min-precision", type=float, nargs="*", default=[0.5, 0.8, 0.9])
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=4242)
-    parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
-    parser.add_argument("--preset", default="czii")
-    parser.add_argument("--tomo-type", default="denoised")
-    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/cryopick_calibration"))
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     return parser
 
 
@@ -187,7 +163,7 @@ def main() -> None:
     model_dir = args.model or bundled_model_dir()
     model = load_model(model_dir, device="cpu")
     card, names = model[1], list(model[1].particle_set.names)
-    projects = _projects(args)
+    projects = held_out_projects(args)
     t0 = time.perf_counter()
     candidates = predict_candidates(projects, model, args.tta, args.tomo_type)
     predict_s = time.perf_counter() - t0

@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from pydantic import ValidationError
-from torch import nn
 from typer.testing import CliRunner
 
 from cryopick.cli import app
@@ -43,6 +41,8 @@ from cryopick.model import (
 )
 from cryopick.report.html import render_summary_table
 from cryopick.report.summary import marked_thresholds, summarise_picks_per_class
+
+from shared_settings import DarkBlobDetector
 
 CZII = default_particle_set()
 APO = CZII.get("apo-ferritin")
@@ -225,17 +225,6 @@ def test_calibration_of_an_unknown_type_is_refused():
 
 
 # ---------------------------------------------------------------- predict
-
-
-class DarkBlobDetector(nn.Module):
-    """Pointwise 'network': dark voxels -> apo-ferritin (peaks ~0.55 on the blobs)."""
-
-    output_stride = 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.zeros((x.shape[0], 7, *x.shape[2:]), dtype=x.dtype)
-        logits[:, APO.label] = -2.0 * x[:, 0] - 8.0
-        return logits
 
 
 def _volume(seed: int = 0) -> np.ndarray:

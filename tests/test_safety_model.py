@@ -33,7 +33,7 @@ from cryopick.model import (
 from cryopick.training.config import TrainConfig
 from cryopick.training.trainer import CHECKPOINT_FILENAME, train
 
-from shared_settings import TINY_TRAINING
+from shared_settings import TINY_TRAINING, DarkBlobDetector
 
 TINY = ModelConfig(widths=(4, 8))
 NO_GPU_MESSAGE = (
@@ -298,17 +298,6 @@ def test_cli_bad_device_is_one_line_error(monkeypatch, tmp_path, device):
 # ---------------------------------------------------------------- item 19: serializer warning
 
 APO = default_particle_set().get("apo-ferritin")
-
-
-class DarkBlobDetector(nn.Module):
-    """Pointwise 'network': dark voxels -> apo-ferritin, else background."""
-
-    output_stride = 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.zeros((x.shape[0], 7, *x.shape[2:]), dtype=x.dtype)
-        logits[:, APO.label] = -2.0 * x[:, 0] - 8.0
-        return logits
 
 
 def _blob_tomogram() -> Tomogram:
