@@ -196,6 +196,31 @@ def test_choose_patch_size_rounds_up_and_caps():
     assert choose_patch_size((500, 100, 7), 8, max_edge=100) == (96, 96, 8)
 
 
+def _windows_along(length, side, overlap, stride=2):
+    padded = max(-(-length // stride) * stride, side)
+    steps = choose_window_steps((padded,), (side,), overlap, stride)
+    return count_windows((padded,), (side,), steps)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.125, 0.25])
+def test_windows_shrink_to_the_smallest_side_that_needs_no_more_windows(overlap):
+    # a full CZII tomogram: 5 x 5 windows of 192 at overlap 0.25, and 5 x 5 of 160 too
+    if overlap == 0.25:
+        assert choose_patch_size((184, 630, 630), 16, overlap=0.25, step_multiple=2) == (
+            192,
+            160,
+            160,
+        )
+    for length in (100, 184, 300, 384, 450, 630, 928):
+        side = choose_patch_size((length,) * 3, 16, overlap=overlap, step_multiple=2)[0]
+        largest = choose_patch_size((length,) * 3, 16)[0]
+        needed = _windows_along(length, largest, overlap)
+        assert side <= largest and side % 16 == 0
+        assert _windows_along(length, side, overlap) <= needed
+        if side > 16:  # one step smaller would need more windows
+            assert _windows_along(length, side - 16, overlap) > needed
+
+
 def test_default_window_is_the_whole_small_volume(volume):
     model = AsymmetricConv()  # not pointwise: windows would show at their borders
     probs = predict_probabilities(model, volume, device="cpu", precision="fp32")

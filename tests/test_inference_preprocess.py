@@ -1,13 +1,18 @@
 import numpy as np
 import pytest
+import torch
 
 from cryopick.core.coords import angstrom_to_voxels, voxels_to_angstrom
 from cryopick.core.errors import InputError
 from cryopick.inference import preprocess
-from cryopick.inference.preprocess import (
+from cryopick.inference.polarity import (
+    choose_inversion,
     measure_contrast_skew,
-    normalise_volume,
+    measure_network_polarity,
     orient_contrast,
+)
+from cryopick.inference.preprocess import (
+    normalise_volume,
     resample_volume,
     resampled_shape,
 )
@@ -139,3 +144,41 @@ def test_contrast_polarity_is_detected_from_the_dark_tail():
     np.testing.assert_array_equal(orient_contrast(volume.copy(), "tomo"), volume)
     np.testing.assert_array_equal(orient_contrast(bright.copy(), "tomo", invert=False), bright)
     np.testing.assert_array_equal(orient_contrast(volume.copy(), "tomo", invert=True), bright)
+
+
+class DarkSpotPicker(torch.nn.Module):
+    """Pointwise 'network': background unless a voxel is very dark (then apo-ferritin)."""
+
+    output_stride = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros((x.shape[0], 7, *x.shape[2:]), dtype=x.dtype)
+        logits[:, 0] = 3.0
+        logits[:, 1] = -2.0 * x[:, 0] - 5.0
+        return logits
+
+
+def _tomogram_with_a_dense_film(seed: int = 0) -> np.ndarray:
+    """Dark particles in noise, most of the field under a dense (dark) film, normalised."""
+    rng = np.random.default_rng(seed)
+    volume = rng.normal(0, 1, (64, 160, 160)).astype(np.float32)
+    z, y, x = np.mgrid[:64, :160, :160]
+    for cz, cy, cx in zip(
+        rng.integers(8, 56, 40), rng.integers(8, 152, 40), rng.integers(8, 152, 40), strict=True
+    ):
+        volume[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 16] -= 3.0
+    volume[:, :, :112] -= 2.0  # the film: the ice beside it becomes the bright tail
+    return normalise_volume(volume)
+
+
+def test_the_network_decides_polarity_where_a_dense_film_fools_the_skewness():
+    volume = _tomogram_with_a_dense_film()
+    assert measure_contrast_skew(volume) > 0.1  # grey values alone: "particles bright"
+    assert choose_inversion(volume.copy(), "tomo") is True  # without a model: fooled
+    detector = DarkSpotPicker()  # finds dark blobs, as a trained picker does
+    as_is, inverted = measure_network_polarity(detector, volume)
+    assert as_is > inverted + 0.02
+    assert choose_inversion(volume.copy(), "tomo", detector) is False
+    assert choose_inversion(-volume, "tomo", detector) is True  # and the inverted one back
+    oriented = orient_contrast(-volume.copy(), "tomo", None, detector)
+    np.testing.assert_array_equal(oriented, volume)

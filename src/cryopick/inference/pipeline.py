@@ -39,9 +39,9 @@ from cryopick.inference.output import (
     write_predictions,
 )
 from cryopick.inference.picking import PickSettings, check_config_for_model, pick_particles
+from cryopick.inference.polarity import orient_contrast
 from cryopick.inference.preprocess import (
     normalise_volume,
-    orient_contrast,
     resample_volume,
     warn_if_smaller_than_window,
 )
@@ -89,7 +89,8 @@ class PredictConfig(BaseModel):
         Flip test-time augmentation (x, y, xy flips; 4x the network time).
     invert : bool or None
         Contrast polarity: True inverts (particles bright in the input), False keeps it,
-        None (default) detects it (:func:`cryopick.inference.preprocess.orient_contrast`).
+        None (default) detects it (:func:`cryopick.inference.polarity.choose_inversion`:
+        the network's confidence both ways, else the grey-value skewness).
     patch_size : tuple of int, optional
         Inference window (z, y, x); default
         :func:`cryopick.inference.window.choose_patch_size` (up to 192³, larger than the
@@ -179,7 +180,9 @@ def predict_tomogram(
         )
         resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
         volume = normalise_volume(resampled, source=tomogram.source, inplace=True)
-    volume = orient_contrast(volume, tomogram.name, config.invert)
+    volume = orient_contrast(
+        volume, tomogram.name, config.invert, model, str(device), config.precision
+    )
     warn_if_smaller_than_window(tomogram.name, volume.shape, card.patch_size, model_spacing_A)
     prob_map = predict_probability_map(
         model,

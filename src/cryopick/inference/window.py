@@ -52,7 +52,11 @@ TTA_FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 def choose_patch_size(
-    shape_zyx: Sequence[int], multiple: int = 16, max_edge: int = DEFAULT_MAX_PATCH_EDGE
+    shape_zyx: Sequence[int],
+    multiple: int = 16,
+    max_edge: int = DEFAULT_MAX_PATCH_EDGE,
+    overlap: float | None = None,
+    step_multiple: int | None = None,
 ) -> tuple[int, int, int]:
     """Choose the inference window: each side rounded up to ``multiple``, at most ``max_edge``.
 
@@ -60,10 +64,38 @@ def choose_patch_size(
     convolutional and batch norms use their running statistics). Large windows waste less
     on overlaps and run far more efficiently on CPU: measured on a 2-core AVX2 EPYC with
     the default U-Net, about 410 ns per voxel in 64³ windows against 100 ns in 192³.
+
+    With ``overlap``, each side is then shrunk to the smallest multiple of ``multiple`` that
+    still covers the volume with as many windows as ``max_edge`` needs at that overlap
+    (:func:`choose_window_steps`): 630 voxels at overlap 0.25 take 5 windows of 192 or 5 of
+    160, and 160 computes 31 % fewer voxels for the same coverage. Steps and padding are
+    multiples of ``step_multiple`` (the network's output stride; default ``multiple``).
     """
     edge = max(multiple, max_edge // multiple * multiple)
-    z, y, x = (min(edge, -(-int(n) // multiple) * multiple) for n in shape_zyx)
+    sides = [min(edge, -(-int(n) // multiple) * multiple) for n in shape_zyx]
+    if overlap is not None:
+        sides = [
+            _smallest_side(int(n), side, multiple, step_multiple or multiple, overlap)
+            for n, side in zip(shape_zyx, sides, strict=True)
+        ]
+    z, y, x = sides
     return z, y, x
+
+
+def _windows_along(length: int, side: int, multiple: int, overlap: float) -> int:
+    """Count the windows of ``side`` covering ``length`` (padded as the predictor pads it)."""
+    padded = max(-(-length // multiple) * multiple, side)
+    step = choose_window_steps((padded,), (side,), overlap, multiple)
+    return count_windows((padded,), (side,), step)
+
+
+def _smallest_side(length: int, side: int, multiple: int, step: int, overlap: float) -> int:
+    """Return the smallest multiple of ``multiple`` covering ``length`` in as few windows."""
+    needed = _windows_along(length, side, step, overlap)
+    for candidate in range(multiple, side + 1, multiple):
+        if _windows_along(length, candidate, step, overlap) <= needed:
+            return candidate
+    return side
 
 
 class _Native(nn.Module):
@@ -204,7 +236,7 @@ def predict_probability_map(
         channels_last = dev.type == "cpu"
     net, stride = prepare_network(model, dev, channels_last, probe_size=patch_size or PROBE_PATCH)
     multiple = max(stride, int(getattr(model, "input_multiple", 1)))
-    patch = _resolve_patch(shape, patch_size, multiple)
+    patch = _resolve_patch(shape, patch_size, multiple, overlap, stride)
     # windows start at multiples of the stride: the same output grid in every window
     padded = pad_to_windows(volume, patch, stride)
     steps = choose_window_steps(padded.shape, patch, overlap, stride)
@@ -258,11 +290,15 @@ def predict_probabilities(model: nn.Module, volume: Any, *args: Any, **kwargs: A
 
 
 def _resolve_patch(
-    shape_zyx: Sequence[int], patch_size: Sequence[int] | None, multiple: int
+    shape_zyx: Sequence[int],
+    patch_size: Sequence[int] | None,
+    multiple: int,
+    overlap: float,
+    stride: int,
 ) -> tuple[int, ...]:
     """Return the window (z, y, x): ``patch_size``, checked, or :func:`choose_patch_size`'s."""
     if patch_size is None:
-        return choose_patch_size(shape_zyx, multiple)
+        return choose_patch_size(shape_zyx, multiple, overlap=overlap, step_multiple=stride)
     patch = tuple(int(p) for p in patch_size)
     if any(p % multiple for p in patch):
         raise ValueError(f"patch size {patch} must be a multiple of {multiple} for this network")
