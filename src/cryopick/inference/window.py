@@ -1,15 +1,13 @@
 """Sliding-window inference: a segmentation network over a whole tomogram.
 
-:func:`predict_probability_map` runs the network on overlapping windows of the volume with
-MONAI's ``sliding_window_inference`` (Gaussian blending of the windows' softmax
-probabilities; it measured 17 % faster than cryopick's own window loop with the same
-prepared network, ``benchmarks/window_vs_monai.py``). cryopick prepares what it is given:
-the network copy (:func:`prepare_network`: batch norms folded, ``channels_last_3d``), the
-autocast dtype, flip test-time augmentation, the CPU batch-of-one workaround and progress
-reports live in the predictor (:class:`_WindowPredictor`); the volume is zero-padded at its
-end to at least one window, and window sizes, steps and padded sides are multiples of the
-network's output stride, so every window starts on the strided output grid. The result is
-kept as float16.
+:func:`predict_probability_map` runs the network on overlapping windows with MONAI's
+``sliding_window_inference`` (Gaussian blending of softmax probabilities; 17 % faster than
+our own loop, ``benchmarks/window_vs_monai.py``) on what cryopick prepares: the network
+(:func:`prepare_network`: batch norms folded, ``channels_last_3d``), autocast, flip TTA,
+the CPU batch-of-one workaround and progress (:class:`_WindowPredictor`); the volume is
+zero-padded at its end to at least one window; window sizes, steps and padded sides are
+multiples of the output stride, so every window starts on the strided output grid. The
+result is kept as float16.
 
 Networks that predict at a stride (output ``Z/s, Y/s, X/s`` for an input patch ``Z, Y, X``)
 are supported: output voxel ``j`` is taken to cover input voxels ``j*s .. j*s+s-1`` (centre
