@@ -6,8 +6,8 @@ our own loop, ``benchmarks/window_vs_monai.py``) on what cryopick prepares: the 
 (:func:`prepare_network`: batch norms folded, ``channels_last_3d``), autocast, flip TTA,
 the CPU batch-of-one workaround and progress (:class:`_WindowPredictor`); the volume is
 zero-padded at its end to at least one window; window sizes, steps and padded sides are
-multiples of the output stride, so every window starts on the strided output grid. The
-result is kept as float16.
+multiples of the output stride, so every window starts on the strided output grid; the
+result is float16.
 
 Networks that predict at a stride (output ``Z/s, Y/s, X/s`` for an input patch ``Z, Y, X``)
 are supported: output voxel ``j`` is taken to cover input voxels ``j*s .. j*s+s-1`` (centre
@@ -78,9 +78,8 @@ def choose_patch_size(
 
 def _windows_along(length: int, side: int, multiple: int, overlap: float) -> int:
     """Count the windows of ``side`` covering ``length`` (padded as the predictor pads it)."""
-    padded = max(-(-length // multiple) * multiple, side)
-    step = choose_window_steps((padded,), (side,), overlap, multiple)
-    return count_windows((padded,), (side,), step)
+    padded = (max(-(-length // multiple) * multiple, side),)
+    return count_windows(padded, (side,), choose_window_steps(padded, (side,), overlap, multiple))
 
 
 def _smallest_side(length: int, side: int, multiple: int, step: int, overlap: float) -> int:
