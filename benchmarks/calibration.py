@@ -41,7 +41,7 @@ from cryopick.evaluation.calibration import (
     select_for_min_precision,
 )
 from cryopick.evaluation.thresholds import select_picks
-from cryopick.inference.picking import CANDIDATE_MIN_SCORE, choose_calibration, choose_thresholds
+from cryopick.inference.picking import candidate_thresholds, choose_calibration, choose_thresholds
 from cryopick.inference.pipeline import LoadedModel, PredictConfig, bundled_model_dir, predict
 from cryopick.model import ScoreCalibration, describe_hardware, load_model
 
@@ -54,9 +54,8 @@ def predict_candidates(
 ) -> pd.DataFrame:
     """Every peak above the candidate floor with its raw score, runs renamed per project."""
     network, card = model
-    raw_card = card.model_copy(update={"calibration": {}, "calibration_tta": {}})
-    floor = dict.fromkeys(card.particle_set.names, CANDIDATE_MIN_SCORE)
-    config = PredictConfig(tta=tta, thresholds=floor)
+    raw_card = card.without_calibration()
+    config = PredictConfig(tta=tta, thresholds=candidate_thresholds(card.particle_set))
     found = [
         rename_runs(predict(p, config=config, tomo_type=tomo_type, model=(network, raw_card)), p)
         for p in projects

@@ -25,7 +25,7 @@ from cryopick.core.particles import ParticleSet
 from cryopick.evaluation.calibration import fit_calibration
 from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
 from cryopick.evaluation.thresholds import TunedScore, tune_and_score
-from cryopick.inference.picking import CANDIDATE_MIN_SCORE
+from cryopick.inference.picking import candidate_thresholds
 from cryopick.inference.pipeline import LoadedModel, PredictConfig, predict_tomograms
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.picks import read_truth
@@ -42,8 +42,6 @@ from cryopick.model import (
 )
 
 log = logging.getLogger(__name__)
-
-TUNING_MIN_SCORE = CANDIDATE_MIN_SCORE  # candidates for tuning: every peak above this
 
 
 def tune_model(
@@ -202,15 +200,14 @@ def calibrate_model(
 
 def _candidate_config(config: PredictConfig | None, particles: ParticleSet) -> PredictConfig:
     """``config`` keeping every peak above the candidate floor, with raw scores."""
-    return (config or PredictConfig()).model_copy(
-        update={"thresholds": _floor_thresholds(particles), "min_score": 0.0, "min_precision": None}
-    )
+    floor = {"thresholds": candidate_thresholds(particles), "min_score": 0.0}
+    return (config or PredictConfig()).model_copy(update={**floor, "min_precision": None})
 
 
 def _raw_scores_model(model: LoadedModel) -> LoadedModel:
     """Return the network with its card stripped of calibration: candidates keep raw scores."""
     network, card = model
-    return network, card.model_copy(update={"calibration": {}, "calibration_tta": {}})
+    return network, card.without_calibration()
 
 
 def _tuned_card(card: ModelCard, tuned: TunedScore, tta: bool, data: str) -> ModelCard:
@@ -262,8 +259,3 @@ def _read_tuning_truth(
     if truth.empty:
         raise InputError(source, "no annotated picks for the runs found; cannot tune thresholds")
     return truth
-
-
-def _floor_thresholds(particles: ParticleSet) -> dict[str, float]:
-    """Return the candidate floor for every class of the set."""
-    return dict.fromkeys(particles.names, TUNING_MIN_SCORE)

@@ -112,7 +112,7 @@ class PickSettings:
         if config.min_precision is None:
             thresholds = choose_thresholds(card, config.tta, config.thresholds, particles)
         else:
-            thresholds = dict.fromkeys(particles.names, CANDIDATE_MIN_SCORE)
+            thresholds = candidate_thresholds(particles)
             thresholds.update(check_threshold_names(config.thresholds or {}, particles))
         return cls(
             target=card.target,
@@ -210,6 +210,11 @@ def choose_thresholds(
     if overrides:
         chosen.update(check_threshold_names(overrides, particles or card.particle_set))
     return chosen
+
+
+def candidate_thresholds(particles: ParticleSet) -> dict[str, float]:
+    """Return :data:`CANDIDATE_MIN_SCORE` for every type of the set: keep every candidate."""
+    return dict.fromkeys(particles.names, CANDIDATE_MIN_SCORE)
 
 
 def choose_calibration(card: ModelCard, tta: bool = False) -> dict[str, ScoreCalibration]:

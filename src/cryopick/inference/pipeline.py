@@ -90,7 +90,7 @@ class PredictConfig(BaseModel):
     invert : bool or None
         Contrast polarity: True inverts (particles bright in the input), False keeps it,
         None (default) detects it (:func:`cryopick.inference.polarity.choose_inversion`:
-        the network's confidence both ways, else the grey-value skewness).
+        the grey-value skewness, with a veto by the network's confidence both ways).
     patch_size : tuple of int, optional
         Inference window (z, y, x); default
         :func:`cryopick.inference.window.choose_patch_size` (up to 192³, larger than the

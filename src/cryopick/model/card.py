@@ -240,6 +240,10 @@ class ModelCard(BaseModel):
         """The particle set the model was trained on (network channel = label)."""
         return ParticleSet.from_records(self.particles)
 
+    def without_calibration(self) -> ModelCard:
+        """Return a copy whose predictions keep raw scores (tuning, calibration fits)."""
+        return self.model_copy(update={"calibration": {}, "calibration_tta": {}})
+
     def to_json(self) -> str:
         """Serialise to indented JSON."""
         return self.model_dump_json(indent=2)
