@@ -50,7 +50,7 @@ from cryopick.inference.window import (
     choose_patch_size,
     choose_window_steps,
     count_windows,
-    pad_to_windows,
+    pad_shape_to_windows,
     predict_probabilities,
     resolve_precision,
 )
@@ -180,7 +180,7 @@ def main() -> None:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model.forward_native(torch.zeros((1, 1, *patch)))  # FLOPs do not depend on the batch
     flops_per_window = counter.get_total_flops()
-    padded_shape = pad_to_windows(np.zeros(shape, np.uint8), patch, 2).shape  # stride 2
+    padded_shape = pad_shape_to_windows(shape, patch, 2)  # stride 2
     n_windows = count_windows(
         padded_shape, patch, choose_window_steps(padded_shape, patch, args.overlap, 2)
     )

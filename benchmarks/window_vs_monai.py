@@ -12,9 +12,11 @@ alternate (ours, MONAI, ours, ...) so that a drifting machine load hits both; th
 of each is reported, with the largest difference between their maps. Results go to
 ``benchmarks/results/window_vs_monai.json``.
 
-Run at commit 58de9aa, "ours" was cryopick's own window loop (slab blending in numpy): MONAI
-was 17 % faster, so cryopick now runs MONAI's loop; run today, the script measures what
-cryopick's predictor, padding and float16 conversion add around MONAI's loop.
+Each process that predicts also pays the import of its loop: the script times, in fresh
+processes, ``import torch`` alone and ``import monai.inferers`` (torch included); "ours" needs
+only torch. Run at commit 58de9aa, "ours" was cryopick's old loop (slab blending in numpy)
+and MONAI was 17 % faster; "ours" is now :mod:`cryopick.inference.blending` (the weighted
+sums in torch, no whole-volume padding).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -68,6 +72,16 @@ def run_monai(model: torch.nn.Module, volume: np.ndarray, patch, overlap: float,
         )
 
 
+def time_import(module: str, repeats: int) -> float:
+    """Median seconds of ``python -c "import <module>"`` in a fresh process."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
@@ -91,6 +105,7 @@ def main() -> None:
         times["monai"].append(time.perf_counter() - start)
         maps = {"ours": ours.probs.astype(np.float32), "monai": theirs[0].numpy()}
     median = {k: float(np.median(v)) for k, v in times.items()}
+    imports = {m: round(time_import(m, args.repeats), 3) for m in ("torch", "monai.inferers")}
     results = {
         "shape_zyx": shape,
         "patch_size": patch,
@@ -101,6 +116,7 @@ def main() -> None:
         "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
         "median_seconds": {k: round(v, 3) for k, v in median.items()},
         "monai_over_ours": round(median["monai"] / median["ours"], 3),
+        "fresh_process_import_seconds": imports,
         "max_abs_map_difference": float(np.abs(maps["ours"] - maps["monai"]).max()),
         "torch": torch.__version__,
     }

@@ -1,13 +1,14 @@
 """Sliding-window inference: a segmentation network over a whole tomogram.
 
-:func:`predict_probability_map` runs the network on overlapping windows with MONAI's
-``sliding_window_inference`` (Gaussian blending of softmax probabilities; 17 % faster than
-our own loop, ``benchmarks/window_vs_monai.py``) on what cryopick prepares: the network
+:func:`predict_probability_map` runs the network on overlapping windows and blends their
+softmax probabilities with Gaussian weights (:func:`cryopick.inference.blending.blend_windows`;
+as fast as MONAI's ``sliding_window_inference`` and 2 s less to import,
+``benchmarks/window_vs_monai.py``) on what cryopick prepares: the network
 (:func:`prepare_network`: batch norms folded, ``channels_last_3d``), autocast, flip TTA,
 the CPU batch-of-one workaround and progress (:class:`_WindowPredictor`); the volume is
-zero-padded at its end to at least one window; window sizes, steps and padded sides are
-multiples of the output stride, so every window starts on the strided output grid; the
-result is float16.
+virtually zero-padded at its end to at least one window; window sizes, steps and padded
+sides are multiples of the output stride, so every window starts on the strided output
+grid; the result is float16.
 
 Networks that predict at a stride (output ``Z/s, Y/s, X/s`` for an input patch ``Z, Y, X``)
 are supported: output voxel ``j`` is taken to cover input voxels ``j*s .. j*s+s-1`` (centre
@@ -33,6 +34,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from cryopick.inference.blending import blend_windows
 from cryopick.inference.runtime import (  # noqa: F401 - re-exported: callers import them from here
     cpu_has_fast_bf16,
     resolve_device,
@@ -231,47 +233,30 @@ def predict_probability_map(
     multiple = max(stride, int(getattr(model, "input_multiple", 1)))
     patch = _resolve_patch(shape, patch_size, multiple, overlap, stride)
     # windows start at multiples of the stride: the same output grid in every window
-    padded = pad_to_windows(volume, patch, stride)
-    steps = choose_window_steps(padded.shape, patch, overlap, stride)
+    padded_shape = pad_shape_to_windows(shape, patch, stride)
+    steps = choose_window_steps(padded_shape, patch, overlap, stride)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     predictor = _WindowPredictor(net, dev, tta, memory_format, progress)
-    predictor.total = count_windows(padded.shape, patch, steps)
-    blended = _blend_windows(padded, patch, steps, batch_size, predictor, amp_dtype)
+    predictor.total = count_windows(padded_shape, patch, steps)
+    data = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+    autocast = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    with torch.inference_mode(), autocast:
+        blended = blend_windows(
+            data,
+            padded_shape,
+            patch,
+            steps,
+            predictor,
+            batch_size=batch_size,
+            stride=stride,
+            sigma_fraction=BLEND_SIGMA_FRACTION,
+        )
     crop = tuple(slice(0, math.ceil(n / stride)) for n in shape)
     result = blended[(slice(None), *crop)].to(torch.float16).numpy()  # torch: multithreaded
     del blended
     if stride > 1 and upsample:
         return ProbabilityMap(upsample_probabilities(result, stride, shape), 1)
     return ProbabilityMap(result, stride)
-
-
-def _blend_windows(
-    padded: NDArray[np.float32],
-    patch: Sequence[int],
-    steps: Sequence[int],
-    batch_size: int,
-    predictor: _WindowPredictor,
-    amp_dtype: torch.dtype | None,
-) -> torch.Tensor:
-    """Run MONAI's sliding window with our steps; return the blended map (C, ...) on CPU."""
-    from monai.inferers.utils import sliding_window_inference
-
-    device = predictor.device
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    with torch.inference_mode(), autocast:
-        blended = sliding_window_inference(
-            torch.from_numpy(padded)[None, None],
-            list(patch),
-            batch_size,
-            predictor,
-            overlap=[_monai_overlap(step, p) for step, p in zip(steps, patch, strict=True)],
-            mode="gaussian",
-            sigma_scale=BLEND_SIGMA_FRACTION,
-            sw_device=device,
-            device="cpu",
-        )
-    assert isinstance(blended, torch.Tensor)
-    return blended[0]
 
 
 def predict_probabilities(model: nn.Module, volume: Any, *args: Any, **kwargs: Any) -> NDArray:
@@ -298,18 +283,20 @@ def _resolve_patch(
     return patch
 
 
-def pad_to_windows(volume: Any, patch: Sequence[int], multiple: int) -> NDArray[np.float32]:
-    """Return the volume as float32, zero-padded at its end to at least one window.
+def pad_shape_to_windows(
+    shape_zyx: Sequence[int], patch: Sequence[int], multiple: int
+) -> tuple[int, int, int]:
+    """Return the side the windows cover: each at least the window, a multiple of ``multiple``.
 
-    Each side becomes at least the window and a multiple of ``multiple`` (the network's
-    stride): with window sizes and steps that are multiples of it too, every window then
-    starts on the strided output grid. Nothing is padded before voxel 0, so positions do
-    not move, and a side longer than the window gets at most ``multiple - 1`` zeros.
+    ``multiple`` is the network's stride: with window sizes and steps that are multiples of
+    it too, every window then starts on the strided output grid. The volume is padded with
+    zeros at its end only (positions do not move); a side longer than the window gets at
+    most ``multiple - 1`` zeros.
     """
-    data = np.asarray(volume, dtype=np.float32)
-    target = [max(-(-n // multiple) * multiple, p) for n, p in zip(data.shape, patch, strict=True)]
-    pad = [(0, t - n) for t, n in zip(target, data.shape, strict=True)]
-    return np.pad(data, pad) if any(after for _, after in pad) else np.ascontiguousarray(data)
+    z, y, x = (
+        max(-(-int(n) // multiple) * multiple, p) for n, p in zip(shape_zyx, patch, strict=True)
+    )
+    return z, y, x
 
 
 def choose_window_steps(
@@ -332,11 +319,6 @@ def choose_window_steps(
     return tuple(steps)
 
 
-def _monai_overlap(step: int, patch: int) -> float:
-    """Return the overlap for which MONAI steps by ``step`` (``int(patch * (1 - overlap))``)."""
-    return 0.0 if step >= patch else 1.0 - (step + 0.5) / patch
-
-
 def count_windows(shape: Sequence[int], patch: Sequence[int], steps: Sequence[int]) -> int:
     """Count the windows of size ``patch`` at ``steps`` covering ``shape`` (last one flush)."""
     total = 1
@@ -346,7 +328,7 @@ def count_windows(shape: Sequence[int], patch: Sequence[int], steps: Sequence[in
 
 
 class _WindowPredictor:
-    """The network as MONAI calls it: windows (B, 1, Z, Y, X) -> softmax probabilities (float32).
+    """The network as the blending calls it: windows (B, 1, Z, Y, X) -> softmax (float32).
 
     Averages over flips with ``tta``; runs a single window as a batch of two on CPU
     (PyTorch runs batch-1 3D convolutions there without oneDNN, ~3x slower); reports
