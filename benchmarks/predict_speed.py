@@ -18,7 +18,11 @@ is less sensitive to other processes), with the peak resident memory (RSS sample
 * ``peaks``: :func:`cryopick.inference.peaks.find_peaks` on the network's map, and, because an
   untrained network gives flat maps, also on a synthetic map with 150 blobs per class
   (``peaks_synthetic``);
-* ``write``: the picks CSV.
+* ``write``: the picks CSV;
+* ``cli``: what a user runs, ``cryopick predict TOMO.mrc --output picks.csv`` with the
+  bundled model, in a fresh process (Python start, imports, model load, reading the MRC,
+  polarity check, network, peaks, writing), ``--cli-repeats`` times; wall seconds and the
+  child's peak RSS. This is the issue's end-to-end figure.
 
 Also measured: fp32 and bf16 matmul peaks of this CPU (a 2048² matmul), the network's FLOPs
 per window (torch's FlopCounter), and the network's achieved FLOP/s. Results go to
@@ -33,6 +37,8 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -145,6 +151,28 @@ def make_synthetic_probs(shape: tuple[int, int, int], per_class: int = 150) -> n
     return probs
 
 
+def time_cli(volume: np.ndarray, workdir: Path, repeats: int) -> dict:
+    """Wall seconds and peak RSS of ``cryopick predict`` on an MRC, each in a fresh process."""
+    import mrcfile
+
+    path = workdir / "TS_cli.mrc"
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(volume)
+        mrc.voxel_size = 10.0
+    command = [sys.executable, "-c", "from cryopick.cli import app; app()", "predict", str(path)]
+    seconds = []
+    for i in range(repeats):
+        output = workdir / f"cli_{i}.csv"
+        start = time.perf_counter()
+        subprocess.run([*command, "--output", str(output), "--quiet"], check=True)
+        seconds.append(round(time.perf_counter() - start, 3))
+    peak_GB = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
+    result = {"seconds": seconds, "median_seconds": float(np.median(seconds))}
+    result["peak_rss_GB"] = round(peak_GB, 3)
+    print(f"{'cli':>18s}: {result}", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
@@ -154,6 +182,7 @@ def main() -> None:
     parser.add_argument(
         "--patch", type=int, nargs=3, default=None, help="window (default: choose_patch_size)"
     )
+    parser.add_argument("--cli-repeats", type=int, default=3, help="fresh-process CLI runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -161,7 +190,11 @@ def main() -> None:
 
     card = ModelCard()
     model = build_model(card.architecture).eval()
-    patch = tuple(args.patch) if args.patch else choose_patch_size(shape, model.input_multiple)
+    patch = (
+        tuple(args.patch)
+        if args.patch
+        else choose_patch_size(shape, model.input_multiple, overlap=args.overlap, step_multiple=2)
+    )
     results: dict = {
         "shape_zyx": shape,
         "spacing_A": 10.0,
@@ -215,6 +248,7 @@ def main() -> None:
             synthetic_picks = find_peaks(synthetic, 20.0, "synthetic", origin_A=5.0)
         results["n_picks_synthetic"] = len(synthetic_picks)
         del synthetic
+        results["cli"] = time_cli(make_volume(shape), Path(tmp), args.cli_repeats)
         results["stages"] = stages
         network_s = stages["network"]["seconds"]
         achieved = n_windows * flops_per_window / network_s / 1e9
