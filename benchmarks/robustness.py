@@ -8,6 +8,11 @@ thick ice, gold fiducials with a carbon edge in view, and procedural crowders of
 family ("branched") that the ``varied`` training preset leaves out.
 
     python benchmarks/robustness.py [--model DIR] [--runs 2] [--shape 184 448 448]
+        [--only NAME ...] [--config predict.json] [--out DIR]
+
+``--config`` takes predict settings as ``cryopick predict --config`` does (a JSON
+file of :class:`cryopick.inference.pipeline.PredictConfig` fields), e.g.
+``{"fiducial_max_score": null}`` to score without the gold-streak filter.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cryopick.evaluation.metric import score_picks
-from cryopick.inference.pipeline import LoadedModel, predict_tomogram
+from cryopick.inference.pipeline import LoadedModel, PredictConfig, predict_tomogram
 from cryopick.io.tomograms import Tomogram
 from cryopick.model import bundled_model_dir, describe_hardware
 from cryopick.simulate import simulate_run
@@ -71,6 +76,11 @@ CONDITIONS: dict[str, Condition] = {
             )
         }
     ),
+    # the two parts of the cell above, one at a time
+    "gold fiducials": Condition(
+        {"extras": SpecimenExtras(gold=GoldBeads(probability=1.0, per_um2=(40.0, 40.0)))}
+    ),
+    "carbon edge": Condition({"extras": SpecimenExtras(carbon=CarbonFilm(probability=1.0))}),
     # half the crowding volume "branched" procedural crowders, a shape family that the
     # 'varied' training preset leaves out
     "unseen crowder shapes": Condition(
@@ -86,7 +96,12 @@ CONDITIONS: dict[str, Condition] = {
 
 
 def score_condition(
-    name: str, model: LoadedModel, runs: int, shape_10A: tuple[int, int, int], seed: int
+    name: str,
+    model: LoadedModel,
+    runs: int,
+    shape_10A: tuple[int, int, int],
+    seed: int,
+    settings: PredictConfig | None = None,
 ) -> dict[str, Any]:
     """Simulate ``runs`` tomograms under one condition, pick and score them."""
     condition = CONDITIONS[name]
@@ -103,7 +118,7 @@ def score_condition(
         data = -volume if inverted else volume
         tomogram = Tomogram(f"r{i}", data, spacing_A, Path(f"r{i}"), tomo_type)
         network, card = model
-        picks.append(predict_tomogram(tomogram, network, card))
+        picks.append(predict_tomogram(tomogram, network, card, settings))
         truths.append(run.picks)
     result = score_picks(pd.concat(truths), pd.concat(picks))
     per_class = result.to_dict()["per_class"]
@@ -119,7 +134,8 @@ def merge_rows(path: Path, record: dict[str, Any], rows: list[dict]) -> list[dic
     if not path.exists():
         return rows
     old = json.loads(path.read_text())
-    same = all(old.get(k) == record[k] for k in ("model", "runs", "shape_at_10A", "seed"))
+    keys = ("model", "runs", "shape_at_10A", "seed", "config")
+    same = all(old.get(k, {} if k == "config" else None) == record[k] for k in keys)
     if not same:
         return rows
     new_names = {row["condition"] for row in rows}
@@ -138,18 +154,23 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(184, 448, 448))
     parser.add_argument("--seed", type=int, default=6262)
     parser.add_argument("--only", nargs="*", help="condition names (default: all)")
+    parser.add_argument("--config", type=Path, help="predict settings (JSON)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    from cryopick.cli.app import load_predict_config
     from cryopick.model import load_model
 
+    settings = load_predict_config(args.config)
     model: LoadedModel = load_model(args.model or bundled_model_dir())
     names = args.only or list(CONDITIONS)
-    rows = [score_condition(n, model, args.runs, tuple(args.shape), args.seed) for n in names]
+    shape = tuple(args.shape)
+    rows = [score_condition(n, model, args.runs, shape, args.seed, settings) for n in names]
     record = {
         "model": str(args.model or bundled_model_dir()),
         "runs": args.runs,
         "shape_at_10A": list(args.shape),
         "seed": args.seed,
+        "config": settings.model_dump(exclude_defaults=True),
         "hardware": describe_hardware(),
         "rows": rows,
     }

@@ -17,7 +17,6 @@ options make each run a resumable task.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cryopick.console import window_progress_bar
 from cryopick.core.errors import RunsFailedError, one_line_error
 from cryopick.core.particles import ParticleSet, resolve_particle_set
+from cryopick.inference.fiducials import drop_fiducial_streak_picks
 from cryopick.inference.output import (
     PICKS_SESSION_ID,
     PICKS_USER_ID,
@@ -40,11 +40,7 @@ from cryopick.inference.output import (
 )
 from cryopick.inference.picking import PickSettings, check_config_for_model, pick_particles
 from cryopick.inference.polarity import orient_contrast
-from cryopick.inference.preprocess import (
-    normalise_volume,
-    resample_volume,
-    warn_if_smaller_than_window,
-)
+from cryopick.inference.preprocess import prepare_volume, warn_if_smaller_than_window
 from cryopick.inference.window import predict_probability_map, resolve_device
 from cryopick.io.runs import RunResult, open_tomograms, raise_all_failed
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
@@ -87,6 +83,9 @@ class PredictConfig(BaseModel):
         :func:`cryopick.inference.runtime.resolve_precision`).
     tta : bool
         Flip test-time augmentation (x, y, xy flips; 4x the network time).
+    fiducial_max_score : float or None
+        Picks in the streaks of gold fiducials (found by their density) scoring below this
+        are dropped (:mod:`cryopick.inference.fiducials`); None keeps them all.
     invert : bool or None
         Contrast polarity: True inverts (particles bright in the input), False keeps it,
         None (default) detects it (:func:`cryopick.inference.polarity.choose_inversion`:
@@ -131,6 +130,7 @@ class PredictConfig(BaseModel):
     cross_class_ratio: float = Field(1.0, ge=0.0, le=1.0)
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
     invert: bool | None = None
+    fiducial_max_score: float | None = Field(0.5, ge=0.0, le=1.0)
 
 
 def predict_tomogram(
@@ -169,17 +169,9 @@ def predict_tomogram(
     config = PredictConfig.model_validate({**(config or PredictConfig()).model_dump(), **options})
     device = resolve_device(config.device)  # a bad --device fails before any work
     model_spacing_A = float(card.spacing_A)
-    if math.isclose(tomogram.spacing_A, model_spacing_A, rel_tol=1e-3):
-        volume = normalise_volume(tomogram.data, source=tomogram.source)
-    else:
-        log.info(
-            "%s: resampling from %.3f Å to the model's %.3f Å voxels",
-            tomogram.name,
-            tomogram.spacing_A,
-            model_spacing_A,
-        )
-        resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
-        volume = normalise_volume(resampled, source=tomogram.source, inplace=True)
+    volume, fiducials = prepare_volume(
+        tomogram, model_spacing_A, find_beads=config.fiducial_max_score is not None
+    )
     volume = orient_contrast(
         volume, tomogram.name, config.invert, model, str(device), config.precision
     )
@@ -197,13 +189,23 @@ def predict_tomogram(
         progress=progress,
     )
     del volume
-    return pick_particles(
+    picks = pick_particles(
         prob_map.probs,
         PickSettings.for_model(card, config),
         spacing_A=model_spacing_A,
         stride=prob_map.stride,
         experiment=tomogram.name,
     )
+    if config.fiducial_max_score is None or len(fiducials) == 0:
+        return picks
+    kept = drop_fiducial_streak_picks(picks, fiducials, config.fiducial_max_score)
+    log.info(
+        "%s: %d gold fiducials; %d weak picks in their streaks dropped",
+        tomogram.name,
+        len(fiducials),
+        len(picks) - len(kept),
+    )
+    return kept
 
 
 def predict_tomograms(

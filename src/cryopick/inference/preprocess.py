@@ -21,16 +21,21 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
 from cryopick.core.errors import InputError
+from cryopick.inference.fiducials import NO_FIDUCIALS, Fiducials, find_fiducials
+
+if TYPE_CHECKING:
+    from cryopick.io.tomograms import Tomogram
 
 log = logging.getLogger(__name__)
 
+CLIP_SIGMA = 5.0  # the network's input is clipped to this many robust spreads
 _SAMPLE_VOXELS = 2_000_000  # voxels used to estimate the median and spread
 _BLOCK_VOXELS = 16_000_000  # about 64 MB of float32 per z block
 
@@ -45,7 +50,7 @@ def _z_blocks(
 def normalise_volume(
     volume: Any,
     *,
-    clip_sigma: float = 5.0,
+    clip_sigma: float | None = CLIP_SIGMA,
     source: str | Path | None = None,
     inplace: bool = False,
 ) -> NDArray[np.float32]:
@@ -61,8 +66,8 @@ def normalise_volume(
     volume : array_like, shape (Z, Y, X)
         Any dtype (int8 MRCs are common) and any array supporting slicing (numpy,
         memmap, zarr). Read once, z block by z block.
-    clip_sigma : float
-        Clip limit in units of the robust spread.
+    clip_sigma : float or None
+        Clip limit in units of the robust spread; None: no clipping.
     source : str or Path, optional
         File the volume came from, named in errors.
     inplace : bool
@@ -115,7 +120,8 @@ def normalise_volume(
         block = out[z0:z1]
         block -= centre
         block *= scale
-        np.clip(block, -clip_sigma, clip_sigma, out=block)
+        if clip_sigma is not None:
+            np.clip(block, -clip_sigma, clip_sigma, out=block)
     return out
 
 
@@ -131,6 +137,32 @@ def resampled_shape(
     # the small epsilon keeps exact multiples (e.g. 5 -> 10 Å on an odd length) from rounding down
     z, y, x = (math.floor((n - 1) * ratio + 1e-6) + 1 for n in shape_zyx)
     return z, y, x
+
+
+def prepare_volume(
+    tomogram: Tomogram, model_spacing_A: float, *, find_beads: bool = True
+) -> tuple[NDArray[np.float32], Fiducials]:
+    """Return the network's input: the tomogram at ``model_spacing_A``, normalised, clipped.
+
+    Resampled first when its voxel size differs (:func:`resample_volume`); gold beads are
+    looked for after normalising and before clipping (:func:`find_fiducials`) when
+    ``find_beads``, and returned with the volume (none otherwise).
+    """
+    if math.isclose(tomogram.spacing_A, model_spacing_A, rel_tol=1e-3):
+        volume = normalise_volume(tomogram.data, source=tomogram.source, clip_sigma=None)
+    else:
+        log.info(
+            "%s: resampling from %.3f Å to the model's %.3f Å voxels",
+            tomogram.name,
+            tomogram.spacing_A,
+            model_spacing_A,
+        )
+        resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
+        volume = normalise_volume(resampled, source=tomogram.source, inplace=True, clip_sigma=None)
+    fiducials = find_fiducials(volume, model_spacing_A) if find_beads else NO_FIDUCIALS
+    for z0, z1 in _z_blocks(volume.shape[0], volume.shape[1] * volume.shape[2]):
+        np.clip(volume[z0:z1], -CLIP_SIGMA, CLIP_SIGMA, out=volume[z0:z1])
+    return volume, fiducials
 
 
 def resample_volume(
