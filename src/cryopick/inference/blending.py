@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+BLEND_SIGMA_FRACTION = 0.125  # sigma of the Gaussian weights, fraction of the window
 
 
 def window_starts(
@@ -96,10 +97,10 @@ def blend_windows(
     patch_zyx: Sequence[int],
     steps_zyx: Sequence[int],
     predictor: Predictor,
-    *,
     batch_size: int = 2,
     stride: int = 1,
-    sigma_fraction: float = 0.125,
+    *,
+    sigma_fraction: float = BLEND_SIGMA_FRACTION,
 ) -> torch.Tensor:
     """Return the Gaussian-blended predictions (C, Z/s, Y/s, X/s) of every window, float32.
 

@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PATCH_EDGE = 192
 PROBE_PATCH = (32, 32, 32)  # probes the output stride of models that do not declare it
-BLEND_SIGMA_FRACTION = 0.125  # Gaussian blending: sigma of the weights, fraction of the window
 # flips that keep z as z (the missing wedge is not symmetric under z flips)
 TTA_FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
@@ -241,16 +240,7 @@ def predict_probability_map(
     data = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
     autocast = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     with torch.inference_mode(), autocast:
-        blended = blend_windows(
-            data,
-            padded_shape,
-            patch,
-            steps,
-            predictor,
-            batch_size=batch_size,
-            stride=stride,
-            sigma_fraction=BLEND_SIGMA_FRACTION,
-        )
+        blended = blend_windows(data, padded_shape, patch, steps, predictor, batch_size, stride)
     crop = tuple(slice(0, math.ceil(n / stride)) for n in shape)
     result = blended[(slice(None), *crop)].to(torch.float16).numpy()  # torch: multithreaded
     del blended
@@ -349,6 +339,7 @@ class _WindowPredictor:
         self.total, self.done = 0, 0
 
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        windows = windows.to(self.device, non_blocking=True)
         n = windows.shape[0]
         x = torch.cat([windows, windows]) if n == 1 and self.device.type == "cpu" else windows
         total = None
