@@ -76,3 +76,22 @@ def test_blending_on_a_strided_grid_keeps_each_output_voxel_over_its_inputs():
 
     blended = blend_windows(volume, padded, patch, steps, pool, stride=2)
     torch.testing.assert_close(blended[0], F.avg_pool3d(volume[None, None], 2)[0, 0])
+
+
+def test_the_window_predictor_feeds_the_network_on_its_device():
+    # the blending reads windows on the CPU; a CUDA network must get them on its device
+    # ("meta" stands in for it here: a tensor left on the CPU would show as "cpu")
+    from cryopick.inference.window import _WindowPredictor
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.device.type)
+            return torch.zeros((x.shape[0], 3, *x.shape[2:]), device=x.device)
+
+    predictor = _WindowPredictor(
+        Recorder(), torch.device("meta"), False, torch.contiguous_format, None
+    )
+    out = predictor(torch.zeros((2, 1, 4, 4, 4)))
+    assert seen == ["meta"] and out.shape == (2, 3, 4, 4, 4)
