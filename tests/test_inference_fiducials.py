@@ -87,7 +87,9 @@ def test_prepare_volume_clips_and_reports_the_bead():
     prepared, beads = prepare_volume(tomogram, 10.0)
     assert prepared.min() == -5.0 and prepared.max() <= 5.0
     assert len(beads) == 1
-    assert len(prepare_volume(tomogram, 10.0, find_beads=False)[1]) == 0
+    unsearched, none = prepare_volume(tomogram, 10.0, find_beads=False)
+    assert len(none) == 0
+    np.testing.assert_array_equal(unsearched, prepared)  # the same input for the network
 
 
 def test_predict_drops_a_weak_particle_in_a_beads_streak_only():

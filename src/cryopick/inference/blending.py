@@ -22,22 +22,27 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 BLEND_SIGMA_FRACTION = 0.125  # sigma of the Gaussian weights, fraction of the window
 
 
+def window_starts_along(length: int, side: int, step: int) -> list[int]:
+    """Return the starts of the windows of ``side`` along one axis of ``length``.
+
+    ``0, step, 2*step, ...``, the last one ending at ``length`` (flush); a length no longer
+    than the window gets one window at 0.
+    """
+    if length <= side:
+        return [0]
+    count = -(-(length - side) // step) + 1
+    return [min(i * step, length - side) for i in range(count)]
+
+
 def window_starts(
     shape_zyx: Sequence[int], patch_zyx: Sequence[int], steps_zyx: Sequence[int]
-) -> list[tuple[int, int, int]]:
-    """Return the (z, y, x) start of every window, z slowest; the last one per axis is flush.
-
-    Along each axis the windows start at ``0, step, 2*step, ...`` and the last one ends at
-    the side (a side no longer than the window gets one window at 0).
-    """
-    per_axis = []
-    for n, p, step in zip(shape_zyx, patch_zyx, steps_zyx, strict=True):
-        if n <= p:
-            per_axis.append([0])
-            continue
-        count = -(-(n - p) // step) + 1
-        per_axis.append([min(i * step, n - p) for i in range(count)])
-    return [(z, y, x) for z, y, x in itertools.product(*per_axis)]
+) -> list[tuple[int, ...]]:
+    """Return the (z, y, x) start of every window, z slowest (:func:`window_starts_along`)."""
+    per_axis = [
+        window_starts_along(n, p, step)
+        for n, p, step in zip(shape_zyx, patch_zyx, steps_zyx, strict=True)
+    ]
+    return list(itertools.product(*per_axis))
 
 
 def gaussian_weights(side: int, sigma_fraction: float) -> torch.Tensor:
@@ -67,7 +72,7 @@ def _axis_weight_sums(
 
 
 def read_windows(
-    volume: torch.Tensor, starts_zyx: list[tuple[int, int, int]], patch_zyx: Sequence[int]
+    volume: torch.Tensor, starts_zyx: Sequence[Sequence[int]], patch_zyx: Sequence[int]
 ) -> torch.Tensor:
     """Return the windows (B, 1, Z, Y, X) at ``starts_zyx`` of a (Z, Y, X) volume.
 
@@ -126,18 +131,19 @@ def blend_windows(
     torch.Tensor
         float32, on the CPU, over the padded shape divided by ``stride``.
     """
-    starts = window_starts(padded_shape_zyx, patch_zyx, steps_zyx)
+    per_axis = [
+        window_starts_along(n, p, step)
+        for n, p, step in zip(padded_shape_zyx, patch_zyx, steps_zyx, strict=True)
+    ]
+    starts = list(itertools.product(*per_axis))
     out_patch = [p // stride for p in patch_zyx]
     out_shape = [n // stride for n in padded_shape_zyx]
     axis_weights = [gaussian_weights(p, sigma_fraction) for p in out_patch]
     weights = _outer(*axis_weights)
     # the windows form a grid, so the sum of their (separable) weights is separable too
-    axis_starts = [sorted({start[axis] // stride for start in starts}) for axis in range(3)]
+    axes = zip(per_axis, out_patch, out_shape, axis_weights, strict=True)
     weight_sum = _outer(
-        *(
-            _axis_weight_sums(axis_starts[axis], out_patch[axis], out_shape[axis], w)
-            for axis, w in enumerate(axis_weights)
-        )
+        *(_axis_weight_sums([a // stride for a in along], p, n, w) for along, p, n, w in axes)
     )
     total: torch.Tensor | None = None
     for batch in _batches(starts, batch_size):

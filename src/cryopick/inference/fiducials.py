@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 FIDUCIAL_SIGMA = 12.0  # robust spreads beyond which a voxel is taken for gold
 MIN_FIDUCIAL_RADIUS_A = 20.0  # smaller dense specks are not beads (equivalent radius)
 MAX_DENSE_FRACTION = 0.01  # more dense voxels than this: not gold in ice; nothing done
-_BLOCK_VOXELS = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -52,48 +51,47 @@ class Fiducials:
 NO_FIDUCIALS = Fiducials(np.zeros((0, 3)), np.zeros(0))
 
 
-def _dense_voxels(volume: Any, sigma: float) -> NDArray[np.int64]:
-    """Return the (z, y, x) of the voxels beyond ``±sigma``, read block by block."""
-    n_z, n_y, n_x = volume.shape
-    step = max(1, _BLOCK_VOXELS // max(1, n_y * n_x))
-    found = []
-    for z0 in range(0, n_z, step):
-        index = np.argwhere(np.abs(np.asarray(volume[z0 : z0 + step])) > sigma)
-        index[:, 0] += z0
-        found.append(index)
-    return np.concatenate(found)
+def find_dense_voxels(block: NDArray, sigma: float, z0: int = 0) -> NDArray[np.int64]:
+    """Return the (z, y, x) of the voxels of a normalised block beyond ``±sigma``.
+
+    ``z0`` is the block's first z in the volume (added to z). Scanning a volume block by
+    block and concatenating gives :func:`group_fiducials` its input.
+    """
+    index = np.argwhere(np.abs(block) > sigma)
+    index[:, 0] += z0
+    return index
 
 
-def find_fiducials(
-    volume: Any,
+def group_fiducials(
+    dense_zyx: NDArray[np.int64],
+    n_voxels: int,
     spacing_A: float,
     *,
-    sigma: float = FIDUCIAL_SIGMA,
     min_radius_A: float = MIN_FIDUCIAL_RADIUS_A,
 ) -> Fiducials:
-    """Find gold beads in a normalised, unclipped tomogram.
+    """Group dense voxels into gold beads (26-connected sets).
 
     Parameters
     ----------
-    volume : array_like, shape (Z, Y, X)
-        Normalised to zero centre and unit robust spread, not clipped (see
-        :func:`cryopick.inference.preprocess.normalise_volume` with ``clip_sigma=None``).
+    dense_zyx : numpy.ndarray, shape (N, 3)
+        Voxel indices from :func:`find_dense_voxels`.
+    n_voxels : int
+        Voxels in the volume: with more than :data:`MAX_DENSE_FRACTION` of them dense,
+        the tomogram is not gold in ice and no bead is returned.
     spacing_A : float
-        Its voxel size in Å.
-    sigma : float
-        A voxel beyond ``±sigma`` is dense enough for gold.
+        Voxel size in Å.
     min_radius_A : float
         Smallest bead kept, as the equivalent radius of its dense voxels.
 
     Returns
     -------
     Fiducials
-        One entry per bead (26-connected dense voxels), possibly none.
+        One entry per bead, possibly none.
     """
-    dense = _dense_voxels(volume, sigma)
+    dense = np.asarray(dense_zyx, dtype=np.int64).reshape(-1, 3)
     if len(dense) == 0:
         return NO_FIDUCIALS
-    if len(dense) > MAX_DENSE_FRACTION * math.prod(volume.shape):
+    if len(dense) > MAX_DENSE_FRACTION * n_voxels:
         log.info("%d very dense voxels: not gold beads in ice; none looked for", len(dense))
         return NO_FIDUCIALS
     pairs = cKDTree(dense).query_pairs(r=1.75, output_type="ndarray")  # 26-neighbours
@@ -107,6 +105,36 @@ def find_fiducials(
     radii_A = np.cbrt(3.0 * counts / (4.0 * math.pi)) * spacing_A
     kept = radii_A >= min_radius_A
     return Fiducials(centres_A[kept], radii_A[kept])
+
+
+def find_fiducials(
+    volume: Any,
+    spacing_A: float,
+    *,
+    sigma: float = FIDUCIAL_SIGMA,
+    min_radius_A: float = MIN_FIDUCIAL_RADIUS_A,
+) -> Fiducials:
+    """Find gold beads in a normalised, unclipped tomogram held in memory.
+
+    :func:`find_dense_voxels` over the whole volume, then :func:`group_fiducials`
+    (:func:`cryopick.inference.preprocess.prepare_volume` does the same block by block,
+    while it clips).
+
+    Parameters
+    ----------
+    volume : array_like, shape (Z, Y, X)
+        Normalised to zero centre and unit robust spread, not clipped (see
+        :func:`cryopick.inference.preprocess.normalise_volume` with ``clip_sigma=None``).
+    spacing_A : float
+        Its voxel size in Å.
+    sigma : float
+        A voxel beyond ``±sigma`` is dense enough for gold.
+    min_radius_A : float
+        Smallest bead kept, as the equivalent radius of its dense voxels.
+    """
+    data = np.asarray(volume)
+    dense = find_dense_voxels(data, sigma)
+    return group_fiducials(dense, data.size, spacing_A, min_radius_A=min_radius_A)
 
 
 def in_fiducial_streaks(

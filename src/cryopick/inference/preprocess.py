@@ -28,7 +28,13 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from cryopick.core.errors import InputError
-from cryopick.inference.fiducials import NO_FIDUCIALS, Fiducials, find_fiducials
+from cryopick.inference.fiducials import (
+    FIDUCIAL_SIGMA,
+    NO_FIDUCIALS,
+    Fiducials,
+    find_dense_voxels,
+    group_fiducials,
+)
 
 if TYPE_CHECKING:
     from cryopick.io.tomograms import Tomogram
@@ -144,12 +150,14 @@ def prepare_volume(
 ) -> tuple[NDArray[np.float32], Fiducials]:
     """Return the network's input: the tomogram at ``model_spacing_A``, normalised, clipped.
 
-    Resampled first when its voxel size differs (:func:`resample_volume`); gold beads are
-    looked for after normalising and before clipping (:func:`find_fiducials`) when
-    ``find_beads``, and returned with the volume (none otherwise).
+    Resampled first when its voxel size differs (:func:`resample_volume`). When
+    ``find_beads``, gold beads are looked for after normalising, in the same pass over the
+    volume that clips it (:func:`cryopick.inference.fiducials.find_dense_voxels` before each
+    block is clipped), and returned with the volume; otherwise the normalisation clips.
     """
+    clip_sigma = None if find_beads else CLIP_SIGMA  # with beads: clipped below, after them
     if math.isclose(tomogram.spacing_A, model_spacing_A, rel_tol=1e-3):
-        volume = normalise_volume(tomogram.data, source=tomogram.source, clip_sigma=None)
+        volume = normalise_volume(tomogram.data, source=tomogram.source, clip_sigma=clip_sigma)
     else:
         log.info(
             "%s: resampling from %.3f Å to the model's %.3f Å voxels",
@@ -158,11 +166,17 @@ def prepare_volume(
             model_spacing_A,
         )
         resampled = resample_volume(tomogram.data, tomogram.spacing_A, model_spacing_A)
-        volume = normalise_volume(resampled, source=tomogram.source, inplace=True, clip_sigma=None)
-    fiducials = find_fiducials(volume, model_spacing_A) if find_beads else NO_FIDUCIALS
+        volume = normalise_volume(
+            resampled, source=tomogram.source, inplace=True, clip_sigma=clip_sigma
+        )
+    if not find_beads:
+        return volume, NO_FIDUCIALS
+    dense = []
     for z0, z1 in _z_blocks(volume.shape[0], volume.shape[1] * volume.shape[2]):
-        np.clip(volume[z0:z1], -CLIP_SIGMA, CLIP_SIGMA, out=volume[z0:z1])
-    return volume, fiducials
+        block = volume[z0:z1]
+        dense.append(find_dense_voxels(block, FIDUCIAL_SIGMA, z0))
+        np.clip(block, -CLIP_SIGMA, CLIP_SIGMA, out=block)
+    return volume, group_fiducials(np.concatenate(dense), volume.size, model_spacing_A)
 
 
 def resample_volume(

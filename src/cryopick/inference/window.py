@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from cryopick.inference.blending import blend_windows
+from cryopick.inference.blending import blend_windows, window_starts_along
 from cryopick.inference.runtime import (  # noqa: F401 - re-exported: callers import them from here
     cpu_has_fast_bf16,
     resolve_device,
@@ -79,7 +79,7 @@ def choose_patch_size(
 
 def _windows_along(length: int, side: int, multiple: int, overlap: float) -> int:
     """Count the windows of ``side`` covering ``length`` (padded as the predictor pads it)."""
-    padded = (max(-(-length // multiple) * multiple, side),)
+    padded = pad_shape_to_windows((length,), (side,), multiple)
     return count_windows(padded, (side,), choose_window_steps(padded, (side,), overlap, multiple))
 
 
@@ -275,7 +275,7 @@ def _resolve_patch(
 
 def pad_shape_to_windows(
     shape_zyx: Sequence[int], patch: Sequence[int], multiple: int
-) -> tuple[int, int, int]:
+) -> tuple[int, ...]:
     """Return the side the windows cover: each at least the window, a multiple of ``multiple``.
 
     ``multiple`` is the network's stride: with window sizes and steps that are multiples of
@@ -283,10 +283,9 @@ def pad_shape_to_windows(
     zeros at its end only (positions do not move); a side longer than the window gets at
     most ``multiple - 1`` zeros.
     """
-    z, y, x = (
+    return tuple(
         max(-(-int(n) // multiple) * multiple, p) for n, p in zip(shape_zyx, patch, strict=True)
     )
-    return z, y, x
 
 
 def choose_window_steps(
@@ -311,10 +310,10 @@ def choose_window_steps(
 
 def count_windows(shape: Sequence[int], patch: Sequence[int], steps: Sequence[int]) -> int:
     """Count the windows of size ``patch`` at ``steps`` covering ``shape`` (last one flush)."""
-    total = 1
-    for n, p, step in zip(shape, patch, steps, strict=True):
-        total *= 1 if n <= p else math.ceil((n - p) / step) + 1
-    return total
+    return math.prod(
+        len(window_starts_along(int(n), int(p), int(step)))
+        for n, p, step in zip(shape, patch, steps, strict=True)
+    )
 
 
 class _WindowPredictor:
