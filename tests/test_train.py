@@ -72,8 +72,11 @@ def _weights(path):
     return torch.load(path / "model.pt", weights_only=True)
 
 
-def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path, tiny_train_run, monkeypatch):
-    config = _config()
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_after_kill_reproduces_uninterrupted_weights(
+    tmp_path, tiny_train_run, monkeypatch, ema_decay
+):
+    config = _config(ema_decay=ema_decay)
     train(config, tmp_path / "full", train_runs=[tiny_train_run], progress=False)
 
     real = PatchSampler.sample_batch
@@ -96,6 +99,25 @@ def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path, tiny_train
     assert full.keys() == cut.keys()
     for key in full:
         assert torch.equal(full[key], cut[key]), key
+
+
+def test_weight_average_is_saved_and_follows_the_decay(tmp_path, tiny_train_run):
+    # warm-up covers both steps, so step 1's weights are those of a 1-step run
+    train(_config(steps=1), tmp_path / "one", train_runs=[tiny_train_run], progress=False)
+    config = _config(steps=2, ema_decay=0.25)
+    train(config, tmp_path / "two", train_runs=[tiny_train_run], progress=False)
+    first = _weights(tmp_path / "one")
+    checkpoint = load_checkpoint(tmp_path / "two" / CHECKPOINT_FILENAME)
+    raw, saved = checkpoint["model"], _weights(tmp_path / "two")
+    averaged = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items()}
+    moved = 0
+    for key, value in saved.items():
+        assert torch.equal(value, averaged[key]), key  # the average is what is kept
+        if value.is_floating_point():  # BatchNorm statistics are averaged too
+            expected = 0.25 * first[key] + 0.75 * raw[key]
+            assert torch.allclose(value, expected, atol=1e-6), key
+            moved += not torch.allclose(value, raw[key])
+    assert moved > len(saved) // 2  # the average differs from the raw weights
 
 
 def test_crash_while_saving_checkpoint_keeps_previous(tmp_path, tiny_train_run, monkeypatch):

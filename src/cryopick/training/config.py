@@ -38,6 +38,7 @@ CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "rng": dict,
     "card": str,
     "best_score": (int, float, type(None)),
+    "ema": (dict, type(None)),  # absent in checkpoints from before weight averaging
 }
 
 
@@ -101,6 +102,14 @@ class TrainConfig(BaseModel):
     tversky_alpha: float = Field(0.3, ge=0, le=1, description="Tversky false-positive weight")
     particle_fraction: float = Field(0.8, ge=0, le=1, description="patches centred on particles")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="keep an exponential moving average of the weights and BatchNorm "
+        "statistics with this decay per step (e.g. 0.999; 0: off); validated and saved "
+        "instead of the raw weights",
+    )
     seed: int = Field(0, description="seed of every random generator")
     device: str = Field("auto", description="auto, cpu or cuda")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(

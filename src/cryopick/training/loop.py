@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cryopick.core.errors import InputError, squeeze_error
 from cryopick.core.particles import ParticleSet, resolve_particle_set
@@ -109,6 +110,18 @@ def check_checkpoint_particles(card: ModelCard, particles: ParticleSet, path: Pa
         )
 
 
+def average_weights(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """Return an exponential moving average of ``model``'s weights and buffers (None: off).
+
+    BatchNorm's running statistics are averaged with the weights: with two patches per
+    step they follow the last few batches only, which made the validation score of one
+    run swing by several points between checkpoints.
+    """
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 class Trainer:
     """One training run: network, optimiser, sampler, and its state.
 
@@ -169,7 +182,13 @@ class Trainer:
             self.particles,
         )
         self.class_weights = config.class_weights(self.particles).to(device)
+        self.ema = average_weights(self.model, config.ema_decay)
         self.state = TrainState(0, 0.0, None, self._new_card(train_runs))
+
+    @property
+    def kept_model(self) -> torch.nn.Module:
+        """The network validated and saved: the weight average when on, else the raw one."""
+        return self.model if self.ema is None else self.ema.module
 
     def _new_card(self, train_runs: Sequence[TrainRun]) -> ModelCard:
         config = self.config
@@ -210,6 +229,8 @@ class Trainer:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.scaler.load_state_dict(checkpoint["scaler"])
+            if self.ema is not None and checkpoint.get("ema") is not None:
+                self.ema.load_state_dict(checkpoint["ema"])
             set_rng_states(self.rng, checkpoint["rng"])
         except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
             raise InputError(
@@ -234,6 +255,7 @@ class Trainer:
             "rng": rng_states(self.rng),
             "card": state.card.to_json(),
             "best_score": state.best_score,
+            "ema": None if self.ema is None else self.ema.state_dict(),
         }
 
     def save_checkpoint(self) -> None:
@@ -268,6 +290,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         state.step += 1
         dt = time.perf_counter() - t0
         state.wall_s += dt
@@ -283,7 +307,7 @@ class Trainer:
         """
         state = self.state
         tuned, calibration = validate_and_calibrate(
-            self.model, self.val_runs, self.config, self.device, self.particles
+            self.kept_model, self.val_runs, self.config, self.device, self.particles
         )
         self.model.train()
         curve = [
@@ -304,7 +328,7 @@ class Trainer:
                     validation=tuned.per_class,
                 )
             )
-            save_model(self.out_dir, self.model, state.card)
+            save_model(self.out_dir, self.kept_model, state.card)
         return tuned.score
 
     def keep_last(self) -> None:
@@ -312,7 +336,7 @@ class Trainer:
         state = self.state
         update = {"steps": state.step, "wall_time_s": round(state.wall_s, 2)}
         state.card = state.card.model_copy(update=update)
-        save_model(self.out_dir, self.model, state.card)
+        save_model(self.out_dir, self.kept_model, state.card)
 
     def fit(self, progress: Callable[[TrainProgress], None] | None = None) -> None:
         """Train until :attr:`finished`: step, validate / keep the model, checkpoint.
