@@ -114,8 +114,7 @@ def average_weights(model: torch.nn.Module, decay: float) -> AveragedModel | Non
     """Return an exponential moving average of ``model``'s weights and buffers (None: off).
 
     BatchNorm's running statistics are averaged with the weights: with two patches per
-    step they follow the last few batches only, which made the validation score of one
-    run swing by several points between checkpoints.
+    step they follow the last few batches only.
     """
     if not decay:
         return None
