@@ -34,15 +34,21 @@ def window_starts_along(length: int, side: int, step: int) -> list[int]:
     return [min(i * step, length - side) for i in range(count)]
 
 
+def window_starts_per_axis(
+    shape_zyx: Sequence[int], patch_zyx: Sequence[int], steps_zyx: Sequence[int]
+) -> list[list[int]]:
+    """Return the window starts along each axis (:func:`window_starts_along`)."""
+    return [
+        window_starts_along(int(n), int(p), int(step))
+        for n, p, step in zip(shape_zyx, patch_zyx, steps_zyx, strict=True)
+    ]
+
+
 def window_starts(
     shape_zyx: Sequence[int], patch_zyx: Sequence[int], steps_zyx: Sequence[int]
 ) -> list[tuple[int, ...]]:
-    """Return the (z, y, x) start of every window, z slowest (:func:`window_starts_along`)."""
-    per_axis = [
-        window_starts_along(n, p, step)
-        for n, p, step in zip(shape_zyx, patch_zyx, steps_zyx, strict=True)
-    ]
-    return list(itertools.product(*per_axis))
+    """Return the (z, y, x) start of every window, z slowest: the grid of the axes' starts."""
+    return list(itertools.product(*window_starts_per_axis(shape_zyx, patch_zyx, steps_zyx)))
 
 
 def gaussian_weights(side: int, sigma_fraction: float) -> torch.Tensor:
@@ -131,11 +137,8 @@ def blend_windows(
     torch.Tensor
         float32, on the CPU, over the padded shape divided by ``stride``.
     """
-    per_axis = [
-        window_starts_along(n, p, step)
-        for n, p, step in zip(padded_shape_zyx, patch_zyx, steps_zyx, strict=True)
-    ]
-    starts = list(itertools.product(*per_axis))
+    per_axis = window_starts_per_axis(padded_shape_zyx, patch_zyx, steps_zyx)
+    starts = window_starts(padded_shape_zyx, patch_zyx, steps_zyx)
     out_patch = [p // stride for p in patch_zyx]
     out_shape = [n // stride for n in padded_shape_zyx]
     axis_weights = [gaussian_weights(p, sigma_fraction) for p in out_patch]

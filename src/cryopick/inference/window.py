@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from cryopick.inference.blending import blend_windows, window_starts_along
+from cryopick.inference.blending import blend_windows, window_starts_per_axis
 from cryopick.inference.runtime import (  # noqa: F401 - re-exported: callers import them from here
     cpu_has_fast_bf16,
     resolve_device,
@@ -310,10 +310,7 @@ def choose_window_steps(
 
 def count_windows(shape: Sequence[int], patch: Sequence[int], steps: Sequence[int]) -> int:
     """Count the windows of size ``patch`` at ``steps`` covering ``shape`` (last one flush)."""
-    return math.prod(
-        len(window_starts_along(int(n), int(p), int(step)))
-        for n, p, step in zip(shape, patch, steps, strict=True)
-    )
+    return math.prod(len(along) for along in window_starts_per_axis(shape, patch, steps))
 
 
 class _WindowPredictor:
