@@ -7,8 +7,10 @@ or y flip is a 180-degree rotation about the other in-plane axis. Input and targ
 transformed together; the target may be on a stride-2 grid (flipping an even-sized
 patch maps output voxel ``j`` to ``n-1-j`` on both grids, so the two stay aligned).
 
-Intensity transforms (input only): scale and offset, extra Gaussian noise and blur.
-All randomness comes from the ``numpy.random.Generator`` passed in.
+Intensity transforms (input only): scale and offset, extra Gaussian noise, blur, and
+coarsening (resampling to coarser voxels and back, as ``predict`` does with a tomogram
+recorded at a larger voxel size than the model's). All randomness comes from the
+``numpy.random.Generator`` passed in.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 from scipy import ndimage
+
+from cryopick.inference.preprocess import resample_volume
 
 
 class AugmentConfig(BaseModel):
@@ -31,6 +35,11 @@ class AugmentConfig(BaseModel):
     noise_sigma_max: float = Field(0.5, ge=0.0)
     blur_probability: float = Field(0.2, ge=0.0, le=1.0)
     blur_sigma_max_vox: float = Field(1.0, ge=0.0)
+    # True: rescale a patch to its spread before the noise was added, as predict's
+    # normalisation does with a noisier tomogram (the signal drops, the spread does not)
+    noise_keep_spread: bool = False
+    coarsen_probability: float = Field(0.0, ge=0.0, le=1.0)
+    coarsen_factor_max: float = Field(1.5, ge=1.0)
 
 
 def augment_geometry(
@@ -73,21 +82,51 @@ def augment_geometry(
     return np.ascontiguousarray(volume), np.ascontiguousarray(target)
 
 
+def coarsen_patch(volume: NDArray[np.float32], factor: float) -> NDArray[np.float32]:
+    """Resample a patch to ``factor`` times coarser voxels and back to its own grid.
+
+    Both steps are :func:`cryopick.inference.preprocess.resample_volume` (anti-aliased
+    downsampling, trilinear upsampling), so the patch looks like a tomogram recorded at
+    ``factor`` times the model's voxel size and resampled to it by ``predict``. Positions
+    in the patch stay where they were (voxel centres at ``i * spacing``); the far edge,
+    which the round trip can shorten by up to one coarse voxel, repeats its last plane.
+    """
+    coarse = resample_volume(volume, 1.0, factor)
+    fine = resample_volume(coarse, factor, 1.0)
+    pad = [(0, n - m) for n, m in zip(volume.shape, fine.shape, strict=True)]
+    return np.pad(fine, pad, mode="edge")
+
+
+def _keep_spread(out: NDArray[np.float32], spread: float) -> NDArray[np.float32]:
+    out *= np.float32(max(spread, 1e-6) / max(float(out.std()), 1e-6))
+    return out
+
+
 def augment_intensity(
     volume: NDArray[np.float32], rng: np.random.Generator, config: AugmentConfig
 ) -> NDArray[np.float32]:
-    """Random intensity scale/offset, blur and extra noise for a normalised patch."""
+    """Random coarsening, blur, extra noise and intensity scale/offset for a normalised patch.
+
+    Coarsening and blur lower a patch's spread; it is restored, so the network sees the
+    usual contrast (as after predict's normalisation). Noise raises it; with
+    ``noise_keep_spread`` it is restored too.
+    """
     scale = rng.uniform(*config.scale_range)
     offset = rng.normal(0.0, config.offset_sigma) if config.offset_sigma > 0 else 0.0
     blur_draw, blur_sigma = rng.random(), rng.uniform(0.0, config.blur_sigma_max_vox)
     noise_draw, noise_sigma = rng.random(), rng.uniform(0.0, config.noise_sigma_max)
     out = volume.astype(np.float32, copy=True)
+    spread = float(volume.std())
+    if config.coarsen_probability > 0:  # drawn only when on: older seeds keep their patches
+        coarsen_draw, factor = rng.random(), rng.uniform(1.0, config.coarsen_factor_max)
+        if coarsen_draw < config.coarsen_probability and factor > 1.02:
+            out = _keep_spread(coarsen_patch(out, factor), spread)
     if blur_draw < config.blur_probability and blur_sigma > 0.05:
-        out = ndimage.gaussian_filter(out, blur_sigma, mode="nearest")
-        # blurring lowers the spread: restore it so the network sees the usual contrast
-        out /= max(float(out.std()), 1e-6) / max(float(volume.std()), 1e-6)
+        out = _keep_spread(ndimage.gaussian_filter(out, blur_sigma, mode="nearest"), spread)
     if noise_draw < config.noise_probability and noise_sigma > 0:
         out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise_sigma)
+        if config.noise_keep_spread:
+            out = _keep_spread(out, spread)
     out *= np.float32(scale)
     out += np.float32(offset)
     return out
