@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cryopick.training.augmentation import AugmentConfig, augment_intensity, coarsen_patch
+from cryopick.training.augmentation import (
+    AugmentConfig,
+    augment_intensity,
+    background_step,
+    coarsen_patch,
+)
 
 # only the transform under test: no scale, offset, blur or noise unless a test turns it on
 PLAIN = AugmentConfig(
@@ -59,3 +64,26 @@ def test_noise_augmentation_keeps_the_spread_when_asked(keep: bool) -> None:
         assert np.corrcoef(out.ravel(), vol.ravel())[0, 1] < 0.99
     else:
         assert added > 0.01
+
+
+def test_background_step_is_a_vertical_edge_of_the_drawn_height() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        step = background_step((6, 40, 40), rng, offset_max=1.5)
+        assert step.shape == (6, 40, 40)
+        assert np.array_equal(step, np.broadcast_to(step[0], step.shape))  # same in every z
+        low, high = float(step.min()), float(step.max())
+        assert -1.5 <= low < high <= 1.5 and (low >= 0 or high <= 0)  # from 0 towards one sign
+        # monotonic across the edge: along the steepest direction the values only rise
+        gy, gx = np.gradient(step[0])
+        direction = np.array([gy.sum(), gx.sum()])
+        assert np.all(gy * direction[0] + gx * direction[1] >= -1e-6)
+
+
+def test_background_step_augmentation_adds_the_step_to_the_patch() -> None:
+    vol = np.random.default_rng(3).standard_normal((8, 24, 24)).astype(np.float32)
+    config = PLAIN.model_copy(update={"edge_probability": 1.0, "edge_offset_max": 1.0})
+    out = augment_intensity(vol, np.random.default_rng(7), config)
+    added = out - vol
+    np.testing.assert_allclose(added, np.broadcast_to(added[0], added.shape), atol=1e-6)
+    assert 0.05 < np.abs(added).max() <= 1.0

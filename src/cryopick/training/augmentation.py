@@ -7,9 +7,10 @@ or y flip is a 180-degree rotation about the other in-plane axis. Input and targ
 transformed together; the target may be on a stride-2 grid (flipping an even-sized
 patch maps output voxel ``j`` to ``n-1-j`` on both grids, so the two stay aligned).
 
-Intensity transforms (input only): scale and offset, extra Gaussian noise, blur, and
-coarsening (resampling to coarser voxels and back, as ``predict`` does with a tomogram
-recorded at a larger voxel size than the model's). All randomness comes from the
+Intensity transforms (input only): scale and offset, extra Gaussian noise, blur, a step
+in the background (a carbon film's edge), and coarsening (resampling to coarser voxels
+and back, as ``predict`` does with a tomogram recorded at a larger voxel size than the
+model's). All randomness comes from the
 ``numpy.random.Generator`` passed in.
 """
 
@@ -40,6 +41,10 @@ class AugmentConfig(BaseModel):
     noise_keep_spread: bool = False
     coarsen_probability: float = Field(0.0, ge=0.0, le=1.0)
     coarsen_factor_max: float = Field(1.5, ge=1.0)
+    # a smooth step in the background (a carbon film's edge: the columns beyond it read
+    # brighter or darker than the rest of the tomogram), up to +-edge_offset_max spreads
+    edge_probability: float = Field(0.0, ge=0.0, le=1.0)
+    edge_offset_max: float = Field(1.5, ge=0.0)
 
 
 def augment_geometry(
@@ -97,6 +102,26 @@ def coarsen_patch(volume: NDArray[np.float32], factor: float) -> NDArray[np.floa
     return np.pad(fine, pad, mode="edge")
 
 
+def background_step(
+    shape_zyx: tuple[int, ...], rng: np.random.Generator, offset_max: float
+) -> NDArray[np.float32]:
+    """Return a background step across a patch: 0 on one side of a line in XY, ``offset`` beyond.
+
+    The line (a vertical plane: the step is the same in every z) has a random direction
+    and passes through a random point of the patch; the step rises over a width of 1 to 6
+    voxels (a logistic); ``offset`` is uniform in ``[-offset_max, offset_max]``.
+    """
+    _, ny, nx = shape_zyx
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    through = rng.uniform(0.0, 1.0, size=2) * (ny - 1, nx - 1)
+    width = rng.uniform(1.0, 6.0)
+    offset = rng.uniform(-offset_max, offset_max)
+    y, x = np.arange(ny)[:, None], np.arange(nx)[None, :]
+    distance = (y - through[0]) * np.sin(angle) + (x - through[1]) * np.cos(angle)
+    step = offset / (1.0 + np.exp(-np.clip(distance / width, -50.0, 50.0)))
+    return np.broadcast_to(step.astype(np.float32), shape_zyx)
+
+
 def _keep_spread(out: NDArray[np.float32], spread: float) -> NDArray[np.float32]:
     out *= np.float32(max(spread, 1e-6) / max(float(out.std()), 1e-6))
     return out
@@ -105,7 +130,7 @@ def _keep_spread(out: NDArray[np.float32], spread: float) -> NDArray[np.float32]
 def augment_intensity(
     volume: NDArray[np.float32], rng: np.random.Generator, config: AugmentConfig
 ) -> NDArray[np.float32]:
-    """Random coarsening, blur, extra noise and intensity scale/offset for a normalised patch.
+    """Random coarsening, blur, extra noise, background step, scale/offset of a normalised patch.
 
     Coarsening and blur lower a patch's spread; it is restored, so the network sees the
     usual contrast (as after predict's normalisation). Noise raises it; with
@@ -127,6 +152,8 @@ def augment_intensity(
         out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise_sigma)
         if config.noise_keep_spread:
             out = _keep_spread(out, spread)
+    if config.edge_probability > 0 and rng.random() < config.edge_probability:
+        out += background_step(out.shape, rng, config.edge_offset_max)
     out *= np.float32(scale)
     out += np.float32(offset)
     return out
