@@ -114,7 +114,7 @@ def main() -> None:
     rows = diagnose(args.condition, model_dir, args.runs, args.seed)
     record = {"condition": args.condition, "model": str(model_dir), "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "_" for c in args.condition).strip("_")
+    slug = "".join(c if c.isascii() and c.isalnum() else "_" for c in args.condition).strip("_")
     path = args.out / f"robustness_misses_{slug}.json"
     path.write_text(json.dumps(record, indent=2))
     print(f"saved {path}")
