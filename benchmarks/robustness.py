@@ -31,7 +31,7 @@ from cryopick.evaluation.metric import score_picks
 from cryopick.inference.pipeline import LoadedModel, PredictConfig, predict_tomogram
 from cryopick.io.tomograms import Tomogram
 from cryopick.model import bundled_model_dir, describe_hardware
-from cryopick.simulate import simulate_run
+from cryopick.simulate import SimulatedRun, simulate_run
 from cryopick.simulate.artefacts import CarbonFilm, GoldBeads, SpecimenExtras
 from cryopick.simulate.crowders import ProceduralCrowders
 from cryopick.simulate.presets import get_preset
@@ -95,6 +95,28 @@ CONDITIONS: dict[str, Condition] = {
 }
 
 
+def simulate_condition(
+    name: str, shape_10A: tuple[int, int, int], seed: int, index: int
+) -> tuple[SimulatedRun, Tomogram]:
+    """Simulate run ``index`` of a condition; return it and its tomogram as picking reads it.
+
+    ``shape_10A`` is the box in 10 Å voxels (its height replaced by the condition's own,
+    when it has one); the run is simulated at the condition's voxel size over the same
+    extent, and the tomogram is the condition's reconstruction, inverted when it says so.
+    """
+    condition = CONDITIONS[name]
+    config = get_preset("czii").model_copy(update=condition.changes)
+    spacing_A, tomo_type = condition.spacing_A, condition.tomo_type
+    if condition.z_A is not None:
+        shape_10A = (round(condition.z_A / BOX_A), *shape_10A[1:])
+    shape = tuple(round(s * BOX_A / spacing_A) for s in shape_10A)
+    label = f"r{index}"
+    run = simulate_run(config, shape, spacing_A, np.random.SeedSequence([seed, index]), label)
+    volume = run.tomograms[tomo_type]
+    data = -volume if condition.inverted else volume
+    return run, Tomogram(label, data, spacing_A, Path(label), tomo_type)
+
+
 def score_condition(
     name: str,
     model: LoadedModel,
@@ -104,19 +126,10 @@ def score_condition(
     settings: PredictConfig | None = None,
 ) -> dict[str, Any]:
     """Simulate ``runs`` tomograms under one condition, pick and score them."""
-    condition = CONDITIONS[name]
-    config = get_preset("czii").model_copy(update=condition.changes)
-    spacing_A, tomo_type, inverted = condition.spacing_A, condition.tomo_type, condition.inverted
-    if condition.z_A is not None:
-        shape_10A = (round(condition.z_A / BOX_A), *shape_10A[1:])
-    shape = tuple(round(s * BOX_A / spacing_A) for s in shape_10A)
     truths, picks = [], []
     t0 = time.perf_counter()
     for i in range(runs):
-        run = simulate_run(config, shape, spacing_A, np.random.SeedSequence([seed, i]), f"r{i}")
-        volume = run.tomograms[tomo_type]
-        data = -volume if inverted else volume
-        tomogram = Tomogram(f"r{i}", data, spacing_A, Path(f"r{i}"), tomo_type)
+        run, tomogram = simulate_condition(name, shape_10A, seed, i)
         network, card = model
         picks.append(predict_tomogram(tomogram, network, card, settings))
         truths.append(run.picks)

@@ -24,16 +24,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from robustness import BOX_A, CONDITIONS
+from robustness import CONDITIONS, simulate_condition
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cryopick.inference.pipeline import predict_tomogram
 from cryopick.inference.preprocess import normalise_volume
-from cryopick.io.tomograms import Tomogram
 from cryopick.model import bundled_model_dir, load_model
-from cryopick.simulate import simulate_run
-from cryopick.simulate.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 ZYX = ["z", "y", "x"]
@@ -77,26 +74,18 @@ def describe_type(
 
 def diagnose(name: str, model_dir: Path, runs: int, seed: int) -> list[dict[str, Any]]:
     """Simulate the condition's runs as robustness.py does and describe each type per run."""
-    condition = CONDITIONS[name]
-    config = get_preset("czii").model_copy(update=condition.changes)
-    shape_10A = (184, 448, 448)
-    if condition.z_A is not None:
-        shape_10A = (round(condition.z_A / BOX_A), *shape_10A[1:])
-    spacing_A = condition.spacing_A
-    shape = tuple(round(s * BOX_A / spacing_A) for s in shape_10A)
     network, card = load_model(model_dir)
     rows = []
     for i in range(runs):
-        run = simulate_run(config, shape, spacing_A, np.random.SeedSequence([seed, i]), f"r{i}")
-        volume = run.tomograms[condition.tomo_type]
-        volume = -volume if condition.inverted else volume
-        tomogram = Tomogram(f"r{i}", volume, spacing_A, Path(f"r{i}"), condition.tomo_type)
+        run, tomogram = simulate_condition(name, (184, 448, 448), seed, i)
         picks = predict_tomogram(tomogram, network, card)
-        column_mean = normalise_volume(volume, clip_sigma=None).mean(axis=0)
+        column_mean = normalise_volume(tomogram.data, clip_sigma=None).mean(axis=0)
         background = ndimage.uniform_filter(column_mean, 15)
         for particle in card.particle_set.names:
             radius_A = card.particle_set.radius_A(particle)
-            row = describe_type(run.picks, picks, background, spacing_A, particle, radius_A)
+            row = describe_type(
+                run.picks, picks, background, tomogram.spacing_A, particle, radius_A
+            )
             rows.append({"run": f"r{i}", "particle_type": particle, **row})
             print(json.dumps(rows[-1]), flush=True)
     return rows

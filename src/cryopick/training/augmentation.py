@@ -10,8 +10,7 @@ patch maps output voxel ``j`` to ``n-1-j`` on both grids, so the two stay aligne
 Intensity transforms (input only): scale and offset, extra Gaussian noise, blur, a step
 in the background (a carbon film's edge), and coarsening (resampling to coarser voxels
 and back, as ``predict`` does with a tomogram recorded at a larger voxel size than the
-model's). All randomness comes from the
-``numpy.random.Generator`` passed in.
+model's). All randomness comes from the ``numpy.random.Generator`` passed in.
 """
 
 from __future__ import annotations
