@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -47,10 +47,23 @@ def tune(
     config: PredictConfigOption = None,
     quiet: QuietOption = False,
     overwrite: OverwriteModelOption = False,
+    rescorer_data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--rescorer-data",
+            help="Annotated projects (not --data's runs) to fit a rescorer on first: a "
+            "second look at each candidate; repeat for several.",
+        ),
+    ] = None,
+    rescorer_features: Annotated[
+        str,
+        typer.Option(help="Rescorer features: map, or map+density (also the tomogram)."),
+    ] = "map+density",
 ) -> None:
     """Re-tune per-class thresholds (F-beta) and score calibration on annotated runs.
 
-    Writes a tuned model copy; its picks' scores are calibrated probabilities.
+    Writes a tuned model copy; its picks' scores are calibrated probabilities. With
+    --rescorer-data, a rescorer is fitted first and the thresholds apply to its scores.
     """
     from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
     from cryopick.evaluation.tuning import tune_model
@@ -68,7 +81,18 @@ def tune(
         tolerance=DEFAULT_TUNE_TOLERANCE if tolerance is None else tolerance,
         show_progress=not quiet,
         overwrite=overwrite,
+        rescorer_data=rescorer_data or [],
+        rescorer_features=check_feature_set(rescorer_features),
     )
     for name, value in thresholds.items():
         typer.echo(f"{name:>20s}  {value:.4f}")
     typer.echo(f"tuned model (thresholds and score calibration) written to {out}")
+
+
+def check_feature_set(name: str) -> Literal["map", "map+density"]:
+    """Return ``name`` as a rescorer feature set (a one-line error for anything else)."""
+    if name == "map":
+        return "map"
+    if name == "map+density":
+        return "map+density"
+    raise typer.BadParameter(f"{name!r}: use map or map+density", param_hint="--rescorer-features")

@@ -7,6 +7,8 @@ weights) is chosen and scored with :func:`cryopick.evaluation.thresholds.tune_an
 (as training validation does), the score calibration is refitted on the same candidates
 (:func:`cryopick.evaluation.calibration.fit_calibration`), and a copy of the model is
 written with those thresholds, that calibration and the validation metrics in its card.
+Optionally a rescorer is fitted first on other annotated projects
+(:mod:`cryopick.training.rescorer`) and the candidates are re-scored by it.
 :func:`calibrate_model` refits only the calibration, on annotated runs of one or more
 projects (e.g. validation simulations), and keeps the thresholds.
 """
@@ -40,6 +42,8 @@ from cryopick.model import (
     load_model,
     read_model_card,
 )
+from cryopick.model.rescorer import FeatureSet
+from cryopick.training.rescorer import fit_rescorer_on_projects
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ def tune_model(
     show_progress: bool = False,
     overwrite: bool = False,
     model: LoadedModel | None = None,
+    rescorer_data: Sequence[str | Path] = (),
+    rescorer_features: FeatureSet = "map+density",
 ) -> dict[str, float]:
     """Re-tune per-class thresholds and calibration on annotated runs; write the new model.
 
@@ -97,6 +103,14 @@ def tune_model(
         Show progress bars; replace a model already in ``out_dir``.
     model : (torch.nn.Module, ModelCard), optional
         ``model_dir``'s network and card, already loaded (its weights file is still copied).
+    rescorer_data : sequence of str or Path
+        Annotated projects (other runs than ``data``) to fit a rescorer on first
+        (:func:`cryopick.training.rescorer.fit_rescorer_on_projects`, same truth user and
+        session); it goes into the card, and the thresholds and calibration are then
+        tuned on re-scored candidates. Not with ``config.tta``. Empty: the card's
+        rescorer, if any, is kept and used.
+    rescorer_features : {"map", "map+density"}
+        The features the fitted rescorer reads.
 
     Returns
     -------
@@ -113,7 +127,22 @@ def tune_model(
     names = {t.name for t in tomograms}
     truth_df = _read_tuning_truth(truth or data, names, truth_user, truth_session, particles)
     config = _candidate_config(config, particles)
-    raw_model = _raw_scores_model(model or load_model(model_dir, device="cpu"))
+    loaded = model or load_model(model_dir, device="cpu")
+    if rescorer_data:
+        if config.tta:
+            raise InputError(None, "a rescorer is fitted for plain predictions, not with TTA")
+        rescorer = fit_rescorer_on_projects(
+            loaded,
+            rescorer_data,
+            config,
+            tomo_type=tomo_type,
+            truth_user=truth_user,
+            truth_session=truth_session,
+            features=rescorer_features,
+        )
+        card = card.model_copy(update={"rescorer": rescorer})
+        loaded = (loaded[0], card)
+    raw_model = _raw_scores_model(loaded)
     candidates = predict_tomograms(
         tomograms, None, config, model=raw_model, show_progress=show_progress
     )

@@ -6,9 +6,11 @@ user's overrides, or a low floor for tuning candidates), the expected blob size 
 training target, :class:`cryopick.model.TargetSpec`), the peak-finding options and the
 card's score calibration. It places the strided grid with
 :func:`cryopick.core.coords.strided_origin_A` and finds peaks with
-:func:`cryopick.inference.peaks.find_peaks`; thresholds always apply to the raw peak value,
-then scores are calibrated (:func:`cryopick.model.calibration.apply_calibration`) when the
-card has a calibration, so a calibrated model picks the same set as before, scored as
+:func:`cryopick.inference.peaks.find_peaks`; thresholds apply to the raw peak value, or, for
+a card with a rescorer (not with TTA), to the re-scored value of every peak above its
+candidate floor (:mod:`cryopick.inference.rescoring`); then scores are calibrated
+(:func:`cryopick.model.calibration.apply_calibration`) when the card has a calibration, so
+a calibrated model picks the same set as before, scored as
 probabilities. With ``min_precision``, the card's thresholds are replaced by a selection of
 the candidates above :data:`CANDIDATE_MIN_SCORE` per class for that expected precision
 (:func:`cryopick.model.calibration.select_for_min_precision`). Callers:
@@ -35,12 +37,14 @@ from cryopick.inference.peaks import (
     DEFAULT_THRESHOLD,
     find_peaks,
 )
+from cryopick.inference.rescoring import rescore_picks
 from cryopick.model.calibration import (
     ScoreCalibration,
     apply_calibration,
     select_for_min_precision,
 )
 from cryopick.model.card import ModelCard, TargetSpec, canonical_thresholds
+from cryopick.model.rescorer import Rescorer
 
 if TYPE_CHECKING:
     from cryopick.inference.pipeline import PredictConfig
@@ -77,6 +81,10 @@ class PickSettings:
     min_precision : float or None
         Keep, per class, the strongest picks of this expected precision (needs
         ``calibration``; ``thresholds`` are then only a floor).
+    rescorer : Rescorer or None
+        Re-score the peaks above its candidate floor first
+        (:func:`cryopick.inference.rescoring.rescore_picks`); thresholds and calibration
+        then apply to the re-scored values.
     """
 
     target: TargetSpec = field(default_factory=TargetSpec)
@@ -90,6 +98,7 @@ class PickSettings:
     particles: ParticleSet | None = None
     calibration: Mapping[str, ScoreCalibration] = field(default_factory=dict)
     min_precision: float | None = None
+    rescorer: Rescorer | None = None
 
     @classmethod
     def for_model(cls, card: ModelCard, config: PredictConfig) -> PickSettings:
@@ -125,6 +134,7 @@ class PickSettings:
             cross_class_fraction=config.cross_class_fraction,
             cross_class_ratio=config.cross_class_ratio,
             particles=particles,
+            rescorer=None if config.tta else card.rescorer,
         )
 
     @classmethod
@@ -271,6 +281,7 @@ def pick_particles(
     spacing_A: float,
     stride: int,
     experiment: str,
+    volume: NDArray | None = None,
 ) -> pd.DataFrame:
     """Find the picks in a probability map.
 
@@ -279,7 +290,7 @@ def pick_particles(
     probs : numpy.ndarray, shape (C, Z', Y', X')
         Per-class probabilities on the network's output grid (float16 is fine).
     settings : PickSettings
-        Thresholds, target and peak-finding options.
+        Thresholds, target, peak-finding options, calibration and rescorer.
     spacing_A : float
         Voxel size in Å of the grid the network ran on (the model's).
     stride : int
@@ -287,19 +298,27 @@ def pick_particles(
         ``j*stride + (stride-1)/2``).
     experiment : str
         Run name written into the picks.
+    volume : numpy.ndarray, optional
+        The normalised tomogram the network saw; needed by a rescorer with density
+        features.
 
     Returns
     -------
     pandas.DataFrame
-        Picks table, positions in Å; scores calibrated when ``settings.calibration`` is.
+        Picks table, positions in Å; scores re-scored and calibrated as ``settings`` say.
     """
+    rescorer = settings.rescorer
+    options = {
+        "thresholds": settings.thresholds,
+        "default_threshold": settings.default_threshold,
+        "min_score": settings.min_score,
+    }
+    if rescorer is not None:  # every candidate first; thresholds apply to the new scores
+        options = {"default_threshold": rescorer.candidate_floor, "min_score": 0.0}
     picks = find_peaks(
         probs,
         spacing_A=spacing_A * stride,
         experiment=experiment,
-        thresholds=settings.thresholds,
-        default_threshold=settings.default_threshold,
-        min_score=settings.min_score,
         nms_fraction=settings.nms_fraction,
         blob_radius_fraction=settings.target.blob_radius_fraction,
         blob_ratio_range=settings.blob_ratio_range,
@@ -307,9 +326,39 @@ def pick_particles(
         cross_class_ratio=settings.cross_class_ratio,
         origin_A=strided_origin_A(stride, spacing_A),
         particles=settings.particles,
+        **options,  # type: ignore[arg-type]
     )
+    if rescorer is not None:
+        picks = rescore_picks(
+            picks,
+            rescorer,
+            probs,
+            volume,
+            spacing_A=spacing_A,
+            stride=stride,
+            particles=settings.particles,
+        )
+        picks = keep_above_thresholds(picks, settings)
     if settings.calibration:
         picks = apply_calibration(picks, settings.calibration)
     if settings.min_precision is not None:
         picks = select_for_min_precision(picks, settings.min_precision)
     return picks
+
+
+def keep_above_thresholds(picks: pd.DataFrame, settings: PickSettings) -> pd.DataFrame:
+    """Keep the picks scoring at least their class's threshold (and ``min_score``).
+
+    The threshold of a class missing from ``settings.thresholds`` is its
+    ``default_threshold``; picks come back by class in their order, strongest first.
+    """
+    if len(picks) == 0:
+        return picks
+    limits = picks["particle_type"].map(dict(settings.thresholds))
+    limits = limits.fillna(settings.default_threshold).clip(lower=settings.min_score)
+    kept = picks[picks["score"] >= limits]
+    class_order = {name: i for i, name in enumerate(pd.unique(kept["particle_type"]))}
+    kept = kept.assign(_class=kept["particle_type"].map(class_order)).sort_values(
+        ["_class", "score"], ascending=[True, False], kind="stable"
+    )
+    return kept.drop(columns="_class").reset_index(drop=True)

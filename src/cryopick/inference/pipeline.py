@@ -20,16 +20,18 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from numpy.typing import NDArray
 
 from cryopick.console import window_progress_bar
 from cryopick.core.errors import RunsFailedError, one_line_error
 from cryopick.core.particles import ParticleSet, resolve_particle_set
-from cryopick.inference.fiducials import drop_fiducial_streak_picks
+from cryopick.inference.config import PredictConfig
+from cryopick.inference.fiducials import Fiducials, drop_fiducial_streak_picks
 from cryopick.inference.output import (
     PICKS_SESSION_ID,
     PICKS_USER_ID,
@@ -41,10 +43,10 @@ from cryopick.inference.output import (
 from cryopick.inference.picking import PickSettings, check_config_for_model, pick_particles
 from cryopick.inference.polarity import orient_contrast
 from cryopick.inference.preprocess import prepare_volume, warn_if_smaller_than_window
-from cryopick.inference.window import predict_probability_map, resolve_device
+from cryopick.inference.window import ProbabilityMap, predict_probability_map, resolve_device
 from cryopick.io.runs import RunResult, open_tomograms, raise_all_failed
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
-from cryopick.model import ModelCard, Threshold, bundled_model_dir
+from cryopick.model import ModelCard, bundled_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ __all__ = [
     "OutputFormat",
     "PredictConfig",
     "check_config_for_model",
+    "compute_probability_map",
     "count_picks_per_run",
     "predict",
     "predict_tomogram",
@@ -65,72 +68,6 @@ __all__ = [
     "warn_if_smaller_than_window",
     "write_predictions",
 ]
-
-
-class PredictConfig(BaseModel):
-    """Settings of one prediction; saved with batch outputs so results can be reproduced.
-
-    Attributes
-    ----------
-    overlap : float
-        Minimum overlap between sliding windows (fraction of the patch).
-    batch_size : int
-        Windows per forward pass.
-    device : str
-        ``auto``, ``cpu`` or ``cuda`` (``cuda:N``).
-    precision : str
-        ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see
-        :func:`cryopick.inference.runtime.resolve_precision`).
-    tta : bool
-        Flip test-time augmentation (x, y, xy flips; 4x the network time).
-    fiducial_max_score : float or None
-        Picks in the streaks of gold fiducials (found by their density) scoring below this
-        are dropped (:mod:`cryopick.inference.fiducials`); None keeps them all.
-    invert : bool or None
-        Contrast polarity: True inverts (particles bright in the input), False keeps it,
-        None (default) detects it (:func:`cryopick.inference.polarity.choose_inversion`:
-        the grey-value skewness, with a veto by the network's confidence both ways).
-    patch_size : tuple of int, optional
-        Inference window (z, y, x); default
-        :func:`cryopick.inference.window.choose_patch_size` (up to 192³, larger than the
-        training patch: faster, fewer overlaps).
-    thresholds : dict, optional
-        Per-class thresholds overriding the model card's, by name or alias of the model's
-        particle set (checked against it when predicting: :func:`check_config_for_model`).
-    min_precision : float or None
-        Instead of the card's thresholds, keep per class the strongest picks whose mean
-        calibrated score (expected precision) is at least this, in (0, 1]; needs a card
-        with a calibration (:class:`cryopick.inference.picking.PickSettings`).
-    min_score : float
-        Floor on every threshold.
-    nms_fraction, cross_class_fraction : float
-        Suppression distances as fractions of the class radius (see :func:`find_peaks`);
-        ``cross_class_fraction=0`` (default) keeps detections of different classes at one
-        place, which measured better under F4 (docs/predict.md).
-    cross_class_ratio : float
-        With cross-class resolution on, drop only picks scoring at most this fraction of
-        the stronger one.
-    blob_ratio_range : (float, float) or None
-        Accepted measured / expected blob radius; None disables blob validation.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    overlap: float = Field(0.25, ge=0.0, lt=1.0)
-    batch_size: int = Field(2, ge=1)
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    tta: bool = False
-    patch_size: tuple[int, int, int] | None = None
-    thresholds: dict[str, Threshold] | None = None
-    min_precision: float | None = Field(None, gt=0.0, le=1.0)
-    min_score: float = Field(0.0, ge=0.0, le=1.0)
-    nms_fraction: float = Field(0.6, gt=0.0)
-    cross_class_fraction: float = Field(0.0, ge=0.0)
-    cross_class_ratio: float = Field(1.0, ge=0.0, le=1.0)
-    blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
-    invert: bool | None = None
-    fiducial_max_score: float | None = Field(0.5, ge=0.0, le=1.0)
 
 
 def predict_tomogram(
@@ -167,6 +104,50 @@ def predict_tomogram(
     # validate the options (model_copy(update=...) would not: a JSON list left in a tuple
     # field, as batch workers pass them, made every model_dump warn)
     config = PredictConfig.model_validate({**(config or PredictConfig()).model_dump(), **options})
+    settings = PickSettings.for_model(card, config)
+    prob_map, network_input, fiducials = compute_probability_map(
+        tomogram, model, card, config, progress=progress
+    )
+    volume: NDArray[np.float32] | None = network_input
+    if settings.rescorer is None or settings.rescorer.features == "map":
+        volume = None  # not needed: free it before picking
+    del network_input
+    picks = pick_particles(
+        prob_map.probs,
+        settings,
+        spacing_A=float(card.spacing_A),
+        stride=prob_map.stride,
+        experiment=tomogram.name,
+        volume=volume,
+    )
+    if config.fiducial_max_score is None or len(fiducials) == 0:
+        return picks
+    kept = drop_fiducial_streak_picks(picks, fiducials, config.fiducial_max_score)
+    log.info(
+        "%s: %d gold fiducials; %d weak picks in their streaks dropped",
+        tomogram.name,
+        len(fiducials),
+        len(picks) - len(kept),
+    )
+    return kept
+
+
+def compute_probability_map(
+    tomogram: Tomogram,
+    model: torch.nn.Module,
+    card: ModelCard,
+    config: PredictConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[ProbabilityMap, NDArray[np.float32], Fiducials]:
+    """Run the network over one tomogram: its map, the volume it saw, the gold beads found.
+
+    The tomogram is resampled to the card's voxel size and normalised (beads looked for
+    unless ``config.fiducial_max_score`` is None), its contrast oriented, and the network
+    run window by window (map on the network's strided grid). Used by
+    :func:`predict_tomogram` and by the rescorer's fit
+    (:mod:`cryopick.training.rescorer`).
+    """
     device = resolve_device(config.device)  # a bad --device fails before any work
     model_spacing_A = float(card.spacing_A)
     volume, fiducials = prepare_volume(
@@ -188,24 +169,7 @@ def predict_tomogram(
         upsample=False,
         progress=progress,
     )
-    del volume
-    picks = pick_particles(
-        prob_map.probs,
-        PickSettings.for_model(card, config),
-        spacing_A=model_spacing_A,
-        stride=prob_map.stride,
-        experiment=tomogram.name,
-    )
-    if config.fiducial_max_score is None or len(fiducials) == 0:
-        return picks
-    kept = drop_fiducial_streak_picks(picks, fiducials, config.fiducial_max_score)
-    log.info(
-        "%s: %d gold fiducials; %d weak picks in their streaks dropped",
-        tomogram.name,
-        len(fiducials),
-        len(picks) - len(kept),
-    )
-    return kept
+    return prob_map, volume, fiducials
 
 
 def predict_tomograms(

@@ -2,8 +2,8 @@
 
 Modules: :mod:`.network` (the U-Net), :mod:`.card` (:class:`ModelCard`, :class:`TargetSpec`),
 :mod:`.calibration` (:class:`ScoreCalibration`: a card's map from raw peak value to
-calibrated score), :mod:`.store` (save / read / load a model folder), :mod:`.bundled` (the
-shipped model).
+calibrated score), :mod:`.rescorer` (:class:`Rescorer`: a second look at candidates),
+:mod:`.store` (save / read / load a model folder), :mod:`.bundled` (the shipped model).
 
 Callers import from here (``from cryopick.model import load_model``), at call time where a
 test may replace the function (``monkeypatch.setattr(cryopick.model, "load_model", ...)``).
@@ -23,6 +23,7 @@ from cryopick.model.card import (
     canonical_thresholds,
 )
 from cryopick.model.network import ModelConfig, UNet3D, build_model, count_parameters
+from cryopick.model.rescorer import Rescorer
 from cryopick.model.store import (
     CARD_FILENAME,
     CHECKPOINT_FILENAME,
@@ -43,6 +44,7 @@ __all__ = [
     "ModelCard",
     "ModelConfig",
     "Positive",
+    "Rescorer",
     "ScoreCalibration",
     "TargetKind",
     "TargetSpec",

@@ -29,6 +29,7 @@ from cryopick.core.particles import (
 from cryopick.inference.runtime import describe_hardware
 from cryopick.model.calibration import ScoreCalibration
 from cryopick.model.network import ModelConfig
+from cryopick.model.rescorer import Rescorer
 
 V = TypeVar("V")
 
@@ -174,6 +175,10 @@ class ModelCard(BaseModel):
     calibration_tta : dict of str to ScoreCalibration
         The same, fitted on flip-TTA maps (used by ``predict --tta``; empty: use
         ``calibration``).
+    rescorer : Rescorer or None
+        A second look at each candidate (:mod:`cryopick.model.rescorer`): when present,
+        plain (not TTA) predictions re-score the peaks above its ``candidate_floor`` and
+        ``thresholds`` and ``calibration`` apply to the re-scored values. None: raw peaks.
     validation : list of ClassMetrics
         Per-class precision, recall and F-beta at the tuned thresholds.
     score : float or None
@@ -205,6 +210,7 @@ class ModelCard(BaseModel):
     thresholds_tta: dict[str, Threshold] = Field(default_factory=dict)
     calibration: dict[str, ScoreCalibration] = Field(default_factory=dict)
     calibration_tta: dict[str, ScoreCalibration] = Field(default_factory=dict)
+    rescorer: Rescorer | None = None
     validation: list[ClassMetrics] = Field(default_factory=list)
     score: float | None = None
     learning_curve: list[tuple[float, int, float]] = Field(default_factory=list)
@@ -233,6 +239,12 @@ class ModelCard(BaseModel):
             except ValueError as err:
                 raise ValueError(f"{field_name}: {err}") from None
             setattr(self, field_name, named)
+        rescorer = self.rescorer
+        if rescorer is not None and list(rescorer.class_names) != list(particle_set.names):
+            raise ValueError(
+                f"rescorer: its types {rescorer.class_names} are not the model's "
+                f"{particle_set.names}"
+            )
         return self
 
     @property
