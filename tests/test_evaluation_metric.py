@@ -233,14 +233,32 @@ def test_tune_thresholds_hand_case():
     np.testing.assert_allclose(curve.precision, [1.0, 0.5, 2 / 3, 0.5])
     np.testing.assert_allclose(curve.fbeta, [f4(1, 0, 1), f4(1, 1, 1), f4(2, 1, 0), f4(2, 2, 0)])
     thresholds = tune_thresholds(truth, sub)
-    assert thresholds["ribosome"] == 0.7
+    # keep down to 0.7; the threshold lies mid-way (in log-odds) to the next score, 0.6
+    midway = 1.0 / (1.0 + np.exp(-0.5 * (np.log(0.7 / 0.3) + np.log(0.6 / 0.4))))
+    assert thresholds["ribosome"] == pytest.approx(midway) and 0.6 < midway < 0.7
     # F4 at 0.6 is 0.027 below the best: a tolerance of 0.03 takes the lower threshold
     assert f4(2, 1, 0) - f4(2, 2, 0) == pytest.approx(0.0270, abs=1e-4)
-    assert tune_thresholds(truth, sub, tolerance=0.03)["ribosome"] == 0.6
-    assert tune_thresholds(truth, sub, tolerance=0.0)["ribosome"] == 0.7
+    assert tune_thresholds(truth, sub, tolerance=0.03)["ribosome"] == 0.6  # none below
+    assert tune_thresholds(truth, sub, tolerance=0.0)["ribosome"] == pytest.approx(midway)
     assert thresholds["apo-ferritin"] > 0.3  # best F is 0: keep nothing
     assert thresholds["virus-like-particle"] == 1.0  # no candidates
     assert set(thresholds) == {p.name for p in PARTICLES}
+
+
+def test_tuned_threshold_sits_mid_way_in_a_wide_gap():
+    # re-scored candidates: true ones near 1, false ones near 0; the weakest true one of
+    # the tuning runs (0.98) is no threshold to carry to new runs
+    truth = picks([("A", "ribosome", 0, 0, 0), ("A", "ribosome", 1000, 0, 0)])
+    sub = picks(
+        [
+            ("A", "ribosome", 0, 0, 10, 0.99),
+            ("A", "ribosome", 1000, 10, 0, 0.98),
+            ("A", "ribosome", 3000, 0, 0, 0.01),
+        ]
+    )
+    threshold = tune_thresholds(truth, sub, tolerance=0.0)["ribosome"]
+    expected = 1.0 / (1.0 + np.exp(-0.5 * (np.log(0.98 / 0.02) + np.log(0.01 / 0.99))))
+    assert threshold == pytest.approx(expected) and 0.3 < threshold < 0.5
 
 
 def test_tied_scores_are_kept_together():

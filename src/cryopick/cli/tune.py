@@ -40,7 +40,8 @@ def tune(
         float | None,
         typer.Option(
             min=0.0,
-            help="Take the lowest threshold within this F-beta of the best [default: 0.02].",
+            help="Take the lowest threshold within this F-beta of the best [default: 0.02; "
+            "0 for a model with a rescorer].",
         ),
     ] = None,
     device: DeviceOption = None,
@@ -65,7 +66,6 @@ def tune(
     Writes a tuned model copy; its picks' scores are calibrated probabilities. With
     --rescorer-data, a rescorer is fitted first and the thresholds apply to its scores.
     """
-    from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
     from cryopick.evaluation.tuning import tune_model
 
     thresholds = tune_model(
@@ -78,7 +78,7 @@ def tune(
         truth_user=truth_user,
         truth_session=truth_session,
         beta=beta,
-        tolerance=DEFAULT_TUNE_TOLERANCE if tolerance is None else tolerance,
+        tolerance=tolerance,
         show_progress=not quiet,
         overwrite=overwrite,
         rescorer_data=rescorer_data or [],

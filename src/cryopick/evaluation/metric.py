@@ -371,6 +371,24 @@ def tune_thresholds(
         elif curve.fbeta.max() <= 0:
             thresholds[particle.name] = float(np.nextafter(curve.thresholds[0], np.inf))
         else:
-            good = np.flatnonzero(curve.fbeta >= curve.fbeta.max() - tolerance)
-            thresholds[particle.name] = float(curve.thresholds[good].min())
+            good = int(np.flatnonzero(curve.fbeta >= curve.fbeta.max() - tolerance).max())
+            thresholds[particle.name] = _threshold_in_gap(curve.thresholds, good)
     return thresholds
+
+
+def _threshold_in_gap(scores_descending: np.ndarray, index: int) -> float:
+    """Return a threshold keeping the candidates down to ``index``, mid-way to the next one.
+
+    The midpoint is taken in log-odds, so that a wide gap between a class's true
+    candidates (e.g. re-scored near 1) and its false ones (near 0) puts the threshold in
+    the middle, not at the weakest true candidate of the tuning runs; the same candidates
+    are kept. Without a candidate below, the threshold is the candidate's score.
+    """
+    score = float(scores_descending[index])
+    if index + 1 >= len(scores_descending):
+        return score
+    below = float(scores_descending[index + 1])
+    low, high = np.clip([below, score], 1e-6, 1.0 - 1e-6)
+    middle = 0.5 * (np.log(low / (1.0 - low)) + np.log(high / (1.0 - high)))
+    threshold = float(1.0 / (1.0 + np.exp(-middle)))
+    return threshold if below < threshold <= score else score
