@@ -75,62 +75,38 @@ def tune_model(
 ) -> dict[str, float]:
     """Re-tune per-class thresholds and calibration on annotated runs; write the new model.
 
-    Predicts every run of ``data`` keeping all peaks above a low floor (raw scores, also
-    for a calibrated model), chooses per class the threshold maximising F-beta against the
-    annotations (:func:`cryopick.evaluation.metric.tune_thresholds`), refits the score
-    calibration on the same candidates (:func:`cryopick.evaluation.calibration.fit_calibration`)
-    and writes ``out_dir/model.pt`` (a copy) and ``out_dir/model.json`` (the card with the
-    new thresholds, calibration and metrics). With ``config.tta`` the maps are flip-averaged
-    and both go to ``thresholds_tta`` and ``calibration_tta`` (used by ``predict --tta``);
-    the rest of the card is kept. The card's particle set gives the classes and the
-    annotations' names, radii and weights.
+    Predicts every run of ``data`` keeping all candidates (raw peaks above a low floor,
+    uncalibrated; re-scored if the card has a rescorer), chooses per class the threshold
+    maximising F-beta (:func:`cryopick.evaluation.metric.tune_thresholds`), refits the
+    calibration on them (:func:`cryopick.evaluation.calibration.fit_calibration`), writes
+    ``out_dir/model.pt`` (a copy) and ``model.json`` (the card with the new thresholds,
+    calibration and metrics; with ``config.tta`` flip-averaged maps, into
+    ``thresholds_tta`` and ``calibration_tta``) and returns the thresholds by name.
 
     Parameters
     ----------
-    model_dir, data : str or Path
-        Model to tune; annotated runs (a copick config or Kaggle root with tomograms and
-        picks).
-    out_dir : str or Path
-        Where the tuned model goes (must differ from ``model_dir``; a folder already
-        holding a model is refused unless ``overwrite``).
+    model_dir, data, out_dir : str or Path
+        Model to tune; annotated runs (copick config or Kaggle root); where the tuned model
+        goes (not ``model_dir``; a folder holding a model only with ``overwrite``).
     config : PredictConfig, optional
         Prediction settings (its thresholds, min_score and min_precision are replaced).
-    tomo_type, runs : str, list of str
-        Reconstruction type to read; only these runs (default: all).
-    truth : str or Path, optional
-        Annotations, if not the picks in ``data`` (any source
-        :func:`cryopick.io.picks.read_picks` reads); one user/session, duplicates merged.
-    truth_user, truth_session : str, optional
-        copick: read only annotations of this user / session (e.g. ``curation``).
-    beta : float
-        F-beta's beta.
-    tolerance : float, optional
-        Take the lowest threshold within ``tolerance`` F-beta of the best (see
-        :func:`cryopick.evaluation.metric.tune_thresholds`); default
-        :data:`~cryopick.evaluation.metric.DEFAULT_TUNE_TOLERANCE` for raw peak values,
-        :data:`RESCORED_TUNE_TOLERANCE` when a rescorer scores the candidates.
-    show_progress, overwrite : bool
-        Show progress bars; replace a model already in ``out_dir``.
-    model : (torch.nn.Module, ModelCard), optional
-        ``model_dir``'s network and card, already loaded (its weights file is still copied).
-    rescorer_data : sequence of str or Path
-        Annotated projects (other runs than ``data``) to fit a rescorer on first
-        (:func:`cryopick.training.rescorer.fit_rescorer_on_projects`, same truth user and
-        session); it goes into the card, and the thresholds and calibration are then
-        tuned on re-scored candidates. Not with ``config.tta``. Empty: the card's
-        rescorer, if any, is kept and used.
-    rescorer_features : {"map", "map+density"}
-        The features the fitted rescorer reads.
+    tomo_type, runs, truth, truth_user, truth_session : optional
+        Reconstruction type; only these runs (default all); annotations if not the picks
+        in ``data``; copick: only this user / session.
+    beta, tolerance : float
+        F-beta's beta; take the lowest threshold within ``tolerance`` of the best F-beta
+        (default :data:`~cryopick.evaluation.metric.DEFAULT_TUNE_TOLERANCE`, or
+        :data:`RESCORED_TUNE_TOLERANCE` when a rescorer scores the candidates).
+    show_progress, overwrite, model
+        Show progress bars; replace a model in ``out_dir``; ``model_dir`` already loaded.
+    rescorer_data, rescorer_features
+        Annotated projects (not ``data``'s runs) to fit a rescorer on first, reading these
+        features (:func:`cryopick.training.rescorer.fit_rescorer_on_projects`, same truth
+        user and session; not with TTA); it goes into the card. Empty: the card's
+        rescorer, if any, is kept.
 
-    Returns
-    -------
-    dict of str to float
-        The tuned thresholds.
     """
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if out_dir.resolve() == model_dir.resolve():
-        raise InputError(out_dir, "the tuned model must go to a new folder, not the input model")
-    check_model_folder(out_dir, overwrite=overwrite)
+    model_dir, out_dir = _check_out_dir(model_dir, out_dir, overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
     particles = card.particle_set
     tomograms = read_inputs(data, tomo_type, runs)
@@ -139,32 +115,22 @@ def tune_model(
     config = config or PredictConfig()
     loaded = model or load_model(model_dir, device="cpu")
     if rescorer_data:
-        if config.tta:
-            raise InputError(None, "a rescorer is fitted for plain predictions, not with TTA")
-        rescorer = fit_rescorer_on_projects(
-            loaded,
-            rescorer_data,
-            config,
-            tomo_type=tomo_type,
-            truth_user=truth_user,
-            truth_session=truth_session,
-            features=rescorer_features,
+        truth_source = (truth_user, truth_session)
+        loaded = _add_rescorer(
+            loaded, rescorer_data, config, tomo_type, truth_source, rescorer_features
         )
-        card = card.model_copy(update={"rescorer": rescorer})
-        loaded = (loaded[0], card)
+        card = loaded[1]
     config = _candidate_config(config, card)
     raw_model = _raw_scores_model(loaded)
     candidates = predict_tomograms(
         tomograms, None, config, model=raw_model, show_progress=show_progress
     )
-    if tolerance is None:
-        rescored = card.rescorer is not None and not config.tta
-        tolerance = RESCORED_TUNE_TOLERANCE if rescored else DEFAULT_TUNE_TOLERANCE
+    tolerance = _default_tolerance(card, config) if tolerance is None else tolerance
     tuned = tune_and_score(truth_df, candidates, beta, tolerance, particles)
     calibration = fit_calibration(truth_df, candidates, particles)  # the same candidates
     described = f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"
-    new_card = _tuned_card(card, tuned, config.tta, described)
-    _write_tuned_model(model_dir, out_dir, _calibrated_card(new_card, calibration, config.tta))
+    card = _tuned_card(card, tuned, config.tta, described)
+    _write_tuned_model(model_dir, out_dir, _calibrated_card(card, calibration, config.tta))
     log.info("tuned thresholds written to %s (score %.4f)", out_dir, tuned.score)
     return tuned.thresholds
 
@@ -215,10 +181,7 @@ def calibrate_model(
     dict of str to ScoreCalibration
         The fitted calibration, by particle name.
     """
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if out_dir.resolve() == model_dir.resolve():
-        raise InputError(out_dir, "the calibrated model must go to a new folder")
-    check_model_folder(out_dir, overwrite=overwrite)
+    model_dir, out_dir = _check_out_dir(model_dir, out_dir, overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
     loaded = _raw_scores_model(model or load_model(model_dir, device="cpu"))
     particles = card.particle_set
@@ -239,6 +202,50 @@ def calibrate_model(
     _write_tuned_model(model_dir, out_dir, _calibrated_card(card, calibration, config.tta))
     log.info("calibrated model written to %s", out_dir)
     return calibration
+
+
+def _default_tolerance(card: ModelCard, config: PredictConfig) -> float:
+    """Return the tuning tolerance for the card's candidates (lower when re-scored)."""
+    rescored = card.rescorer is not None and not config.tta
+    return RESCORED_TUNE_TOLERANCE if rescored else DEFAULT_TUNE_TOLERANCE
+
+
+def _check_out_dir(
+    model_dir: str | Path, out_dir: str | Path, overwrite: bool
+) -> tuple[Path, Path]:
+    """Refuse an output folder that is the input model's, or holds a model (no ``overwrite``)."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.resolve() == model_dir.resolve():
+        raise InputError(out_dir, "the new model must go to a new folder, not the input model")
+    check_model_folder(out_dir, overwrite=overwrite)
+    return model_dir, out_dir
+
+
+def _add_rescorer(
+    model: LoadedModel,
+    projects: Sequence[str | Path],
+    config: PredictConfig,
+    tomo_type: str,
+    truth_source: tuple[str | None, str | None],
+    features: FeatureSet,
+) -> LoadedModel:
+    """Return the network with a card holding a rescorer fitted on ``projects``.
+
+    ``truth_source`` is the annotations' (user, session). Refused with TTA (a rescorer
+    reads plain maps).
+    """
+    if config.tta:
+        raise InputError(None, "a rescorer is fitted for plain predictions, not with TTA")
+    rescorer = fit_rescorer_on_projects(
+        model,
+        projects,
+        config,
+        tomo_type=tomo_type,
+        truth_user=truth_source[0],
+        truth_session=truth_source[1],
+        features=features,
+    )
+    return model[0], model[1].model_copy(update={"rescorer": rescorer})
 
 
 def _candidate_config(config: PredictConfig | None, card: ModelCard) -> PredictConfig:
