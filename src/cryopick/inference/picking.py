@@ -308,17 +308,18 @@ def pick_particles(
         Picks table, positions in Å; scores re-scored and calibrated as ``settings`` say.
     """
     rescorer = settings.rescorer
-    options = {
-        "thresholds": settings.thresholds,
-        "default_threshold": settings.default_threshold,
-        "min_score": settings.min_score,
-    }
-    if rescorer is not None:  # every candidate first; thresholds apply to the new scores
-        options = {"default_threshold": rescorer.candidate_floor, "min_score": 0.0}
+    thresholds, default_threshold, min_score = (
+        (settings.thresholds, settings.default_threshold, settings.min_score)
+        if rescorer is None  # else every candidate first; thresholds apply to the new scores
+        else ({}, rescorer.candidate_floor, 0.0)
+    )
     picks = find_peaks(
         probs,
         spacing_A=spacing_A * stride,
         experiment=experiment,
+        thresholds=thresholds,
+        default_threshold=default_threshold,
+        min_score=min_score,
         nms_fraction=settings.nms_fraction,
         blob_radius_fraction=settings.target.blob_radius_fraction,
         blob_ratio_range=settings.blob_ratio_range,
@@ -326,7 +327,6 @@ def pick_particles(
         cross_class_ratio=settings.cross_class_ratio,
         origin_A=strided_origin_A(stride, spacing_A),
         particles=settings.particles,
-        **options,  # type: ignore[arg-type]
     )
     if rescorer is not None:
         picks = rescore_picks(
