@@ -46,6 +46,7 @@ _SLAB = 16  # z slices per slab when scanning for maxima
 _OFFSETS = np.array(
     [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dz or dy or dx]
 )
+_FACE_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)  # connectivity of a blob
 _EARLIER = [tuple(off) < (0, 0, 0) for off in _OFFSETS]  # neighbours before a voxel in raster order
 
 
@@ -120,27 +121,28 @@ def suppress_non_maxima(
 
 def _connected_blob(
     prob: NDArray, centre_zyx: NDArray, peak: float, radius_vox: float
-) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Return values and voxel indices of a peak's blob.
 
     The blob is the connected set of voxels ``>= peak/2`` within ``radius_vox`` of
     ``centre_zyx`` holding the voxel nearest the centre; connectivity keeps neighbouring
-    particles' blobs out of the window.
+    particles' blobs out of the window. Called once per peak and mean-shift step, so it
+    avoids numpy's per-call overheads (no ``ogrid``, a fixed labelling structure).
     """
     centre = np.asarray(centre_zyx, dtype=np.float64)
     r = math.ceil(radius_vox)
-    c = np.round(centre).astype(int)
+    c = np.round(centre).astype(np.int64)
     lo = np.maximum(c - r, 0)
     hi = np.minimum(c + r + 1, prob.shape)
-    box = np.asarray(prob[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
-    offsets = np.ogrid[tuple(slice(a - x, b - x) for a, b, x in zip(lo, hi, centre, strict=True))]
-    inside = sum(o**2 for o in offsets) <= radius_vox**2
-    labels, _ = ndimage.label((box >= 0.5 * peak) & inside)
-    own = labels[tuple(np.clip(c - lo, 0, np.array(box.shape) - 1))]
+    box = prob[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    dz, dy, dx = ((np.arange(a, b) - x) ** 2 for a, b, x in zip(lo, hi, centre, strict=True))
+    inside = (dz[:, None, None] + dy[None, :, None] + dx[None, None, :]) <= radius_vox**2
+    labels, _ = ndimage.label((box >= 0.5 * peak) & inside, structure=_FACE_NEIGHBOURS)
+    own = labels[tuple(np.clip(c - lo, 0, hi - lo - 1))]
     if not own:
-        return np.zeros(0, dtype=np.float32), np.zeros((0, 3))
+        return np.zeros(0, dtype=np.float32), np.zeros((0, 3), dtype=np.int64)
     where = np.nonzero(labels == own)
-    return box[where], np.stack(where, -1) + lo
+    return box[where].astype(np.float32), np.stack(where, -1) + lo
 
 
 def refine_peak(
