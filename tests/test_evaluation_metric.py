@@ -13,7 +13,7 @@ from cryopick.evaluation.metric import (
     score_picks,
     tune_thresholds,
 )
-from cryopick.evaluation.thresholds import select_picks, tune_and_score
+from cryopick.evaluation.thresholds import probability_thresholds, select_picks, tune_and_score
 from cryopick.io.picks import make_picks
 
 PARTICLES = default_particle_set().specs  # the CZII six, the default set
@@ -243,6 +243,34 @@ def test_tune_thresholds_hand_case():
     assert thresholds["apo-ferritin"] > 0.3  # best F is 0: keep nothing
     assert thresholds["virus-like-particle"] == 1.0  # no candidates
     assert set(thresholds) == {p.name for p in PARTICLES}
+
+
+def test_probability_rule_puts_the_threshold_at_best_fbeta_over_one_plus_beta_squared():
+    truth = picks([("A", "ribosome", 0, 0, 0), ("A", "ribosome", 1000, 0, 0)])
+    sub = picks(
+        [
+            ("A", "ribosome", 0, 0, 10, 0.9),  # TP
+            ("A", "ribosome", 3000, 0, 0, 0.8),  # FP
+            ("A", "ribosome", 1000, 10, 0, 0.7),  # TP
+            ("A", "ribosome", 5000, 0, 0, 0.1),  # FP
+            ("A", "apo-ferritin", 0, 0, 0, 0.3),  # no apo-ferritin truth: keep nothing
+        ]
+    )
+    # best F4 on these candidates is at 0.7 (2 TP, 1 FP); for probabilities the expected-F4
+    # threshold is F*/17 = 0.057, which here also keeps the 0.1 candidate
+    for beta in (4.0, 1.0):
+        best = max(f4(2, 1, 0, beta), f4(1, 0, 1, beta), f4(2, 2, 0, beta))
+        found = probability_thresholds(truth, sub, beta=beta)
+        assert found["ribosome"] == pytest.approx(best / (1 + beta**2))
+    found = probability_thresholds(truth, sub)
+    assert found["ribosome"] == pytest.approx(f4(2, 1, 0) / 17) and found["ribosome"] < 0.1
+    assert found["apo-ferritin"] > 0.3  # best F is 0: keep nothing, as tune_thresholds
+    assert found["virus-like-particle"] == 1.0  # no candidates
+    tuned = tune_and_score(truth, sub, rule="probability")
+    assert tuned.thresholds == found
+    ribosome = next(m for m in tuned.per_class if m.particle_type == "ribosome")
+    assert (ribosome.tp, ribosome.fp, ribosome.fn) == (2, 2, 0)
+    assert tune_and_score(truth, sub).thresholds["ribosome"] > 0.1  # best-fbeta: not the 0.1
 
 
 def test_tuned_threshold_sits_mid_way_in_a_wide_gap():

@@ -211,6 +211,8 @@ def test_tune_fits_a_rescorer_that_drops_decoys_the_network_cannot_tell_apart(tm
     card = read_model_card(tmp_path / "tuned")
     assert card.rescorer is not None and card.rescorer.features == "map+density"
     assert str(fit_on) in card.rescorer.training_data[0]
+    # re-scored candidates are tuned with the probability rule: best F4 (1.0 here) / 17
+    assert card.thresholds["apo-ferritin"] == pytest.approx(1.0 / 17)
     picks = predict_tomogram(tomogram, DarkBlobDetector(), card, cpu)
     after = score_picks(truth, picks).per_class.set_index("particle_type").loc["apo-ferritin"]
     assert after["tp"] == 6 and after["fp"] == 0

@@ -60,6 +60,14 @@ def tune(
         str,
         typer.Option(help="Rescorer features: map, or map+density (also the tomogram)."),
     ] = "map+density",
+    rule: Annotated[
+        str | None,
+        typer.Option(
+            "--threshold-rule",
+            help="best-fbeta (where F-beta peaks on --data) or probability (F*/(1+beta^2) "
+            "on the rescorer's probabilities) [default: probability with a rescorer].",
+        ),
+    ] = None,
 ) -> None:
     """Re-tune per-class thresholds (F-beta) and score calibration on annotated runs.
 
@@ -83,6 +91,7 @@ def tune(
         overwrite=overwrite,
         rescorer_data=rescorer_data or [],
         rescorer_features=check_feature_set(rescorer_features),
+        rule=None if rule is None else check_threshold_rule(rule),
     )
     for name, value in thresholds.items():
         typer.echo(f"{name:>20s}  {value:.4f}")
@@ -96,3 +105,14 @@ def check_feature_set(name: str) -> Literal["map", "map+density"]:
     if name == "map+density":
         return "map+density"
     raise typer.BadParameter(f"{name!r}: use map or map+density", param_hint="--rescorer-features")
+
+
+def check_threshold_rule(name: str) -> Literal["best-fbeta", "probability"]:
+    """Return ``name`` as a threshold rule (a one-line error for anything else)."""
+    if name == "best-fbeta":
+        return "best-fbeta"
+    if name == "probability":
+        return "probability"
+    raise typer.BadParameter(
+        f"{name!r}: use best-fbeta or probability", param_hint="--threshold-rule"
+    )

@@ -26,7 +26,7 @@ from cryopick.core.errors import InputError
 from cryopick.core.particles import ParticleSet
 from cryopick.evaluation.calibration import fit_calibration
 from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE
-from cryopick.evaluation.thresholds import TunedScore, tune_and_score
+from cryopick.evaluation.thresholds import ThresholdRule, TunedScore, tune_and_score
 from cryopick.inference.picking import candidate_thresholds
 from cryopick.inference.pipeline import LoadedModel, PredictConfig, predict_tomograms
 from cryopick.io.atomic import atomic_path, write_text_atomic
@@ -72,6 +72,7 @@ def tune_model(
     model: LoadedModel | None = None,
     rescorer_data: Sequence[str | Path] = (),
     rescorer_features: FeatureSet = "map+density",
+    rule: ThresholdRule | None = None,
 ) -> dict[str, float]:
     """Re-tune per-class thresholds and calibration on annotated runs; write the new model.
 
@@ -104,7 +105,10 @@ def tune_model(
         features (:func:`cryopick.training.rescorer.fit_rescorer_on_projects`, same truth
         user and session; not with TTA); it goes into the card. Empty: the card's
         rescorer, if any, is kept.
-
+    rule : {"best-fbeta", "probability"}, optional
+        How thresholds are chosen (:func:`cryopick.evaluation.thresholds.tune_and_score`);
+        default ``"probability"`` when a rescorer scores the candidates (its scores are
+        probabilities), else ``"best-fbeta"``.
     """
     model_dir, out_dir = _check_out_dir(model_dir, out_dir, overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
@@ -126,7 +130,8 @@ def tune_model(
         tomograms, None, config, model=raw_model, show_progress=show_progress
     )
     tolerance = _default_tolerance(card, config) if tolerance is None else tolerance
-    tuned = tune_and_score(truth_df, candidates, beta, tolerance, particles)
+    rule = rule or ("probability" if _rescored(card, config) else "best-fbeta")
+    tuned = tune_and_score(truth_df, candidates, beta, tolerance, particles, rule)
     calibration = fit_calibration(truth_df, candidates, particles)  # the same candidates
     described = f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"
     card = _tuned_card(card, tuned, config.tta, described)
@@ -204,10 +209,14 @@ def calibrate_model(
     return calibration
 
 
+def _rescored(card: ModelCard, config: PredictConfig) -> bool:
+    """Return whether the card's rescorer scores the candidates (it does not with TTA)."""
+    return card.rescorer is not None and not config.tta
+
+
 def _default_tolerance(card: ModelCard, config: PredictConfig) -> float:
     """Return the tuning tolerance for the card's candidates (lower when re-scored)."""
-    rescored = card.rescorer is not None and not config.tta
-    return RESCORED_TUNE_TOLERANCE if rescored else DEFAULT_TUNE_TOLERANCE
+    return RESCORED_TUNE_TOLERANCE if _rescored(card, config) else DEFAULT_TUNE_TOLERANCE
 
 
 def _check_out_dir(
