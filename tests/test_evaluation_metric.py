@@ -215,18 +215,24 @@ def test_fbeta_curve_matches_scoring_thresholded_picks():
             assert curve.fbeta[i] == pytest.approx(r["fbeta"])
 
 
-def test_tune_thresholds_hand_case():
+def _hand_case(weakest_score: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two ribosomes; candidates TP 0.9, FP 0.8, TP 0.7, FP ``weakest_score``."""
     truth = picks([("A", "ribosome", 0, 0, 0), ("A", "ribosome", 1000, 0, 0)])
     sub = picks(
         [
             ("A", "ribosome", 0, 0, 10, 0.9),  # TP
             ("A", "ribosome", 3000, 0, 0, 0.8),  # FP
             ("A", "ribosome", 1000, 10, 0, 0.7),  # TP
-            ("A", "ribosome", 5000, 0, 0, 0.6),  # FP
+            ("A", "ribosome", 5000, 0, 0, weakest_score),  # FP
             ("B", "ribosome", 0, 0, 0, 0.99),  # experiment without truth: ignored
             ("A", "apo-ferritin", 0, 0, 0, 0.3),  # no apo-ferritin truth: keep nothing
         ]
     )
+    return truth, sub
+
+
+def test_tune_thresholds_hand_case():
+    truth, sub = _hand_case(0.6)
     curve = fbeta_curve(truth, sub, "ribosome")
     np.testing.assert_allclose(curve.thresholds, [0.9, 0.8, 0.7, 0.6])
     np.testing.assert_allclose(curve.recall, [0.5, 0.5, 1.0, 1.0])
@@ -246,16 +252,7 @@ def test_tune_thresholds_hand_case():
 
 
 def test_probability_rule_puts_the_threshold_at_best_fbeta_over_one_plus_beta_squared():
-    truth = picks([("A", "ribosome", 0, 0, 0), ("A", "ribosome", 1000, 0, 0)])
-    sub = picks(
-        [
-            ("A", "ribosome", 0, 0, 10, 0.9),  # TP
-            ("A", "ribosome", 3000, 0, 0, 0.8),  # FP
-            ("A", "ribosome", 1000, 10, 0, 0.7),  # TP
-            ("A", "ribosome", 5000, 0, 0, 0.1),  # FP
-            ("A", "apo-ferritin", 0, 0, 0, 0.3),  # no apo-ferritin truth: keep nothing
-        ]
-    )
+    truth, sub = _hand_case(0.1)
     # best F4 on these candidates is at 0.7 (2 TP, 1 FP); for probabilities the expected-F4
     # threshold is F*/17 = 0.057, which here also keeps the 0.1 candidate
     for beta in (4.0, 1.0):

@@ -77,12 +77,12 @@ def tune_model(
     """Re-tune per-class thresholds and calibration on annotated runs; write the new model.
 
     Predicts every run of ``data`` keeping all candidates (raw peaks above a low floor,
-    uncalibrated; re-scored if the card has a rescorer), chooses per class the threshold
-    maximising F-beta (:func:`cryopick.evaluation.metric.tune_thresholds`), refits the
-    calibration on them (:func:`cryopick.evaluation.calibration.fit_calibration`), writes
-    ``out_dir/model.pt`` (a copy) and ``model.json`` (the card with the new thresholds,
-    calibration and metrics; with ``config.tta`` flip-averaged maps, into
-    ``thresholds_tta`` and ``calibration_tta``) and returns the thresholds by name.
+    uncalibrated; re-scored if the card has a rescorer), chooses per class a threshold
+    (:func:`cryopick.evaluation.thresholds.tune_and_score`), refits the calibration on
+    them (:func:`cryopick.evaluation.calibration.fit_calibration`), writes a copy of
+    ``model.pt`` and the card with the new thresholds, calibration and metrics (with
+    ``config.tta``: ``thresholds_tta``, ``calibration_tta``) to ``out_dir``, and returns
+    the thresholds by name.
 
     Parameters
     ----------
@@ -95,9 +95,8 @@ def tune_model(
         Reconstruction type; only these runs (default all); annotations if not the picks
         in ``data``; copick: only this user / session.
     beta, tolerance : float
-        F-beta's beta; take the lowest threshold within ``tolerance`` of the best F-beta
-        (default :data:`~cryopick.evaluation.metric.DEFAULT_TUNE_TOLERANCE`, or
-        :data:`RESCORED_TUNE_TOLERANCE` when a rescorer scores the candidates).
+        F-beta's beta; for the ``"best-fbeta"`` rule, the lowest threshold within
+        ``tolerance`` of the best F-beta (default 0.02, 0 for re-scored candidates).
     show_progress, overwrite, model
         Show progress bars; replace a model in ``out_dir``; ``model_dir`` already loaded.
     rescorer_data, rescorer_features
@@ -106,9 +105,7 @@ def tune_model(
         user and session; not with TTA); it goes into the card. Empty: the card's
         rescorer, if any, is kept.
     rule : {"best-fbeta", "probability"}, optional
-        How thresholds are chosen (:func:`cryopick.evaluation.thresholds.tune_and_score`);
-        default ``"probability"`` when a rescorer scores the candidates (its scores are
-        probabilities), else ``"best-fbeta"``.
+        How thresholds are chosen; default ``"probability"`` for re-scored candidates.
     """
     model_dir, out_dir = _check_out_dir(model_dir, out_dir, overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
@@ -129,8 +126,7 @@ def tune_model(
     candidates = predict_tomograms(
         tomograms, None, config, model=raw_model, show_progress=show_progress
     )
-    tolerance = _default_tolerance(card, config) if tolerance is None else tolerance
-    rule = rule or ("probability" if _rescored(card, config) else "best-fbeta")
+    rule, tolerance = _tuning_rule(card, config, rule, tolerance)
     tuned = tune_and_score(truth_df, candidates, beta, tolerance, particles, rule)
     calibration = fit_calibration(truth_df, candidates, particles)  # the same candidates
     described = f"{data} ({len(tomograms)} runs, {tomo_type}; tuned)"
@@ -209,14 +205,19 @@ def calibrate_model(
     return calibration
 
 
-def _rescored(card: ModelCard, config: PredictConfig) -> bool:
-    """Return whether the card's rescorer scores the candidates (it does not with TTA)."""
-    return card.rescorer is not None and not config.tta
+def _tuning_rule(
+    card: ModelCard, config: PredictConfig, rule: ThresholdRule | None, tolerance: float | None
+) -> tuple[ThresholdRule, float]:
+    """Return the threshold rule and tolerance, defaulting by whether a rescorer scores.
 
-
-def _default_tolerance(card: ModelCard, config: PredictConfig) -> float:
-    """Return the tuning tolerance for the card's candidates (lower when re-scored)."""
-    return RESCORED_TUNE_TOLERANCE if _rescored(card, config) else DEFAULT_TUNE_TOLERANCE
+    The card's rescorer scores the candidates unless the prediction uses TTA; its scores
+    are probabilities (rule ``"probability"``) and its false ones crowd near 0 (tolerance
+    :data:`RESCORED_TUNE_TOLERANCE` for the ``"best-fbeta"`` rule).
+    """
+    rescored = card.rescorer is not None and not config.tta
+    if tolerance is None:
+        tolerance = RESCORED_TUNE_TOLERANCE if rescored else DEFAULT_TUNE_TOLERANCE
+    return rule or ("probability" if rescored else "best-fbeta"), tolerance
 
 
 def _check_out_dir(
