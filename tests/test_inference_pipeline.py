@@ -289,6 +289,24 @@ def test_cli_predict_and_tune_give_what_the_library_gives(
     assert json.loads((tuned / "model.json").read_text())["thresholds"] == expected
 
 
+def test_cli_tune_passes_the_threshold_rule_and_refuses_an_unknown_one(monkeypatch, tmp_path):
+    import cryopick.evaluation.tuning as tuning
+
+    seen = {}
+    monkeypatch.setattr(tuning, "tune_model", lambda *a, **kw: seen.update(kw) or {})
+    args = ["tune", "--model", "m", "--data", "d", "--out", str(tmp_path / "t"), "-q"]
+    runner = CliRunner()
+    for given, expected in ((None, None), ("probability", "probability")):
+        extra = [] if given is None else ["--threshold-rule", given]
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        assert seen["rule"] == expected
+    result = runner.invoke(app, [*args, "--threshold-rule", "best-fbeta"])
+    assert seen["rule"] == "best-fbeta"
+    result = runner.invoke(app, [*args, "--threshold-rule", "peak"])
+    assert result.exit_code == 2 and "--threshold-rule" in result.output
+
+
 def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
     import cryopick.model.bundled as bundled_module
 
