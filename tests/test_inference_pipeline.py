@@ -302,7 +302,7 @@ def test_cli_tune_passes_the_threshold_rule_and_refuses_an_unknown_one(monkeypat
         assert result.exit_code == 0, result.output
         assert seen["rule"] == expected
     result = runner.invoke(app, [*args, "--threshold-rule", "best-fbeta"])
-    assert seen["rule"] == "best-fbeta"
+    assert result.exit_code == 0 and seen["rule"] == "best-fbeta"
     result = runner.invoke(app, [*args, "--threshold-rule", "peak"])
     assert result.exit_code == 2 and "--threshold-rule" in result.output
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, cast, get_args
 
 import typer
 
@@ -17,6 +17,10 @@ from cryopick.cli.app import (
     load_predict_config,
     report_input_errors,
 )
+
+if TYPE_CHECKING:  # imported where used: they load pandas and torch
+    from cryopick.evaluation.thresholds import ThresholdRule
+    from cryopick.model.rescorer import FeatureSet
 
 
 @app.command()
@@ -98,21 +102,22 @@ def tune(
     typer.echo(f"tuned model (thresholds and score calibration) written to {out}")
 
 
-def check_feature_set(name: str) -> Literal["map", "map+density"]:
+def check_feature_set(name: str) -> FeatureSet:
     """Return ``name`` as a rescorer feature set (a one-line error for anything else)."""
-    if name == "map":
-        return "map"
-    if name == "map+density":
-        return "map+density"
-    raise typer.BadParameter(f"{name!r}: use map or map+density", param_hint="--rescorer-features")
+    from cryopick.model.rescorer import FeatureSet
+
+    return cast(FeatureSet, _check_choice(name, get_args(FeatureSet), "--rescorer-features"))
 
 
-def check_threshold_rule(name: str) -> Literal["best-fbeta", "probability"]:
+def check_threshold_rule(name: str) -> ThresholdRule:
     """Return ``name`` as a threshold rule (a one-line error for anything else)."""
-    if name == "best-fbeta":
-        return "best-fbeta"
-    if name == "probability":
-        return "probability"
-    raise typer.BadParameter(
-        f"{name!r}: use best-fbeta or probability", param_hint="--threshold-rule"
-    )
+    from cryopick.evaluation.thresholds import ThresholdRule
+
+    return cast(ThresholdRule, _check_choice(name, get_args(ThresholdRule), "--threshold-rule"))
+
+
+def _check_choice(name: str, choices: tuple[str, ...], option: str) -> str:
+    """Return ``name`` if it is one of ``choices`` (a Literal's values), else a usage error."""
+    if name in choices:
+        return name
+    raise typer.BadParameter(f"{name!r}: use {' or '.join(choices)}", param_hint=option)

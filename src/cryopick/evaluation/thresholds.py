@@ -91,13 +91,14 @@ def probability_thresholds(
         :func:`cryopick.evaluation.metric.tune_thresholds` gives it (keep nothing).
     """
     particle_set = resolve_particle_set(particles)
-    fallback = tune_thresholds(truth, scored_picks, beta, tolerance=0.0, particles=particle_set)
-    thresholds = {}
+    best = {}
     for particle in particle_set:
         curve = fbeta_curve(truth, scored_picks, particle.name, beta, particle_set)
-        best = float(curve.fbeta.max()) if len(curve.fbeta) else 0.0
-        thresholds[particle.name] = best / (1.0 + beta**2) if best > 0 else fallback[particle.name]
-    return thresholds
+        best[particle.name] = float(curve.fbeta.max()) if len(curve.fbeta) else 0.0
+    if all(f > 0 for f in best.values()):
+        return {name: f / (1.0 + beta**2) for name, f in best.items()}
+    fallback = tune_thresholds(truth, scored_picks, beta, tolerance=0.0, particles=particle_set)
+    return {name: f / (1.0 + beta**2) if f > 0 else fallback[name] for name, f in best.items()}
 
 
 def to_class_metrics(result: ScoreResult) -> list[ClassMetrics]:
