@@ -10,7 +10,8 @@ from importlib import import_module
 from cryopick.cli.app import app
 
 COMMAND_MODULES = (
-    "particles", "simulate", "train", "learn", "predict", "tune", "evaluate", "report",
+    "particles", "simulate", "train", "learn", "combine", "predict", "tune", "evaluate",
+    "report",
 )  # fmt: skip
 
 for _name in COMMAND_MODULES:

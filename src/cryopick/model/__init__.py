@@ -3,7 +3,8 @@
 Modules: :mod:`.network` (the U-Net), :mod:`.card` (:class:`ModelCard`, :class:`TargetSpec`),
 :mod:`.calibration` (:class:`ScoreCalibration`: a card's map from raw peak value to
 calibrated score), :mod:`.rescorer` (:class:`Rescorer`: a second look at candidates),
-:mod:`.store` (save / read / load a model folder), :mod:`.bundled` (the shipped model).
+:mod:`.store` (save / read / load a model folder), :mod:`.ensemble` (combine trained
+models into one whose logits are averaged), :mod:`.bundled` (the shipped model).
 
 Callers import from here (``from cryopick.model import load_model``), at call time where a
 test may replace the function (``monkeypatch.setattr(cryopick.model, "load_model", ...)``).
@@ -22,7 +23,15 @@ from cryopick.model.card import (
     Threshold,
     canonical_thresholds,
 )
-from cryopick.model.network import ModelConfig, UNet3D, build_model, count_parameters
+from cryopick.model.ensemble import combine_models, member_networks
+from cryopick.model.network import (
+    ModelConfig,
+    PickingNetwork,
+    UNet3D,
+    UNetEnsemble,
+    build_model,
+    count_parameters,
+)
 from cryopick.model.rescorer import Rescorer
 from cryopick.model.store import (
     CARD_FILENAME,
@@ -43,6 +52,7 @@ __all__ = [
     "ClassMetrics",
     "ModelCard",
     "ModelConfig",
+    "PickingNetwork",
     "Positive",
     "Rescorer",
     "ScoreCalibration",
@@ -50,13 +60,16 @@ __all__ = [
     "TargetSpec",
     "Threshold",
     "UNet3D",
+    "UNetEnsemble",
     "build_model",
     "bundled_model_dir",
     "canonical_thresholds",
     "check_model_folder",
+    "combine_models",
     "count_parameters",
     "describe_hardware",
     "load_model",
+    "member_networks",
     "read_model_card",
     "save_model",
 ]

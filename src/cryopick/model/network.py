@@ -14,7 +14,7 @@ files: :mod:`cryopick.model.card`, :mod:`cryopick.model.store`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,9 @@ class ModelConfig(BaseModel):
     in_channels, n_classes : int
         Input channels (1) and output classes: background + one per particle type of the
         model's set (default 7: the CZII six; training sets it from the set it learns).
+    members : int
+        Networks of this architecture run side by side on the same input, their logits
+        averaged (:class:`UNetEnsemble`); 1: a single :class:`UNet3D`.
     """
 
     widths: tuple[int, ...] = (8, 16, 32, 64)
@@ -54,6 +57,7 @@ class ModelConfig(BaseModel):
     norm: Literal["batch", "instance"] = "batch"
     in_channels: int = Field(1, ge=1)
     n_classes: int = Field(default_factory=lambda: default_particle_set().n_classes, ge=2)
+    members: int = Field(1, ge=1, le=8)
 
     @field_validator("widths")
     @classmethod
@@ -92,7 +96,37 @@ class _ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-class UNet3D(nn.Module):
+class _GridNetwork(nn.Module):
+    """Shared by the U-Net and the ensemble: full-grid logits from ``forward_native``."""
+
+    config: ModelConfig
+    output_stride: int
+    input_multiple: int
+
+    def forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits on the native output grid (see :meth:`UNet3D.forward_native`)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits on the input grid, ``(N, C, Z, Y, X)`` for input ``(N, 1, Z, Y, X)``.
+
+        Pads odd-sized inputs up to :attr:`input_multiple` (replicate) and crops back;
+        upsamples stride-2 logits trilinearly.
+        """
+        shape = x.shape[-3:]
+        m = self.input_multiple
+        pad = [(-s) % m for s in shape]
+        if any(pad):
+            x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")
+        logits = self.forward_native(x)
+        if self.output_stride != 1:
+            logits = F.interpolate(
+                logits, scale_factor=self.output_stride, mode="trilinear", align_corners=False
+            )
+        return logits[..., : shape[0], : shape[1], : shape[2]]
+
+
+class UNet3D(_GridNetwork):
     """3D U-Net: max-pool encoder, transposed-convolution decoder, skip connections.
 
     Parameters
@@ -103,6 +137,8 @@ class UNet3D(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if config.members != 1:
+            raise ValueError("UNet3D is one network: build an ensemble with build_model")
         self.config = config
         self.output_stride = config.output_stride
         self.input_multiple = config.input_multiple
@@ -144,40 +180,65 @@ class UNet3D(nn.Module):
         logits: torch.Tensor = self.head(x)
         return logits
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits on the input grid, ``(N, C, Z, Y, X)`` for input ``(N, 1, Z, Y, X)``.
 
-        Pads odd-sized inputs up to :attr:`input_multiple` (reflect) and crops back;
-        upsamples stride-2 logits trilinearly.
-        """
-        shape = x.shape[-3:]
-        m = self.input_multiple
-        pad = [(-s) % m for s in shape]
-        if any(pad):
-            x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")
-        logits = self.forward_native(x)
-        if self.output_stride != 1:
-            logits = F.interpolate(
-                logits, scale_factor=self.output_stride, mode="trilinear", align_corners=False
-            )
-        return logits[..., : shape[0], : shape[1], : shape[2]]
+class UNetEnsemble(_GridNetwork):
+    """``config.members`` U-Nets of one architecture whose logits are averaged.
+
+    Each member sees the same input; the ensemble's logits are the mean of theirs (on
+    the native grid, before any softmax), so every stage after the network (blending,
+    peaks, rescorer, thresholds) treats it as one network. Its weights are the members'
+    under ``nets.<i>.`` (one ``model.pt``).
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture of every member; ``members`` >= 2.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.members < 2:
+            raise ValueError("an ensemble needs members >= 2 (use UNet3D for one network)")
+        self.config = config
+        self.output_stride = config.output_stride
+        self.input_multiple = config.input_multiple
+        single = config.model_copy(update={"members": 1})
+        self.nets = nn.ModuleList(UNet3D(single) for _ in range(config.members))
+
+    def forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of the members' native logits, ``(N, C, Z/s, Y/s, X/s)``."""
+        members = [cast(UNet3D, net) for net in self.nets]
+        logits = members[0].forward_native(x)
+        for net in members[1:]:
+            logits = logits + net.forward_native(x)
+        return logits / len(members)
 
 
-def build_model(config: ModelConfig | None = None) -> UNet3D:
-    """Build an untrained network from ``config`` (default :class:`ModelConfig`)."""
-    return UNet3D(config or ModelConfig())
+PickingNetwork = UNet3D | UNetEnsemble
 
 
-def replace_head(model: UNet3D, n_classes: int, kept: Mapping[int, int] | None = None) -> UNet3D:
+def build_model(config: ModelConfig | None = None) -> PickingNetwork:
+    """Build an untrained network from ``config`` (default :class:`ModelConfig`).
+
+    A :class:`UNetEnsemble` when ``config.members`` > 1, else a :class:`UNet3D`.
+    """
+    config = config or ModelConfig()
+    return UNetEnsemble(config) if config.members > 1 else UNet3D(config)
+
+
+def replace_head(
+    model: PickingNetwork, n_classes: int, kept: Mapping[int, int] | None = None
+) -> PickingNetwork:
     """Give the network a new output layer (the final 1x1x1 convolution) for ``n_classes``.
 
     Every other weight is left as it is. The new layer is initialised as a fresh network's
     (torch's default, from the global RNG), except the channels listed in ``kept``, whose
-    weights and bias are copied from the old layer.
+    weights and bias are copied from the old layer. An ensemble gets a new layer in
+    every member, each fitted the same way.
 
     Parameters
     ----------
-    model : UNet3D
+    model : UNet3D or UNetEnsemble
         The network; changed in place (``model.config.n_classes`` too).
     n_classes : int
         Output classes of the new layer (background included).
@@ -186,9 +247,19 @@ def replace_head(model: UNet3D, n_classes: int, kept: Mapping[int, int] | None =
 
     Returns
     -------
-    UNet3D
+    UNet3D or UNetEnsemble
         ``model``.
     """
+    if isinstance(model, UNetEnsemble):
+        for net in model.nets:
+            replace_head(cast(UNet3D, net), n_classes, kept)
+    else:
+        _replace_unet_head(model, n_classes, kept)
+    model.config = model.config.model_copy(update={"n_classes": n_classes})
+    return model
+
+
+def _replace_unet_head(model: UNet3D, n_classes: int, kept: Mapping[int, int] | None) -> None:
     old = model.head
     head = nn.Conv3d(old.in_channels, n_classes, 1).to(old.weight.device, old.weight.dtype)
     old_bias, new_bias = old.bias, head.bias
@@ -198,8 +269,6 @@ def replace_head(model: UNet3D, n_classes: int, kept: Mapping[int, int] | None =
             head.weight[new_c] = old.weight[old_c]
             new_bias[new_c] = old_bias[old_c]
     model.head = head
-    model.config = model.config.model_copy(update={"n_classes": n_classes})
-    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -21,7 +21,7 @@ from cryopick.core.errors import InputError, squeeze_error
 from cryopick.io.atomic import atomic_path, write_text_atomic
 from cryopick.io.torch_files import load_tensor_file
 from cryopick.model.card import ModelCard
-from cryopick.model.network import UNet3D, build_model
+from cryopick.model.network import PickingNetwork, build_model
 
 WEIGHTS_FILENAME = "model.pt"
 CARD_FILENAME = "model.json"
@@ -98,7 +98,7 @@ def read_model_card(model_dir: str | Path) -> ModelCard:
 
 def load_model(
     model_dir: str | Path, device: str | torch.device = "cpu"
-) -> tuple[UNet3D, ModelCard]:
+) -> tuple[PickingNetwork, ModelCard]:
     """Load a trained model folder written by :func:`save_model`.
 
     Parameters
@@ -110,8 +110,9 @@ def load_model(
 
     Returns
     -------
-    (UNet3D, ModelCard)
-        The network in eval mode, and its card.
+    (UNet3D or UNetEnsemble, ModelCard)
+        The network (an ensemble when the card's ``architecture.members`` > 1) in eval
+        mode, and its card.
     """
     from cryopick.inference.runtime import resolve_device
 

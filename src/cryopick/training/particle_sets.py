@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from cryopick.core.errors import InputError
 from cryopick.core.particles import ParticleSet, default_particle_set
-from cryopick.model.network import UNet3D, replace_head
+from cryopick.model.network import PickingNetwork, replace_head
 
 if TYPE_CHECKING:
     from cryopick.training.sampling import TrainRun
@@ -124,7 +124,9 @@ def check_simulatable(particles: ParticleSet, has_file: bool) -> None:
         )
 
 
-def fit_output_layer(model: UNet3D, trained_on: ParticleSet, particles: ParticleSet) -> UNet3D:
+def fit_output_layer(
+    model: PickingNetwork, trained_on: ParticleSet, particles: ParticleSet
+) -> PickingNetwork:
     """Fit a trained network's output layer to the set a fine-tuning run learns.
 
     The same types in the same order keep every weight. Otherwise only the output layer
@@ -135,8 +137,8 @@ def fit_output_layer(model: UNet3D, trained_on: ParticleSet, particles: Particle
 
     Parameters
     ----------
-    model : UNet3D
-        The trained network (changed in place).
+    model : UNet3D or UNetEnsemble
+        The trained network (changed in place; every member of an ensemble).
     trained_on : ParticleSet
         The set it was trained on (its card's).
     particles : ParticleSet
@@ -144,7 +146,7 @@ def fit_output_layer(model: UNet3D, trained_on: ParticleSet, particles: Particle
 
     Returns
     -------
-    UNet3D
+    UNet3D or UNetEnsemble
         ``model``.
     """
     if trained_on.names == particles.names:

@@ -1,0 +1,39 @@
+"""``cryopick combine``: several trained models as one ensemble model (logits averaged)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cryopick.cli.app import OverwriteModelOption, app, report_input_errors
+
+
+@app.command()
+@report_input_errors
+def combine(
+    models: Annotated[
+        list[Path],
+        typer.Option("--model", help="Trained model folder; repeat for each member (>= 2)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the combined model.")],
+    overwrite: OverwriteModelOption = False,
+) -> None:
+    """Combine trained models into one ensemble whose logits are averaged.
+
+    The models must share architecture, voxel size, normalisation, target and particle
+    types. The combined model has no thresholds yet: tune it with cryopick tune.
+    """
+    from cryopick.model import check_model_folder, combine_models, save_model
+
+    given = [path.resolve() for path in models]
+    if out.resolve() in given:
+        raise typer.BadParameter("the combined model must go to a new folder", param_hint="--out")
+    check_model_folder(out, overwrite=overwrite)
+    network, card = combine_models(models)
+    save_model(out, network, card)
+    typer.echo(
+        f"ensemble of {card.architecture.members} networks written to {out}; "
+        f"tune it before use: cryopick tune --model {out} --data ANNOTATED --out TUNED"
+    )

@@ -1,0 +1,201 @@
+"""Ensembles: several U-Nets of one architecture whose logits are averaged, as one model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cryopick.cli import app
+from cryopick.core.errors import InputError
+from cryopick.core.particles import ParticleSet, ParticleSpec, default_particle_set
+from cryopick.inference.config import PredictConfig
+from cryopick.inference.pipeline import predict
+from cryopick.io.mrc import write_mrc
+from cryopick.model import (
+    ModelCard,
+    ModelConfig,
+    UNet3D,
+    UNetEnsemble,
+    build_model,
+    combine_models,
+    load_model,
+    read_model_card,
+    save_model,
+)
+from cryopick.model.network import replace_head
+from cryopick.training.config import TrainConfig
+from cryopick.training.trainer import initialise_model
+
+from shared_settings import TINY_MODEL_THRESHOLD, TINY_TRAINING
+
+TINY = ModelConfig(widths=(4, 8))
+PAIR = TINY.model_copy(update={"members": 2})
+
+
+def _card(arch: ModelConfig = TINY, **update) -> ModelCard:
+    names = default_particle_set().names
+    return ModelCard(
+        architecture=arch,
+        patch_size=(32, 32, 32),
+        thresholds=dict.fromkeys(names, TINY_MODEL_THRESHOLD),
+        **update,
+    )
+
+
+def _saved(tmp_path, name: str, seed: int, arch: ModelConfig = TINY, **card) -> tuple:
+    torch.manual_seed(seed)
+    model = build_model(arch).eval()
+    return save_model(tmp_path / name, model, _card(arch, **card)), model
+
+
+def test_build_model_gives_an_ensemble_whose_logits_are_the_members_mean():
+    torch.manual_seed(0)
+    model = build_model(PAIR).eval()
+    assert isinstance(model, UNetEnsemble) and isinstance(build_model(TINY), UNet3D)
+    assert [type(net) for net in model.nets] == [UNet3D, UNet3D]
+    x = torch.randn(1, 1, 16, 20, 24)
+    with torch.no_grad():
+        a, b = (net(x) for net in model.nets)
+        assert torch.allclose(model(x), (a + b) / 2, atol=1e-6)
+        assert model(x).shape == (1, 7, 16, 20, 24)
+        assert model.forward_native(x).shape == (1, 7, 8, 10, 12)
+    # known values: every weight 0 but the output biases, so the logits are the biases' mean
+    with torch.no_grad():
+        for net, shift in zip(model.nets, (1.0, 4.0), strict=True):
+            for param in net.parameters():
+                param.zero_()
+            net.head.bias.copy_(torch.arange(7.0) + shift)
+        out = model(x)
+    assert torch.allclose(out[0, :, 3, 4, 5], torch.arange(7.0) + 2.5)
+    with pytest.raises(ValueError, match="ensemble"):
+        UNet3D(PAIR)
+
+
+def test_ensemble_save_and_load_round_trip(tmp_path):
+    path, model = _saved(tmp_path, "pair", 3, PAIR)
+    loaded, card = load_model(path)
+    assert isinstance(loaded, UNetEnsemble) and card.architecture.members == 2
+    assert all(key.startswith(("nets.0.", "nets.1.")) for key in loaded.state_dict())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_combine_models_averages_the_members_and_leaves_the_card_untuned(tmp_path):
+    path_a, a = _saved(tmp_path, "a", 1, steps=100, provenance="run A")
+    path_b, b = _saved(tmp_path, "b", 2, steps=50, training_data=["sim_varied"])
+    ensemble, card = combine_models([path_a, path_b])
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(ensemble(x), (a(x) + b(x)) / 2, atol=1e-6)
+    assert card.architecture == PAIR and card.steps == 150
+    assert card.thresholds == {} and card.rescorer is None and card.calibration == {}
+    assert str(path_a) in card.provenance and "run A" in card.provenance
+    assert card.training_data == ["sim_varied"]
+    # an ensemble's members count one by one: pair + single = three networks, same order
+    pair = save_model(tmp_path / "pair", ensemble, card)
+    triple, triple_card = combine_models([pair, path_a])
+    assert triple_card.architecture.members == 3
+    for net, source in zip(triple.nets, [a, b, a], strict=True):
+        assert torch.equal(net.head.weight, source.head.weight)
+
+
+def test_combine_models_refuses_models_that_cannot_be_averaged(tmp_path):
+    path_a, _ = _saved(tmp_path, "a", 1)
+    wide, _ = _saved(tmp_path, "wide", 1, ModelConfig(widths=(4, 16)))
+    with pytest.raises(InputError, match=r"wide.*architecture"):
+        combine_models([path_a, wide])
+    coarse, _ = _saved(tmp_path, "coarse", 1, spacing_A=13.48)
+    with pytest.raises(InputError, match=r"coarse.*voxel size 13.48"):
+        combine_models([path_a, coarse])
+    with pytest.raises(InputError, match="at least two networks"):
+        combine_models([path_a])
+    with pytest.raises(InputError, match="missing"):
+        combine_models([path_a, tmp_path / "missing"])
+
+
+def test_fine_tuning_an_ensemble_onto_another_set_refits_every_members_output_layer(tmp_path):
+    czii = default_particle_set()
+    path, _ = _saved(tmp_path, "pair", 5, PAIR)
+    before = load_model(path)[0].state_dict()
+    mixed = ParticleSet(
+        (ParticleSpec(name="blob", radius_A=50.0), ParticleSpec(name="ribosome", radius_A=150.0))
+    )
+    config = TrainConfig(architecture={"widths": (4, 8)}, init_from=str(path))
+    config, model = initialise_model(config, mixed)
+    assert isinstance(model, UNetEnsemble)
+    assert config.architecture.members == 2 and config.architecture.n_classes == 3
+    after = model.state_dict()
+    old, new = czii.label("ribosome"), mixed.label("ribosome")
+    for i in range(2):
+        head = f"nets.{i}.head."
+        assert after[head + "weight"].shape[0] == 3
+        assert torch.equal(after[head + "weight"][new], before[head + "weight"][old])
+        assert torch.equal(after[head + "bias"][0], before[head + "bias"][0])
+    for key in before:
+        if ".head." not in key:
+            assert torch.equal(before[key], after[key]), key
+    assert all(net.config.n_classes == 3 for net in model.nets)
+
+
+def test_replace_head_keeps_members_independent():
+    torch.manual_seed(0)
+    model = build_model(PAIR)
+    replace_head(model, 4, {0: 0})
+    first, second = (net.head.weight for net in model.nets)
+    assert first.shape[0] == second.shape[0] == 4 and not torch.equal(first[1:], second[1:])
+
+
+def test_cli_combine_then_predict_gives_the_members_picks(tmp_path):
+    """Two copies of one network average to that network: same picks end to end."""
+    path, _ = _saved(tmp_path, "one", 0)
+    volume = np.random.default_rng(0).normal(size=(32, 40, 40)).astype(np.float32)
+    tomogram = tmp_path / "t.mrc"
+    write_mrc(tomogram, volume, 10.0)
+    runner = CliRunner()
+    out = tmp_path / "both"
+    args = ["combine", "--model", str(path), "--model", str(path), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "tune it" in result.output
+    assert read_model_card(out).architecture.members == 2
+    card = json.loads((out / "model.json").read_text())
+    card["thresholds"] = read_model_card(path).thresholds
+    (out / "model.json").write_text(json.dumps(card))
+    config = PredictConfig(device="cpu")
+    single, pair = (predict(tomogram, model, config=config) for model in (path, out))
+    assert len(single) > 0
+    cols = ["particle_type", "x", "y", "z"]
+    assert single[cols].equals(pair[cols])
+    assert np.allclose(single["score"], pair["score"], atol=1e-3)
+    # an existing output is refused without --overwrite, and a bad member is one line
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    bad = runner.invoke(app, ["combine", "--model", str(path), "--model", str(tmp_path / "x")])
+    assert bad.exit_code == 2
+    missing = runner.invoke(
+        app, ["combine", "--model", str(path), "--model", str(tmp_path / "x"), "--out", "o"]
+    )
+    assert missing.exit_code == 2 and "model" in missing.output
+    assert "Traceback" not in missing.output
+
+
+def test_training_an_ensemble_from_scratch_and_resuming_it(tmp_path, tiny_train_run):
+    from cryopick.training.trainer import train
+
+    arch = {**TINY_TRAINING["architecture"], "members": 2}
+    config = TrainConfig(**{**TINY_TRAINING, "architecture": arch, "steps": 2, "ema_decay": 0.9})
+    out = tmp_path / "pair"
+    card = train(config, out, train_runs=[tiny_train_run], progress=False)
+    model, saved = load_model(out)
+    assert isinstance(model, UNetEnsemble) and saved.architecture.members == 2
+    assert card.steps == 2
+    first, second = (net.head.weight for net in model.nets)
+    assert not torch.equal(first, second)  # members start from different weights
+    more = config.model_copy(update={"steps": 4})
+    resumed = train(more, out, resume=True, train_runs=[tiny_train_run], progress=False)
+    assert resumed.steps == 4 and resumed.architecture.members == 2
