@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from cryopick.core.coords import voxels_to_angstrom
+from cryopick.core.errors import InputError
 from cryopick.core.particles import default_particle_set
 from cryopick.evaluation.metric import score_picks
 from cryopick.evaluation.tuning import tune_model
@@ -216,3 +217,19 @@ def test_tune_fits_a_rescorer_that_drops_decoys_the_network_cannot_tell_apart(tm
     picks = predict_tomogram(tomogram, DarkBlobDetector(), card, cpu)
     after = score_picks(truth, picks).per_class.set_index("particle_type").loc["apo-ferritin"]
     assert after["tp"] == 6 and after["fp"] == 0
+
+
+def test_tune_sets_the_rescorer_floor_and_refuses_one_without_a_rescorer(tmp_path):
+    tune_on = _blob_project(tmp_path / "tune", [7, 8])
+    cpu = PredictConfig(device="cpu", fiducial_max_score=None, invert=False)
+    card = _card(rescorer=_inverting_rescorer())
+    model_dir = save_model(tmp_path / "model", build_model(card.architecture), card)
+    common = {"model": (DarkBlobDetector(), card), "truth_user": "curation"}
+    tune_model(model_dir, tune_on, tmp_path / "tuned", cpu, rescorer_floor=0.3, **common)
+    tuned = read_model_card(tmp_path / "tuned").rescorer
+    assert tuned is not None and tuned.candidate_floor == 0.3
+    assert read_model_card(model_dir).rescorer.candidate_floor == 0.1  # input untouched
+    plain = {**common, "model": (DarkBlobDetector(), _card())}
+    with pytest.raises(InputError, match="no rescorer"):
+        tune_model(model_dir, tune_on, tmp_path / "t2", cpu, rescorer_floor=0.3, **plain)
+    assert not (tmp_path / "t2").exists()

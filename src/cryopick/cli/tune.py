@@ -72,6 +72,15 @@ def tune(
             "on the rescorer's probabilities) [default: probability with a rescorer].",
         ),
     ] = None,
+    rescorer_floor: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Re-score only candidates whose raw peak value is above this (faster "
+            "predictions; the rescorer is fitted on every peak above 0.05).",
+        ),
+    ] = None,
 ) -> None:
     """Re-tune per-class thresholds (F-beta) and score calibration on annotated runs.
 
@@ -96,6 +105,7 @@ def tune(
         rescorer_data=rescorer_data or [],
         rescorer_features=check_feature_set(rescorer_features),
         rule=None if rule is None else check_threshold_rule(rule),
+        rescorer_floor=rescorer_floor,
     )
     for name, value in thresholds.items():
         typer.echo(f"{name:>20s}  {value:.4f}")

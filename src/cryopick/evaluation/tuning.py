@@ -73,6 +73,7 @@ def tune_model(
     rescorer_data: Sequence[str | Path] = (),
     rescorer_features: FeatureSet = "map+density",
     rule: ThresholdRule | None = None,
+    rescorer_floor: float | None = None,
 ) -> dict[str, float]:
     """Re-tune per-class thresholds and calibration on annotated runs; write the new model.
 
@@ -106,6 +107,10 @@ def tune_model(
         rescorer, if any, is kept.
     rule : {"best-fbeta", "probability"}, optional
         How thresholds are chosen; default ``"probability"`` for re-scored candidates.
+    rescorer_floor : float, optional
+        Set the rescorer's ``candidate_floor`` (raw peak value above which predictions
+        re-score candidates) before tuning; the rescorer is still fitted on every peak
+        above the default floor. A higher floor finds fewer peaks (faster predictions).
     """
     model_dir, out_dir = _check_out_dir(model_dir, out_dir, overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
@@ -120,6 +125,9 @@ def tune_model(
         loaded = _add_rescorer(
             loaded, rescorer_data, config, tomo_type, truth_source, rescorer_features
         )
+        card = loaded[1]
+    if rescorer_floor is not None:
+        loaded = _with_rescorer_floor(loaded, rescorer_floor, model_dir)
         card = loaded[1]
     config = _candidate_config(config, card)
     raw_model = _raw_scores_model(loaded)
@@ -256,6 +264,17 @@ def _add_rescorer(
         features=features,
     )
     return model[0], model[1].model_copy(update={"rescorer": rescorer})
+
+
+def _with_rescorer_floor(model: LoadedModel, floor: float, model_dir: Path) -> LoadedModel:
+    """Return the network with its card's rescorer re-scoring only peaks above ``floor``."""
+    network, card = model
+    if card.rescorer is None:
+        raise InputError(model_dir, "has no rescorer to set a floor for: add --rescorer-data")
+    if not 0.0 <= floor < 1.0:
+        raise InputError(None, f"rescorer floor {floor} must be in [0, 1)")
+    rescorer = card.rescorer.model_copy(update={"candidate_floor": floor})
+    return network, card.model_copy(update={"rescorer": rescorer})
 
 
 def _candidate_config(config: PredictConfig | None, card: ModelCard) -> PredictConfig:
