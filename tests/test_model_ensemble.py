@@ -100,6 +100,8 @@ def test_combine_models_averages_the_members_and_leaves_the_card_untuned(tmp_pat
     pair = save_model(tmp_path / "pair", ensemble, card)
     triple, triple_card = combine_models([pair, path_a])
     assert triple_card.architecture.members == 3
+    assert f"members 0-1: {pair}" in triple_card.provenance
+    assert f"member 2: {path_a}" in triple_card.provenance
     for net, source in zip(triple.nets, [a, b, a], strict=True):
         assert torch.equal(net.head.weight, source.head.weight)
 

@@ -54,8 +54,9 @@ def _check_compatible(first: ModelCard, card: ModelCard, path: Path) -> None:
 def _describe_member(path: Path, card: ModelCard, index: int, count: int) -> str:
     """One line of provenance for a member: where it came from and how it was trained."""
     score = "n/a" if card.score is None else f"{card.score:.3f}"
+    which = f"member {index}" if count == 1 else f"members {index}-{index + count - 1}"
     return (
-        f"member {index}..{index + count - 1}: {path} ({card.steps} steps, "
+        f"{which}: {path} ({card.steps} steps, "
         f"validation F4 {score}; its provenance: {card.provenance or 'not recorded'})"
     )
 
