@@ -25,19 +25,18 @@ Coordinates: map index ``i`` is at ``origin_A + i * spacing_A`` Å per axis (the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from numpy.typing import NDArray
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cryopick.core.coords import voxels_to_angstrom
 from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.core.picks import empty_picks, make_picks
+from cryopick.inference.blobs import measure_blob_radii, refine_peaks
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_NMS_FRACTION = 0.6
@@ -46,7 +45,6 @@ _SLAB = 16  # z slices per slab when scanning for maxima
 _OFFSETS = np.array(
     [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dz or dy or dx]
 )
-_FACE_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)  # connectivity of a blob
 _EARLIER = [tuple(off) < (0, 0, 0) for off in _OFFSETS]  # neighbours before a voxel in raster order
 
 
@@ -119,86 +117,6 @@ def suppress_non_maxima(
     return np.asarray(kept, dtype=np.int64)
 
 
-def _connected_blob(
-    prob: NDArray, centre_zyx: NDArray, peak: float, radius_vox: float
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Return values and voxel indices of a peak's blob.
-
-    The blob is the connected set of voxels ``>= peak/2`` within ``radius_vox`` of
-    ``centre_zyx`` holding the voxel nearest the centre; connectivity keeps neighbouring
-    particles' blobs out of the window. Called once per peak and mean-shift step, so it
-    avoids numpy's per-call overheads (no ``ogrid``, a fixed labelling structure).
-    """
-    centre = np.asarray(centre_zyx, dtype=np.float64)
-    r = math.ceil(radius_vox)
-    c = np.round(centre).astype(np.int64)
-    lo = np.maximum(c - r, 0)
-    hi = np.minimum(c + r + 1, prob.shape)
-    box = prob[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    dz, dy, dx = ((np.arange(a, b) - x) ** 2 for a, b, x in zip(lo, hi, centre, strict=True))
-    inside = (dz[:, None, None] + dy[None, :, None] + dx[None, None, :]) <= radius_vox**2
-    labels, _ = ndimage.label((box >= 0.5 * peak) & inside, structure=_FACE_NEIGHBOURS)
-    own = labels[tuple(np.clip(c - lo, 0, hi - lo - 1))]
-    if not own:
-        return np.zeros(0, dtype=np.float32), np.zeros((0, 3), dtype=np.int64)
-    where = np.nonzero(labels == own)
-    return box[where].astype(np.float32), np.stack(where, -1) + lo
-
-
-def refine_peak(
-    prob: NDArray, coord_zyx: NDArray, peak: float, radius_vox: float, n_iter: int = 5
-) -> NDArray[np.float64]:
-    """Sub-voxel centre: mean-shift of the centroid of ``p - peak/2`` over the peak's blob.
-
-    Parameters
-    ----------
-    prob : numpy.ndarray, shape (Z, Y, X)
-        The class map.
-    coord_zyx : array_like, shape (3,)
-        Starting voxel (the local maximum).
-    peak : float
-        Map value at the maximum.
-    radius_vox : float
-        Window radius in voxels (larger than the expected blob, so that the centroid of a
-        flat-topped blob is found from any of its voxels).
-    n_iter : int
-        Mean-shift iterations.
-
-    Returns
-    -------
-    numpy.ndarray, shape (3,)
-        Fractional voxel position (z, y, x).
-    """
-    start = np.asarray(coord_zyx, dtype=np.float64)
-    centre = start
-    for _ in range(n_iter):
-        values, points = _connected_blob(prob, centre, peak, radius_vox)
-        w = values.astype(np.float64) - 0.5 * peak
-        if len(w) == 0 or w.sum() <= 0:
-            break
-        new = (points * w[:, None]).sum(0) / w.sum()
-        done = np.abs(new - centre).max() < 1e-3
-        centre = new
-        if done:
-            break
-    # never wander further than the window from the detected maximum
-    shift = centre - start
-    norm = np.linalg.norm(shift)
-    return start + (shift if norm <= radius_vox else shift * radius_vox / norm)
-
-
-def measure_blob_radius(
-    prob: NDArray, centre_zyx: NDArray, peak: float, window_vox: float
-) -> float:
-    """Equivalent radius (voxels) of a peak's blob within ``window_vox`` of its centre.
-
-    The blob is the connected set of voxels ``>= peak/2`` holding the centre voxel; its
-    equivalent radius is that of a ball of the same volume, ``(3 n / 4 pi)^(1/3)``.
-    """
-    values, _ = _connected_blob(prob, centre_zyx, peak, window_vox)
-    return math.pow(3.0 * len(values) / (4.0 * math.pi), 1.0 / 3.0)
-
-
 def _find_class_peaks(
     prob: NDArray,
     radius_vox: float,
@@ -212,22 +130,17 @@ def _find_class_peaks(
     kept = suppress_non_maxima(coords, values, nms_fraction * radius_vox)[:max_peaks]
     coords, values = coords[kept], values[kept]
     refine_r = max(2.0, 1.5 * (blob_radius_vox if blob_radius_vox else 0.5 * radius_vox))
-    out_coords, out_scores = [], []
-    for coord, value in zip(coords, values, strict=True):
-        centre = refine_peak(prob, coord, float(value), refine_r)
-        if blob_radius_vox and blob_ratio_range is not None:
-            # measured around the maximum itself: the refined centre of a ring- or
-            # two-lobed blob can fall in a dip below half the peak (an empty blob)
-            r_eq = measure_blob_radius(prob, coord, float(value), 3.0 * blob_radius_vox)
-            lo, hi = blob_ratio_range
-            if not lo * blob_radius_vox <= r_eq <= hi * blob_radius_vox:
-                continue
-        out_coords.append(centre)
-        out_scores.append(value)
-    if not out_coords:
+    centres = refine_peaks(prob, coords, values, refine_r)
+    if blob_radius_vox and blob_ratio_range is not None and len(coords):
+        # measured around the maximum itself: the refined centre of a ring- or
+        # two-lobed blob can fall in a dip below half the peak (an empty blob)
+        r_eq = measure_blob_radii(prob, coords, values, 3.0 * blob_radius_vox)
+        lo, hi = blob_ratio_range
+        right_size = (lo * blob_radius_vox <= r_eq) & (r_eq <= hi * blob_radius_vox)
+        centres, values = centres[right_size], values[right_size]
+    if not len(centres):
         return np.zeros((0, 3)), np.zeros(0, dtype=np.float32)
-    centres = np.asarray(out_coords, dtype=np.float64)
-    scores = np.asarray(out_scores, dtype=np.float32)
+    scores = np.asarray(values, dtype=np.float32)
     # refinement moves several maxima of one flat-topped blob to its centre: suppress again
     kept = np.sort(suppress_non_maxima(centres, scores, nms_fraction * radius_vox))
     return centres[kept], scores[kept]
