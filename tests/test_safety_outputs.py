@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -119,6 +120,29 @@ def test_simulate_refuses_a_non_empty_folder_and_overwrites_only_its_own(tmp_pat
     assert record["seed"] == 5 and record["complete"] and list(record["runs"]) == ["sim_0000"]
     # the seed-0 run sim_0001 is gone: no mixing of two simulations
     assert sorted(p.name for p in (sim / "ExperimentRuns").iterdir()) == ["sim_0000"]
+
+
+def test_a_run_that_fails_while_being_written_leaves_nothing_of_it(tmp_path, monkeypatch):
+    # a full disk while writing run 2 left its wbp and ctfdeconvolved tomograms and no
+    # picks: training and tuning would have read it as a run without particles
+    import cryopick.io.omezarr as omezarr
+    from cryopick.simulate import simulate_project
+
+    real, calls = omezarr.write_label_zarr, []
+
+    def fail_on_the_second_run(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(omezarr, "write_label_zarr", fail_on_the_second_run)
+    out = tmp_path / "sim"
+    with pytest.raises(OSError):
+        simulate_project(out, n_runs=3, shape=(32, 48, 48), preset="easy", progress=False)
+    assert sorted(p.name for p in (out / "ExperimentRuns").iterdir()) == ["sim_0000"]
+    assert len(read_picks(out / "copick_config.json", user_id="simulation")) > 0
+    assert not json.loads((out / "simulation.json").read_text())["complete"]
 
 
 # ------------------------------------------------------------ 4. copick output needs a project

@@ -73,6 +73,25 @@ def write_run(run: SimulatedRun, layout: ProjectLayout, n_levels: int = 3) -> No
     write_label_zarr(seg, run.labels, run.spacing_A)
 
 
+def write_run_whole(run: SimulatedRun, layout: ProjectLayout) -> None:
+    """:func:`write_run`, leaving no part of the run behind if writing it fails.
+
+    A failure part-way (a full disk, an interrupt) would leave a run with some tomogram
+    types and no picks, which training and tuning would read as a run without particles.
+    The run's folders that did not exist before are removed and the error raised again.
+    """
+    from cryopick.io.layout import RUNS_DIR
+
+    roots = [r for r in (layout.overlay_root, layout.static_root) if r is not None]
+    new_dirs = [r / RUNS_DIR / run.name for r in roots if not (r / RUNS_DIR / run.name).exists()]
+    try:
+        write_run(run, layout)
+    except BaseException:
+        for run_dir in new_dirs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def prepare_project_folder(out_dir: Path, overwrite: bool) -> list[str]:
     """Check that ``out_dir`` may receive a new simulation; clear an old one on ``overwrite``.
 
@@ -231,7 +250,7 @@ def _simulate_runs(
                 config, shape, spacing_A, np.random.SeedSequence([seed, i]), name, library=library
             )
             advance(0, f"writing {name}")
-            write_run(run, layout)
+            write_run_whole(run, layout)
             record["runs"][name] = {**run.params, "timings_s": run.timings_s}
             advance(1, f"wrote {name}")
 
