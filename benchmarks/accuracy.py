@@ -33,11 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_held_out_arguments(parser, "/tmp/cryopick_accuracy")
+    parser.add_argument(
+        "--patch", type=int, nargs=3, help="inference window z y x (default: predict's choice)"
+    )
     args = parser.parse_args()
 
     model_dir = args.model or bundled_model_dir()
     projects = held_out_projects(args)
-    config = PredictConfig(tta=args.tta)
+    config = PredictConfig(tta=args.tta, patch_size=tuple(args.patch) if args.patch else None)
     t0 = time.perf_counter()
     found = [
         predict(project, model_dir=model_dir, config=config, tomo_type=args.tomo_type)
@@ -61,6 +64,7 @@ def main() -> None:
         "seed": args.seed,
         "tomo_type": args.tomo_type,
         "tta": args.tta,
+        "patch_size": args.patch,
         "n_runs": int(truth.experiment.nunique()),
         "predict_seconds": round(predict_s, 1),
         "hardware": describe_hardware(),
