@@ -31,46 +31,37 @@ import pandas as pd
 from _projects import add_held_out_arguments, held_out_projects, read_truth, rename_runs
 from scipy.spatial import cKDTree
 
-from cryopick.core.coords import strided_origin_A
-from cryopick.inference.peaks import find_peaks
-from cryopick.inference.pipeline import PredictConfig, compute_probability_map
+from cryopick.evaluation.metric import match_radius_A
+from cryopick.inference.picking import PickSettings, pick_particles
+from cryopick.inference.pipeline import LoadedModel, PredictConfig, compute_probability_map
 from cryopick.inference.rescoring import rescore_picks
 from cryopick.io.tomograms import read_tomograms
 from cryopick.model import ModelCard, load_model
 from cryopick.model.bundled import bundled_model_dir
+from cryopick.training.rescorer import label_candidates
 
 RAW_BANDS = (0.2, 0.4, 0.6, 0.8, 1.01)
 
 
-def collect_candidates(model_dir: Path, project: Path, tomo_type: str) -> pd.DataFrame:
-    """Every candidate of every run of ``project``: raw peak value and re-scored value."""
-    model, card = load_model(model_dir)
+def rescore_candidates(model: LoadedModel, project: Path, tomo_type: str) -> pd.DataFrame:
+    """Every candidate of every run of ``project``: raw peak value (``raw``) and ``score``.
+
+    Candidates are the peaks above the rescorer's floor, found as prediction finds them
+    (:func:`cryopick.inference.picking.pick_particles`), then re-scored.
+    """
+    network, card = model
     rescorer = card.rescorer
-    if rescorer is None:
-        raise SystemExit(f"{model_dir}: the model has no rescorer")
+    assert rescorer is not None  # checked by main
+    settings = PickSettings.for_candidates(card.target, rescorer.candidate_floor, card.particle_set)
     frames = []
     for tomo in read_tomograms(project, tomo_type=tomo_type):
-        prob_map, volume, _ = compute_probability_map(tomo, model, card, PredictConfig())
-        spacing_A, stride = float(card.spacing_A), prob_map.stride
-        found = find_peaks(
-            prob_map.probs,
-            spacing_A=spacing_A * stride,
-            experiment=tomo.name,
-            default_threshold=rescorer.candidate_floor,
-            blob_radius_fraction=card.target.blob_radius_fraction,
-            origin_A=strided_origin_A(stride, spacing_A),
-            particles=card.particle_set,
-        )
+        prob_map, volume, _ = compute_probability_map(tomo, network, card, PredictConfig())
+        grid = {"spacing_A": float(card.spacing_A), "stride": prob_map.stride}
+        found = pick_particles(prob_map.probs, settings, experiment=tomo.name, **grid)
         found = found.assign(raw=found["score"])
         frames.append(
             rescore_picks(
-                found,
-                rescorer,
-                prob_map.probs,
-                volume,
-                spacing_A=spacing_A,
-                stride=stride,
-                particles=card.particle_set,
+                found, rescorer, prob_map.probs, volume, particles=card.particle_set, **grid
             )
         )
     return rename_runs(pd.concat(frames, ignore_index=True), project)
@@ -79,8 +70,11 @@ def collect_candidates(model_dir: Path, project: Path, tomo_type: str) -> pd.Dat
 def sort_particles(
     truth: pd.DataFrame, candidates: pd.DataFrame, card: ModelCard, name: str
 ) -> pd.DataFrame:
-    """One row per true particle of type ``name``: found, below threshold or no candidate."""
-    radius_A, threshold = card.particle_set.radius_A(name), card.thresholds[name]
+    """One row per true particle of type ``name``: found, below threshold or no candidate.
+
+    A candidate counts for a particle within the metric's match radius, as in scoring.
+    """
+    radius_A, threshold = match_radius_A(card.particle_set, name), card.thresholds[name]
     rows = []
     for run, true_run in truth[truth["particle_type"] == name].groupby("experiment"):
         in_run = candidates[candidates["experiment"] == run]
@@ -89,7 +83,7 @@ def sort_particles(
         distance, index = cKDTree(own[["x", "y", "z"]].to_numpy()).query(xyz)
         near_any, near_index = cKDTree(in_run[["x", "y", "z"]].to_numpy()).query(xyz)
         for i in range(len(xyz)):
-            close = bool(distance[i] < 0.5 * radius_A)
+            close = bool(distance[i] <= radius_A)
             score = float(own["score"].iloc[index[i]]) if close else float("nan")
             nearest = in_run.iloc[near_index[i]]
             rows.append(
@@ -112,16 +106,12 @@ def count_bands(
     truth: pd.DataFrame, candidates: pd.DataFrame, card: ModelCard, name: str
 ) -> list[dict]:
     """Candidates of type ``name`` per raw band: how many, how many true, how many kept."""
-    radius_A, threshold = card.particle_set.radius_A(name), card.thresholds[name]
     own = candidates[candidates["particle_type"] == name].reset_index(drop=True)
     true = np.zeros(len(own), dtype=bool)
-    for run, true_run in truth[truth["particle_type"] == name].groupby("experiment"):
-        rows = np.flatnonzero(own["experiment"].to_numpy() == run)
-        if len(rows):
-            tree = cKDTree(true_run[["x", "y", "z"]].to_numpy())
-            distance, _ = tree.query(own.loc[rows, ["x", "y", "z"]].to_numpy())
-            true[rows] = distance < 0.5 * radius_A
-    kept = own["score"].to_numpy() >= threshold
+    for run, index in own.groupby("experiment").indices.items():
+        in_run = own.iloc[index]
+        true[index] = label_candidates(in_run, truth[truth["experiment"] == run], card.particle_set)
+    kept = own["score"].to_numpy() >= card.thresholds[name]
     raw = own["raw"].to_numpy()
     bands = []
     for low, high in itertools.pairwise(RAW_BANDS):
@@ -145,8 +135,11 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = args.model or bundled_model_dir()
     projects = held_out_projects(args)
-    card = load_model(model_dir)[1]
-    candidates = pd.concat([collect_candidates(model_dir, p, args.tomo_type) for p in projects])
+    model = load_model(model_dir)
+    card = model[1]
+    if card.rescorer is None:
+        raise SystemExit(f"{model_dir}: the model has no rescorer")
+    candidates = pd.concat([rescore_candidates(model, p, args.tomo_type) for p in projects])
     truth = read_truth(projects)
     result: dict = {"model": str(model_dir), "projects": [str(p) for p in projects], "types": {}}
     pd.set_option("display.width", 160)

@@ -82,8 +82,9 @@ def write_run_whole(run: SimulatedRun, layout: ProjectLayout) -> None:
     """
     from cryopick.io.layout import RUNS_DIR
 
-    roots = [r for r in (layout.overlay_root, layout.static_root) if r is not None]
-    new_dirs = [r / RUNS_DIR / run.name for r in roots if not (r / RUNS_DIR / run.name).exists()]
+    new_dirs = [
+        r / RUNS_DIR / run.name for r in layout.roots if not (r / RUNS_DIR / run.name).exists()
+    ]
     try:
         write_run(run, layout)
     except BaseException:
