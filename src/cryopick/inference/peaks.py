@@ -129,15 +129,15 @@ def _find_class_peaks(
     coords, values = find_local_maxima(prob, threshold)
     kept = suppress_non_maxima(coords, values, nms_fraction * radius_vox)[:max_peaks]
     coords, values = coords[kept], values[kept]
-    refine_r = max(2.0, 1.5 * (blob_radius_vox if blob_radius_vox else 0.5 * radius_vox))
-    centres = refine_peaks(prob, coords, values, refine_r)
     if blob_radius_vox and blob_ratio_range is not None and len(coords):
         # measured around the maximum itself: the refined centre of a ring- or
         # two-lobed blob can fall in a dip below half the peak (an empty blob)
         r_eq = measure_blob_radii(prob, coords, values, 3.0 * blob_radius_vox)
         lo, hi = blob_ratio_range
         right_size = (lo * blob_radius_vox <= r_eq) & (r_eq <= hi * blob_radius_vox)
-        centres, values = centres[right_size], values[right_size]
+        coords, values = coords[right_size], values[right_size]
+    refine_r = max(2.0, 1.5 * (blob_radius_vox if blob_radius_vox else 0.5 * radius_vox))
+    centres = refine_peaks(prob, coords, values, refine_r)  # only the peaks of the right size
     if not len(centres):
         return np.zeros((0, 3)), np.zeros(0, dtype=np.float32)
     scores = np.asarray(values, dtype=np.float32)
