@@ -135,6 +135,22 @@ def test_class_weights_follow_the_sets_radii():
     assert len(flat.class_weights()) == 7  # default: the CZII six
 
 
+def test_type_weights_multiply_one_type_and_keep_the_particles_mean(tmp_path):
+    flat = _config(particle_weight=32.0, background_weight=0.5, type_weights={"disc": 3.0})
+    # disc 3, rod 1 before the mean is set back to 32: 48 and 16
+    assert flat.class_weights(TWO).tolist() == pytest.approx([0.5, 48.0, 16.0])
+    sized = flat.model_copy(update={"weight_radius_power": 3.0}).class_weights(TWO)
+    assert sized.tolist() == pytest.approx([0.5, 32.0 * 48 / 25, 32.0 * 2 / 25])
+    with pytest.raises(ValueError, match="type_weights names sphere, not in the particle set"):
+        _config(type_weights={"sphere": 2.0}).class_weights(TWO)
+    with pytest.raises(ValueError, match="type_weights must be positive"):
+        _config(type_weights={"disc": 0.0})
+    runs = [_run("a", TWO, ["disc", "rod"])]
+    with pytest.raises(InputError, match="type_weights names sphere") as err:
+        train(_config(steps=1, type_weights={"sphere": 2.0}), tmp_path, train_runs=runs)
+    assert "\n" not in str(err.value) and not (tmp_path / "model.pt").exists()
+
+
 def test_fine_tuning_onto_another_set_reinitialises_only_the_output_layer(tmp_path):
     czii = default_particle_set()
     first = tmp_path / "first"

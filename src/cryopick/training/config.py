@@ -98,6 +98,11 @@ class TrainConfig(BaseModel):
     weight_radius_power: float = Field(
         0.0, ge=0, le=4, description="particle weights scale as radius^-power (3: equal volume)"
     )
+    type_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="extra cross-entropy weight per particle type, name -> factor (default 1), "
+        "e.g. the types that score double in the metric",
+    )
     overlap_weight: float = Field(1.0, ge=0, description="weight of the Dice/Tversky term")
     tversky_alpha: float = Field(0.3, ge=0, le=1, description="Tversky false-positive weight")
     particle_fraction: float = Field(0.8, ge=0, le=1, description="patches centred on particles")
@@ -132,6 +137,9 @@ class TrainConfig(BaseModel):
             raise ValueError(f"patch_size {self.patch_size} must be multiples of {m}")
         if self.augment.rotate_xy and self.patch_size[1] != self.patch_size[2]:
             raise ValueError("XY rotations need patch_size y == x")
+        bad = [name for name, f in self.type_weights.items() if not 0.0 < f < float("inf")]
+        if bad:
+            raise ValueError(f"type_weights must be positive numbers ({', '.join(bad)})")
         return self
 
     @property
@@ -143,17 +151,31 @@ class TrainConfig(BaseModel):
         """Cross-entropy weight per class (background first, then the set's types by label).
 
         Particle weights average ``particle_weight``; with ``weight_radius_power`` > 0 the
-        small types (fewer target voxels) weigh more, as ``radius ** -power``.
+        small types (fewer target voxels) weigh more, as ``radius ** -power``, and each type
+        named in ``type_weights`` is multiplied by its factor before the average is taken
+        (so the particles' share against the background stays the same).
 
         Parameters
         ----------
         particles : ParticleSet, optional
             The types learnt (their radii); default the CZII set.
+
+        Raises
+        ------
+        ValueError
+            When ``type_weights`` names a type the set does not have.
         """
         particle_set = resolve_particle_set(particles)
+        unknown = sorted(set(self.type_weights) - set(particle_set.names))
+        if unknown:
+            raise ValueError(
+                f"type_weights names {', '.join(unknown)}, not in the particle set "
+                f"({', '.join(particle_set.names)})"
+            )
         radii = [particle_set.radius_A(name) for name in particle_set.names]
-        scale = torch.tensor(radii, dtype=torch.float64)
-        scale = scale**-self.weight_radius_power
+        factors = [self.type_weights.get(name, 1.0) for name in particle_set.names]
+        scale = torch.tensor(radii, dtype=torch.float64) ** -self.weight_radius_power
+        scale = scale * torch.tensor(factors, dtype=torch.float64)
         scale = scale / scale.mean() * self.particle_weight
         weights = torch.cat([torch.tensor([self.background_weight], dtype=torch.float64), scale])
         return weights.float()

@@ -173,6 +173,10 @@ def open_trainer(
     declared = run_sets([*train_runs, *(val_runs or [])])
     particles = training_particle_set(declared, reference, name, config.spacing_A)
     log.info("learning %d particle types: %s", len(particles), ", ".join(particles.names))
+    try:
+        config.class_weights(particles)  # type_weights naming a type the data lack
+    except ValueError as err:
+        raise InputError(None, str(err)) from None
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
