@@ -18,6 +18,7 @@ from cryopick.model import (
     ModelConfig,
     UNet3D,
     UNetEnsemble,
+    average_model_weights,
     build_model,
     combine_models,
     load_model,
@@ -120,6 +121,30 @@ def test_combine_models_refuses_models_that_cannot_be_averaged(tmp_path):
         combine_models([path_a, tmp_path / "missing"])
 
 
+def test_average_model_weights_takes_each_parameters_and_statistics_mean(tmp_path):
+    path_a, a = _saved(tmp_path, "a", 1, PAIR, steps=100, provenance="start")
+    torch.manual_seed(9)
+    b = build_model(PAIR)
+    with torch.no_grad():  # a "fine-tuned copy": a's weights moved, BatchNorm statistics too
+        for p_a, p_b in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+            if p_a.is_floating_point():
+                p_b.copy_(p_a + 0.5)
+    path_b = save_model(tmp_path / "b", b.eval(), _card(PAIR, steps=40, training_data=["r3"]))
+    averaged, card = average_model_weights([path_a, path_b])
+    assert isinstance(averaged, UNetEnsemble) and card.architecture == PAIR
+    for key, value in averaged.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, a.state_dict()[key] + 0.25, atol=1e-6), key
+    assert card.steps == 140 and card.thresholds == {} and card.rescorer is None
+    assert f"model 1: {path_b}" in card.provenance and "start" in card.provenance
+    assert card.training_data == ["r3"]
+    single, _ = _saved(tmp_path, "single", 1)  # one network against a pair: refused
+    with pytest.raises(InputError, match=r"single.*1 member networks, the first model 2"):
+        average_model_weights([path_a, single])
+    with pytest.raises(InputError, match="at least two models"):
+        average_model_weights([path_a])
+
+
 def test_fine_tuning_an_ensemble_onto_another_set_refits_every_members_output_layer(tmp_path):
     czii = default_particle_set()
     path, _ = _saved(tmp_path, "pair", 5, PAIR)
@@ -184,6 +209,15 @@ def test_cli_combine_then_predict_gives_the_members_picks(tmp_path):
     )
     assert missing.exit_code == 2 and "model" in missing.output
     assert "Traceback" not in missing.output
+    # --average-weights: a network averaged with itself is itself, still one network
+    same = tmp_path / "same"
+    averaged = runner.invoke(app, [*args[:-1], str(same), "--average-weights"])
+    assert averaged.exit_code == 0 and "weight average of 2 models" in averaged.output
+    assert read_model_card(same).architecture.members == 1
+    card = json.loads((same / "model.json").read_text())
+    card["thresholds"] = read_model_card(path).thresholds
+    (same / "model.json").write_text(json.dumps(card))
+    assert predict(tomogram, same, config=config)[cols].equals(single[cols])
 
 
 def test_training_an_ensemble_from_scratch_and_resuming_it(tmp_path, tiny_train_run):

@@ -18,22 +18,42 @@ def combine(
         typer.Option("--model", help="Trained model folder; repeat for each member (>= 2)."),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the combined model.")],
+    average_weights: Annotated[
+        bool,
+        typer.Option(
+            "--average-weights",
+            help="Average the weights instead (one network, no slower): only for a model "
+            "and its fine-tuned copies.",
+        ),
+    ] = False,
     overwrite: OverwriteModelOption = False,
 ) -> None:
     """Combine trained models into one ensemble whose logits are averaged.
 
     The models must share architecture, voxel size, normalisation, target and particle
-    types. The combined model has no thresholds yet: tune it with cryopick tune.
+    types. With --average-weights their weights are averaged instead, into one network of
+    their architecture: for a model and copies fine-tuned from it, never for independently
+    trained ones. The combined model has no thresholds yet: tune it with cryopick tune.
     """
-    from cryopick.model import check_model_folder, combine_models, save_model
+    from cryopick.model import (
+        average_model_weights,
+        check_model_folder,
+        combine_models,
+        save_model,
+    )
 
     given = [path.resolve() for path in models]
     if out.resolve() in given:
         raise typer.BadParameter("the combined model must go to a new folder", param_hint="--out")
     check_model_folder(out, overwrite=overwrite)
-    network, card = combine_models(models)
+    if average_weights:
+        network, card = average_model_weights(models)
+        what = f"weight average of {len(models)} models"
+    else:
+        network, card = combine_models(models)
+        what = f"ensemble of {card.architecture.members} networks"
     save_model(out, network, card)
     typer.echo(
-        f"ensemble of {card.architecture.members} networks written to {out}; "
+        f"{what} written to {out}; "
         f"tune it before use: cryopick tune --model {out} --data ANNOTATED --out TUNED"
     )

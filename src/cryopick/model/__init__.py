@@ -23,7 +23,7 @@ from cryopick.model.card import (
     Threshold,
     canonical_thresholds,
 )
-from cryopick.model.ensemble import combine_models, member_networks
+from cryopick.model.ensemble import average_model_weights, combine_models, member_networks
 from cryopick.model.network import (
     ModelConfig,
     PickingNetwork,
@@ -61,6 +61,7 @@ __all__ = [
     "Threshold",
     "UNet3D",
     "UNetEnsemble",
+    "average_model_weights",
     "build_model",
     "bundled_model_dir",
     "canonical_thresholds",
