@@ -10,7 +10,10 @@ them, and sorts each true particle of the asked types into
 * ``no_candidate``: no candidate of its type within half its radius.
 
 It also counts, per band of the raw peak value, the candidates of each type and how many of
-them are true, and for every missed particle prints the nearest candidate of any type. A
+them are true, for every missed particle prints the nearest candidate of any type, and
+sorts the false picks (kept candidates that match no particle of their type) by what they
+sit on: a true particle of another type within the metric's match radius of that type, or
+nothing. A
 model whose misses are mostly ``below_threshold`` loses them in the ranking (rescorer,
 thresholds); ``no_candidate`` misses and true candidates with low raw values point at the
 network. Needs a model with a rescorer (the bundled one has one).
@@ -128,6 +131,34 @@ def count_bands(
     return bands
 
 
+def sort_false_picks(
+    truth: pd.DataFrame, candidates: pd.DataFrame, card: ModelCard, name: str
+) -> dict[str, int]:
+    """Kept false picks of type ``name``, counted by the type of true particle they sit on.
+
+    A false pick sits on a particle of another type when it lies within that type's match
+    radius (as the metric would match it); ``none`` when it sits on no particle.
+    """
+    own = candidates[candidates["particle_type"] == name].reset_index(drop=True)
+    counts: dict[str, int] = {}
+    for run, index in own.groupby("experiment").indices.items():
+        picks, true_run = own.iloc[index], truth[truth["experiment"] == run]
+        is_true = label_candidates(picks, true_run, card.particle_set)
+        false = picks[~is_true & (picks["score"].to_numpy() >= card.thresholds[name])]
+        others = true_run[true_run["particle_type"] != name]
+        sits_on = np.full(len(false), "none", dtype=object)
+        if len(others) and len(false):
+            distance, nearest = cKDTree(others[["x", "y", "z"]].to_numpy()).query(
+                false[["x", "y", "z"]].to_numpy()
+            )
+            types = others["particle_type"].to_numpy()[nearest]
+            radius = np.array([match_radius_A(card.particle_set, t) for t in types])
+            sits_on[distance <= radius] = types[distance <= radius]
+        for key in sits_on:
+            counts[str(key)] = counts.get(str(key), 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_held_out_arguments(parser, "/tmp/cryopick_misses")
@@ -147,13 +178,16 @@ def main() -> None:
         particles = sort_particles(truth, candidates, card, name)
         outcomes = particles["outcome"].value_counts().to_dict()
         bands = count_bands(truth, candidates, card, name)
+        false_picks = sort_false_picks(truth, candidates, card, name)
         print(f"\n{name}: {len(particles)} particles, {outcomes}")
+        print(f"false picks, by the true particle they sit on: {false_picks}")
         print(pd.DataFrame(bands).to_string(index=False))
         print(particles[particles["outcome"] != "found"].to_string(index=False))
         result["types"][name] = {
             "particles": len(particles),
             "outcomes": outcomes,
             "raw_bands": bands,
+            "false_picks_on": false_picks,
             "missed": particles[particles["outcome"] != "found"].to_dict("records"),
         }
     args.out.mkdir(parents=True, exist_ok=True)
