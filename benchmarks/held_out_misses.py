@@ -105,15 +105,23 @@ def sort_particles(
     return pd.DataFrame(rows)
 
 
-def count_bands(
-    truth: pd.DataFrame, candidates: pd.DataFrame, card: ModelCard, name: str
-) -> list[dict]:
-    """Candidates of type ``name`` per raw band: how many, how many true, how many kept."""
-    own = candidates[candidates["particle_type"] == name].reset_index(drop=True)
-    true = np.zeros(len(own), dtype=bool)
-    for run, index in own.groupby("experiment").indices.items():
-        in_run = own.iloc[index]
+def label_all(truth: pd.DataFrame, candidates: pd.DataFrame, card: ModelCard) -> pd.DataFrame:
+    """The candidates with a column ``true``: a particle of its type within the match radius."""
+    candidates = candidates.reset_index(drop=True)
+    true = np.zeros(len(candidates), dtype=bool)
+    for run, index in candidates.groupby("experiment").indices.items():
+        in_run = candidates.iloc[index]
         true[index] = label_candidates(in_run, truth[truth["experiment"] == run], card.particle_set)
+    return candidates.assign(true=true)
+
+
+def count_bands(candidates: pd.DataFrame, card: ModelCard, name: str) -> list[dict]:
+    """Candidates of type ``name`` per raw band: how many, how many true, how many kept.
+
+    ``candidates`` are labelled (:func:`label_all`).
+    """
+    own = candidates[candidates["particle_type"] == name]
+    true = own["true"].to_numpy()
     kept = own["score"].to_numpy() >= card.thresholds[name]
     raw = own["raw"].to_numpy()
     bands = []
@@ -136,15 +144,15 @@ def sort_false_picks(
 ) -> dict[str, int]:
     """Kept false picks of type ``name``, counted by the type of true particle they sit on.
 
-    A false pick sits on a particle of another type when it lies within that type's match
-    radius (as the metric would match it); ``none`` when it sits on no particle.
+    ``candidates`` are labelled (:func:`label_all`). A false pick sits on a particle of
+    another type when it lies within that type's match radius (as the metric would match
+    it); ``none`` when it sits on no particle.
     """
-    own = candidates[candidates["particle_type"] == name].reset_index(drop=True)
+    kept = candidates["score"].to_numpy() >= card.thresholds[name]
+    own = candidates[(candidates["particle_type"] == name) & ~candidates["true"] & kept]
     counts: dict[str, int] = {}
-    for run, index in own.groupby("experiment").indices.items():
-        picks, true_run = own.iloc[index], truth[truth["experiment"] == run]
-        is_true = label_candidates(picks, true_run, card.particle_set)
-        false = picks[~is_true & (picks["score"].to_numpy() >= card.thresholds[name])]
+    for run, false in own.groupby("experiment"):
+        true_run = truth[truth["experiment"] == run]
         others = true_run[true_run["particle_type"] != name]
         sits_on = np.full(len(false), "none", dtype=object)
         if len(others) and len(false):
@@ -172,12 +180,13 @@ def main() -> None:
         raise SystemExit(f"{model_dir}: the model has no rescorer")
     candidates = pd.concat([rescore_candidates(model, p, args.tomo_type) for p in projects])
     truth = read_truth(projects)
+    candidates = label_all(truth, candidates, card)
     result: dict = {"model": str(model_dir), "projects": [str(p) for p in projects], "types": {}}
     pd.set_option("display.width", 160)
     for name in args.types:
         particles = sort_particles(truth, candidates, card, name)
         outcomes = particles["outcome"].value_counts().to_dict()
-        bands = count_bands(truth, candidates, card, name)
+        bands = count_bands(candidates, card, name)
         false_picks = sort_false_picks(truth, candidates, card, name)
         print(f"\n{name}: {len(particles)} particles, {outcomes}")
         print(f"false picks, by the true particle they sit on: {false_picks}")
