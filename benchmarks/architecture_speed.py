@@ -13,14 +13,13 @@ not depend on them), all in one run on one machine.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
-from ensemble_fusion import time_network
+from ensemble_fusion import save_timings, time_network
 
 from cryopick.inference.window import prepare_network
-from cryopick.model import count_parameters, describe_hardware
+from cryopick.model import count_parameters
 from cryopick.model.network import ModelConfig, build_model
 
 CANDIDATES = {
@@ -62,10 +61,7 @@ def main() -> None:
                 }
             )
             print(f"{precision:5s} {name:55s} {rows[-1]['parameters']:>9,d} {seconds:.3f} s")
-    result = {"hardware": describe_hardware(), "window": [192, 192, 192], "batch": 2, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save_timings(rows, args.out)
 
 
 if __name__ == "__main__":

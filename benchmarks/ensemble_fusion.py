@@ -113,10 +113,15 @@ def main() -> None:
         )
     for row in rows:
         print(f"{row['precision']:5s} {row['network']:20s} {row['seconds']:.3f} s per batch")
+    save_timings(rows, args.out)
+
+
+def save_timings(rows: list[dict], out: Path) -> None:
+    """Write rows timed by :func:`time_network` as JSON, with the machine and the batch."""
     result = {"hardware": describe_hardware(), "window": [192, 192, 192], "batch": 2, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
