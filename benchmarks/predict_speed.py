@@ -173,7 +173,7 @@ def time_cli(volume: np.ndarray, workdir: Path, repeats: int) -> dict:
     return result
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
     parser.add_argument("--threads", type=int, default=2)
@@ -184,17 +184,13 @@ def main() -> None:
     )
     parser.add_argument("--cli-repeats", type=int, default=3, help="fresh-process CLI runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    shape = tuple(args.shape)
+    return parser.parse_args()
 
-    card = ModelCard()
-    model = build_model(card.architecture).eval()
-    patch = (
-        tuple(args.patch)
-        if args.patch
-        else choose_patch_size(shape, model.input_multiple, overlap=args.overlap, step_multiple=2)
-    )
+
+def describe_setup(
+    args: argparse.Namespace, shape: tuple, card: ModelCard, model: torch.nn.Module, patch: tuple
+) -> dict:
+    """The settings, the machine, the network's FLOPs per window and the matmul peaks."""
     results: dict = {
         "shape_zyx": shape,
         "spacing_A": 10.0,
@@ -212,17 +208,25 @@ def main() -> None:
 
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model.forward_native(torch.zeros((1, 1, *patch)))  # FLOPs do not depend on the batch
-    flops_per_window = counter.get_total_flops()
     padded_shape = pad_shape_to_windows(shape, patch, 2)  # stride 2
-    n_windows = count_windows(
+    results["flops_per_window"] = counter.get_total_flops()
+    results["n_windows"] = count_windows(
         padded_shape, patch, choose_window_steps(padded_shape, patch, args.overlap, 2)
     )
-    results["flops_per_window"] = flops_per_window
-    results["n_windows"] = n_windows
     results["fp32_matmul_peak_GFLOPs"] = round(measure_matmul_peak(torch.float32), 2)
     results["bf16_matmul_peak_GFLOPs"] = round(measure_matmul_peak(torch.bfloat16, n=1024), 3)
-    print(json.dumps(results, indent=1), flush=True)
+    return results
 
+
+def time_stages(
+    args: argparse.Namespace,
+    shape: tuple,
+    card: ModelCard,
+    model: torch.nn.Module,
+    patch: tuple,
+    results: dict,
+) -> None:
+    """Time every stage in this process, then the CLI in fresh ones; add them to ``results``."""
     stages: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = write_ome_zarr(Path(tmp) / "TS_bench.zarr", make_volume(shape), 10.0, n_levels=1)
@@ -249,16 +253,29 @@ def main() -> None:
         results["n_picks_synthetic"] = len(synthetic_picks)
         del synthetic
         results["cli"] = time_cli(make_volume(shape), Path(tmp), args.cli_repeats)
-        results["stages"] = stages
-        network_s = stages["network"]["seconds"]
-        achieved = n_windows * flops_per_window / network_s / 1e9
-        results["network_GFLOPs"] = round(achieved, 2)
-        results["network_fraction_of_fp32_peak"] = round(
-            achieved / results["fp32_matmul_peak_GFLOPs"], 3
-        )
-        results["network_fraction_of_bf16_peak"] = round(
-            achieved / results["bf16_matmul_peak_GFLOPs"], 3
-        )
+    results["stages"] = stages
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    shape = tuple(args.shape)
+    card = ModelCard()
+    model = build_model(card.architecture).eval()
+    patch = (
+        tuple(args.patch)
+        if args.patch
+        else choose_patch_size(shape, model.input_multiple, overlap=args.overlap, step_multiple=2)
+    )
+    results = describe_setup(args, shape, card, model, patch)
+    print(json.dumps(results, indent=1), flush=True)
+    time_stages(args, shape, card, model, patch, results)
+    achieved = results["n_windows"] * results["flops_per_window"]
+    achieved /= results["stages"]["network"]["seconds"] * 1e9
+    results["network_GFLOPs"] = round(achieved, 2)
+    for kind in ("fp32", "bf16"):
+        peak = results[f"{kind}_matmul_peak_GFLOPs"]
+        results[f"network_fraction_of_{kind}_peak"] = round(achieved / peak, 3)
     results["max_rss_GB_getrusage"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3
     )

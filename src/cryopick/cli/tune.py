@@ -23,6 +23,33 @@ if TYPE_CHECKING:  # imported where used: they load pandas and torch
     from cryopick.model.rescorer import FeatureSet
 
 
+ToleranceOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Take the lowest threshold within this F-beta of the best [default: 0.02; "
+        "0 for a model with a rescorer].",
+    ),
+]
+ThresholdRuleOption = Annotated[
+    str | None,
+    typer.Option(
+        "--threshold-rule",
+        help="best-fbeta (where F-beta peaks on --data) or probability (F*/(1+beta^2) "
+        "on the rescorer's probabilities) [default: probability with a rescorer].",
+    ),
+]
+RescorerFloorOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Re-score only candidates whose raw peak value is above this (faster "
+        "predictions; the rescorer is fitted on every peak above 0.05).",
+    ),
+]
+
+
 @app.command()
 @report_input_errors
 def tune(
@@ -40,14 +67,7 @@ def tune(
         str | None, typer.Option(help="copick: annotation session_id.")
     ] = None,
     beta: Annotated[float, typer.Option(min=0.0, help="F-beta's beta.")] = 4.0,
-    tolerance: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help="Take the lowest threshold within this F-beta of the best [default: 0.02; "
-            "0 for a model with a rescorer].",
-        ),
-    ] = None,
+    tolerance: ToleranceOption = None,
     device: DeviceOption = None,
     config: PredictConfigOption = None,
     quiet: QuietOption = False,
@@ -64,23 +84,8 @@ def tune(
         str,
         typer.Option(help="Rescorer features: map, or map+density (also the tomogram)."),
     ] = "map+density",
-    rule: Annotated[
-        str | None,
-        typer.Option(
-            "--threshold-rule",
-            help="best-fbeta (where F-beta peaks on --data) or probability (F*/(1+beta^2) "
-            "on the rescorer's probabilities) [default: probability with a rescorer].",
-        ),
-    ] = None,
-    rescorer_floor: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Re-score only candidates whose raw peak value is above this (faster "
-            "predictions; the rescorer is fitted on every peak above 0.05).",
-        ),
-    ] = None,
+    rule: ThresholdRuleOption = None,
+    rescorer_floor: RescorerFloorOption = None,
 ) -> None:
     """Re-tune per-class thresholds (F-beta) and score calibration on annotated runs.
 

@@ -77,13 +77,10 @@ def tune_model(
 ) -> dict[str, float]:
     """Re-tune per-class thresholds and calibration on annotated runs; write the new model.
 
-    Predicts every run of ``data`` keeping all candidates (raw peaks above a low floor,
-    uncalibrated; re-scored if the card has a rescorer), chooses per class a threshold
-    (:func:`cryopick.evaluation.thresholds.tune_and_score`), refits the calibration on
-    them (:func:`cryopick.evaluation.calibration.fit_calibration`), writes a copy of
-    ``model.pt`` and the card with the new thresholds, calibration and metrics (with
-    ``config.tta``: ``thresholds_tta``, ``calibration_tta``) to ``out_dir``, and returns
-    the thresholds by name.
+    Writes a copy of ``model.pt`` and the card with the thresholds, calibration and
+    metrics tuned on every candidate of ``data`` (see the module docstring; with
+    ``config.tta``: ``thresholds_tta``, ``calibration_tta``) to ``out_dir``; returns the
+    thresholds by name.
 
     Parameters
     ----------
@@ -96,44 +93,39 @@ def tune_model(
         Reconstruction type; only these runs (default all); annotations if not the picks
         in ``data``; copick: only this user / session.
     beta, tolerance : float
-        F-beta's beta; for the ``"best-fbeta"`` rule, the lowest threshold within
-        ``tolerance`` of the best F-beta (default 0.02, 0 for re-scored candidates).
+        F-beta's beta; ``"best-fbeta"`` rule: the lowest threshold within ``tolerance`` of
+        the best (default 0.02, 0 for re-scored candidates).
     show_progress, overwrite, model
         Show progress bars; replace a model in ``out_dir``; ``model_dir`` already loaded.
     rescorer_data, rescorer_features
-        Annotated projects (not ``data``'s runs) to fit a rescorer on first, reading these
-        features (:func:`cryopick.training.rescorer.fit_rescorer_on_projects`, same truth
-        user and session; not with TTA); it goes into the card. Empty: the card's
-        rescorer, if any, is kept.
+        Annotated projects (not ``data``'s runs) on which a rescorer reading these features
+        is fitted first (same truth user and session; not with TTA) and put in the card;
+        empty: the card's rescorer, if any, is kept.
     rule : {"best-fbeta", "probability"}, optional
         How thresholds are chosen; default ``"probability"`` for re-scored candidates.
     rescorer_floor : float, optional
         Set the rescorer's ``candidate_floor`` (raw peak value above which predictions
-        re-score candidates) before tuning; the rescorer is still fitted on every peak
-        above the default floor. A higher floor finds fewer peaks (faster predictions).
+        re-score candidates; higher is faster) before tuning; it is still fitted on every
+        peak above the default floor.
     """
     model_dir, out_dir = _check_out_dir(model_dir, out_dir, overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
     particles = card.particle_set
     tomograms = read_inputs(data, tomo_type, runs)
-    names = {t.name for t in tomograms}
-    truth_df = _read_tuning_truth(truth or data, names, truth_user, truth_session, particles)
+    truth_df = _read_tuning_truth(
+        truth or data, {t.name for t in tomograms}, truth_user, truth_session, particles
+    )
     config = config or PredictConfig()
     loaded = model or load_model(model_dir, device="cpu")
     if rescorer_data:
-        truth_source = (truth_user, truth_session)
-        loaded = _add_rescorer(
-            loaded, rescorer_data, config, tomo_type, truth_source, rescorer_features
-        )
-        card = loaded[1]
+        source = (truth_user, truth_session)
+        loaded = _add_rescorer(loaded, rescorer_data, config, tomo_type, source, rescorer_features)
     if rescorer_floor is not None:
         loaded = _with_rescorer_floor(loaded, rescorer_floor, model_dir)
-        card = loaded[1]
+    card = loaded[1]
     config = _candidate_config(config, card)
-    raw_model = _raw_scores_model(loaded)
-    candidates = predict_tomograms(
-        tomograms, None, config, model=raw_model, show_progress=show_progress
-    )
+    raw = _raw_scores_model(loaded)
+    candidates = predict_tomograms(tomograms, None, config, model=raw, show_progress=show_progress)
     rule, tolerance = _tuning_rule(card, config, rule, tolerance)
     tuned = tune_and_score(truth_df, candidates, beta, tolerance, particles, rule)
     calibration = fit_calibration(truth_df, candidates, particles)  # the same candidates
