@@ -12,9 +12,9 @@ them, and sorts each true particle of the asked types into
 It also counts, per band of the raw peak value, the candidates of each type and how many of
 them are true, for every missed particle prints the nearest candidate of any type, and
 sorts the false picks (kept candidates that match no particle of their type) by what they
-sit on: a true particle of another type within the metric's match radius of that type, or
-nothing. A
-model whose misses are mostly ``below_threshold`` loses them in the ranking (rescorer,
+sit on: a true particle of another type within the metric's match radius of that type, a
+distractor (projects simulated since the simulator records them), or nothing. A model
+whose misses are mostly ``below_threshold`` loses them in the ranking (rescorer,
 thresholds); ``no_candidate`` misses and true candidates with low raw values point at the
 network. Needs a model with a rescorer (the bundled one has one).
 
@@ -41,6 +41,7 @@ from cryopick.inference.rescoring import rescore_picks
 from cryopick.io.tomograms import read_tomograms
 from cryopick.model import ModelCard, load_model
 from cryopick.model.bundled import bundled_model_dir
+from cryopick.simulate import read_simulated_distractors
 from cryopick.training.rescorer import label_candidates
 
 RAW_BANDS = (0.2, 0.4, 0.6, 0.8, 1.01)
@@ -140,13 +141,18 @@ def count_bands(candidates: pd.DataFrame, card: ModelCard, name: str) -> list[di
 
 
 def sort_false_picks(
-    truth: pd.DataFrame, candidates: pd.DataFrame, card: ModelCard, name: str
+    truth: pd.DataFrame,
+    candidates: pd.DataFrame,
+    card: ModelCard,
+    name: str,
+    distractors: pd.DataFrame | None = None,
 ) -> dict[str, int]:
     """Kept false picks of type ``name``, counted by the type of true particle they sit on.
 
     ``candidates`` are labelled (:func:`label_all`). A false pick sits on a particle of
     another type when it lies within that type's match radius (as the metric would match
-    it); ``none`` when it sits on no particle.
+    it); else on a distractor (``distractor <kind>/<name>``, from the simulation's record
+    of them, if given) within the pick type's match radius; ``none`` when on neither.
     """
     kept = candidates["score"].to_numpy() >= card.thresholds[name]
     own = candidates[(candidates["particle_type"] == name) & ~candidates["true"] & kept]
@@ -155,6 +161,10 @@ def sort_false_picks(
         true_run = truth[truth["experiment"] == run]
         others = true_run[true_run["particle_type"] != name]
         sits_on = np.full(len(false), "none", dtype=object)
+        if distractors is not None:
+            run_distractors = distractors[distractors["experiment"] == run]
+            own_radius = match_radius_A(card.particle_set, name)
+            sits_on = name_distractors(false, run_distractors, own_radius)
         if len(others) and len(false):
             distance, nearest = cKDTree(others[["x", "y", "z"]].to_numpy()).query(
                 false[["x", "y", "z"]].to_numpy()
@@ -165,6 +175,19 @@ def sort_false_picks(
         for key in sits_on:
             counts[str(key)] = counts.get(str(key), 0) + 1
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def name_distractors(picks: pd.DataFrame, distractors: pd.DataFrame, radius_A: float) -> np.ndarray:
+    """Per pick, ``distractor <kind>/<name>`` of the nearest distractor within ``radius_A``,
+    else ``none``."""
+    out = np.full(len(picks), "none", dtype=object)
+    if len(distractors) == 0 or len(picks) == 0:
+        return out
+    tree = cKDTree(distractors[["x", "y", "z"]].to_numpy())
+    distance, nearest = tree.query(picks[["x", "y", "z"]].to_numpy())
+    labels = ("distractor " + distractors["kind"] + "/" + distractors["name"]).to_numpy()
+    out[distance <= radius_A] = labels[nearest[distance <= radius_A]]
+    return out
 
 
 def main() -> None:
@@ -180,6 +203,9 @@ def main() -> None:
         raise SystemExit(f"{model_dir}: the model has no rescorer")
     candidates = pd.concat([rescore_candidates(model, p, args.tomo_type) for p in projects])
     truth = read_truth(projects)
+    distractors = pd.concat(
+        [rename_runs(read_simulated_distractors(p), p) for p in projects], ignore_index=True
+    )
     candidates = label_all(truth, candidates, card)
     result: dict = {"model": str(model_dir), "projects": [str(p) for p in projects], "types": {}}
     pd.set_option("display.width", 160)
@@ -187,7 +213,7 @@ def main() -> None:
         particles = sort_particles(truth, candidates, card, name)
         outcomes = particles["outcome"].value_counts().to_dict()
         bands = count_bands(candidates, card, name)
-        false_picks = sort_false_picks(truth, candidates, card, name)
+        false_picks = sort_false_picks(truth, candidates, card, name, distractors)
         print(f"\n{name}: {len(particles)} particles, {outcomes}")
         print(f"false picks, by the true particle they sit on: {false_picks}")
         print(pd.DataFrame(bands).to_string(index=False))

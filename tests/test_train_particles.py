@@ -149,6 +149,11 @@ def test_type_weights_multiply_one_type_and_keep_the_particles_mean(tmp_path):
     with pytest.raises(InputError, match="type_weights names sphere") as err:
         train(_config(steps=1, type_weights={"sphere": 2.0}), tmp_path, train_runs=runs)
     assert "\n" not in str(err.value) and not (tmp_path / "model.pt").exists()
+    new = tmp_path / "new"
+    with pytest.raises(InputError, match="type_weights names sphere"):
+        train(_config(steps=1, type_weights={"sphere": 2.0}), new, train_runs=runs)
+    assert not new.exists()  # the folder it made for the model is gone again, it was empty
+    assert tmp_path.is_dir()  # one it did not make stays
 
 
 def test_fine_tuning_onto_another_set_reinitialises_only_the_output_layer(tmp_path):

@@ -6,7 +6,8 @@ Stages, one module each: :mod:`~cryopick.simulate.templates` (density maps),
 :mod:`~cryopick.simulate.distractors` (the crowding proteins),
 :mod:`~cryopick.simulate.artefacts` (gold fiducials, carbon film, ice contamination),
 :mod:`~cryopick.simulate.crowders` (procedural crowders and hard negatives),
-:mod:`~cryopick.simulate.sample` (ice, vesicles, targets, crowding),
+:mod:`~cryopick.simulate.placement` (free space, crowding distractors and where they went),
+:mod:`~cryopick.simulate.sample` (ice, vesicles, targets),
 :mod:`~cryopick.simulate.imaging` (tilt series, CTF, dose, noise),
 :mod:`~cryopick.simulate.reconstruct` (WBP and the portal's tomogram types),
 :mod:`~cryopick.simulate.project` (runs and copick projects), configured by
@@ -15,7 +16,12 @@ Stages, one module each: :mod:`~cryopick.simulate.templates` (density maps),
 
 from cryopick.simulate.artefacts import SpecimenExtras
 from cryopick.simulate.presets import PRESETS, SimulationConfig, get_preset
-from cryopick.simulate.project import SimulatedRun, simulate_project, simulate_run
+from cryopick.simulate.project import (
+    SimulatedRun,
+    read_simulated_distractors,
+    simulate_project,
+    simulate_run,
+)
 
 __all__ = [
     "PRESETS",
@@ -23,6 +29,7 @@ __all__ = [
     "SimulationConfig",
     "SpecimenExtras",
     "get_preset",
+    "read_simulated_distractors",
     "simulate_project",
     "simulate_run",
 ]

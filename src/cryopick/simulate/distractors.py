@@ -326,18 +326,36 @@ def distractor_pool(
 ) -> tuple[list[NDArray], list[NDArray]]:
     """Pre-rotated distractors on the simulation grid: small ones and large complexes.
 
-    Small: 16 blobs of 0.4 to 3 albumin volumes (25 to 200 kDa lysate proteins, if the
-    library has blobs) and ``n_small_variants`` random rotations of each small map;
-    large: ``n_large_variants`` rotations of each large map.
+    The densities of :func:`named_distractor_pool`, without their names.
     """
-    small: list[NDArray] = []
+    small, large = named_distractor_pool(
+        rng, spacing_A, library, n_small_variants, n_large_variants
+    )
+    return [d for _, d in small], [d for _, d in large]
+
+
+def named_distractor_pool(
+    rng: np.random.Generator,
+    spacing_A: float,
+    library: DistractorLibrary,
+    n_small_variants: int = 6,
+    n_large_variants: int = 3,
+) -> tuple[list[tuple[str, NDArray]], list[tuple[str, NDArray]]]:
+    """Pre-rotated distractors on the simulation grid, each with its name.
+
+    Small: 16 blobs of 0.4 to 3 albumin volumes (25 to 200 kDa lysate proteins, if the
+    library has blobs; named ``"blob"``) and ``n_small_variants`` random rotations of each
+    small map; large: ``n_large_variants`` rotations of each large map (named by the map's
+    ``key``).
+    """
+    small: list[tuple[str, NDArray]] = []
     if library.blobs:
         sizes = ALBUMIN_VOLUME_A3 * np.exp(rng.uniform(np.log(0.4), np.log(3.0), size=16))
-        small = [ellipsoid_blob(rng, size, spacing_A) for size in sizes]
-    large: list[NDArray] = []
+        small = [("blob", ellipsoid_blob(rng, size, spacing_A)) for size in sizes]
+    large: list[tuple[str, NDArray]] = []
     for m in library.maps:
         pool, n = (large, n_large_variants) if m.large else (small, n_small_variants)
         for _ in range(n):
             rot = Rotation.random(random_state=rng).as_matrix()
-            pool.append(rotate_template(m.density, rot, zoom=m.zoom))
+            pool.append((m.key, rotate_template(m.density, rot, zoom=m.zoom)))
     return small, large

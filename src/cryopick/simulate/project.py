@@ -8,6 +8,7 @@
     <out>/ExperimentRuns/sim_0000/VoxelSpacing10.000/{wbp,ctfdeconvolved,denoised}.zarr
     <out>/ExperimentRuns/sim_0000/Picks/simulation_0_<particle>.json
     <out>/ExperimentRuns/sim_0000/Segmentations/10.000_simulation_0_particles-multilabel.zarr
+    <out>/ExperimentRuns/sim_0000/simulation_distractors.csv   where the distractors went
 
 Run ``i`` of a project with seed ``s`` uses the generator seeded with ``(s, i)``, so
 runs are reproducible on their own and a project is identical for the same seed.
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from cryopick.core.particles import ParticleSet
 from cryopick.simulate.library import SpecimenLibrary, check_fits, prepare_library
 from cryopick.simulate.presets import SimulationConfig, get_preset
-from cryopick.simulate.run import SimulatedRun, run_name, simulate_run
+from cryopick.simulate.run import DISTRACTOR_COLUMNS, SimulatedRun, run_name, simulate_run
 
 if TYPE_CHECKING:
     from cryopick.io.layout import ProjectLayout
@@ -37,10 +39,12 @@ USER_ID = "simulation"
 SESSION_ID = "0"
 SEGMENTATION_NAME = "particles"
 TOMO_TYPES = ("wbp", "ctfdeconvolved", "denoised")
+DISTRACTORS_FILENAME = "simulation_distractors.csv"
+"""Per run: kind, name and centre (Å) of every distractor placed (not truth; Å like picks)."""
 
 
 def write_run(run: SimulatedRun, layout: ProjectLayout, n_levels: int = 3) -> None:
-    """Write a simulated run's tomograms, picks and segmentation into a copick project.
+    """Write a simulated run's tomograms, picks, segmentation and distractors into a project.
 
     Parameters
     ----------
@@ -51,6 +55,7 @@ def write_run(run: SimulatedRun, layout: ProjectLayout, n_levels: int = 3) -> No
     n_levels : int
         OME-Zarr pyramid levels of the tomograms.
     """
+    from cryopick.io.atomic import write_text_atomic
     from cryopick.io.omezarr import write_label_zarr
     from cryopick.io.picks import write_copick_picks
     from cryopick.io.tomograms import write_ome_zarr
@@ -71,6 +76,8 @@ def write_run(run: SimulatedRun, layout: ProjectLayout, n_levels: int = 3) -> No
         f"{run.spacing_A:.3f}_{USER_ID}_{SESSION_ID}_{SEGMENTATION_NAME}-multilabel.zarr"
     )
     write_label_zarr(seg, run.labels, run.spacing_A)
+    distractors_csv = layout.picks_dir(run.name).parent / DISTRACTORS_FILENAME
+    write_text_atomic(distractors_csv, run.distractors.to_csv(index=False))
 
 
 def write_run_whole(run: SimulatedRun, layout: ProjectLayout) -> None:
@@ -286,3 +293,32 @@ def is_complete_simulation(folder: str | Path) -> bool:
         and record.get("complete") is True
         and (folder / "copick_config.json").is_file()
     )
+
+
+def read_simulated_distractors(project: str | Path) -> pd.DataFrame:
+    """Read where a simulated project's distractors went, all runs in one table.
+
+    Parameters
+    ----------
+    project : str or Path
+        The project's ``copick_config.json`` (or its folder).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``experiment`` (the run), ``kind``, ``name``, ``x``, ``y``, ``z`` (Å); runs
+        simulated before cryopick recorded distractors have no rows.
+    """
+    from cryopick.io.layout import read_copick_config
+
+    path = Path(project)
+    layout = read_copick_config(path / "copick_config.json" if path.is_dir() else path)
+    frames = []
+    for run in layout.run_names():
+        csv = layout.picks_dir(run).parent / DISTRACTORS_FILENAME
+        if csv.is_file():
+            frames.append(pd.read_csv(csv).assign(experiment=run))
+    if not frames:
+        columns = ["experiment", *DISTRACTOR_COLUMNS]
+        return pd.DataFrame({c: pd.Series(dtype=float if c in "xyz" else str) for c in columns})
+    return pd.concat(frames, ignore_index=True)[["experiment", *DISTRACTOR_COLUMNS]]

@@ -26,6 +26,8 @@ from cryopick.simulate.sample import Sample, build_sample
 
 logger = logging.getLogger(__name__)
 
+DISTRACTOR_COLUMNS = ("kind", "name", "x", "y", "z")
+
 
 @dataclass
 class SimulatedRun:
@@ -51,6 +53,10 @@ class SimulatedRun:
         Seconds spent per stage.
     particles : ParticleSet
         The simulated types (names of the picks, labels of the segmentation), with radii.
+    distractors : pandas.DataFrame
+        Where the crowding distractors went (not particles of the set): ``kind`` (small,
+        large, procedural, hard), ``name`` (map key, blob, crowder, hard-negative) and box
+        centre ``x``, ``y``, ``z`` in Å.
     """
 
     name: str
@@ -61,6 +67,9 @@ class SimulatedRun:
     params: dict[str, float | str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     particles: ParticleSet = field(default_factory=default_particle_set)
+    distractors: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(DISTRACTOR_COLUMNS))
+    )
 
 
 def run_name(index: int) -> str:
@@ -170,4 +179,13 @@ def simulate_run(
         summary,
         timings,
         library.particles,
+        distractors=_distractor_table(sample, spacing_A),
     )
+
+
+def _distractor_table(sample: Sample, spacing_A: float) -> pd.DataFrame:
+    """Where the sample's distractors went: kind, name and box centre in Å."""
+    kind_name = [n.split("/", 1) for n in sample.distractor_names]
+    z, y, x = voxels_to_angstrom(sample.distractor_centres_zyx, spacing_A).reshape(-1, 3).T
+    table = {"kind": [k for k, _ in kind_name], "name": [n for _, n in kind_name]}
+    return pd.DataFrame({**table, "x": x, "y": y, "z": z})

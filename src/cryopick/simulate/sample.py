@@ -19,10 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
-from cryopick.simulate.artefacts import Canvas, add_artefacts, paste_slices
-from cryopick.simulate.crowders import crowder_pool, flip_and_permute
-from cryopick.simulate.distractors import distractor_pool
+from cryopick.simulate.artefacts import Canvas, add_artefacts
 from cryopick.simulate.library import SpecimenLibrary, prepare_library
+from cryopick.simulate.placement import fill_distractors, random_centre, try_place
 from cryopick.simulate.presets import SimulationConfig, cluster_fractions, draw_counts
 from cryopick.simulate.templates import rotate_template, rotation_xyz_to_zyx, support_mask
 
@@ -53,6 +52,12 @@ class Sample:
         Ice thickness along the beam at zero tilt.
     n_distractors : int
         Number of crowding proteins placed.
+    distractor_centres_zyx : numpy.ndarray, shape (M, 3)
+        Centres of the distractors' boxes in voxels (not truth: no particle of a target
+        type; for finding out what false picks sit on, or sampling hard negatives).
+    distractor_names : list of str
+        ``<kind>/<name>`` of each: kind ``small``, ``large``, ``procedural`` or ``hard``
+        (hard negatives); name the map's key, ``blob``, ``crowder`` or ``hard-negative``.
     n_vesicles : int
         Number of vesicles.
     info : dict
@@ -69,6 +74,10 @@ class Sample:
     thickness_A: float
     n_distractors: int = 0
     n_vesicles: int = 0
+    distractor_centres_zyx: NDArray[np.float64] = field(
+        default_factory=lambda: np.zeros((0, 3), np.float64)
+    )
+    distractor_names: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
 
 
@@ -92,30 +101,6 @@ def _make_slab(
     distance = np.abs(z - mid[None].astype(np.float32)) - thickness / 2
     surfaces = np.stack([mid - thickness / 2, mid + thickness / 2])
     return np.clip(0.5 - distance, 0, 1).astype(np.float32), float(thickness), surfaces
-
-
-def _try_place(
-    occupied: NDArray[np.bool_],
-    mask: NDArray[np.bool_],
-    centre: NDArray[np.int64],
-) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
-    """Slices where ``mask`` centred at ``centre`` fits without touching ``occupied``."""
-    corner = centre - np.array(mask.shape) // 2
-    sl = paste_slices(occupied.shape, corner, mask.shape)
-    if sl is None:
-        return None
-    vol_sl, box_sl = sl
-    if np.any(occupied[vol_sl] & mask[box_sl]):
-        return None
-    return sl
-
-
-def _random_centre(
-    shape: tuple[int, int, int], z_range: tuple[float, float], rng: np.random.Generator
-) -> NDArray[np.int64]:
-    z = rng.uniform(*z_range)
-    y, x = rng.uniform(0, shape[1]), rng.uniform(0, shape[2])
-    return np.floor([z, y, x]).astype(np.int64)
 
 
 def _add_vesicles(
@@ -147,90 +132,13 @@ def _add_vesicles(
         body = dist < 2 * sigma
         # centres may lie beyond the slab faces: those vesicles are cut by the ice surface
         zlo, zhi = z_range
-        centre = _random_centre(potential.shape, (zlo - radius / 2, zhi + radius / 2), rng)
-        sl = _try_place(occupied, body, centre)
+        centre = random_centre(potential.shape, (zlo - radius / 2, zhi + radius / 2), rng)
+        sl = try_place(occupied, body, centre)
         if sl is None:
             continue
         vol_sl, box_sl = sl
         potential[vol_sl] += amplitude * profile[box_sl].astype(np.float32)
         occupied[vol_sl] |= body[box_sl]
-        placed += 1
-    return placed
-
-
-def _fill_distractors(
-    potential: NDArray[np.float32],
-    occupied: NDArray[np.bool_],
-    config: SimulationConfig,
-    params: dict,
-    ice_voxels: float,
-    z_range: tuple[float, float],
-    rng: np.random.Generator,
-    spacing_A: float,
-    library: SpecimenLibrary,
-) -> dict[str, int]:
-    """Crowd the ice with distractors until their volume fraction reaches the drawn value.
-
-    With procedural crowders on, a drawn share of that volume is theirs, part of it hard
-    negatives. Returns the number placed by kind (``large``, ``hard``, ``procedural``,
-    ``small``).
-    """
-    small, large = distractor_pool(rng, spacing_A, library.distractors)
-    pools = {"large": large, "hard": [], "procedural": [], "small": small}
-    target = params["crowding_fraction"] * ice_voxels
-    budget = {"hard": 0.0, "procedural": 0.0}
-    crowders = config.extras.crowders
-    if crowders.enabled:  # drawn only when on, so runs without them reproduce
-        pools["procedural"], pools["hard"] = crowder_pool(crowders, library, spacing_A, rng)
-        share = target * rng.uniform(*crowders.fraction)
-        budget["hard"] = share * crowders.hard_negative_fraction
-        budget["procedural"] = share - budget["hard"]
-        target -= share
-    budget["large"] = target * config.large_distractor_fraction
-    budget["small"] = target - budget["large"]
-    return {
-        kind: _paste_pool(
-            potential, occupied, pool, budget[kind], z_range, rng, config.protein_contrast_V,
-            reorient=kind in ("hard", "procedural"),
-        )
-        for kind, pool in pools.items()
-    }  # fmt: skip
-
-
-def _paste_pool(
-    potential: NDArray[np.float32],
-    occupied: NDArray[np.bool_],
-    pool: list[NDArray],
-    budget_vox: float,
-    z_range: tuple[float, float],
-    rng: np.random.Generator,
-    volts: float,
-    reorient: bool,
-) -> int:
-    """Paste random members of a pool into free space until their volume reaches the budget.
-
-    Gives up after 200 failures in a row; ``reorient`` turns each paste to one of 48 axis
-    orientations (the procedural crowders, whose holes are filled in their masks).
-    """
-    if not pool:
-        return 0
-    masks = [support_mask(d) if reorient else d > 0.35 for d in pool]
-    volumes = [m.sum() for m in masks]
-    filled, failures, placed = 0.0, 0, 0
-    while filled < budget_vox and failures < 200:
-        i = int(rng.integers(len(pool)))
-        density, mask = pool[i], masks[i]
-        if reorient:
-            density, mask = flip_and_permute((density, mask), rng)
-        sl = _try_place(occupied, mask, _random_centre(potential.shape, z_range, rng))
-        if sl is None:
-            failures += 1
-            continue
-        failures = 0
-        vol_sl, box_sl = sl
-        potential[vol_sl] += volts * density[box_sl]
-        occupied[vol_sl] |= mask[box_sl]
-        filled += volumes[i]
         placed += 1
     return placed
 
@@ -254,7 +162,7 @@ def _candidate_centres(
             if np.all(centre >= 0) and np.all(centre < shape):  # truth stays inside the volume
                 yield centre.astype(np.int64)
         else:
-            yield _random_centre(shape, z_range, rng)
+            yield random_centre(shape, z_range, rng)
 
 
 def _place_targets(
@@ -287,7 +195,7 @@ def _place_targets(
             for centre in _candidate_centres(
                 potential.shape, z_range, anchors, radius, cluster_p, rng
             ):
-                sl = _try_place(occupied, mask, centre)
+                sl = try_place(occupied, mask, centre)
                 if sl is not None:
                     break
             else:
@@ -356,12 +264,14 @@ def build_sample(
     )
 
     ice_voxels = float(slab.sum())
-    placed = _fill_distractors(
+    placed = fill_distractors(
         potential, occupied, config, params, ice_voxels, z_range, rng, spacing_A, library
     )
     extras.update(
-        procedural_crowders=float(placed["procedural"]), hard_negatives=float(placed["hard"])
+        procedural_crowders=float(len(placed["procedural"])),
+        hard_negatives=float(len(placed["hard"])),
     )
+    distractors = [(f"{kind}/{name}", c) for kind, items in placed.items() for name, c in items]
     ice = config.ice_potential_V * slab
     if config.solvent_noise > 0:
         ice *= 1 + config.solvent_noise * rng.standard_normal(shape, dtype=np.float32)
@@ -374,8 +284,10 @@ def build_sample(
         rotations_xyz=np.array(rotations, dtype=np.float64).reshape(-1, 3, 3),
         slab_fraction=slab,
         thickness_A=thickness * spacing_A,
-        n_distractors=sum(placed.values()),
+        n_distractors=len(distractors),
         n_vesicles=n_vesicles,
+        distractor_centres_zyx=np.array([c for _, c in distractors], np.float64).reshape(-1, 3),
+        distractor_names=[name for name, _ in distractors],
         info={"counts_drawn": counts, "extras": extras},
     )
 

@@ -106,6 +106,19 @@ class TrainConfig(BaseModel):
     overlap_weight: float = Field(1.0, ge=0, description="weight of the Dice/Tversky term")
     tversky_alpha: float = Field(0.3, ge=0, le=1, description="Tversky false-positive weight")
     particle_fraction: float = Field(0.8, ge=0, le=1, description="patches centred on particles")
+    hard_negative_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="patches centred on hard negatives: distractors a simulated project "
+        "recorded (simulation_distractors.csv), of the kinds in hard_negative_kinds",
+    )
+    hard_negative_kinds: list[str] = Field(
+        default_factory=lambda: ["large", "hard"],
+        min_length=1,
+        description="which recorded distractors are hard negatives: kinds (small, large, "
+        "procedural, hard) or kind/name (e.g. large/3j9i)",
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     ema_decay: float = Field(
         0.0,
@@ -140,6 +153,8 @@ class TrainConfig(BaseModel):
         bad = [name for name, f in self.type_weights.items() if not 0.0 < f < float("inf")]
         if bad:
             raise ValueError(f"type_weights must be positive numbers ({', '.join(bad)})")
+        if self.particle_fraction + self.hard_negative_fraction > 1:
+            raise ValueError("particle_fraction + hard_negative_fraction must not exceed 1")
         return self
 
     @property

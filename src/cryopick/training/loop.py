@@ -179,6 +179,7 @@ class Trainer:
             config.augment,
             rng,
             self.particles,
+            negative_fraction=config.hard_negative_fraction,
         )
         self.class_weights = config.class_weights(self.particles).to(device)
         self.ema = average_weights(self.model, config.ema_decay)

@@ -9,7 +9,10 @@ read (copick configs, Kaggle roots, simulated projects) or in-memory simulated r
 :class:`PatchSampler` draws training patches biased to particles with the rare types
 balanced: with probability ``particle_fraction`` it picks a particle type uniformly among
 those present, then one of its particles, and places the patch so that the particle lies
-anywhere inside it; otherwise the patch is placed uniformly. The reconstruction type is
+anywhere inside it; with probability ``negative_fraction`` it is placed the same way
+around a hard negative recorded with the run (``TrainRun.negatives_zyx_A``: where a
+simulation put the distractors that networks mistake for particles); otherwise the patch
+is placed uniformly. The reconstruction type is
 drawn per patch (mixing wbp / denoised / ctfdeconvolved is an augmentation). All
 randomness comes from one ``numpy.random.Generator``, whose state is the sampler state.
 """
@@ -59,6 +62,8 @@ class TrainRun:
         Where it came from.
     particles : ParticleSet
         The set the picks' types belong to (labels, radii); default the CZII set.
+    negatives_zyx_A : numpy.ndarray, shape (M, 3)
+        Centres (Å, z y x) of hard negatives to centre patches on (none by default).
 
     Raises
     ------
@@ -72,6 +77,7 @@ class TrainRun:
     spacing_A: float
     source: str = ""
     particles: ParticleSet = field(default_factory=default_particle_set)
+    negatives_zyx_A: NDArray = field(default_factory=lambda: np.zeros((0, 3)))
     _centres_vox: NDArray = field(init=False, repr=False)
     _labels: NDArray = field(init=False, repr=False)
 
@@ -208,6 +214,9 @@ class PatchSampler:
     particles : ParticleSet, optional
         The set learnt (labels, radii, classes); default the first run's. Every run must
         hold that set.
+    negative_fraction : float
+        Probability that a patch is centred on a run's recorded hard negative (when any
+        run has them); at most ``1 - particle_fraction``.
     """
 
     def __init__(
@@ -221,9 +230,12 @@ class PatchSampler:
         augment: AugmentConfig | None,
         rng: np.random.Generator,
         particles: ParticleSet | None = None,
+        negative_fraction: float = 0.0,
     ) -> None:
         if not runs:
             raise ValueError("no training runs")
+        if particle_fraction + negative_fraction > 1 + 1e-9:
+            raise ValueError("particle_fraction + negative_fraction exceeds 1")
         self.particles = runs[0].particles if particles is None else particles
         for run in runs:
             if diff := self.particles.describe_differences(run.particles):
@@ -234,6 +246,7 @@ class PatchSampler:
         self.target = target
         self.target_fraction = float(target_fraction)
         self.particle_fraction = float(particle_fraction)
+        self.negative_fraction = float(negative_fraction)
         self.augment = augment
         self.rng = rng
         # (run index, pick index) per label, for class-balanced sampling
@@ -249,15 +262,28 @@ class PatchSampler:
             ]
             if idx:
                 self._by_label[label] = np.asarray(idx, dtype=np.int64)
+        negatives = [
+            (r, i) for r, run in enumerate(self.runs) for i in range(len(run.negatives_zyx_A))
+        ]
+        self._negatives = np.asarray(negatives, dtype=np.int64).reshape(-1, 2)
 
     def _choose_origin(self) -> tuple[int, NDArray[np.int64]]:
         rng = self.rng
         patch = np.asarray(self.patch)
         labels = sorted(self._by_label)
-        if labels and rng.random() < self.particle_fraction:
+        n_negatives = len(self._negatives) if self.negative_fraction > 0 else 0
+        # one draw, as before negatives existed, so that runs without them reproduce
+        draw = rng.random() if labels or n_negatives else 1.0
+        centre = None
+        if labels and draw < self.particle_fraction:
             label = labels[int(rng.integers(len(labels)))]
             r, i = self._by_label[label][int(rng.integers(len(self._by_label[label])))]
             centre = self.runs[r]._centres_vox[i]
+        elif n_negatives and draw < self.particle_fraction + self.negative_fraction:
+            r, i = self._negatives[int(rng.integers(n_negatives))]
+            run = self.runs[r]
+            centre = angstrom_to_voxels(run.negatives_zyx_A[i], run.spacing_A)
+        if centre is not None:
             margin = np.minimum(patch // 4, 8)
             offset = rng.integers(margin, patch - margin)
             origin = np.round(centre).astype(np.int64) - offset

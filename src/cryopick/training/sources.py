@@ -12,6 +12,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
+
+from cryopick.core.errors import InputError
 from cryopick.core.particles import ParticleSet, default_particle_set
 from cryopick.training.particle_sets import (
     check_simulatable,
@@ -73,7 +76,10 @@ def gather_runs(config: TrainConfig, out_dir: Path) -> TrainingData:
         ]
 
     simulated = {kind: [path] for kind, path in projects.items()}
-    train_runs = load([*config.data, *simulated.get("train", [])], config.tomo_types)
+    train_sources: list[str | Path] = [*config.data, *simulated.get("train", [])]
+    train_runs = load(train_sources, config.tomo_types)
+    if config.hard_negative_fraction > 0:
+        attach_hard_negatives(train_runs, train_sources, config.hard_negative_kinds)
     val_runs = load([*config.val, *simulated.get("val", [])], [config.val_tomo_type])
     if not config.val and not val_runs and len(train_runs) >= 2:
         n_val = max(1, len(train_runs) // 5)
@@ -124,3 +130,44 @@ def _simulated(
         # the CZII set as None: its project is written exactly as before sets existed
         particles=None if particles == default_particle_set() else particles,
     )
+
+
+def attach_hard_negatives(
+    runs: list[TrainRun], sources: list[str | Path], kinds: list[str]
+) -> None:
+    """Set each run's hard negatives: its recorded distractors of ``kinds``.
+
+    A kind is ``small``, ``large``, ``procedural`` or ``hard``; ``kind/name`` selects one
+    map. Read from the sources that are simulated copick projects
+    (:func:`cryopick.simulate.read_simulated_distractors`); a run has no negatives when its
+    project has no record.
+
+    Raises
+    ------
+    InputError
+        If no run gets any (projects simulated before cryopick recorded distractors, or
+        no distractor of those kinds).
+    """
+    from cryopick.io.layout import is_copick_config
+    from cryopick.simulate import read_simulated_distractors
+
+    for run in runs:
+        run.negatives_zyx_A = np.zeros((0, 3))
+    for source in sources:
+        if not (is_copick_config(source) or (Path(source) / "copick_config.json").is_file()):
+            continue
+        table = read_simulated_distractors(source)
+        full_names = table["kind"] + "/" + table["name"]
+        table = table[table["kind"].isin(kinds) | full_names.isin(kinds)]
+        by_run = dict(list(table.groupby("experiment")))
+        for run in runs:
+            if run.source == str(source) and run.name in by_run:
+                run.negatives_zyx_A = by_run[run.name][["z", "y", "x"]].to_numpy(np.float64)
+    if not any(len(run.negatives_zyx_A) for run in runs):
+        where = ", ".join(str(s) for s in sources)
+        raise InputError(
+            where,
+            f"hard_negative_fraction needs recorded distractors of kinds {kinds}; none found "
+            "(simulate the projects again with this cryopick: the same seed gives the same "
+            "tomograms and writes simulation_distractors.csv)",
+        )

@@ -228,13 +228,19 @@ def train(
     """
     out_dir = Path(out_dir)
     check_model_folder(out_dir, resume, overwrite)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _read_checkpoint(out_dir, resume)
     path = out_dir / CHECKPOINT_FILENAME
     resumed = None if checkpoint is None else checkpoint_card(checkpoint, path)
     if checkpoint is not None:
         config = _resumed_config(config, checkpoint, path)
-    trainer = open_trainer(config, out_dir, train_runs, val_runs, resumed)
+    try:
+        trainer = open_trainer(config, out_dir, train_runs, val_runs, resumed)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):  # bad data: leave no empty folder behind
+            out_dir.rmdir()
+        raise
     if checkpoint is not None:
         trainer.restore(checkpoint, path)
     with training_progress_bar(progress, trainer.config.steps, trainer.state) as report:

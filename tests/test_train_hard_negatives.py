@@ -1,0 +1,76 @@
+"""Training patches centred on hard negatives: the distractors a simulation recorded."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from cryopick.core.errors import InputError
+from cryopick.simulate import read_simulated_distractors, simulate_project
+from cryopick.training.config import TrainConfig
+from cryopick.training.sampling import PatchSampler, TrainRun, load_runs
+from cryopick.training.sources import attach_hard_negatives
+
+SHAPE = (96, 96, 96)
+PATCH = (32, 32, 32)
+NEGATIVE_VOX = np.array([48.0, 60.0, 30.0])
+
+
+def make_run(negatives_vox: np.ndarray) -> TrainRun:
+    """A blank 96^3 run at 10 Å with one ribosome in a corner and the given negatives."""
+    picks = pd.DataFrame(
+        {"experiment": "r", "particle_type": ["ribosome"], "x": [50.0], "y": [50.0], "z": [50.0]}
+    )
+    volumes = {"denoised": np.zeros(SHAPE, np.float16)}
+    return TrainRun("r", volumes, picks, 10.0, negatives_zyx_A=negatives_vox * 10.0)
+
+
+def origins(run: TrainRun, particle_fraction: float, negative_fraction: float) -> np.ndarray:
+    sampler = PatchSampler(
+        [run], PATCH, 2, "sphere", 0.5, particle_fraction, None, np.random.default_rng(3),
+        negative_fraction=negative_fraction,
+    )  # fmt: skip
+    return np.array([sampler._choose_origin()[1] for _ in range(40)])
+
+
+def test_negative_patches_hold_the_negative_well_inside():
+    starts = origins(make_run(NEGATIVE_VOX[None]), 0.0, 1.0)
+    margin = 8 - 2  # the sampler's margin, less the alignment to the stride-2 grid
+    assert np.all(starts + margin <= NEGATIVE_VOX) and np.all(starts + 32 - margin > NEGATIVE_VOX)
+    assert len({tuple(s) for s in starts}) > 10  # the negative lies anywhere inside
+    uniform = origins(make_run(NEGATIVE_VOX[None]), 0.0, 0.0)
+    holding = np.all((uniform <= NEGATIVE_VOX) & (uniform + 32 > NEGATIVE_VOX), axis=1)
+    assert holding.mean() < 0.5
+
+
+def test_runs_without_negatives_draw_as_before():
+    with_negatives = origins(make_run(NEGATIVE_VOX[None]), 0.5, 0.0)
+    without = origins(make_run(np.zeros((0, 3))), 0.5, 0.0)
+    np.testing.assert_array_equal(with_negatives, without)
+    # asked for, but no run has any: the particle and uniform draws are unchanged too
+    np.testing.assert_array_equal(origins(make_run(np.zeros((0, 3))), 0.5, 0.5), without)
+
+
+def test_fractions_may_not_exceed_one():
+    with pytest.raises(ValueError, match="exceeds 1"):
+        origins(make_run(NEGATIVE_VOX[None]), 0.8, 0.3)
+    with pytest.raises(ValidationError, match="must not exceed 1"):
+        TrainConfig(particle_fraction=0.8, hard_negative_fraction=0.3)
+
+
+def test_runs_get_their_own_projects_negatives(tmp_path):
+    projects = []
+    for seed in (1, 2):  # both projects have a run called sim_0000
+        out = tmp_path / f"p{seed}"
+        simulate_project(out, n_runs=1, seed=seed, shape=(32, 64, 64), preset="easy")
+        projects.append(str(out / "copick_config.json"))
+    runs = [run for p in projects for run in load_runs(p)]
+    attach_hard_negatives(runs, projects, ["small"])
+    for run, project in zip(runs, projects, strict=True):
+        table = read_simulated_distractors(project)
+        small = table[table["kind"] == "small"][["z", "y", "x"]].to_numpy()
+        assert len(small) > 0
+        np.testing.assert_allclose(run.negatives_zyx_A, small)
+    assert not np.array_equal(runs[0].negatives_zyx_A, runs[1].negatives_zyx_A)
+    with pytest.raises(InputError, match="hard_negative_fraction needs recorded distractors"):
+        attach_hard_negatives(runs, projects, ["large/no-such-map"])
