@@ -56,6 +56,8 @@ def test_fractions_may_not_exceed_one():
         origins(make_run(NEGATIVE_VOX[None]), 0.8, 0.3)
     with pytest.raises(ValidationError, match="must not exceed 1"):
         TrainConfig(particle_fraction=0.8, hard_negative_fraction=0.3)
+    with pytest.raises(ValidationError, match=r"kind/name: \['larg'\]"):
+        TrainConfig(hard_negative_kinds=["large/3j9i", "larg"])
 
 
 def test_runs_get_their_own_projects_negatives(tmp_path):
