@@ -7,7 +7,7 @@ from scipy.spatial import cKDTree
 from cryopick.simulate import get_preset, read_simulated_distractors, simulate_project
 from cryopick.simulate.artefacts import SpecimenExtras
 from cryopick.simulate.crowders import ProceduralCrowders
-from cryopick.simulate.distractors import distractor_pool, named_distractor_pool
+from cryopick.simulate.distractors import distractor_pool
 from cryopick.simulate.library import prepare_library
 from cryopick.simulate.presets import draw_run_params
 from cryopick.simulate.sample import build_sample
@@ -29,25 +29,21 @@ def build_crowded_sample(seed: int = 5):
     return config, build_sample(config, params, SHAPE, 10.0, rng, library)
 
 
-def test_named_pool_is_the_pool_with_names():
+def test_distractor_pool_names_its_members():
     library = prepare_library(None, 10.0).distractors
     small, large = distractor_pool(np.random.default_rng(1), 10.0, library)
-    named_small, named_large = named_distractor_pool(np.random.default_rng(1), 10.0, library)
-    for plain, named in ((small, named_small), (large, named_large)):
-        assert len(plain) == len(named)
-        for a, (_, b) in zip(plain, named, strict=True):
-            np.testing.assert_array_equal(a, b)
-    assert [n for n, _ in named_small[:16]] == ["blob"] * 16
+    assert [n for n, _ in small[:16]] == ["blob"] * 16
+    small_keys = [m.key for m in library.maps if not m.large for _ in range(6)]
+    assert [n for n, _ in small[16:]] == small_keys  # 6 turns of each small map, in order
     large_keys = {m.key for m in library.maps if m.large}
-    assert {n for n, _ in named_large} == large_keys
+    assert {n for n, _ in large} == large_keys
 
 
 def test_recorded_centres_are_where_the_distractors_density_is():
     config, sample = build_crowded_sample()
     names = sample.distractor_names
     assert len(names) == sample.n_distractors == len(sample.distractor_centres_zyx) > 20
-    kinds = {n.split("/")[0] for n in names}
-    assert kinds == {"small", "large", "procedural", "hard"}
+    assert set(sample.distractor_kinds) == {"small", "large", "procedural", "hard"}
     excess = sample.potential - config.ice_potential_V * sample.slab_fraction
     excess[sample.labels > 0] = 0.0  # the targets' density is not a distractor's
     everything = np.concatenate([sample.centres_zyx, sample.distractor_centres_zyx])

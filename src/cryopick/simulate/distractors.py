@@ -323,25 +323,8 @@ def distractor_pool(
     library: DistractorLibrary,
     n_small_variants: int = 6,
     n_large_variants: int = 3,
-) -> tuple[list[NDArray], list[NDArray]]:
-    """Pre-rotated distractors on the simulation grid: small ones and large complexes.
-
-    The densities of :func:`named_distractor_pool`, without their names.
-    """
-    small, large = named_distractor_pool(
-        rng, spacing_A, library, n_small_variants, n_large_variants
-    )
-    return [d for _, d in small], [d for _, d in large]
-
-
-def named_distractor_pool(
-    rng: np.random.Generator,
-    spacing_A: float,
-    library: DistractorLibrary,
-    n_small_variants: int = 6,
-    n_large_variants: int = 3,
 ) -> tuple[list[tuple[str, NDArray]], list[tuple[str, NDArray]]]:
-    """Pre-rotated distractors on the simulation grid, each with its name.
+    """Pre-rotated distractors on the simulation grid, small ones and large complexes, named.
 
     Small: 16 blobs of 0.4 to 3 albumin volumes (25 to 200 kDa lysate proteins, if the
     library has blobs; named ``"blob"``) and ``n_small_variants`` random rotations of each

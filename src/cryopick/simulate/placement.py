@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from cryopick.simulate.artefacts import paste_slices
 from cryopick.simulate.crowders import crowder_pool, flip_and_permute
-from cryopick.simulate.distractors import named_distractor_pool
+from cryopick.simulate.distractors import distractor_pool
 from cryopick.simulate.library import SpecimenLibrary
 from cryopick.simulate.presets import SimulationConfig
 from cryopick.simulate.templates import support_mask
@@ -62,7 +62,7 @@ def fill_distractors(
     negatives. Returns the placed distractors (name, centre in voxels) by kind (``large``,
     ``hard``, ``procedural``, ``small``).
     """
-    small, large = named_distractor_pool(rng, spacing_A, library.distractors)
+    small, large = distractor_pool(rng, spacing_A, library.distractors)
     pools: dict[str, list[tuple[str, NDArray]]] = {
         "large": large,
         "hard": [],

@@ -185,7 +185,6 @@ def simulate_run(
 
 def _distractor_table(sample: Sample, spacing_A: float) -> pd.DataFrame:
     """Where the sample's distractors went: kind, name and box centre in Å."""
-    kind_name = [n.split("/", 1) for n in sample.distractor_names]
     z, y, x = voxels_to_angstrom(sample.distractor_centres_zyx, spacing_A).reshape(-1, 3).T
-    table = {"kind": [k for k, _ in kind_name], "name": [n for _, n in kind_name]}
-    return pd.DataFrame({**table, "x": x, "y": y, "z": z})
+    names = {"kind": sample.distractor_kinds, "name": sample.distractor_names}
+    return pd.DataFrame({**names, "x": x, "y": y, "z": z})

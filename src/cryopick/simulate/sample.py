@@ -50,14 +50,13 @@ class Sample:
         How much of each voxel is ice (0 = vacuum).
     thickness_A : float
         Ice thickness along the beam at zero tilt.
-    n_distractors : int
-        Number of crowding proteins placed.
     distractor_centres_zyx : numpy.ndarray, shape (M, 3)
-        Centres of the distractors' boxes in voxels (not truth: no particle of a target
-        type; for finding out what false picks sit on, or sampling hard negatives).
+        Centres of the crowding distractors' boxes in voxels (not truth: no particle of a
+        target type; for finding out what false picks sit on, or sampling hard negatives).
+    distractor_kinds : list of str
+        Kind of each: ``small``, ``large``, ``procedural`` or ``hard`` (hard negatives).
     distractor_names : list of str
-        ``<kind>/<name>`` of each: kind ``small``, ``large``, ``procedural`` or ``hard``
-        (hard negatives); name the map's key, ``blob``, ``crowder`` or ``hard-negative``.
+        Name of each: the map's key, ``blob``, ``crowder`` or ``hard-negative``.
     n_vesicles : int
         Number of vesicles.
     info : dict
@@ -72,13 +71,18 @@ class Sample:
     rotations_xyz: NDArray[np.float64]
     slab_fraction: NDArray[np.float32]
     thickness_A: float
-    n_distractors: int = 0
     n_vesicles: int = 0
     distractor_centres_zyx: NDArray[np.float64] = field(
         default_factory=lambda: np.zeros((0, 3), np.float64)
     )
+    distractor_kinds: list[str] = field(default_factory=list)
     distractor_names: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+
+    @property
+    def n_distractors(self) -> int:
+        """Number of crowding proteins placed."""
+        return len(self.distractor_names)
 
 
 def _make_slab(
@@ -271,7 +275,7 @@ def build_sample(
         procedural_crowders=float(len(placed["procedural"])),
         hard_negatives=float(len(placed["hard"])),
     )
-    distractors = [(f"{kind}/{name}", c) for kind, items in placed.items() for name, c in items]
+    distractors = [(kind, name, c) for kind, items in placed.items() for name, c in items]
     ice = config.ice_potential_V * slab
     if config.solvent_noise > 0:
         ice *= 1 + config.solvent_noise * rng.standard_normal(shape, dtype=np.float32)
@@ -284,10 +288,10 @@ def build_sample(
         rotations_xyz=np.array(rotations, dtype=np.float64).reshape(-1, 3, 3),
         slab_fraction=slab,
         thickness_A=thickness * spacing_A,
-        n_distractors=len(distractors),
         n_vesicles=n_vesicles,
-        distractor_centres_zyx=np.array([c for _, c in distractors], np.float64).reshape(-1, 3),
-        distractor_names=[name for name, _ in distractors],
+        distractor_centres_zyx=np.array([c for *_, c in distractors], np.float64).reshape(-1, 3),
+        distractor_kinds=[kind for kind, _, _ in distractors],
+        distractor_names=[name for _, name, _ in distractors],
         info={"counts_drawn": counts, "extras": extras},
     )
 
