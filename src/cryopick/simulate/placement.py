@@ -19,6 +19,9 @@ from cryopick.simulate.library import SpecimenLibrary
 from cryopick.simulate.presets import SimulationConfig
 from cryopick.simulate.templates import support_mask
 
+DISTRACTOR_KINDS = ("large", "hard", "procedural", "small")
+"""The kinds of distractor :func:`fill_distractors` places, in the order it places them."""
+
 
 def try_place(
     occupied: NDArray[np.bool_],
@@ -59,16 +62,12 @@ def fill_distractors(
     """Crowd the ice with distractors until their volume fraction reaches the drawn value.
 
     With procedural crowders on, a drawn share of that volume is theirs, part of it hard
-    negatives. Returns the placed distractors (name, centre in voxels) by kind (``large``,
-    ``hard``, ``procedural``, ``small``).
+    negatives. Returns the placed distractors (name, centre in voxels) by kind
+    (:data:`DISTRACTOR_KINDS`).
     """
     small, large = distractor_pool(rng, spacing_A, library.distractors)
-    pools: dict[str, list[tuple[str, NDArray]]] = {
-        "large": large,
-        "hard": [],
-        "procedural": [],
-        "small": small,
-    }
+    pools: dict[str, list[tuple[str, NDArray]]] = {kind: [] for kind in DISTRACTOR_KINDS}
+    pools["large"], pools["small"] = large, small
     target = params["crowding_fraction"] * ice_voxels
     budget = {"hard": 0.0, "procedural": 0.0}
     crowders = config.extras.crowders

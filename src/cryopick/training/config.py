@@ -155,7 +155,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"type_weights must be positive numbers ({', '.join(bad)})")
         if self.particle_fraction + self.hard_negative_fraction > 1:
             raise ValueError("particle_fraction + hard_negative_fraction must not exceed 1")
-        kinds = ("small", "large", "procedural", "hard")
+        from cryopick.simulate.placement import DISTRACTOR_KINDS as kinds
+
         if bad := [k for k in self.hard_negative_kinds if k.split("/", 1)[0] not in kinds]:
             raise ValueError(f"hard_negative_kinds must be {', '.join(kinds)} or kind/name: {bad}")
         return self
