@@ -36,11 +36,14 @@ def main() -> None:
     parser.add_argument(
         "--patch", type=int, nargs=3, help="inference window z y x (default: predict's choice)"
     )
+    parser.add_argument("--overlap", type=float, default=0.25, help="window overlap (predict's)")
     args = parser.parse_args()
 
     model_dir = args.model or bundled_model_dir()
     projects = held_out_projects(args)
-    config = PredictConfig(tta=args.tta, patch_size=tuple(args.patch) if args.patch else None)
+    config = PredictConfig(
+        tta=args.tta, patch_size=tuple(args.patch) if args.patch else None, overlap=args.overlap
+    )
     t0 = time.perf_counter()
     found = [
         predict(project, model_dir=model_dir, config=config, tomo_type=args.tomo_type)
@@ -65,6 +68,7 @@ def main() -> None:
         "tomo_type": args.tomo_type,
         "tta": args.tta,
         "patch_size": args.patch,
+        "overlap": args.overlap,
         "n_runs": int(truth.experiment.nunique()),
         "predict_seconds": round(predict_s, 1),
         "hardware": describe_hardware(),
