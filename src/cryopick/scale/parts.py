@@ -33,6 +33,7 @@ from cryopick import __version__
 from cryopick.core.errors import InputError
 from cryopick.core.picks import PICKS_COLUMNS, empty_picks, validate_picks
 from cryopick.io.atomic import atomic_path, write_text_atomic
+from cryopick.io.picks.csv_io import read_csv_exactly
 from cryopick.io.runs import RunRef, list_run_refs
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def write_part(parts_dir: Path, run: str, picks: pd.DataFrame, meta: Mapping[str
 def read_part(parts_dir: Path, run: str) -> pd.DataFrame:
     """Read one run's picks back exactly (floats round-trip)."""
     path = parts_dir / f"{run}.csv"
-    df = pd.read_csv(path, dtype={"experiment": str, "particle_type": str})
+    df = read_csv_exactly(path, dtype={"experiment": str, "particle_type": str})
     return validate_picks(df, source=path) if len(df) else empty_picks()
 
 

@@ -310,6 +310,7 @@ def read_simulated_distractors(project: str | Path) -> pd.DataFrame:
         simulated before cryopick recorded distractors have no rows.
     """
     from cryopick.io.layout import read_copick_config
+    from cryopick.io.picks.csv_io import read_csv_exactly
 
     path = Path(project)
     layout = read_copick_config(path / "copick_config.json" if path.is_dir() else path)
@@ -317,7 +318,7 @@ def read_simulated_distractors(project: str | Path) -> pd.DataFrame:
     for run in layout.run_names():
         csv = layout.picks_dir(run).parent / DISTRACTORS_FILENAME
         if csv.is_file():
-            frames.append(pd.read_csv(csv).assign(experiment=run))
+            frames.append(read_csv_exactly(csv).assign(experiment=run))
     if not frames:
         columns = ["experiment", *DISTRACTOR_COLUMNS]
         return pd.DataFrame({c: pd.Series(dtype=float if c in "xyz" else str) for c in columns})
