@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,14 @@ def test_resample_in_blocks_equals_whole(monkeypatch):
     whole = resample_volume(volume, 5.0, 10.0)
     monkeypatch.setattr(preprocess, "_BLOCK_VOXELS", 6 * 6 * 4)  # 2 output slices per block
     np.testing.assert_allclose(resample_volume(volume, 5.0, 10.0), whole, atol=1e-6)
+
+
+def test_resampling_warns_nothing():
+    # scipy 1.12 warned on every resampled tomogram that a 1-D matrix "has changed"
+    volume = np.random.default_rng(0).normal(size=(12, 14, 16)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resample_volume(volume, 13.48, 10.0)
 
 
 def test_resample_same_spacing_is_a_float32_copy():

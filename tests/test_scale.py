@@ -23,6 +23,7 @@ from cryopick.core.errors import InputError
 from cryopick.core.particles import default_particle_set
 from cryopick.io.atomic import temp_prefix
 from cryopick.io.mrc import write_mrc
+from cryopick.io.picks.csv_io import read_csv_exactly
 from cryopick.io.tomograms import read_tomograms
 from cryopick.scale.executors import (
     ClusterConfig,
@@ -97,7 +98,7 @@ def client():
 
 
 def _read_output(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"experiment": str})
+    return read_csv_exactly(path, dtype={"experiment": str})
 
 
 def _assert_same_picks(output: Path, reference: pd.DataFrame) -> None:

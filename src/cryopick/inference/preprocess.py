@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,16 +230,18 @@ def resample_volume(
         block = np.asarray(volume[i0:i1], dtype=np.float32)
         if sigma > 0:
             block = ndimage.gaussian_filter(block, sigma=sigma, mode="nearest")
-        ndimage.affine_transform(
-            block,
-            matrix=np.full(3, factor),
-            offset=(j0 * factor - i0, 0.0, 0.0),
-            output_shape=(j1 - j0, *out_shape[1:]),
-            output=out[j0:j1],
-            order=order,
-            mode="nearest",
-            prefilter=order > 1,
-        )
+        with warnings.catch_warnings():  # older scipy (1.12) warns that a 1-D matrix "changed"
+            warnings.filterwarnings("ignore", "The behavior of affine_transform", UserWarning)
+            ndimage.affine_transform(
+                block,
+                matrix=np.full(3, factor),
+                offset=(j0 * factor - i0, 0.0, 0.0),
+                output_shape=(j1 - j0, *out_shape[1:]),
+                output=out[j0:j1],
+                order=order,
+                mode="nearest",
+                prefilter=order > 1,
+            )
     return out
 
 
