@@ -98,3 +98,27 @@ def test_stores_cryopick_writes_pass_ngff_zarr_validation(
     ]
     assert [a.unit for a in multiscales.metadata.axes] == ["angstrom"] * 3
     np.testing.assert_array_equal(np.asarray(multiscales.images[0].data), volume)
+
+
+def test_reads_a_tczyx_store_with_one_time_point_and_channel(tmp_path: Path) -> None:
+    # bioformats2raw and other converters write t, c, z, y, x even for one volume
+    volume = _volume()
+    image = ngff_zarr.to_ngff_image(
+        volume[None, None],
+        dims=["t", "c", "z", "y", "x"],
+        scale={"t": 1.0, "c": 1.0, **dict.fromkeys("zyx", SPACING_A / 10)},
+        axes_units={"t": "second", **dict.fromkeys("zyx", "nanometer")},
+        name="tomogram",
+    )
+    multiscales = ngff_zarr.to_multiscales(image, scale_factors=[], chunks=8)
+    store = tmp_path / "TS_6.zarr"
+    ngff_zarr.to_ngff_zarr(store, multiscales, version="0.5")
+    axes = json.loads((store / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+    assert [a["name"] for a in axes["axes"]] == ["t", "c", "z", "y", "x"]
+
+    data, spacing_A = read_ome_zarr(store)
+    assert data.shape == SHAPE and spacing_A == pytest.approx(SPACING_A)
+    np.testing.assert_array_equal(np.asarray(data), volume)
+    np.testing.assert_array_equal(data[3:11, 5], volume[3:11, 5])
+    (tomogram,) = read_tomograms(store)
+    assert tomogram.shape == SHAPE and tomogram.spacing_A == pytest.approx(SPACING_A)

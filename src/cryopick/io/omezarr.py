@@ -5,8 +5,9 @@ Two flavours are read and written, both as stored by the CZ cryoET data portal a
 * zarr v2 + OME-NGFF 0.4: ``.zgroup``/``.zattrs`` with a top-level ``multiscales`` key;
 * zarr v3 + OME-NGFF 0.5: ``zarr.json`` whose attributes hold ``{"ome": {"multiscales": ...}}``.
 
-Axes are ``z, y, x``; the voxel size of each level is the ``scale`` of that level's
-``coordinateTransformations``, in Å (converted when the axes declare another unit).
+Axes are ``z, y, x``, after any time or channel axes of length 1 (``t, c, z, y, x``;
+:mod:`cryopick.io.omezarr_axes`); the voxel size of each level is the ``scale`` of that
+level's ``coordinateTransformations``, in Å (converted when the axes declare another unit).
 Works with zarr-python 2 (copick's environment, v2 stores only) and zarr-python 3.
 """
 
@@ -24,20 +25,16 @@ from numpy.typing import ArrayLike, NDArray
 from cryopick.core.errors import InputError
 from cryopick.io._checks import as_volume_to_write
 from cryopick.io.atomic import atomic_path
+from cryopick.io.omezarr_axes import (
+    AXES_ZYX,
+    count_leading_axes,
+    drop_leading_axes,
+    read_spacing_A,
+)
 from cryopick.io.omezarr_checks import checked_array, warn_if_translated
 
 ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
 DEFAULT_CHUNKS = (128, 128, 128)
-AXES_ZYX = ("z", "y", "x")
-# length units of OME-NGFF axes, in Å
-_UNIT_TO_A = {
-    "angstrom": 1.0,
-    "nanometer": 10.0,
-    "micrometer": 1e4,
-    "picometer": 0.01,
-    "millimeter": 1e7,
-    "meter": 1e10,
-}
 _GROUP_FILES = (".zgroup", ".zattrs", "zarr.json")
 
 
@@ -57,10 +54,11 @@ def read_ome_zarr(path: str | Path, level: int = 0) -> tuple[Any, float]:
 
     Returns
     -------
-    data : zarr.Array, shape (Z, Y, X)
-        The level, not read into memory. Reads with ``data[...]`` raise InputError naming
-        the chunk when a chunk file is missing or corrupt
-        (:mod:`cryopick.io.omezarr_checks`).
+    data : zarr.Array or SpatialView, shape (Z, Y, X)
+        The level, not read into memory (a level with leading time or channel axes of
+        length 1 comes as a :class:`cryopick.io.omezarr_axes.SpatialView` of its volume).
+        Reads with ``data[...]`` raise InputError naming the chunk when a chunk file is
+        missing or corrupt (:mod:`cryopick.io.omezarr_checks`).
     spacing_A : float
         Voxel size of that level in Å.
 
@@ -68,7 +66,8 @@ def read_ome_zarr(path: str | Path, level: int = 0) -> tuple[Any, float]:
     ------
     InputError
         If ``path`` is not a zarr group, its metadata are corrupt or lack ``multiscales``,
-        ``level`` is out of range, the voxel size is missing, or the array is not 3-D.
+        ``level`` is out of range, the voxel size is missing, or the array is not one
+        3-D volume (more than one channel or time point, or axes other than z, y, x).
 
     Notes
     -----
@@ -94,13 +93,10 @@ def read_ome_zarr(path: str | Path, level: int = 0) -> tuple[Any, float]:
         ) from None
     if not isinstance(data, zarr.Array):
         raise InputError(path, f"level {level}: {ds_path!r} is not an array")
-    if data.ndim != 3:
-        raise InputError(
-            path, f"level {level}: expected a 3-D (z, y, x) volume, got shape {data.shape}"
-        )
-    spacing_A, unit_A = _read_spacing_A(path, ms, dataset, level)
+    n_leading = count_leading_axes(path, ms, data.shape, level)
+    spacing_A, unit_A = read_spacing_A(path, ms, dataset, level, n_leading)
     warn_if_translated(path, level, ms, dataset, unit_A)
-    return checked_array(path, ds_path, data), spacing_A
+    return drop_leading_axes(checked_array(path, ds_path, data), n_leading), spacing_A
 
 
 def read_ome_zarr_levels(path: str | Path) -> list[tuple[tuple[int, ...], float]]:
@@ -162,60 +158,6 @@ def _v3_node_type(path: Path) -> str | None:
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(path, f"corrupt zarr.json: {err}") from None
     return node.get("node_type") if isinstance(node, dict) else None
-
-
-def _read_spacing_A(path: Path, ms: dict, dataset: dict, level: int) -> tuple[float, list[float]]:
-    """Voxel size of a level in Å, and Å per axis unit (z, y, x)."""
-    scale = _scale_of(path, dataset.get("coordinateTransformations"), f"level {level}")
-    if scale is None:
-        raise InputError(path, f"level {level}: no voxel size ('scale' coordinateTransformation)")
-    global_scale = _scale_of(path, ms.get("coordinateTransformations"), "multiscales")
-    if global_scale is not None:
-        scale = scale * global_scale
-    axes = ms.get("axes")
-    names, units = _axes_names_units(path, axes, len(scale))
-    if names is not None and tuple(names) != AXES_ZYX:
-        raise InputError(path, f"axes {names} are not (z, y, x)")
-    factors = []
-    for unit in units:
-        if unit is not None and unit.lower() not in _UNIT_TO_A:
-            raise InputError(path, f"unsupported axis unit {unit!r}")
-        factors.append(1.0 if unit is None else _UNIT_TO_A[unit.lower()])
-    if len(scale) != 3:
-        raise InputError(path, f"level {level}: scale {scale.tolist()} is not 3-D")
-    scale_A = scale * np.asarray(factors)
-    if np.any(scale_A <= 0) or not np.all(np.isfinite(scale_A)):
-        raise InputError(path, f"level {level}: invalid voxel size {scale_A.tolist()}")
-    if not np.allclose(scale_A, scale_A[-1], rtol=1e-3):
-        raise InputError(path, f"anisotropic voxels {scale_A.tolist()} Å are not supported")
-    return float(scale_A[-1]), factors
-
-
-def _scale_of(path: Path, transforms: object, where: str) -> NDArray[np.float64] | None:
-    if transforms is None:
-        return None
-    if not isinstance(transforms, list):
-        raise InputError(path, f"{where}: coordinateTransformations is not a list")
-    for t in transforms:
-        if isinstance(t, dict) and t.get("type") == "scale":
-            if "scale" not in t:
-                raise InputError(path, f"{where}: scale transformation without values")
-            return np.asarray(t["scale"], dtype=np.float64)
-    return None
-
-
-def _axes_names_units(
-    path: Path, axes: object, n: int
-) -> tuple[list[str] | None, list[str | None]]:
-    if axes is None:
-        return None, [None] * n  # OME-NGFF < 0.3: implicit z, y, x; copick's unit is Å
-    if not isinstance(axes, list) or len(axes) != n:
-        raise InputError(path, f"axes {axes} do not match a {n}-D scale")
-    if all(isinstance(a, str) for a in axes):  # OME-NGFF 0.3
-        return list(axes), [None] * n
-    if not all(isinstance(a, dict) and "name" in a for a in axes):
-        raise InputError(path, f"malformed axes {axes}")
-    return [a["name"] for a in axes], [a.get("unit") for a in axes]
 
 
 # ---------------------------------------------------------------- writing

@@ -127,9 +127,9 @@ class ChunkGrid:
 
     def describe(self, coords: Sequence[int]) -> str:
         """Name a chunk for a message: its key and the voxels it covers."""
+        spatial = self.region(coords)[-3:]  # after any time or channel axes
         voxels = ", ".join(
-            f"{axis} {r.start}:{r.stop}"
-            for axis, r in zip("zyx", self.region(coords), strict=False)
+            f"{axis} {r.start}:{r.stop}" for axis, r in zip("zyx", spatial, strict=False)
         )
         return f"chunk file '{self.array_path}/{self.key(coords)}' (voxels {voxels})"
 
