@@ -199,6 +199,28 @@ def test_mrc_without_voxel_size_needs_override(tmp_path):
     assert (tomo.name, tomo.spacing_A) == ("raw", 12.5)
 
 
+@pytest.mark.parametrize(
+    ("mapc_mapr_maps", "stored_axes"),
+    [((3, 2, 1), (2, 1, 0)), ((2, 1, 3), (0, 2, 1)), ((1, 3, 2), (1, 0, 2))],
+)
+def test_mrc_axis_order_of_the_header_is_applied(tmp_path, caplog, mapc_mapr_maps, stored_axes):
+    # the file's sections, rows, columns are the physical axes maps, mapr, mapc (1 = x)
+    vol = _volume((5, 6, 7))
+    path = tmp_path / "ordered.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.ascontiguousarray(vol.transpose(stored_axes)))
+        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = mapc_mapr_maps
+        mrc.voxel_size = 10.0
+    data, spacing_A = read_mrc(path)
+    np.testing.assert_array_equal(data, vol)
+    assert spacing_A == 10.0 and "read as z, y, x" in caplog.text
+    np.testing.assert_array_equal(normalise_volume(data), normalise_volume(vol))
+    with mrcfile.open(path, mode="r+") as mrc:
+        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = 1, 1, 3
+    with pytest.raises(InputError, match=r"invalid axis order .* = \[1, 1, 3\]"):
+        read_mrc(path)
+
+
 def test_mrc_not_3d_and_not_mrc(tmp_path):
     flat = tmp_path / "flat.mrc"
     with mrcfile.new(flat) as mrc:

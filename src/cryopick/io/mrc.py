@@ -70,6 +70,7 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
         if _is_unsigned_imod_bytes(mrc):
             data = data.view(np.uint8)
         header_A = _header_spacing_A(mrc, path)
+        data = _to_zyx(data, mrc, path)
     if data.dtype.name not in _SUPPORTED_DTYPES:
         raise InputError(path, f"unsupported MRC data type {data.dtype}")
     return data, _choose_spacing_A(path, header_A, spacing_A)
@@ -137,6 +138,31 @@ def _header_spacing_A(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float | None:
     if not np.allclose(zyx, zyx[-1], rtol=1e-3):
         logger.warning("%s: anisotropic voxel size %s Å; using x", path, zyx)
     return float(zyx[-1])
+
+
+def _to_zyx(data: np.memmap, mrc: mrcfile.mrcfile.MrcFile, path: Path) -> np.memmap:
+    """Put the volume's axes in (z, y, x) order, by the header's ``mapc, mapr, maps``.
+
+    The file stores sections, rows, columns; ``maps, mapr, mapc`` say which of the
+    physical axes (1 = x, 2 = y, 3 = z) each is. Nearly every tomogram has (3, 2, 1) in
+    that order; any other permutation is transposed (a view, nothing read), with a warning.
+    """
+    header = mrc.header
+    stored = [int(header.maps), int(header.mapr), int(header.mapc)]  # axes of data[0], [1], [2]
+    if stored == [3, 2, 1] or stored == [0, 0, 0]:  # standard, or left unset by the writer
+        return data
+    if sorted(stored) != [1, 2, 3]:
+        raise InputError(
+            path, f"invalid axis order in the header: mapc, mapr, maps = {stored[::-1]}"
+        )
+    order = tuple(stored.index(axis) for axis in (3, 2, 1))
+    logger.warning(
+        "%s: the header stores the axes as mapc, mapr, maps = %s; read as z, y, x",
+        path,
+        stored[::-1],
+    )
+    transposed: np.memmap = data.transpose(order)
+    return transposed
 
 
 def _imod_fields(mrc: mrcfile.mrcfile.MrcFile) -> tuple[int, int]:
