@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from cryopick.cli import app
 from cryopick.core.errors import InputError
 from cryopick.inference.pipeline import PredictConfig, predict, predict_tomogram
+from cryopick.inference.preprocess import warn_if_thickness_not_along_z
 from cryopick.io.atomic import temp_prefix, write_text_atomic
 from cryopick.io.layout import make_copick_config, read_copick_config
 from cryopick.io.mrc import write_mrc
@@ -437,3 +438,20 @@ def test_an_input_or_another_data_file_is_never_the_output(tmp_path, tiny_untrai
     result = RUNNER.invoke(app, report)
     assert result.exit_code == 2 and "is an input of this command" in result.output
     assert picks.read_bytes() == kept
+
+
+def test_a_tomogram_thinnest_along_y_is_warned_about(caplog):
+    # an IMOD reconstruction before trimvol -rx: thickness along y, the beam not along z
+    card = _card()
+    with caplog.at_level(logging.WARNING, logger="cryopick.inference.preprocess"):
+        predict_tomogram(
+            _tomogram(_volume(shape=(20, 40, 44))), DarkBlobDetector(), card, device="cpu"
+        )
+    assert "looks unrotated" not in caplog.text
+    unrotated = _volume(shape=(44, 18, 40))
+    with caplog.at_level(logging.WARNING, logger="cryopick.inference.preprocess"):
+        predict_tomogram(_tomogram(unrotated), DarkBlobDetector(), card, device="cpu")
+    assert "(44 x 18 x 40 voxels, z y x) is thinnest along y, not z" in caplog.text
+    assert warn_if_thickness_not_along_z("T", (40, 44, 15)) and not warn_if_thickness_not_along_z(
+        "T", (300, 200, 1000)
+    )

@@ -42,7 +42,11 @@ from cryopick.inference.output import (
 )
 from cryopick.inference.picking import PickSettings, check_config_for_model, pick_particles
 from cryopick.inference.polarity import orient_contrast
-from cryopick.inference.preprocess import prepare_volume, warn_if_smaller_than_window
+from cryopick.inference.preprocess import (
+    prepare_volume,
+    warn_if_smaller_than_window,
+    warn_if_thickness_not_along_z,
+)
 from cryopick.inference.window import ProbabilityMap, predict_probability_map, resolve_device
 from cryopick.io.runs import RunResult, open_tomograms, raise_all_failed
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
@@ -157,6 +161,7 @@ def compute_probability_map(
         volume, tomogram.name, config.invert, model, str(device), config.precision
     )
     warn_if_smaller_than_window(tomogram.name, volume.shape, card.patch_size, model_spacing_A)
+    warn_if_thickness_not_along_z(tomogram.name, volume.shape)
     prob_map = predict_probability_map(
         model,
         volume,

@@ -269,3 +269,26 @@ def warn_if_smaller_than_window(
             ", ".join(small),
         )
     return bool(small)
+
+
+def warn_if_thickness_not_along_z(name: str, shape_zyx: Sequence[int]) -> bool:
+    """Warn when y or x, not z, is clearly the tomogram's thinnest axis.
+
+    cryopick's networks expect the beam (the sample's thickness, and the missing wedge)
+    along z. An IMOD reconstruction before ``trimvol -rx`` / ``clip rotx`` has its
+    thickness along y; picks in it are unreliable. Returns True when it warned.
+    """
+    z, y, x = (int(n) for n in shape_zyx)
+    thinnest = "y" if y < 0.5 * min(z, x) else "x" if x < 0.5 * min(z, y) else None
+    if thinnest is not None:
+        log.warning(
+            "%s: the tomogram (%d x %d x %d voxels, z y x) is thinnest along %s, not z: it "
+            "looks unrotated (IMOD: trimvol -rx or clip rotx); cryopick expects the beam "
+            "along z, so its picks are unreliable until the volume is rotated",
+            name,
+            z,
+            y,
+            x,
+            thinnest,
+        )
+    return thinnest is not None
