@@ -31,9 +31,8 @@ from cryopick.io.omezarr_axes import (
     drop_leading_axes,
     read_spacing_A,
 )
-from cryopick.io.omezarr_checks import checked_array, warn_if_translated
+from cryopick.io.omezarr_checks import ZARR3, checked_array, warn_if_translated
 
-ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
 DEFAULT_CHUNKS = (128, 128, 128)
 _GROUP_FILES = (".zgroup", ".zattrs", "zarr.json")
 
