@@ -14,14 +14,26 @@ from cryopick.core.coords import voxels_to_angstrom
 from cryopick.core.errors import InputError
 from cryopick.core.particles import default_particle_set
 from cryopick.evaluation.metric import score_picks
-from cryopick.evaluation.tuning import tune_model
-from cryopick.inference.picking import PickSettings, pick_particles
+from cryopick.evaluation.tuning import _calibrated_card, tune_model
+from cryopick.inference.picking import (
+    PickSettings,
+    choose_calibration,
+    choose_thresholds,
+    pick_particles,
+)
 from cryopick.inference.pipeline import PredictConfig, predict_tomogram
 from cryopick.inference.rescoring import candidate_features, count_features
 from cryopick.io.layout import make_copick_config, read_copick_config
 from cryopick.io.picks import make_picks, write_picks
 from cryopick.io.tomograms import Tomogram, write_tomogram
-from cryopick.model import ModelCard, ModelConfig, build_model, read_model_card, save_model
+from cryopick.model import (
+    ModelCard,
+    ModelConfig,
+    ScoreCalibration,
+    build_model,
+    read_model_card,
+    save_model,
+)
 from cryopick.model.rescorer import DenseLayer, Rescorer
 from cryopick.training.rescorer import Candidates, fit_rescorer, label_candidates
 
@@ -217,6 +229,28 @@ def test_tune_fits_a_rescorer_that_drops_decoys_the_network_cannot_tell_apart(tm
     picks = predict_tomogram(tomogram, DarkBlobDetector(), card, cpu)
     after = score_picks(truth, picks).per_class.set_index("particle_type").loc["apo-ferritin"]
     assert after["tp"] == 6 and after["fp"] == 0
+    # flip TTA is re-scored too (it used to drop the rescorer and keep every decoy)
+    tta = predict_tomogram(tomogram, DarkBlobDetector(), card, cpu, tta=True)
+    pd.testing.assert_frame_equal(tta[["x", "y", "z"]], picks[["x", "y", "z"]])
+    # TTA tables tuned on raw peaks do not fit re-scored values: not used with a rescorer
+    stale = card.model_copy(update={"thresholds_tta": {"apo-ferritin": 0.9999}})
+    assert choose_thresholds(stale, tta=True) == choose_thresholds(stale) == card.thresholds
+    marked = stale.model_copy(update={"tta_rescored": True})
+    assert choose_thresholds(marked, tta=True)["apo-ferritin"] == 0.9999
+    # tuned with TTA, a rescorer card gets TTA tables of re-scored candidates, marked so
+    tta_config = cpu.model_copy(update={"tta": True})
+    tune_model(
+        tmp_path / "tuned",
+        tune_on,
+        tmp_path / "tuned_tta",
+        tta_config,
+        model=(DarkBlobDetector(), card),
+        truth_user="curation",
+    )
+    tta_card = read_model_card(tmp_path / "tuned_tta")
+    assert tta_card.tta_rescored and tta_card.thresholds_tta["apo-ferritin"] == pytest.approx(
+        1 / 17
+    )
 
 
 def test_tune_sets_the_rescorer_floor_and_refuses_one_without_a_rescorer(tmp_path):
@@ -233,3 +267,14 @@ def test_tune_sets_the_rescorer_floor_and_refuses_one_without_a_rescorer(tmp_pat
     with pytest.raises(InputError, match="no rescorer"):
         tune_model(model_dir, tune_on, tmp_path / "t2", cpu, rescorer_floor=0.3, **plain)
     assert not (tmp_path / "t2").exists()
+
+
+def test_a_tta_calibration_of_a_rescorer_card_marks_it_and_drops_stale_tta_thresholds():
+    half = ScoreCalibration(raw_scores=[0.5, 0.6], probabilities=[0.2, 0.4])
+    stale = _card(rescorer=_inverting_rescorer(), thresholds_tta={"apo-ferritin": 0.9})
+    assert not stale.uses_tta_tables
+    card = _calibrated_card(stale, {"apo-ferritin": half}, tta=True)
+    assert card.tta_rescored and card.uses_tta_tables and card.thresholds_tta == {}
+    assert choose_calibration(card, tta=True) == {"apo-ferritin": half}
+    plain = _calibrated_card(_card(thresholds_tta={"apo-ferritin": 0.9}), {}, tta=True)
+    assert not plain.tta_rescored and plain.thresholds_tta == {"apo-ferritin": 0.9}

@@ -210,11 +210,11 @@ def _tuning_rule(
 ) -> tuple[ThresholdRule, float]:
     """Return the threshold rule and tolerance, defaulting by whether a rescorer scores.
 
-    The card's rescorer scores the candidates unless the prediction uses TTA; its scores
-    are probabilities (rule ``"probability"``) and its false ones crowd near 0 (tolerance
+    The card's rescorer, if any, scores the candidates (TTA ones too); its scores are
+    probabilities (rule ``"probability"``) and its false ones crowd near 0 (tolerance
     :data:`RESCORED_TUNE_TOLERANCE` for the ``"best-fbeta"`` rule).
     """
-    rescored = card.rescorer is not None and not config.tta
+    rescored = card.rescorer is not None
     if tolerance is None:
         tolerance = RESCORED_TUNE_TOLERANCE if rescored else DEFAULT_TUNE_TOLERANCE
     return rule or ("probability" if rescored else "best-fbeta"), tolerance
@@ -272,13 +272,13 @@ def _with_rescorer_floor(model: LoadedModel, floor: float, model_dir: Path) -> L
 def _candidate_config(config: PredictConfig | None, card: ModelCard) -> PredictConfig:
     """``config`` keeping every candidate: raw peaks above the candidate floor.
 
-    With the card's rescorer (plain predictions), every peak above the rescorer's own
+    With the card's rescorer, every peak above the rescorer's own
     floor is a candidate, whatever its new score: the tuned threshold can then lie between
     a class's true and false candidates (:func:`cryopick.evaluation.metric.tune_thresholds`).
     """
     config = config or PredictConfig()
     thresholds = candidate_thresholds(card.particle_set)
-    if card.rescorer is not None and not config.tta:
+    if card.rescorer is not None:
         thresholds = dict.fromkeys(thresholds, 0.0)
     floor = {"thresholds": thresholds, "min_score": 0.0}
     return config.model_copy(update={**floor, "min_precision": None})
@@ -293,7 +293,10 @@ def _raw_scores_model(model: LoadedModel) -> LoadedModel:
 def _tuned_card(card: ModelCard, tuned: TunedScore, tta: bool, data: str) -> ModelCard:
     """Return ``card`` with the tuned thresholds (TTA: only ``thresholds_tta``) and metrics."""
     if tta:  # TTA maps score differently: keep the plain thresholds and metrics
-        return card.model_copy(update={"thresholds_tta": tuned.thresholds})
+        rescored = card.rescorer is not None
+        return card.model_copy(
+            update={"thresholds_tta": tuned.thresholds, "tta_rescored": rescored}
+        )
     update = {
         "thresholds": tuned.thresholds,
         "validation": tuned.per_class,
@@ -306,8 +309,17 @@ def _tuned_card(card: ModelCard, tuned: TunedScore, tta: bool, data: str) -> Mod
 def _calibrated_card(
     card: ModelCard, calibration: dict[str, ScoreCalibration], tta: bool
 ) -> ModelCard:
-    """Return ``card`` with ``calibration`` (TTA: as ``calibration_tta``)."""
-    return card.model_copy(update={"calibration_tta" if tta else "calibration": calibration})
+    """Return ``card`` with ``calibration`` (TTA: as ``calibration_tta``).
+
+    A TTA calibration of a card with a rescorer is fitted on re-scored candidates: the card
+    is marked ``tta_rescored``, and TTA thresholds tuned earlier on raw peaks are dropped.
+    """
+    if not tta:
+        return card.model_copy(update={"calibration": calibration})
+    update: dict[str, object] = {"calibration_tta": calibration}
+    if card.rescorer is not None and not card.tta_rescored:
+        update.update(thresholds_tta={}, tta_rescored=True)
+    return card.model_copy(update=update)
 
 
 def _write_tuned_model(model_dir: Path, out_dir: Path, card: ModelCard) -> None:

@@ -104,10 +104,12 @@ class PickSettings:
     def for_model(cls, card: ModelCard, config: PredictConfig) -> PickSettings:
         """Return a prediction's settings: the model's target and thresholds, the config's options.
 
-        Thresholds: the card's ``thresholds_tta`` for a TTA prediction when the card has them,
-        else its ``thresholds``; ``config.thresholds`` override single classes (names or
-        aliases of the card's particle set). Calibration: the card's, chosen the same way
-        (:func:`choose_calibration`). With ``config.min_precision`` the card's thresholds
+        Thresholds: the card's ``thresholds_tta`` for a TTA prediction when the card has them
+        (and they fit its scores: :attr:`ModelCard.uses_tta_tables`), else its
+        ``thresholds``; ``config.thresholds`` override single classes (names or aliases of
+        the card's particle set). Calibration: the card's, chosen the same way
+        (:func:`choose_calibration`). The card's rescorer, if any, re-scores TTA
+        predictions too. With ``config.min_precision`` the card's thresholds
         give way to :data:`CANDIDATE_MIN_SCORE` (overrides stay, as raw floors).
 
         Raises
@@ -134,7 +136,7 @@ class PickSettings:
             cross_class_fraction=config.cross_class_fraction,
             cross_class_ratio=config.cross_class_ratio,
             particles=particles,
-            rescorer=None if config.tta else card.rescorer,
+            rescorer=card.rescorer,
         )
 
     @classmethod
@@ -198,8 +200,9 @@ def choose_thresholds(
     card : ModelCard
         The model's card.
     tta : bool
-        A flip-TTA prediction: the card's ``thresholds_tta`` when it has them (TTA maps score
-        differently), else its ``thresholds``.
+        A flip-TTA prediction: the card's ``thresholds_tta`` when it has them and they fit
+        its scores (:attr:`ModelCard.uses_tta_tables`; TTA maps score differently), else its
+        ``thresholds``.
     overrides : mapping, optional
         Thresholds replacing the card's for these classes, by name or alias of the card's
         particle set.
@@ -216,7 +219,9 @@ def choose_thresholds(
     InputError
         If an override names no type of the model (see :func:`check_threshold_names`).
     """
-    chosen = dict((card.thresholds_tta if tta else None) or card.thresholds)
+    chosen = dict(
+        (card.thresholds_tta if tta and card.uses_tta_tables else None) or card.thresholds
+    )
     if overrides:
         chosen.update(check_threshold_names(overrides, particles or card.particle_set))
     return chosen
@@ -233,7 +238,8 @@ def choose_calibration(card: ModelCard, tta: bool = False) -> dict[str, ScoreCal
     The card's ``calibration_tta`` for a flip-TTA prediction when it has one, else its
     ``calibration`` (as :func:`choose_thresholds` falls back for thresholds).
     """
-    return dict((card.calibration_tta if tta else None) or card.calibration)
+    tta_table = card.calibration_tta if tta and card.uses_tta_tables else None
+    return dict(tta_table or card.calibration)
 
 
 def check_min_precision(config: PredictConfig | None, card: ModelCard) -> None:

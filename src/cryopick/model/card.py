@@ -177,8 +177,12 @@ class ModelCard(BaseModel):
         ``calibration``).
     rescorer : Rescorer or None
         A second look at each candidate (:mod:`cryopick.model.rescorer`): when present,
-        plain (not TTA) predictions re-score the peaks above its ``candidate_floor`` and
-        ``thresholds`` and ``calibration`` apply to the re-scored values. None: raw peaks.
+        predictions (flip-TTA ones too) re-score the peaks above its ``candidate_floor``
+        and the thresholds and calibration apply to the re-scored values. None: raw peaks.
+    tta_rescored : bool
+        ``thresholds_tta`` and ``calibration_tta`` were tuned on re-scored TTA candidates.
+        A card with a rescorer uses its TTA tables only then (:attr:`uses_tta_tables`):
+        tables tuned on raw TTA peaks do not fit re-scored values.
     validation : list of ClassMetrics
         Per-class precision, recall and F-beta at the tuned thresholds.
     score : float or None
@@ -211,6 +215,7 @@ class ModelCard(BaseModel):
     calibration: dict[str, ScoreCalibration] = Field(default_factory=dict)
     calibration_tta: dict[str, ScoreCalibration] = Field(default_factory=dict)
     rescorer: Rescorer | None = None
+    tta_rescored: bool = False
     validation: list[ClassMetrics] = Field(default_factory=list)
     score: float | None = None
     learning_curve: list[tuple[float, int, float]] = Field(default_factory=list)
@@ -251,6 +256,11 @@ class ModelCard(BaseModel):
     def particle_set(self) -> ParticleSet:
         """The particle set the model was trained on (network channel = label)."""
         return ParticleSet.from_records(self.particles)
+
+    @property
+    def uses_tta_tables(self) -> bool:
+        """Whether ``predict --tta`` takes ``thresholds_tta`` / ``calibration_tta`` (if any)."""
+        return self.rescorer is None or self.tta_rescored
 
     def without_calibration(self) -> ModelCard:
         """Return a copy whose predictions keep raw scores (tuning, calibration fits)."""

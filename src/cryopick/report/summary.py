@@ -191,16 +191,19 @@ def marked_thresholds(card: ModelCard | None, name: str) -> tuple[float | None, 
     """Return the model's threshold and TTA threshold of a class, in the picks' score units.
 
     Thresholds apply to raw peak values; where the card calibrates the class's scores they
-    are shown as the calibrated score they map to (the TTA threshold through
-    ``calibration_tta`` when the card has one, as ``predict --tta`` does).
+    are shown as the calibrated score they map to (the TTA threshold and calibration those
+    ``predict --tta`` takes: :func:`cryopick.inference.picking.choose_thresholds`).
     """
     if card is None:
         return None, None
+    from cryopick.inference.picking import choose_calibration, choose_thresholds
+
     plain_map = card.calibration.get(name)
-    tta_map = (card.calibration_tta or card.calibration).get(name)
+    tta_map = choose_calibration(card, tta=True).get(name)
+    tta_threshold = choose_thresholds(card, tta=True).get(name) if card.thresholds_tta else None
     return (
         _in_score_units(card.thresholds.get(name), plain_map),
-        _in_score_units(card.thresholds_tta.get(name), tta_map),
+        _in_score_units(tta_threshold, tta_map),
     )
 
 
