@@ -45,6 +45,7 @@ import torch
 
 from cryopick.evaluation.metric import score_picks
 from cryopick.inference.pipeline import predict_tomogram
+from cryopick.inference.preprocess import normalise_volume
 from cryopick.inference.runtime import describe_hardware
 from cryopick.inference.window import predict_probability_map
 from cryopick.io.picks import read_picks
@@ -148,8 +149,7 @@ def time_network(args: argparse.Namespace, project: Path) -> dict:
     """The bundled networks alone over the full volume at several batch sizes (bf16)."""
     device = torch.device(args.device)
     model, card = load_model(bundled_model_dir(), device=device)
-    volume = np.asarray(read_tomograms(project, runs=[RUN])[0].data, dtype=np.float32)
-    volume = (volume - volume.mean()) / volume.std()
+    volume = normalise_volume(read_tomograms(project, runs=[RUN])[0].data)  # as predict does
     rows = []
     for batch in (2, 8, 32):
         for _repeat in range(2):  # the first of each batch size warms up (cuDNN autotune)

@@ -99,7 +99,7 @@ def test_csv_round_trip(tmp_path):
 
 
 def test_csv_reads_back_every_float_exactly(tmp_path):
-    # pandas < 3 read about one float in eight one unit in the last place off by default:
+    # pandas < 3.1 read about one float in eight one unit in the last place off by default:
     # resumed or sharded predicts then differed from an uninterrupted one
     rng = np.random.default_rng(7)
     df = make_picks("TS_1", "ribosome", rng.uniform(0, 6300, (2000, 3)), rng.uniform(0, 1, 2000))

@@ -330,13 +330,17 @@ def test_read_tomograms_nothing_there(tmp_path):
         read_tomograms(tmp_path)
 
 
-def _write_5d_store(path, volume5, axes):
-    """A zarr v2 / NGFF 0.4 store of one level written with zarr itself (t, c, z, y, x)."""
+def _write_store_with_axes(path, volume, axes):
+    """A zarr v2 / NGFF 0.4 store of one level written with zarr itself, with these axes.
+
+    Chunks are 4 voxels along the last three axes and 1 along any before them; every
+    axis has scale 1 (1 nm for the spatial axes of ``TCZYX``).
+    """
     group = zarr.open_group(str(path), mode="w", **({"zarr_format": 2} if ZARR3 else {}))
     create = group.create_array if ZARR3 else group.create_dataset
-    chunks = (1,) * (volume5.ndim - 3) + (4, 4, 4)
-    create("0", shape=volume5.shape, dtype="f4", chunks=chunks)[...] = volume5
-    scale = [1.0] * (volume5.ndim - 3) + [1.0, 1.0, 1.0]
+    chunks = (1,) * (volume.ndim - 3) + (4, 4, 4)
+    create("0", shape=volume.shape, dtype="f4", chunks=chunks)[...] = volume
+    scale = [1.0] * volume.ndim
     dataset = {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
     group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [dataset]}]
     return path
@@ -351,7 +355,7 @@ TCZYX = [
 
 def test_ome_zarr_time_and_channel_axes_of_one_are_dropped(tmp_path):
     vol = _volume((6, 7, 9))
-    store = _write_5d_store(tmp_path / "t.zarr", vol[None, None], TCZYX)
+    store = _write_store_with_axes(tmp_path / "t.zarr", vol[None, None], TCZYX)
     data, spacing_A = read_ome_zarr(store)
     assert data.shape == vol.shape and data.ndim == 3 and spacing_A == 10.0
     np.testing.assert_array_equal(data[...], vol)
@@ -368,13 +372,13 @@ def test_ome_zarr_time_and_channel_axes_of_one_are_dropped(tmp_path):
 
 def test_ome_zarr_several_channels_or_unnamed_axes_are_clear_errors(tmp_path):
     two = np.stack([_volume((4, 5, 6)), _volume((4, 5, 6), seed=1)])[None]
-    store = _write_5d_store(tmp_path / "c2.zarr", two, TCZYX)
+    store = _write_store_with_axes(tmp_path / "c2.zarr", two, TCZYX)
     with pytest.raises(InputError, match=r"axis 'c' has 2 entries \(shape \(1, 2, 4, 5, 6\)\)"):
         read_ome_zarr(store)
-    czyx = _write_5d_store(tmp_path / "c1.zarr", two[:, :1][0], None)  # 4-D, no axes named
+    czyx = _write_store_with_axes(tmp_path / "c1.zarr", two[:, :1][0], None)  # 4-D, no axes named
     with pytest.raises(InputError, match=r"expected a 3-D \(z, y, x\) volume, got shape"):
         read_ome_zarr(czyx)
     zyxc = [*TCZYX[2:], {"name": "c", "type": "channel"}]
-    last = _write_5d_store(tmp_path / "last.zarr", two[0, :1].transpose(1, 2, 3, 0), zyxc)
+    last = _write_store_with_axes(tmp_path / "last.zarr", two[0, :1].transpose(1, 2, 3, 0), zyxc)
     with pytest.raises(InputError, match="expected a 3-D"):
         read_ome_zarr(last)
