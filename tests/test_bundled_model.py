@@ -116,3 +116,23 @@ def test_inverted_contrast_is_detected_and_gives_the_same_picks(tmp_path, caplog
         assert len(plain) > 20 and _matched_fraction(plain, inverted, 1.0) > 0.98
         kept = predict(inverted_path, config=PredictConfig(invert=False))  # the user decides
         assert score_picks(run.picks, kept).score < 0.3 < score_picks(run.picks, plain).score
+
+
+def test_padding_with_a_constant_changes_no_pick_in_the_data(tmp_path, bundled_model):
+    # a rotated or masked tomogram holds regions of one value (here below every voxel, as
+    # IMOD's fill of a rotated volume can be); before, such a region made the robust spread
+    # so wide that a padded held-out tomogram gave no picks at all
+    run = _simulated()
+    volume = run.tomograms["denoised"]
+    plain = _predict_file(write_mrc(tmp_path / "tomo.mrc", volume, SPACING_A), bundled_model)
+    padded_volume = np.pad(volume, ((0, 0), (0, 0), (0, 96)), constant_values=volume.min() - 1)
+    padded = _predict_file(
+        write_mrc(tmp_path / "padded" / "tomo.mrc", padded_volume, SPACING_A), bundled_model
+    )
+    assert padded.x.max() < volume.shape[2] * SPACING_A  # nothing picked in the fill
+    strong = plain[plain.score >= plain.score.median()]
+    assert len(strong) > 5
+    # another window layout alone (the same padding with mirrored data) matches 0.89 here
+    assert _matched_fraction(strong, padded, tol_A=SPACING_A) >= 0.85
+    plain_score = score_picks(run.picks, plain).score  # 0.65; padded 0.62 (before: 0 picks)
+    assert score_picks(run.picks, padded).score > plain_score - 0.06

@@ -36,6 +36,12 @@ from cryopick.inference.fiducials import (
     find_dense_voxels,
     group_fiducials,
 )
+from cryopick.inference.fill import (
+    find_fill_values,
+    flat_sample_values,
+    mark_fill,
+    widen_fill,
+)
 
 if TYPE_CHECKING:
     from cryopick.io.tomograms import Tomogram
@@ -66,7 +72,9 @@ def normalise_volume(
     The centre is the median and the spread is ``(p84.13 - p15.87) / 2`` (the standard
     deviation for Gaussian data, but insensitive to gold beads and empty corners),
     both estimated from an evenly strided sample of at most ~2 M voxels. Values are then
-    clipped to ``[-clip_sigma, clip_sigma]``.
+    clipped to ``[-clip_sigma, clip_sigma]``. Constant fill (padding, masks, the corners of
+    a rotated volume: :mod:`cryopick.inference.fill`) is left out of the estimate and set
+    to 0, with a rim of :data:`~cryopick.inference.fill.FILL_RIM_VOXELS` voxels.
 
     Parameters
     ----------
@@ -93,13 +101,44 @@ def normalise_volume(
     shape = tuple(int(s) for s in volume.shape)
     if len(shape) != 3 or min(shape) == 0:
         raise InputError(source, f"expected a non-empty 3D volume (z, y, x), got shape {shape}")
-    n_z, n_y, n_x = shape
     if inplace and isinstance(volume, np.ndarray) and volume.dtype == np.float32:
         out = volume
     else:
         out = np.empty(shape, dtype=np.float32)
-    stride = max(1, round((math.prod(shape) / _SAMPLE_VOXELS) ** (1 / 3)))
-    samples = []
+    sample, fill_values = _copy_and_sample(volume, out, source)
+    if len(fill_values):
+        sample = sample[~np.isin(sample, fill_values)]
+    centre, spread = _robust_centre_spread(sample)
+    if not spread > 0:
+        log.warning("%s: constant volume; normalised to zeros", source or "volume")
+        out.fill(0.0)
+        return out
+    scale = np.float32(1.0 / spread)
+    fill_mask = np.zeros(shape, dtype=bool) if len(fill_values) else None
+    for z0, z1 in _z_blocks(shape[0], shape[1] * shape[2]):
+        block = out[z0:z1]
+        if fill_mask is not None:
+            fill_mask[z0:z1] = mark_fill(block, fill_values)
+        block -= np.float32(centre)
+        block *= scale
+        if clip_sigma is not None:
+            np.clip(block, -clip_sigma, clip_sigma, out=block)
+    if fill_mask is not None:
+        _blank_fill(out, fill_mask, fill_values, source)
+    return out
+
+
+def _copy_and_sample(
+    volume: Any, out: NDArray[np.float32], source: str | Path | None
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Copy ``volume`` into ``out`` (float32) block by block; return its sample and fill values.
+
+    The sample is every ``stride``-th voxel along each axis (~2 M voxels in all); the fill
+    values are those of :func:`cryopick.inference.fill.find_fill_values` (usually none).
+    """
+    n_z, n_y, n_x = out.shape
+    stride = max(1, round((out.size / _SAMPLE_VOXELS) ** (1 / 3)))
+    samples, flat_values = [], []
     for z0, z1 in _z_blocks(n_z, n_y * n_x):
         block = np.asarray(volume[z0:z1], dtype=np.float32)
         if not np.isfinite(block).all():
@@ -111,25 +150,41 @@ def normalise_volume(
             )
         out[z0:z1] = block
         first = (-z0) % stride  # global z indices that are multiples of the stride
-        samples.append(block[first::stride, ::stride, ::stride].ravel())
+        strided = block[first::stride, ::stride, ::stride]
+        samples.append(strided.ravel())
+        flat_values.append(flat_sample_values(strided))
     sample = np.concatenate(samples)
+    return sample, find_fill_values(np.concatenate(flat_values), len(sample))
+
+
+def _robust_centre_spread(sample: NDArray[np.float32]) -> tuple[float, float]:
+    """Median and ``(p84.13 - p15.87) / 2`` of a sample (its std when that is 0)."""
+    if len(sample) == 0:
+        return 0.0, 0.0
     p_lo, median, p_hi = np.percentile(sample, [15.865, 50.0, 84.135])
     spread = (p_hi - p_lo) / 2.0
     if not spread > 0:  # (nearly) constant sample: fall back to the full standard deviation
         spread = float(sample.std())
-    if not spread > 0:
-        log.warning("%s: constant volume; normalised to zeros", source or "volume")
-        out.fill(0.0)
-        return out
-    scale = np.float32(1.0 / spread)
-    centre = np.float32(median)
-    for z0, z1 in _z_blocks(n_z, n_y * n_x):
-        block = out[z0:z1]
-        block -= centre
-        block *= scale
-        if clip_sigma is not None:
-            np.clip(block, -clip_sigma, clip_sigma, out=block)
-    return out
+    return float(median), float(spread)
+
+
+def _blank_fill(
+    out: NDArray[np.float32],
+    fill_mask: NDArray[np.bool_],
+    fill_values: NDArray[np.float32],
+    source: str | Path | None,
+) -> None:
+    """Set the (widened) fill of a normalised volume to 0, the median; say how much."""
+    widened = widen_fill(fill_mask)
+    out[widened] = 0.0
+    log.info(
+        "%s: %.1f%% of the voxels hold the constant value%s %s (padding or a mask, no data): "
+        "left out of the normalisation and set to the median",
+        source or "volume",
+        100.0 * float(widened.mean()),
+        "s" if len(fill_values) > 1 else "",
+        ", ".join(f"{v:g}" for v in fill_values),
+    )
 
 
 def resampled_shape(
