@@ -9,8 +9,9 @@ that a held-out tomogram gave no picks at all) and their edges read as dense obj
 :func:`find_fill_values` finds such values in the strided sample the normalisation
 already takes: a value counts as fill when it sits, exactly, on flat patches (a sample
 voxel equal to its four in-plane sample neighbours) covering at least
-:data:`FILL_MIN_FRACTION` of the sample. Noisy data never does this (for float data a
-repeat is rare; for int8 data a value would need to hold ~40 % of all voxels).
+:data:`FILL_MIN_FRACTION` of the sample, and when most voxels of that value are flat.
+Noisy data never do this (for float data a repeat is rare; in int8 data a value would
+need to hold most of the voxels).
 :func:`mark_fill` marks the fill voxels of a block (equal to a fill value and to their
 four in-plane neighbours), and :func:`widen_fill` widens the marks by
 :data:`FILL_RIM_VOXELS` to cover the edge voxels (and what resampling blends there); the
@@ -49,26 +50,37 @@ def flat_sample_values(sample_block: NDArray[np.float32]) -> NDArray[np.float32]
     return sample_block[flat_in_plane(sample_block)]
 
 
-def find_fill_values(flat_values: NDArray[np.float32], n_sample: int) -> NDArray[np.float32]:
-    """Return the values whose flat patches cover at least :data:`FILL_MIN_FRACTION`.
+def find_fill_values(
+    flat_values: NDArray[np.float32], sample: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    """Return the values that fill flat patches of the volume.
+
+    A value counts when its flat voxels are at least :data:`FILL_MIN_FRACTION` of the
+    sample and at least half of the sample voxels holding it (a fill is flat nearly
+    everywhere; a value of coarsely quantised data that happens to be common is not).
 
     Parameters
     ----------
     flat_values : numpy.ndarray
         The values of every flat voxel of the sample (:func:`flat_sample_values`).
-    n_sample : int
-        The number of voxels in the sample.
+    sample : numpy.ndarray
+        Every voxel of the sample.
 
     Returns
     -------
     numpy.ndarray, float32
         The fill values, sorted (usually none, at most a few).
     """
-    min_count = FILL_MIN_FRACTION * max(1, n_sample)
+    min_count = FILL_MIN_FRACTION * max(1, len(sample))
     if len(flat_values) < min_count:
         return np.empty(0, dtype=np.float32)
     values, counts = np.unique(flat_values, return_counts=True)
-    return values[counts >= min_count].astype(np.float32)
+    fills = [
+        value
+        for value, count in zip(values, counts, strict=True)
+        if count >= min_count and count >= 0.5 * np.count_nonzero(sample == value)
+    ]
+    return np.asarray(fills, dtype=np.float32)
 
 
 def mark_fill(block: NDArray[np.float32], fill_values: NDArray[np.float32]) -> NDArray[np.bool_]:

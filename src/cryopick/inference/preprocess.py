@@ -154,7 +154,7 @@ def _copy_and_sample(
         samples.append(strided.ravel())
         flat_values.append(flat_sample_values(strided))
     sample = np.concatenate(samples)
-    return sample, find_fill_values(np.concatenate(flat_values), len(sample))
+    return sample, find_fill_values(np.concatenate(flat_values), sample)
 
 
 def _robust_centre_spread(sample: NDArray[np.float32]) -> tuple[float, float]:
