@@ -30,11 +30,16 @@ def test_coarsening_keeps_shape_and_position_and_removes_fine_detail(factor: flo
     assert out.shape == (32, 32, 32) and out.dtype == np.float32
     np.testing.assert_allclose(ndimage.center_of_mass(out), centre, atol=0.05)
     # a one-voxel checkerboard is above the coarse grid's Nyquist frequency: mostly gone
+    # (0.26-0.36 of its spread is left: the way back is Lanczos-3, which keeps what the
+    # coarse grid holds; trilinear both ways left under 0.3)
     checker = (np.indices((32, 32, 32)).sum(axis=0) % 2 * 2 - 1).astype(np.float32)
-    assert coarsen_patch(checker, factor)[4:-4, 4:-4, 4:-4].std() < 0.3
-    # a linear ramp is (away from the far edge) reproduced by both linear resamplings
+    assert coarsen_patch(checker, factor)[4:-4, 4:-4, 4:-4].std() < 0.4
+    # a linear ramp is (away from the far edge) reproduced: exactly on the way down
+    # (trilinear), within 0.05 voxel on the way back (Lanczos-3's normalised weights)
     ramp = np.broadcast_to(np.arange(32, dtype=np.float32)[None, None, :], (32, 32, 32))
-    np.testing.assert_allclose(coarsen_patch(ramp.copy(), factor)[..., 2:-3], ramp[..., 2:-3])
+    np.testing.assert_allclose(
+        coarsen_patch(ramp.copy(), factor)[..., 2:-3], ramp[..., 2:-3], atol=0.05
+    )
 
 
 def test_coarsening_augmentation_keeps_the_spread_and_smooths() -> None:

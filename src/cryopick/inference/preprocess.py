@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from cryopick.core.errors import InputError
 from cryopick.inference.fiducials import (
@@ -42,6 +40,7 @@ from cryopick.inference.fill import (
     mark_fill,
     widen_fill,
 )
+from cryopick.inference.resample import resample_separable
 
 if TYPE_CHECKING:
     from cryopick.io.tomograms import Tomogram
@@ -240,16 +239,16 @@ def resample_volume(
     spacing_A: float,
     target_spacing_A: float,
     *,
-    order: int = 1,
+    kernel: str | None = None,
 ) -> NDArray[np.float32]:
     """Resample a volume to another voxel size, keeping positions in Å fixed.
 
     Output voxel ``j`` (per axis) is centred at ``j * target_spacing_A`` Å, the same
     physical point as input index ``j * target_spacing_A / spacing_A`` (see the module
-    docstring). When downsampling, a Gaussian low-pass with ``sigma = (f - 1) / 2`` input
-    voxels (``f`` the downsampling factor) is applied first against aliasing. Interpolation
-    is trilinear (``order=1``) by default. Works in z blocks with a halo, so the input is
-    read once and only the output is held in full.
+    docstring). Separable, one matrix product per axis
+    (:func:`cryopick.inference.resample.resample_separable`): Lanczos-3 onto finer voxels,
+    a Gaussian low-pass of sigma ``(f - 1) / 2`` input voxels then trilinear onto coarser
+    ones (``f`` the downsampling factor). The input is read once, in z blocks.
 
     Parameters
     ----------
@@ -259,8 +258,8 @@ def resample_volume(
         Its voxel size in Å.
     target_spacing_A : float
         Wanted voxel size in Å.
-    order : int
-        Spline order of the interpolation (0-1 recommended; higher orders prefilter per block).
+    kernel : str, optional
+        ``"lanczos3"``, ``"cubic"`` or ``"linear"``; default as above.
 
     Returns
     -------
@@ -273,31 +272,9 @@ def resample_volume(
     if math.isclose(spacing_A, target_spacing_A, rel_tol=1e-4):
         same: NDArray[np.float32] = np.array(volume[:], dtype=np.float32)  # a copy
         return same
-    factor = float(target_spacing_A) / float(spacing_A)  # input voxels per output voxel
-    sigma = max(0.0, (factor - 1.0) / 2.0)
-    halo = math.ceil(4.0 * sigma) + 2 if sigma > 0 else 2
     out_shape = resampled_shape(shape, spacing_A, target_spacing_A)
-    out = np.empty(out_shape, dtype=np.float32)
-    n_out_slice = out_shape[1] * out_shape[2]
-    for j0, j1 in _z_blocks(out_shape[0], n_out_slice, _BLOCK_VOXELS // 2):
-        i0 = max(0, math.floor(j0 * factor) - halo)
-        i1 = min(shape[0], math.ceil((j1 - 1) * factor) + 1 + halo)
-        block = np.asarray(volume[i0:i1], dtype=np.float32)
-        if sigma > 0:
-            block = ndimage.gaussian_filter(block, sigma=sigma, mode="nearest")
-        with warnings.catch_warnings():  # older scipy (1.12) warns that a 1-D matrix "changed"
-            warnings.filterwarnings("ignore", "The behavior of affine_transform", UserWarning)
-            ndimage.affine_transform(
-                block,
-                matrix=np.full(3, factor),
-                offset=(j0 * factor - i0, 0.0, 0.0),
-                output_shape=(j1 - j0, *out_shape[1:]),
-                output=out[j0:j1],
-                order=order,
-                mode="nearest",
-                prefilter=order > 1,
-            )
-    return out
+    factor = float(target_spacing_A) / float(spacing_A)  # input voxels per output voxel
+    return resample_separable(volume, out_shape, factor, kernel=kernel)
 
 
 def warn_if_smaller_than_window(

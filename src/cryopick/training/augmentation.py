@@ -90,7 +90,7 @@ def coarsen_patch(volume: NDArray[np.float32], factor: float) -> NDArray[np.floa
     """Resample a patch to ``factor`` times coarser voxels and back to its own grid.
 
     Both steps are :func:`cryopick.inference.preprocess.resample_volume` (anti-aliased
-    downsampling, trilinear upsampling), so the patch looks like a tomogram recorded at
+    trilinear downsampling, Lanczos-3 upsampling), so the patch looks like a tomogram recorded at
     ``factor`` times the model's voxel size and resampled to it by ``predict``. Positions
     in the patch stay where they were (voxel centres at ``i * spacing``); the far edge,
     which the round trip can shorten by up to one coarse voxel, repeats its last plane.
