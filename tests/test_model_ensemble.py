@@ -107,6 +107,38 @@ def test_combine_models_averages_the_members_and_leaves_the_card_untuned(tmp_pat
         assert torch.equal(net.head.weight, source.head.weight)
 
 
+def test_flipped_odd_members_see_the_window_turned_and_are_turned_back(tmp_path):
+    """Member 1's logits are those of the yx-flipped input, flipped back; z never flips."""
+    path_a, a = _saved(tmp_path, "a", 1)
+    path_b, b = _saved(tmp_path, "b", 2)
+    ensemble, card = combine_models([path_a, path_b], flip_odd_members=True)
+    assert card.architecture.flip_odd_members and "--flip-odd-members" in card.provenance
+    x = torch.randn(1, 1, 16, 24, 32)
+    yx = (-2, -1)
+    with torch.no_grad():
+        turned_b = torch.flip(b.forward_native(torch.flip(x, yx)), yx)
+        expected = (a.forward_native(x) + turned_b) / 2
+        assert torch.allclose(ensemble.forward_native(x), expected, atol=1e-6)
+        plain = (a.forward_native(x) + b.forward_native(x)) / 2
+        assert (ensemble.forward_native(x) - plain).abs().max() > 1e-4
+        # the half turn commutes with the network as a whole: turning the input turns
+        # the output exactly when both members are one network (no grid shift)
+        same, _ = combine_models([path_a, path_a], flip_odd_members=True)
+        turned_a = torch.flip(a.forward_native(torch.flip(x, yx)), yx)
+        assert torch.allclose(same.forward_native(x), (a.forward_native(x) + turned_a) / 2)
+    # the flag is saved with the card, and the members stay combinable with other models
+    saved = save_model(tmp_path / "turned", ensemble, card)
+    loaded, loaded_card = load_model(saved)
+    assert loaded_card.architecture.flip_odd_members
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_native(x), ensemble.forward_native(x))
+    _, triple_card = combine_models([saved, path_a])
+    assert triple_card.architecture.members == 3
+    assert not triple_card.architecture.flip_odd_members
+    with pytest.raises(ValueError, match="members >= 2"):
+        ModelConfig(widths=(4, 8), flip_odd_members=True)
+
+
 def test_combine_models_refuses_models_that_cannot_be_averaged(tmp_path):
     path_a, _ = _saved(tmp_path, "a", 1)
     wide, _ = _saved(tmp_path, "wide", 1, ModelConfig(widths=(4, 16)))
@@ -235,3 +267,15 @@ def test_training_an_ensemble_from_scratch_and_resuming_it(tmp_path, tiny_train_
     more = config.model_copy(update={"steps": 4})
     resumed = train(more, out, resume=True, train_runs=[tiny_train_run], progress=False)
     assert resumed.steps == 4 and resumed.architecture.members == 2
+
+
+def test_cli_combine_flips_odd_members_on_request_and_not_for_a_weight_average(tmp_path):
+    path, _ = _saved(tmp_path, "one", 0)
+    runner = CliRunner()
+    args = ["combine", "--model", str(path), "--model", str(path), "--flip-odd-members"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "turned")])
+    assert result.exit_code == 0, result.output
+    assert read_model_card(tmp_path / "turned").architecture.flip_odd_members
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "avg"), "--average-weights"])
+    assert refused.exit_code == 2 and "--flip-odd-members" in refused.output
+    assert not (tmp_path / "avg").exists()

@@ -26,6 +26,14 @@ def combine(
             "and its fine-tuned copies.",
         ),
     ] = False,
+    flip_odd_members: Annotated[
+        bool,
+        typer.Option(
+            "--flip-odd-members",
+            help="Members 1, 3, ... see each window flipped in y and x (their logits flipped "
+            "back): two views per window at no extra cost.",
+        ),
+    ] = False,
     overwrite: OverwriteModelOption = False,
 ) -> None:
     """Combine trained models into one ensemble whose logits are averaged.
@@ -33,7 +41,9 @@ def combine(
     The models must share architecture, voxel size, normalisation, target and particle
     types. With --average-weights their weights are averaged instead, into one network of
     their architecture: for a model and copies fine-tuned from it, never for independently
-    trained ones. The combined model has no thresholds yet: tune it with cryopick tune.
+    trained ones. With --flip-odd-members every second member sees each window flipped in
+    y and x: the mean covers two views of the data for the time of one. The combined model
+    has no thresholds yet: tune it with cryopick tune.
     """
     from cryopick.model import (
         average_model_weights,
@@ -46,11 +56,16 @@ def combine(
     if out.resolve() in given:
         raise typer.BadParameter("the combined model must go to a new folder", param_hint="--out")
     check_model_folder(out, overwrite=overwrite)
+    if average_weights and flip_odd_members:
+        raise typer.BadParameter(
+            "is for an ensemble; --average-weights keeps the models' architecture",
+            param_hint="--flip-odd-members",
+        )
     if average_weights:
         network, card = average_model_weights(models)
         what = f"weight average of {len(models)} models"
     else:
-        network, card = combine_models(models)
+        network, card = combine_models(models, flip_odd_members=flip_odd_members)
         what = f"ensemble of {card.architecture.members} networks"
     save_model(out, network, card)
     typer.echo(

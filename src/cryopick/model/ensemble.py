@@ -40,8 +40,9 @@ def member_networks(model: PickingNetwork) -> list[UNet3D]:
 
 def _check_compatible(first: ModelCard, card: ModelCard, path: Path) -> None:
     """Raise an InputError naming ``path`` if its model cannot be averaged with the first."""
-    arch_a = first.architecture.model_copy(update={"members": 1})
-    arch_b = card.architecture.model_copy(update={"members": 1})
+    single = {"members": 1, "flip_odd_members": False}  # any network can be any member
+    arch_a = first.architecture.model_copy(update=single)
+    arch_b = card.architecture.model_copy(update=single)
     problems = []
     if arch_a != arch_b:
         problems.append(f"architecture {arch_b.model_dump()} differs from {arch_a.model_dump()}")
@@ -69,7 +70,7 @@ def _describe_member(path: Path, card: ModelCard, which: str) -> str:
 
 
 def combine_models(
-    model_dirs: Sequence[str | Path], device: str = "cpu"
+    model_dirs: Sequence[str | Path], device: str = "cpu", flip_odd_members: bool = False
 ) -> tuple[UNetEnsemble, ModelCard]:
     """Average the logits of trained models: one ensemble network and its untuned card.
 
@@ -80,6 +81,9 @@ def combine_models(
         folder holding an ensemble contributes each of its members.
     device : str
         Where to put the ensemble.
+    flip_odd_members : bool
+        Members 1, 3, ... see each window flipped in y and x
+        (:attr:`~cryopick.model.network.ModelConfig.flip_odd_members`).
 
     Returns
     -------
@@ -101,7 +105,10 @@ def combine_models(
     members = [net for model, _ in loaded for net in member_networks(model)]
     if len(members) < 2:
         raise InputError(paths[0], "an ensemble needs at least two networks: give more models")
-    architecture = first.architecture.model_copy(update={"members": len(members)})
+    architecture = ModelConfig.model_validate(
+        first.architecture.model_dump()
+        | {"members": len(members), "flip_odd_members": flip_odd_members}
+    )
     ensemble = UNetEnsemble(architecture).to(device)
     for target, source in zip(ensemble.nets, members, strict=True):
         target.load_state_dict(source.state_dict())
@@ -111,7 +118,8 @@ def combine_models(
         which = f"member {index}" if count == 1 else f"members {index}-{index + count - 1}"
         lines.append(_describe_member(path, card, which))
         index += count
-    head = "Ensemble (mean of the members' logits), combined with cryopick combine. "
+    head = "Ensemble (mean of the members' logits), combined with cryopick combine"
+    head += " --flip-odd-members. " if flip_odd_members else ". "
     return ensemble.eval(), _combined_card(loaded, architecture, head + " --- ".join(lines))
 
 

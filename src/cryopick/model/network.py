@@ -23,6 +23,8 @@ from torch import nn
 
 from cryopick.core.particles import default_particle_set
 
+YX_DIMS = (-2, -1)  # the y and x axes of (N, C, Z, Y, X)
+
 
 class ModelConfig(BaseModel):
     """Architecture of the 3D U-Net.
@@ -48,6 +50,11 @@ class ModelConfig(BaseModel):
     members : int
         Networks of this architecture run side by side on the same input, their logits
         averaged (:class:`UNetEnsemble`); 1: a single :class:`UNet3D`.
+    flip_odd_members : bool
+        Members 1, 3, ... of an ensemble see the input flipped in y and x (a half turn
+        about z, which keeps the missing wedge) and their logits are flipped back: the
+        average then covers two views of every window, flip test-time augmentation at no
+        extra cost. Needs ``members`` >= 2.
     """
 
     widths: tuple[int, ...] = (8, 16, 32, 64)
@@ -58,6 +65,7 @@ class ModelConfig(BaseModel):
     in_channels: int = Field(1, ge=1)
     n_classes: int = Field(default_factory=lambda: default_particle_set().n_classes, ge=2)
     members: int = Field(1, ge=1, le=8)
+    flip_odd_members: bool = False
 
     @field_validator("widths")
     @classmethod
@@ -70,6 +78,8 @@ class ModelConfig(BaseModel):
     def _check_strides(self) -> ModelConfig:
         if self.output_stride < self.input_stride:
             raise ValueError("output_stride must be >= input_stride")
+        if self.flip_odd_members and self.members < 2:
+            raise ValueError("flip_odd_members needs an ensemble (members >= 2)")
         return self
 
     @property
@@ -202,15 +212,25 @@ class UNetEnsemble(_GridNetwork):
         self.config = config
         self.output_stride = config.output_stride
         self.input_multiple = config.input_multiple
-        single = config.model_copy(update={"members": 1})
+        single = config.model_copy(update={"members": 1, "flip_odd_members": False})
         self.nets = nn.ModuleList(UNet3D(single) for _ in range(config.members))
 
     def forward_native(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of the members' native logits, ``(N, C, Z/s, Y/s, X/s)``."""
+        """Mean of the members' native logits, ``(N, C, Z/s, Y/s, X/s)``.
+
+        With ``config.flip_odd_members`` the odd members run on ``x`` flipped in y and x
+        and their logits are flipped back (exact on the native grid: the stem, pooling and
+        up-sampling all work on aligned 2x2x2 blocks of input sides that are multiples of
+        :attr:`input_multiple`).
+        """
         members = [cast(UNet3D, net) for net in self.nets]
         logits = members[0].forward_native(x)
-        for net in members[1:]:
-            logits = logits + net.forward_native(x)
+        for index, net in enumerate(members[1:], start=1):
+            if self.config.flip_odd_members and index % 2 == 1:
+                flipped = net.forward_native(torch.flip(x, YX_DIMS))
+                logits = logits + torch.flip(flipped, YX_DIMS)
+            else:
+                logits = logits + net.forward_native(x)
         return logits / len(members)
 
 
