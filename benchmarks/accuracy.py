@@ -37,12 +37,18 @@ def main() -> None:
         "--patch", type=int, nargs=3, help="inference window z y x (default: predict's choice)"
     )
     parser.add_argument("--overlap", type=float, default=0.25, help="window overlap (predict's)")
+    parser.add_argument(
+        "--flatten-background", choices=("auto", "on", "off"), default="auto", help="predict's"
+    )
     args = parser.parse_args()
 
     model_dir = args.model or bundled_model_dir()
     projects = held_out_projects(args)
     config = PredictConfig(
-        tta=args.tta, patch_size=tuple(args.patch) if args.patch else None, overlap=args.overlap
+        tta=args.tta,
+        patch_size=tuple(args.patch) if args.patch else None,
+        overlap=args.overlap,
+        flatten_background=args.flatten_background,
     )
     t0 = time.perf_counter()
     found = [
@@ -69,6 +75,7 @@ def main() -> None:
         "tta": args.tta,
         "patch_size": args.patch,
         "overlap": args.overlap,
+        "flatten_background": args.flatten_background,
         "n_runs": int(truth.experiment.nunique()),
         "predict_seconds": round(predict_s, 1),
         "hardware": describe_hardware(),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="predict settings (JSON)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("cryopick.inference.background").setLevel(logging.INFO)  # flattened runs
     from cryopick.cli.app import load_predict_config
     from cryopick.model import load_model
 

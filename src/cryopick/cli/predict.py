@@ -57,6 +57,17 @@ InvertOption = Annotated[
         help="Particles bright in the input: invert (default: detect from the grey values).",
     ),
 ]
+FlattenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--flatten-background",
+        metavar="auto|on|off",
+        help=(
+            "Subtract a grey level drifting across x/y (a carbon film in view): auto "
+            "(default: only when it drifts by > 1.25 spreads), on or off."
+        ),
+    ),
+]
 BatchSizeOption = Annotated[int | None, typer.Option(min=1, help="Windows per batch.")]
 OverlapOption = Annotated[
     float | None, typer.Option(min=0.0, max=0.95, help="Window overlap fraction.")
@@ -161,6 +172,7 @@ def predict(
     device: DeviceOption = None,
     tta: TtaOption = None,
     invert: InvertOption = None,
+    flatten_background: FlattenOption = None,
     batch_size: BatchSizeOption = None,
     overlap: OverlapOption = None,
     precision: PrecisionOption = None,
@@ -190,6 +202,7 @@ def predict(
         device=device,
         tta=tta,
         invert=invert,
+        flatten_background=flatten_background,
         batch_size=batch_size,
         overlap=overlap,
         precision=precision,

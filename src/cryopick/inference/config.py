@@ -35,6 +35,10 @@ class PredictConfig(BaseModel):
         Contrast polarity: True inverts (particles bright in the input), False keeps it,
         None (default) detects it (:func:`cryopick.inference.polarity.choose_inversion`:
         the grey-value skewness, with a veto by the network's confidence both ways).
+    flatten_background : {"auto", "on", "off"}
+        Subtract a grey level that drifts across x/y (a carbon film in view) from every
+        z slice: ``auto`` (default) only when it drifts by more than 0.8 robust spreads
+        (:mod:`cryopick.inference.background`), ``on`` always, ``off`` never.
     patch_size : tuple of int, optional
         Inference window (z, y, x); default
         :func:`cryopick.inference.window.choose_patch_size` (up to 192³, larger than the
@@ -76,3 +80,4 @@ class PredictConfig(BaseModel):
     blob_ratio_range: tuple[float, float] | None = (0.35, 1.8)
     invert: bool | None = None
     fiducial_max_score: float | None = Field(0.5, ge=0.0, le=1.0)
+    flatten_background: Literal["auto", "on", "off"] = "auto"

@@ -155,7 +155,10 @@ def compute_probability_map(
     device = resolve_device(config.device)  # a bad --device fails before any work
     model_spacing_A = float(card.spacing_A)
     volume, fiducials = prepare_volume(
-        tomogram, model_spacing_A, find_beads=config.fiducial_max_score is not None
+        tomogram,
+        model_spacing_A,
+        find_beads=config.fiducial_max_score is not None,
+        background=config.flatten_background,
     )
     volume = orient_contrast(
         volume, tomogram.name, config.invert, model, str(device), config.precision

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cryopick.core.errors import InputError
+from cryopick.inference.background import BackgroundMode, flatten_column_background
 from cryopick.inference.fiducials import (
     FIDUCIAL_SIGMA,
     NO_FIDUCIALS,
@@ -201,7 +202,11 @@ def resampled_shape(
 
 
 def prepare_volume(
-    tomogram: Tomogram, model_spacing_A: float, *, find_beads: bool = True
+    tomogram: Tomogram,
+    model_spacing_A: float,
+    *,
+    find_beads: bool = True,
+    background: BackgroundMode = "auto",
 ) -> tuple[NDArray[np.float32], Fiducials]:
     """Return the network's input: the tomogram at ``model_spacing_A``, normalised, clipped.
 
@@ -209,7 +214,20 @@ def prepare_volume(
     ``find_beads``, gold beads are looked for after normalising, in the same pass over the
     volume that clips it (:func:`cryopick.inference.fiducials.find_dense_voxels` before each
     block is clipped), and returned with the volume; otherwise the normalisation clips.
+    Last, a grey level that drifts across x/y (a carbon film) is flattened as ``background``
+    says (:func:`cryopick.inference.background.flatten_column_background`).
     """
+    volume, fiducials = _normalised_volume(tomogram, model_spacing_A, find_beads)
+    flatten_column_background(
+        volume, model_spacing_A, background, name=tomogram.name, clip_sigma=CLIP_SIGMA
+    )
+    return volume, fiducials
+
+
+def _normalised_volume(
+    tomogram: Tomogram, model_spacing_A: float, find_beads: bool
+) -> tuple[NDArray[np.float32], Fiducials]:
+    """Resample, normalise, find beads and clip (:func:`prepare_volume` before flattening)."""
     clip_sigma = None if find_beads else CLIP_SIGMA  # with beads: clipped below, after them
     if math.isclose(tomogram.spacing_A, model_spacing_A, rel_tol=1e-3):
         volume = normalise_volume(tomogram.data, source=tomogram.source, clip_sigma=clip_sigma)
