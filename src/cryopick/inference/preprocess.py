@@ -41,7 +41,7 @@ from cryopick.inference.fill import (
     mark_fill,
     widen_fill,
 )
-from cryopick.inference.resample import resample_separable
+from cryopick.inference.resample import align_z_step, resample_separable
 
 if TYPE_CHECKING:
     from cryopick.io.tomograms import Tomogram
@@ -54,9 +54,11 @@ _BLOCK_VOXELS = 16_000_000  # about 64 MB of float32 per z block
 
 
 def _z_blocks(
-    n_z: int, slice_voxels: int, block_voxels: int = _BLOCK_VOXELS
+    n_z: int, slice_voxels: int, block_voxels: int | None = None, source: Any = None
 ) -> list[tuple[int, int]]:
-    step = max(1, block_voxels // max(1, slice_voxels))
+    step = max(1, (block_voxels or _BLOCK_VOXELS) // max(1, slice_voxels))
+    if source is not None:  # read whole z chunks of a chunked source
+        step = align_z_step(source, step)
     return [(z0, min(n_z, z0 + step)) for z0 in range(0, n_z, step)]
 
 
@@ -139,7 +141,7 @@ def _copy_and_sample(
     n_z, n_y, n_x = out.shape
     stride = max(1, round((out.size / _SAMPLE_VOXELS) ** (1 / 3)))
     samples, flat_values = [], []
-    for z0, z1 in _z_blocks(n_z, n_y * n_x):
+    for z0, z1 in _z_blocks(n_z, n_y * n_x, source=volume):
         block = np.asarray(volume[z0:z1], dtype=np.float32)
         if not np.isfinite(block).all():
             bad = np.argwhere(~np.isfinite(block))[0] + (z0, 0, 0)

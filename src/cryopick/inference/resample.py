@@ -29,6 +29,28 @@ import numpy as np
 from numpy.typing import NDArray
 
 _COLUMNS = 1 << 20  # columns per matrix product along z (4 MB of float32 per input row)
+_MAX_ALIGNED_VOXELS = 128_000_000  # a chunk-aligned z block may grow to 512 MB of float32
+
+
+def align_z_step(volume: Any, slices: int) -> int:
+    """Return how many z slices to read at a time: ``slices``, or whole chunks of the source.
+
+    A chunked source (a zarr array) decodes every chunk a read touches, so reads of
+    ``slices`` that cut its z chunks decode each chunk row several times (an OME-Zarr of
+    128³ chunks read 40 slices at a time: 3-4 times). The step becomes a multiple of the
+    z chunk (at least one chunk) unless a chunk row holds more than 128 M voxels.
+    """
+    chunks = getattr(volume, "chunks", None)
+    slices = max(1, int(slices))
+    if not (isinstance(chunks, tuple) and len(chunks) == 3):
+        return slices
+    if not all(isinstance(c, int | np.integer) for c in chunks):  # e.g. dask's chunk tuples
+        return slices
+    chunk_z = max(1, int(chunks[0]))
+    slice_voxels = int(volume.shape[1]) * int(volume.shape[2])
+    if chunk_z * slice_voxels > _MAX_ALIGNED_VOXELS:
+        return slices
+    return max(chunk_z, slices // chunk_z * chunk_z)
 
 
 def _linear(t: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -110,7 +132,8 @@ def resample_separable(
 ) -> NDArray[np.float32]:
     """Resample a (Z, Y, X) volume to ``out_shape`` by ``factor`` input voxels per output voxel.
 
-    Reads the input once, ``block_slices`` z slices at a time, resampling each block in
+    Reads the input once, ``block_slices`` z slices at a time (whole z chunks of a chunked
+    source: :func:`align_z_step`), resampling each block in
     y and x; then resamples z in column chunks. Holds the y/x-resampled input and the
     output (float32), never the whole input. ``kernel``: one of :data:`KERNELS`, default
     :func:`choose_kernel`.
@@ -122,8 +145,9 @@ def resample_separable(
     m_y = interpolation_matrix(n_y, out_shape[1], factor, kernel)
     m_x_t = np.ascontiguousarray(interpolation_matrix(n_x, out_shape[2], factor, kernel).T)
     in_plane = np.empty((n_z, out_shape[1] * out_shape[2]), dtype=np.float32)
-    for z0 in range(0, n_z, block_slices):
-        block = np.asarray(volume[z0 : z0 + block_slices], dtype=np.float32)
+    step = align_z_step(volume, block_slices)
+    for z0 in range(0, n_z, step):
+        block = np.asarray(volume[z0 : z0 + step], dtype=np.float32)
         for k, plane in enumerate(block):
             in_plane[z0 + k] = (m_y @ (plane @ m_x_t)).ravel()
     m_z = interpolation_matrix(n_z, out_shape[0], factor, kernel)
