@@ -349,7 +349,9 @@ class _WindowPredictor:
         self.done += n
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)
-        return (total[:n] / len(self.flips)).contiguous()
+        if len(self.flips) > 1:
+            total = total / len(self.flips)
+        return total[:n].contiguous()  # no division by 1: one pass over the maps fewer
 
 
 def upsample_probabilities(
