@@ -165,6 +165,23 @@ def test_fit_rescorer_learns_a_separable_rule():
         fit_rescorer(Candidates(picks, features, np.zeros(n, bool)), CZII)
 
 
+def test_fit_rescorer_seeds_its_networks():
+    """The same seed gives the same networks; another seed other ones, as good."""
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(2000, count_features(7))).astype(np.float32)
+    candidates = Candidates(
+        pd.DataFrame({"particle_type": ["ribosome"] * 2000}), features, features[:, 17] > 0.3
+    )
+    fits = [fit_rescorer(candidates, CZII, epochs=3, members=1, seed=s) for s in (0, 0, 5)]
+    first = [layer.weight for layer in fits[0].members[0]]
+    assert first == [layer.weight for layer in fits[1].members[0]]
+    assert first != [layer.weight for layer in fits[2].members[0]]
+    test = rng.normal(size=(500, count_features(7)))
+    for fit in fits:
+        scores = fit.score(test, np.array(["ribosome"] * 500))
+        assert ((scores > 0.5) == (test[:, 17] > 0.3)).mean() > 0.9
+
+
 # ---------------------------------------------------------------- fitted in tune, end to end
 
 SHAPE = (32, 64, 64)

@@ -137,6 +137,7 @@ def fit_rescorer(
     epochs: int = 20,
     members: int = 3,
     training_data: Sequence[str] = (),
+    seed: int = 0,
 ) -> Rescorer:
     """Train the rescorer's networks on labelled candidates.
 
@@ -152,9 +153,12 @@ def fit_rescorer(
         The candidate floor the candidates were collected with (stored).
     hidden, epochs, members : int
         Width of the two hidden layers; passes over the data (at least :data:`MIN_STEPS`
-        batches); networks averaged (seeds 0 .. members - 1).
+        batches); networks averaged (seeds ``seed .. seed + members - 1``).
     training_data : sequence of str
         Description stored in the rescorer.
+    seed : int
+        First network's seed (0 for every bundled rescorer; others measure how much the
+        fit's randomness moves the figures).
 
     Raises
     ------
@@ -172,7 +176,7 @@ def fit_rescorer(
     inputs = np.concatenate([(x - mean) / scale, np.eye(len(names))[index]], axis=1)
     networks = [
         _train_network(inputs, labels, index, len(names), (hidden, epochs, seed))
-        for seed in range(members)
+        for seed in range(seed, seed + members)
     ]
     log.info("rescorer fitted on %d candidates (%d true)", len(labels), int(labels.sum()))
     return Rescorer(
@@ -260,25 +264,47 @@ def fit_rescorer_on_projects(
     InputError
         If a project has no tomograms or no annotations of the runs.
     """
+    candidates = collect_project_candidates(
+        model,
+        projects,
+        config,
+        tomo_type=tomo_type,
+        truth=(truth_user, truth_session),
+        floor=floor,
+    )
+    described = [f"{p} ({tomo_type})" for p in projects]
+    particles = model[1].particle_set
+    return fit_rescorer(
+        candidates, particles, features=features, floor=floor, training_data=described
+    )
+
+
+def collect_project_candidates(
+    model: LoadedModel,
+    projects: Sequence[str | Path],
+    config: PredictConfig | None = None,
+    *,
+    tomo_type: str = DEFAULT_TOMO_TYPE,
+    truth: tuple[str | None, str | None] = (None, None),
+    floor: float = DEFAULT_CANDIDATE_FLOOR,
+) -> Candidates:
+    """Labelled candidates of every run of annotated projects (:func:`collect_candidates`).
+
+    ``truth`` is the annotations' (user, session); the rest as for
+    :func:`fit_rescorer_on_projects`, which fits a rescorer on what this returns.
+    """
     config = (config or PredictConfig()).model_copy(update={"tta": False})
     particles = model[1].particle_set
     parts = []
     for project in projects:
         tomograms = read_inputs(project, tomo_type, None)
-        truth = read_truth(
-            project, user_id=truth_user, session_id=truth_session, particles=particles
+        annotations = read_truth(
+            project, user_id=truth[0], session_id=truth[1], particles=particles
         )
         for tomogram in tomograms:
-            run_truth = truth[truth["experiment"] == tomogram.name]
+            run_truth = annotations[annotations["experiment"] == tomogram.name]
             if run_truth.empty:
                 raise InputError(project, f"run {tomogram.name} has no annotated picks")
             parts.append(collect_candidates(tomogram, run_truth, model, config, floor))
             log.info("%s: %d candidates", tomogram.name, len(parts[-1].labels))
-    described = [f"{p} ({tomo_type})" for p in projects]
-    return fit_rescorer(
-        Candidates.concat(parts),
-        particles,
-        features=features,
-        floor=floor,
-        training_data=described,
-    )
+    return Candidates.concat(parts)
