@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from cryopick.io.picks import read_picks
+
+if TYPE_CHECKING:
+    from cryopick.inference.pipeline import PredictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,4 +66,20 @@ def rename_runs(picks: pd.DataFrame, project: Path) -> pd.DataFrame:
 def read_truth(projects: list[Path]) -> pd.DataFrame:
     """The simulation's picks of every project, experiments renamed by :func:`run_key`."""
     frames = [rename_runs(read_picks(p, user_id="simulation"), p) for p in projects]
+    return pd.concat(frames, ignore_index=True)
+
+
+def predict_projects(
+    projects: list[Path],
+    model_dir: Path,
+    config: PredictConfig | None = None,
+    tomo_type: str = "denoised",
+) -> pd.DataFrame:
+    """Pick every run of every project with one model; experiments renamed by :func:`run_key`."""
+    from cryopick.inference.pipeline import predict  # imports torch: only when picking
+
+    frames = [
+        rename_runs(predict(p, model_dir=model_dir, config=config, tomo_type=tomo_type), p)
+        for p in projects
+    ]
     return pd.concat(frames, ignore_index=True)

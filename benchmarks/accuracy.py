@@ -19,12 +19,11 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
-from _projects import add_held_out_arguments, held_out_projects, read_truth, rename_runs
+from _projects import add_held_out_arguments, held_out_projects, predict_projects, read_truth
 
 from cryopick.console import format_score_table
 from cryopick.evaluation.metric import score_picks
-from cryopick.inference.pipeline import PredictConfig, bundled_model_dir, predict
+from cryopick.inference.pipeline import PredictConfig, bundled_model_dir
 from cryopick.model import describe_hardware, read_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,15 +50,8 @@ def main() -> None:
         flatten_background=args.flatten_background,
     )
     t0 = time.perf_counter()
-    found = [
-        predict(project, model_dir=model_dir, config=config, tomo_type=args.tomo_type)
-        for project in projects
-    ]
+    picks = predict_projects(projects, model_dir, config, args.tomo_type)
     predict_s = time.perf_counter() - t0
-    picks = pd.concat(
-        [rename_runs(p, project) for p, project in zip(found, projects, strict=True)],
-        ignore_index=True,
-    )
     truth = read_truth(projects)
     result = score_picks(truth, picks)
     print(format_score_table(result))

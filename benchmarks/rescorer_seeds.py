@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from _projects import read_truth, rename_runs
+from _projects import predict_projects, read_truth
 
 from cryopick.evaluation.metric import score_picks
 from cryopick.evaluation.tuning import tune_model
-from cryopick.inference.pipeline import PredictConfig, bundled_model_dir, predict
+from cryopick.inference.pipeline import PredictConfig, bundled_model_dir
 from cryopick.model import describe_hardware, load_model
 from cryopick.training.rescorer import collect_project_candidates, fit_rescorer
 
@@ -41,10 +41,7 @@ TYPES = ("beta-galactosidase", "thyroglobulin")
 
 def score_projects(model_dir: Path, projects: list[Path]) -> dict[str, Any]:
     """Weighted F4 (and the two weak types') of a model on held-out projects, together."""
-    picks = pd.concat(
-        [rename_runs(predict(p, model_dir=model_dir), p) for p in projects], ignore_index=True
-    )
-    result = score_picks(read_truth(projects), picks)
+    result = score_picks(read_truth(projects), predict_projects(projects, model_dir))
     per_class = result.to_dict()["per_class"]
     row = {"score": round(result.score, 4)}
     row.update({t: round(per_class[t]["fbeta"], 3) for t in TYPES})

@@ -37,7 +37,7 @@ class PredictConfig(BaseModel):
         the grey-value skewness, with a veto by the network's confidence both ways).
     flatten_background : {"auto", "on", "off"}
         Subtract a grey level that drifts across x/y (a carbon film in view) from every
-        z slice: ``auto`` (default) only when it drifts by more than 0.8 robust spreads
+        z slice: ``auto`` (default) only when it drifts by more than 1.25 robust spreads
         (:mod:`cryopick.inference.background`), ``on`` always, ``off`` never.
     patch_size : tuple of int, optional
         Inference window (z, y, x); default

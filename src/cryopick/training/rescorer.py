@@ -175,8 +175,8 @@ def fit_rescorer(
     index = np.array([names.index(n) for n in candidates.picks["particle_type"]], np.int64)
     inputs = np.concatenate([(x - mean) / scale, np.eye(len(names))[index]], axis=1)
     networks = [
-        _train_network(inputs, labels, index, len(names), (hidden, epochs, seed))
-        for seed in range(seed, seed + members)
+        _train_network(inputs, labels, index, len(names), (hidden, epochs, member_seed))
+        for member_seed in range(seed, seed + members)
     ]
     log.info("rescorer fitted on %d candidates (%d true)", len(labels), int(labels.sum()))
     return Rescorer(
