@@ -137,6 +137,13 @@ class TrainConfig(BaseModel):
         None, description="channels_last_3d memory format (None: on for CPUs with AVX512)"
     )
     threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's)")
+    sampling_workers: int = Field(
+        0,
+        ge=0,
+        description="worker processes drawing batches ahead of the optimiser (0: drawn in "
+        "the training process); for GPUs, where drawing is the bottleneck. Batches are then "
+        "seeded per step (the same for any number of workers >= 1)",
+    )
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
     validate_every: int = Field(500, ge=0, description="steps between validations (0: end)")
     val_overlap: float = Field(0.125, ge=0, lt=1, description="window overlap in validation")

@@ -41,6 +41,7 @@ from cryopick.training.config import (
     save_checkpoint,
     set_rng_states,
 )
+from cryopick.training.prefetch import BatchPrefetcher
 from cryopick.training.sampling import PatchSampler, TrainRun
 from cryopick.training.validation import validate_and_calibrate
 
@@ -184,6 +185,7 @@ class Trainer:
         self.class_weights = config.class_weights(self.particles).to(device)
         self.ema = average_weights(self.model, config.ema_decay)
         self.state = TrainState(0, 0.0, None, self._new_card(train_runs))
+        self.prefetcher: BatchPrefetcher | None = None  # open while fit runs, if workers
 
     @property
     def kept_model(self) -> torch.nn.Module:
@@ -277,7 +279,10 @@ class Trainer:
         """
         config, state = self.config, self.state
         t0 = time.perf_counter()
-        x, y = self.sampler.sample_batch(config.batch_size)
+        if self.prefetcher is not None:
+            x, y = self.prefetcher.next_batch()
+        else:
+            x, y = self.sampler.sample_batch(config.batch_size)
         xt = torch.from_numpy(x).to(self.device).contiguous(memory_format=self.memory_format)
         yt = torch.from_numpy(y).to(self.device)
         yt = yt.long() if yt.dtype == torch.uint8 else yt
@@ -341,11 +346,27 @@ class Trainer:
     def fit(self, progress: Callable[[TrainProgress], None] | None = None) -> None:
         """Train until :attr:`finished`: step, validate / keep the model, checkpoint.
 
+        With ``sampling_workers``, the batches are drawn ahead by a :class:`BatchPrefetcher`.
+
         Parameters
         ----------
         progress : callable, optional
             Called with a :class:`TrainProgress` after every step.
         """
+        config = self.config
+        if config.sampling_workers and not self.finished:
+            batch, workers = config.batch_size, config.sampling_workers
+            self.prefetcher = BatchPrefetcher(
+                self.sampler, batch, workers, config.seed, start=self.state.step
+            )
+        try:
+            self._fit_steps(progress)
+        finally:
+            if self.prefetcher is not None:
+                self.prefetcher.close()
+                self.prefetcher = None
+
+    def _fit_steps(self, progress: Callable[[TrainProgress], None] | None) -> None:
         config, state = self.config, self.state
         rate = 0.0  # steps/s, exponential moving average
         self.model.train()

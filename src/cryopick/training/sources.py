@@ -9,6 +9,9 @@ objects, all with the particle set the run learns
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -35,6 +38,23 @@ class TrainingData(NamedTuple):
     train_runs: list[TrainRun]
     val_runs: list[TrainRun]
     particles: ParticleSet
+
+
+def map_sources(
+    read: Callable[[str | Path], list[TrainRun]], sources: list[str | Path], workers: int
+) -> list[list[TrainRun]]:
+    """Return ``read(source)`` for each source, in order; in forked processes if ``workers`` > 1.
+
+    Reading and normalising a 184 x 630 x 630 tomogram takes seconds of one CPU core, so
+    a GPU run over tens of projects would wait minutes for its data in one process.
+    """
+    import multiprocessing
+
+    if workers <= 1 or len(sources) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [read(source) for source in sources]
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(min(workers, len(sources)), mp_context=fork) as pool:
+        return list(pool.map(read, sources))
 
 
 def gather_runs(config: TrainConfig, out_dir: Path) -> TrainingData:
@@ -69,11 +89,10 @@ def gather_runs(config: TrainConfig, out_dir: Path) -> TrainingData:
         particles = training_particle_set(declared, given, what, config.spacing_A)
 
     def load(sources: list[str | Path], tomo_types: list[str]) -> list[TrainRun]:
-        return [
-            run
-            for source in sources
-            for run in load_runs(source, tomo_types, config.spacing_A, particles=particles)
-        ]
+        read = partial(
+            load_runs, tomo_types=tomo_types, spacing_A=config.spacing_A, particles=particles
+        )
+        return [run for runs in map_sources(read, sources, config.sampling_workers) for run in runs]
 
     simulated = {kind: [path] for kind, path in projects.items()}
     train_sources: list[str | Path] = [*config.data, *simulated.get("train", [])]
