@@ -1,6 +1,6 @@
 """Train one network on a GPU machine inside a fixed wall-clock budget: simulate, then train.
 
-    python benchmarks/train_gpu.py --out DIR [--budget-s 560] [--init-from MODEL]
+    python benchmarks/train_gpu.py --out DIR [--budget-s 560] [--init-from MODEL[:MEMBER]]
         [--czii 6] [--varied 6] [--parallel 14] [--workers 12] [--batch 16]
 
 For a GPU lent for minutes (one call, nothing kept afterwards): every step is a
@@ -14,7 +14,8 @@ For a GPU lent for minutes (one call, nothing kept afterwards): every step is a
 * ``train``: ``cryopick train --device cuda`` on what was simulated, batch ``--batch``,
   ``--workers`` processes drawing batches (``sampling_workers``), with a time limit that
   ends training, its validations included, before the budget; the model (the best
-  validation's) lands in ``OUT/model``.
+  validation's) lands in ``OUT/model``. ``--init-from bundled:1`` continues the bundled
+  ensemble's second network alone (this session's run).
 
 ``OUT/train_gpu.json`` (rewritten after each step) holds the commands, their seconds and
 the trainer's learning curve; ``OUT/train.log`` the trainer's log. The simulated data go
@@ -91,6 +92,30 @@ def simulate_projects(
     return done
 
 
+def extract_member(init_from: str, out: Path) -> str:
+    """``MODEL:K`` -> a folder holding member K of ensemble MODEL alone; else ``init_from``.
+
+    ``bundled:1`` is the bundled ensemble's second network (the card's thresholds and
+    calibration come along but are the ensemble's; training replaces them).
+    """
+    model_dir, _, member = init_from.rpartition(":")
+    if not model_dir or not member.isdigit():
+        return init_from
+    from cryopick.model import bundled_model_dir, load_model, save_model
+    from cryopick.model.ensemble import member_networks
+
+    model, card = load_model(bundled_model_dir() if model_dir == "bundled" else model_dir)
+    networks = member_networks(model)
+    if int(member) >= len(networks):
+        raise SystemExit(f"{model_dir} has {len(networks)} member(s), no member {member}")
+    single = card.architecture.model_copy(update={"members": 1})
+    note = f"member {member} of {model_dir} ({card.provenance[:60]}...)"
+    card = card.model_copy(update={"architecture": single, "rescorer": None, "provenance": note})
+    target = out / f"init_member{member}"
+    save_model(target, networks[int(member)], card)
+    return str(target)
+
+
 def train_command(
     args: argparse.Namespace, sources: list[Path], vals: list[Path], limit_min: float
 ) -> list[str]:
@@ -109,7 +134,7 @@ def train_command(
     for val in vals:
         cmd += ["--val", str(val / "copick_config.json")]
     if args.init_from:
-        cmd += ["--init-from", str(args.init_from)]
+        cmd += ["--init-from", str(extract_member(args.init_from, args.out))]
     settings = [
         f"batch_size={args.batch}",
         f"sampling_workers={args.workers}",
