@@ -125,3 +125,19 @@ def test_sources_are_read_in_worker_processes_in_order():
     expected = [["p1-a", "p1-b"], ["p2-a", "p2-b"], ["p3-a", "p3-b"]]
     assert map_sources(_runs_named, sources, workers=2) == expected
     assert map_sources(_runs_named, sources, workers=0) == expected
+
+
+def test_sampling_workers_are_automatic_on_cuda_only(monkeypatch):
+    from cryopick.training import config as config_module
+
+    monkeypatch.setattr(config_module.os, "cpu_count", lambda: 16)
+    auto = TrainConfig()
+    assert auto.sampling_workers is None
+    assert auto.sampling_worker_count("cpu") == 0  # in-process: the default CPU batches
+    assert auto.sampling_worker_count("cuda") == 14  # every core but two
+    monkeypatch.setattr(config_module.os, "cpu_count", lambda: 64)
+    assert auto.sampling_worker_count("cuda") == 16
+    monkeypatch.setattr(config_module.os, "cpu_count", lambda: 2)
+    assert auto.sampling_worker_count("cuda") == 1
+    assert TrainConfig(sampling_workers=3).sampling_worker_count("cpu") == 3
+    assert TrainConfig(sampling_workers=0).sampling_worker_count("cuda") == 0

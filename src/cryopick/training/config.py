@@ -11,6 +11,7 @@ plain values. It is read with ``weights_only=True``, so a crafted file cannot ru
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any, Literal
@@ -137,12 +138,13 @@ class TrainConfig(BaseModel):
         None, description="channels_last_3d memory format (None: on for CPUs with AVX512)"
     )
     threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's)")
-    sampling_workers: int = Field(
-        0,
+    sampling_workers: int | None = Field(
+        None,
         ge=0,
-        description="worker processes drawing batches ahead of the optimiser (0: drawn in "
-        "the training process); for GPUs, where drawing is the bottleneck. Batches are then "
-        "seeded per step (the same for any number of workers >= 1)",
+        description="worker processes drawing batches ahead of the optimiser; 0: drawn in "
+        "the training process; None: automatic (on CUDA one per CPU core but two, at most "
+        "16; on the CPU 0). With workers, batches are seeded per step (the same for any "
+        "number of workers)",
     )
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
     validate_every: int = Field(500, ge=0, description="steps between validations (0: end)")
@@ -167,6 +169,14 @@ class TrainConfig(BaseModel):
         if bad := [k for k in self.hard_negative_kinds if k.split("/", 1)[0] not in kinds]:
             raise ValueError(f"hard_negative_kinds must be {', '.join(kinds)} or kind/name: {bad}")
         return self
+
+    def sampling_worker_count(self, device_type: str) -> int:
+        """Return how many batch-drawing processes to start on this device type (see the field)."""
+        if self.sampling_workers is not None:
+            return self.sampling_workers
+        if device_type != "cuda":
+            return 0
+        return max(1, min(16, (os.cpu_count() or 1) - 2))
 
     @property
     def target_spec(self) -> TargetSpec:

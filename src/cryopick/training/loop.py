@@ -344,9 +344,7 @@ class Trainer:
         save_model(self.out_dir, self.kept_model, state.card)
 
     def fit(self, progress: Callable[[TrainProgress], None] | None = None) -> None:
-        """Train until :attr:`finished`: step, validate / keep the model, checkpoint.
-
-        With ``sampling_workers``, the batches are drawn ahead by a :class:`BatchPrefetcher`.
+        """Train until :attr:`finished`: step (batches drawn ahead by workers), validate, save.
 
         Parameters
         ----------
@@ -354,8 +352,9 @@ class Trainer:
             Called with a :class:`TrainProgress` after every step.
         """
         config = self.config
-        if config.sampling_workers and not self.finished:
-            batch, workers = config.batch_size, config.sampling_workers
+        workers = config.sampling_worker_count(self.device.type)
+        if workers and not self.finished:
+            batch = config.batch_size
             self.prefetcher = BatchPrefetcher(
                 self.sampler, batch, workers, config.seed, start=self.state.step
             )

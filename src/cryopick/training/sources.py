@@ -57,7 +57,7 @@ def map_sources(
         return list(pool.map(read, sources))
 
 
-def gather_runs(config: TrainConfig, out_dir: Path) -> TrainingData:
+def gather_runs(config: TrainConfig, out_dir: Path, workers: int = 0) -> TrainingData:
     """Load (and, with ``simulate``, first make) the training and validation runs.
 
     The particle set is ``config.particles``'s (a particles file) or the one the sources
@@ -66,7 +66,8 @@ def gather_runs(config: TrainConfig, out_dir: Path) -> TrainingData:
     anything is simulated. Simulated projects are simulated with it, written under
     ``out_dir/simulated/`` and reused on resume. Without validation sources,
     ``simulate_val`` runs are simulated when simulating, otherwise the last fifth of the
-    training runs (at least one) is held out.
+    training runs (at least one) is held out. With ``workers`` > 1 the sources are read
+    in that many forked processes.
 
     Raises
     ------
@@ -92,7 +93,7 @@ def gather_runs(config: TrainConfig, out_dir: Path) -> TrainingData:
         read = partial(
             load_runs, tomo_types=tomo_types, spacing_A=config.spacing_A, particles=particles
         )
-        return [run for runs in map_sources(read, sources, config.sampling_workers) for run in runs]
+        return [run for runs in map_sources(read, sources, workers) for run in runs]
 
     simulated = {kind: [path] for kind, path in projects.items()}
     train_sources: list[str | Path] = [*config.data, *simulated.get("train", [])]

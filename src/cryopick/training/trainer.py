@@ -165,7 +165,7 @@ def open_trainer(
     reference: ParticleSet | None = None
     name = f"particles file {config.particles}"
     if train_runs is None:
-        data = gather_runs(config, out_dir)
+        data = gather_runs(config, out_dir, config.sampling_worker_count(device.type))
         train_runs, reference, name = data.train_runs, data.particles, "the training data"
         val_runs = data.val_runs if val_runs is None else val_runs
     elif config.particles:
