@@ -50,6 +50,8 @@ def test_workers_draw_the_seeded_batches_in_order(tiny_train_run):
     assert not np.array_equal(one[0][0], one[1][0])  # consecutive batches differ
     other_seed = _draw(BatchPrefetcher(sampler, 2, workers=2, seed=6), 1)
     assert not np.array_equal(other_seed[0][0], one[0][0])
+    # the sampler keeps its own generator (the trainer checkpoints it), untouched
+    assert np.array_equal(sampler.sample_batch(2)[0], _sampler(tiny_train_run).sample_batch(2)[0])
 
 
 @needs_fork

@@ -48,7 +48,8 @@ def draw_seeded_batch(sampler: PatchSampler, seed: int, index: int, batch_size: 
     Parameters
     ----------
     sampler : PatchSampler
-        The run's sampler; its generator is replaced by one seeded with ``(seed, index)``.
+        The run's sampler; it draws with a generator seeded with ``(seed, index)``, and
+        gets its own generator back afterwards.
     seed, index : int
         The run's seed and the batch's number (the optimiser step it feeds).
     batch_size : int
@@ -59,8 +60,12 @@ def draw_seeded_batch(sampler: PatchSampler, seed: int, index: int, batch_size: 
     (ndarray, ndarray)
         Inputs ``(B, 1, Z, Y, X)`` and targets, as :meth:`PatchSampler.sample_batch`.
     """
+    own = sampler.rng
     sampler.rng = np.random.default_rng([seed, index])
-    return sampler.sample_batch(batch_size)
+    try:
+        return sampler.sample_batch(batch_size)
+    finally:
+        sampler.rng = own
 
 
 def _draw_in_worker(seed: int, index: int, batch_size: int, slot: int) -> int:
