@@ -12,6 +12,8 @@ rescorer was refitted.
         --held-out sim_test/copick_config.json sim_test2/copick_config.json \\
         --held-out-2 sim_ext/copick_config.json --seeds 0 3 6
 
+``--hidden``, ``--epochs`` and ``--members`` change the rescorer itself (defaults: the
+bundled one's 64, 20, 3); ``--tag`` names the result file (``rescorer_seeds_TAG.json``).
 Candidates are collected once (the expensive part). ``--flatten-background off`` (the
 default here) reproduces the candidates the bundled v3.4 rescorer was fitted on, from
 before the carbon-film flattening existed; prediction of the held-out runs uses
@@ -61,6 +63,10 @@ def main() -> None:
     parser.add_argument("--truth-user", default="simulation")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cryopick_rescorer_seeds"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--hidden", type=int, default=64, help="rescorer hidden width")
+    parser.add_argument("--epochs", type=int, default=20, help="rescorer passes over the data")
+    parser.add_argument("--members", type=int, default=3, help="rescorer networks averaged")
+    parser.add_argument("--tag", default="", help="suffix of the result file's name")
     args = parser.parse_args()
 
     model_dir = args.model or bundled_model_dir()
@@ -78,6 +84,9 @@ def main() -> None:
             candidates,
             card.particle_set,
             seed=seed,
+            hidden=args.hidden,
+            epochs=args.epochs,
+            members=args.members,
             training_data=[str(p) for p in args.rescorer_data],
         ).model_copy(update={"candidate_floor": args.floor})
         out_dir = args.workdir / f"seed{seed}"
@@ -108,6 +117,7 @@ def main() -> None:
         "held_out": [str(p) for p in args.held_out],
         "held_out_2": [str(p) for p in args.held_out_2],
         "floor": args.floor,
+        "rescorer": {"hidden": args.hidden, "epochs": args.epochs, "members": args.members},
         "flatten_background_for_candidates": args.flatten_background,
         "n_candidates": len(candidates.labels),
         "collect_seconds": round(collect_s, 1),
@@ -115,7 +125,7 @@ def main() -> None:
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "rescorer_seeds.json"
+    path = args.out / f"rescorer_seeds{'_' + args.tag if args.tag else ''}.json"
     path.write_text(json.dumps(record, indent=2, default=float))
     print(pd.json_normalize(rows).to_string(index=False))
     print(f"saved {path}")
