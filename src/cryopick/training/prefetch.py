@@ -68,6 +68,17 @@ def draw_seeded_batch(sampler: PatchSampler, seed: int, index: int, batch_size: 
         sampler.rng = own
 
 
+def fork_pool(workers: int) -> ProcessPoolExecutor | None:
+    """Return a pool of ``workers`` forked processes, or None where ``fork`` does not exist.
+
+    Forked workers inherit the parent's memory (training volumes, a sampler) without a copy
+    or pickling; the callers fall back to working in their own process on None.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
 def _draw_in_worker(seed: int, index: int, batch_size: int, slot: int) -> int:
     """Draw batch ``index`` into shared slot ``slot`` (the batch itself is not sent back)."""
     if _WORKER_SAMPLER is None or _WORKER_SLOTS is None:  # pragma: no cover - inherited
@@ -122,20 +133,19 @@ class BatchPrefetcher:
         self.sampler, self.batch_size, self.seed = sampler, batch_size, seed
         self._next_index = start
         self._pending: deque[Future[int]] = deque()
-        self._pool: ProcessPoolExecutor | None = None
-        if "fork" not in multiprocessing.get_all_start_methods():
-            log.warning("no fork on this system: drawing training batches in this process")
-            return
         # the first batch, drawn here, gives the slots' shapes
         self._first: Batch | None = self._draw_here()
         n_slots = depth or 2 * workers
         global _WORKER_SAMPLER, _WORKER_SLOTS
-        _WORKER_SAMPLER = sampler
+        _WORKER_SAMPLER = sampler  # set before the pool forks its workers
         _WORKER_SLOTS = self._slots = (
             _shared_slots(self._first[0], n_slots),
             _shared_slots(self._first[1], n_slots),
         )
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        self._pool = fork_pool(workers)
+        if self._pool is None:
+            log.warning("no fork on this system: drawing training batches in this process")
+            return
         for _ in range(n_slots):
             self._submit()
 
@@ -156,11 +166,11 @@ class BatchPrefetcher:
 
         An error raised while drawing it (e.g. a volume that cannot be read) is raised here.
         """
-        if self._pool is None:
-            return self._draw_here()
         if self._first is not None:
             first, self._first = self._first, None
             return first
+        if self._pool is None:
+            return self._draw_here()
         slot = self._pending.popleft().result()
         batch = (self._slots[0][slot].copy(), self._slots[1][slot].copy())
         self._submit()  # reuses the slot just copied

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -24,6 +23,7 @@ from cryopick.training.particle_sets import (
     source_particle_set,
     training_particle_set,
 )
+from cryopick.training.prefetch import fork_pool
 from cryopick.training.sampling import TrainRun, load_runs
 
 if TYPE_CHECKING:
@@ -48,12 +48,10 @@ def map_sources(
     Reading and normalising a 184 x 630 x 630 tomogram takes seconds of one CPU core, so
     a GPU run over tens of projects would wait minutes for its data in one process.
     """
-    import multiprocessing
-
-    if workers <= 1 or len(sources) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    pool = fork_pool(min(workers, len(sources))) if workers > 1 and len(sources) > 1 else None
+    if pool is None:
         return [read(source) for source in sources]
-    fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(workers, len(sources)), mp_context=fork) as pool:
+    with pool:
         return list(pool.map(read, sources))
 
 
