@@ -155,7 +155,9 @@ def test_fit_rescorer_learns_a_separable_rule():
     labels = features[:, 17] > 0.3  # one density shell decides
     names = rng.choice(["apo-ferritin", "ribosome"], n)
     picks = pd.DataFrame({"particle_type": names})
-    rescorer = fit_rescorer(Candidates(picks, features, labels), CZII, epochs=5, members=2)
+    rescorer = fit_rescorer(
+        Candidates(picks, features, labels), CZII, features="map+density", epochs=5, members=2
+    )
     assert rescorer.n_candidates == n and len(rescorer.members) == 2
     test = rng.normal(size=(500, count_features(7)))
     scores = rescorer.score(test, np.array(["ribosome"] * 500))
@@ -172,7 +174,10 @@ def test_fit_rescorer_seeds_its_networks():
     candidates = Candidates(
         pd.DataFrame({"particle_type": ["ribosome"] * 2000}), features, features[:, 17] > 0.3
     )
-    fits = [fit_rescorer(candidates, CZII, epochs=3, members=1, seed=s) for s in (0, 0, 5)]
+    fits = [
+        fit_rescorer(candidates, CZII, features="map+density", epochs=3, members=1, seed=s)
+        for s in (0, 0, 5)
+    ]
     first = [layer.weight for layer in fits[0].members[0]]
     assert first == [layer.weight for layer in fits[1].members[0]]
     assert first != [layer.weight for layer in fits[2].members[0]]
@@ -239,7 +244,7 @@ def test_tune_fits_a_rescorer_that_drops_decoys_the_network_cannot_tell_apart(tm
         rescorer_data=[fit_on],
     )
     card = read_model_card(tmp_path / "tuned")
-    assert card.rescorer is not None and card.rescorer.features == "map+density"
+    assert card.rescorer is not None and card.rescorer.features == "map+density+shape"
     assert str(fit_on) in card.rescorer.training_data[0]
     # re-scored candidates are tuned with the probability rule: best F4 (1.0 here) / 17
     assert card.thresholds["apo-ferritin"] == pytest.approx(1.0 / 17)

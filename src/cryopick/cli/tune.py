@@ -82,8 +82,11 @@ def tune(
     ] = None,
     rescorer_features: Annotated[
         str,
-        typer.Option(help="Rescorer features: map, or map+density (also the tomogram)."),
-    ] = "map+density",
+        typer.Option(
+            help="Rescorer features: map, map+density (also the tomogram's density "
+            "profile) or map+density+shape (also the density's shape)."
+        ),
+    ] = "map+density+shape",
     rule: ThresholdRuleOption = None,
     rescorer_floor: RescorerFloorOption = None,
 ) -> None:

@@ -71,7 +71,7 @@ def tune_model(
     overwrite: bool = False,
     model: LoadedModel | None = None,
     rescorer_data: Sequence[str | Path] = (),
-    rescorer_features: FeatureSet = "map+density",
+    rescorer_features: FeatureSet = "map+density+shape",
     rule: ThresholdRule | None = None,
     rescorer_floor: float | None = None,
 ) -> dict[str, float]:

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from cryopick.core.coords import angstrom_to_voxels, input_to_strided_vox
 from cryopick.core.particles import ParticleSet, resolve_particle_set
+from cryopick.inference.shape_features import count_shape_features, crop_offsets, shape_features
 from cryopick.model.rescorer import FeatureSet, Rescorer
 
 SHELL_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
@@ -29,11 +30,17 @@ MAX_SHELL_OFFSETS = 200
 NEIGHBOURHOOD_FRACTION = 0.5
 """Other classes' maxima are taken within this fraction of the candidate's class radius."""
 
+SHAPE_CHUNK = 512
+"""Candidates whose density crops are read and described at once (memory: ~28 MB)."""
+
 
 def count_features(n_channels: int, features: FeatureSet = "map+density") -> int:
     """Return the length of a candidate's feature row for a map of ``n_channels`` channels."""
     n_map = 1 + n_channels + (n_channels - 1)
-    return n_map if features == "map" else n_map + (len(SHELL_EDGES) - 1) + 1
+    if features == "map":
+        return n_map
+    n_density = n_map + (len(SHELL_EDGES) - 1) + 1
+    return n_density if features == "map+density" else n_density + count_shape_features()
 
 
 def candidate_features(
@@ -63,11 +70,13 @@ def candidate_features(
         Grid step of ``probs`` in those voxels.
     particles : ParticleSet, optional
         The map's types (default the CZII set).
-    features : {"map", "map+density"}
+    features : {"map", "map+density", "map+density+shape"}
         ``map``: the logit of the score, every channel's probability at the candidate's
         voxel, each class's maximum within :data:`NEIGHBOURHOOD_FRACTION` of the
         candidate's class radius. ``map+density`` adds the mean density in the shells
-        :data:`SHELL_EDGES` of the class radius and the density spread within it.
+        :data:`SHELL_EDGES` of the class radius and the density spread within it;
+        ``map+density+shape`` adds the orientation-free shape descriptors of
+        :func:`cryopick.inference.shape_features.shape_features`.
 
     Returns
     -------
@@ -92,6 +101,8 @@ def candidate_features(
         ]
         if volume is not None and features != "map":
             columns.append(_shell_features(volume, centres, radius_vox))
+        if volume is not None and features == "map+density+shape":
+            columns.append(_shape_columns(volume, centres, radius_vox))
         rows[index] = np.concatenate(columns, axis=1)
     return rows
 
@@ -164,6 +175,32 @@ def _map_features(probs: NDArray, centres: NDArray, radius_vox: float) -> NDArra
     offsets, _ = _ball_offsets(max(NEIGHBOURHOOD_FRACTION * radius_vox, 1.0), (0.0, 1.0))
     nearby = _gather(probs[1:], centres, offsets).max(axis=2).T
     return np.concatenate([at_centre, nearby], axis=1)
+
+
+def _shape_columns(volume: NDArray, centres: NDArray, radius_vox: float) -> NDArray:
+    """Shape descriptors of each centre's crop, read a chunk of candidates at a time."""
+    offsets = crop_offsets()
+    parts = [
+        shape_features(
+            _gather_clipped(volume, centres[start : start + SHAPE_CHUNK], offsets), radius_vox
+        )
+        for start in range(0, len(centres), SHAPE_CHUNK)
+    ]
+    return np.concatenate(parts)
+
+
+def _gather_clipped(volume: NDArray, centres: NDArray, offsets: NDArray) -> NDArray:
+    """Values of ``volume`` at ``centres + offsets``, shape (N, K); outside: the nearest edge.
+
+    Unlike :func:`_gather`, a crop stays centred on its candidate; the voxels it reaches
+    beyond the volume repeat the edge's.
+    """
+    shape = np.asarray(volume.shape)
+    flat = np.zeros((len(centres), len(offsets)), np.int64)
+    for axis in range(3):
+        position = np.clip(centres[:, axis, None] + offsets[None, :, axis], 0, shape[axis] - 1)
+        flat = flat * shape[axis] + position
+    return np.asarray(np.asarray(volume).reshape(-1)[flat], np.float32)
 
 
 def _shell_features(volume: NDArray, centres: NDArray, radius_vox: float) -> NDArray:

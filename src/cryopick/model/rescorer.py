@@ -21,9 +21,10 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FeatureSet = Literal["map", "map+density"]
-"""Which features a rescorer reads: the probability map only, or also the tomogram's
-radial density profile around each candidate."""
+FeatureSet = Literal["map", "map+density", "map+density+shape"]
+"""Which features a rescorer reads: the probability map only, also the tomogram's radial
+density profile around each candidate, or also orientation-free descriptors of the
+density's shape (:mod:`cryopick.inference.shape_features`)."""
 
 
 class DenseLayer(BaseModel):
@@ -57,7 +58,7 @@ class Rescorer(BaseModel):
 
     Attributes
     ----------
-    features : {"map", "map+density"}
+    features : {"map", "map+density", "map+density+shape"}
         The features it reads (:data:`FeatureSet`); the first ``n_features`` columns of
         :func:`cryopick.inference.rescoring.candidate_features`.
     n_features : int

@@ -88,6 +88,7 @@ def collect_candidates(
     model: LoadedModel,
     config: PredictConfig,
     floor: float,
+    features: FeatureSet = "map+density+shape",
 ) -> Candidates:
     """Run the network over one annotated tomogram; return its candidates above ``floor``.
 
@@ -103,6 +104,9 @@ def collect_candidates(
         Prediction settings (window, device, precision, polarity).
     floor : float
         Raw peak value a candidate needs.
+    features : {"map", "map+density", "map+density+shape"}
+        The feature rows to compute (a fit may use their first columns: every set
+        starts with the smaller ones).
     """
     network, card = model
     particles = card.particle_set
@@ -116,22 +120,23 @@ def collect_candidates(
         stride=prob_map.stride,
         experiment=tomogram.name,
     )
-    features = candidate_features(
+    rows = candidate_features(
         picks,
         prob_map.probs,
         volume,
         spacing_A=spacing_A,
         stride=prob_map.stride,
         particles=particles,
+        features=features,
     )
-    return Candidates(picks, features, label_candidates(picks, truth, particles))
+    return Candidates(picks, rows, label_candidates(picks, truth, particles))
 
 
 def fit_rescorer(
     candidates: Candidates,
     particles: ParticleSet,
     *,
-    features: FeatureSet = "map+density",
+    features: FeatureSet = "map+density+shape",
     floor: float = DEFAULT_CANDIDATE_FLOOR,
     hidden: int = 64,
     epochs: int = 20,
@@ -147,7 +152,7 @@ def fit_rescorer(
         From :func:`collect_candidates` (full feature rows).
     particles : ParticleSet
         The model's set (output order).
-    features : {"map", "map+density"}
+    features : {"map", "map+density", "map+density+shape"}
         Which feature columns to use.
     floor : float
         The candidate floor the candidates were collected with (stored).
@@ -240,7 +245,7 @@ def fit_rescorer_on_projects(
     tomo_type: str = DEFAULT_TOMO_TYPE,
     truth_user: str | None = None,
     truth_session: str | None = None,
-    features: FeatureSet = "map+density",
+    features: FeatureSet = "map+density+shape",
     floor: float = DEFAULT_CANDIDATE_FLOOR,
 ) -> Rescorer:
     """Collect candidates on every run of annotated projects and fit a rescorer on them.
@@ -271,6 +276,7 @@ def fit_rescorer_on_projects(
         tomo_type=tomo_type,
         truth=(truth_user, truth_session),
         floor=floor,
+        features=features,
     )
     described = [f"{p} ({tomo_type})" for p in projects]
     particles = model[1].particle_set
@@ -287,6 +293,7 @@ def collect_project_candidates(
     tomo_type: str = DEFAULT_TOMO_TYPE,
     truth: tuple[str | None, str | None] = (None, None),
     floor: float = DEFAULT_CANDIDATE_FLOOR,
+    features: FeatureSet = "map+density+shape",
 ) -> Candidates:
     """Labelled candidates of every run of annotated projects (:func:`collect_candidates`).
 
@@ -305,6 +312,6 @@ def collect_project_candidates(
             run_truth = annotations[annotations["experiment"] == tomogram.name]
             if run_truth.empty:
                 raise InputError(project, f"run {tomogram.name} has no annotated picks")
-            parts.append(collect_candidates(tomogram, run_truth, model, config, floor))
+            parts.append(collect_candidates(tomogram, run_truth, model, config, floor, features))
             log.info("%s: %d candidates", tomogram.name, len(parts[-1].labels))
     return Candidates.concat(parts)

@@ -1,0 +1,194 @@
+"""Describe the density at a candidate pick by numbers that do not depend on its orientation.
+
+A beta-galactosidase, a thyroglobulin and a crowder of about the same size can score alike
+in the network's map and have similar radial density profiles in shells of their class
+radius. What tells them apart is shape: how elongated the density is, how it is spread
+over absolute distances, and how much structure it has at each spatial frequency.
+:func:`shape_features` measures these on cubic crops of the normalised tomogram centred
+on the candidates (:data:`CROP_HALF_VOX` voxels each side at the model's voxel size),
+with particles dark as the network sees them:
+
+- the mean and the spread of the density in 1-voxel shells around the centre
+  (:data:`N_SHELLS` and ``N_SHELLS - 1`` numbers);
+- the principal axes of the dark density within :data:`INERTIA_RADIUS_FRACTION` of the
+  class radius (three lengths, two ratios), how far its centre of mass lies from the
+  pick and how much dark density there is (7 numbers);
+- the rotationally averaged power spectrum of the crop in the bands
+  :data:`POWER_BAND_EDGES` (log power), once under a soft spherical mask as wide as the
+  crop, once under one of :data:`CLASS_MASK_FRACTION` of the class radius (the
+  particle's own structure, less of its neighbours').
+
+Each is invariant to rotations of the particle (up to the voxel grid), so a classifier on
+them needs no orientation. :mod:`cryopick.inference.rescoring` adds them to the feature
+rows of a rescorer with ``features="map+density+shape"``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft
+from numpy.typing import NDArray
+
+CROP_HALF_VOX = 12
+"""Crops reach this many voxels each side of the centre (24 voxels wide)."""
+
+N_SHELLS = 12
+"""1-voxel shells of the density profile, from the centre out to the crop's edge."""
+
+INERTIA_RADIUS_FRACTION = 1.2
+"""The principal axes are measured on the dark density within this fraction of the
+class radius (at most the crop's inscribed sphere)."""
+
+POWER_BAND_EDGES = tuple(range(1, CROP_HALF_VOX + 1))
+"""Edges of the power spectrum's bands, in cycles per crop width (24 voxels)."""
+
+CLASS_MASK_FRACTION = 1.3
+"""The second power spectrum's mask reaches this fraction of the class radius (at most
+the crop's inscribed sphere)."""
+
+MASK_RADIUS_VOX = CROP_HALF_VOX - 0.5
+"""Radius of the soft spherical mask under which the power spectrum is measured."""
+
+MASK_EDGE_VOX = 2.0
+"""Width of the mask's linear fall-off, in voxels."""
+
+
+def count_shape_features() -> int:
+    """Return the number of columns :func:`shape_features` returns."""
+    return N_SHELLS + (N_SHELLS - 1) + 7 + 2 * (len(POWER_BAND_EDGES) - 1)
+
+
+def crop_offsets() -> NDArray[np.int64]:
+    """Return the (z, y, x) offsets of a crop's voxels from its centre, shape (K, 3).
+
+    In C order of a ``(2h, 2h, 2h)`` cube, ``h = CROP_HALF_VOX``: offsets ``-h .. h-1``.
+    """
+    return _geometry().offsets
+
+
+def shape_features(crops: NDArray, radius_vox: float) -> NDArray[np.float32]:
+    """Return the shape descriptors of density crops centred on candidates.
+
+    Parameters
+    ----------
+    crops : numpy.ndarray, shape (N, 2h, 2h, 2h) or (N, (2h)**3)
+        Normalised density, particles dark, centred on the candidates (voxel ``h`` of each
+        axis is the centre), ``h = CROP_HALF_VOX``; see :func:`crop_offsets`.
+    radius_vox : float
+        The candidates' class radius in voxels.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, :func:`count_shape_features`), float32
+    """
+    geometry = _geometry()
+    values = np.asarray(crops, dtype=np.float32).reshape(len(crops), -1)
+    if values.shape[1] != len(geometry.offsets):
+        raise ValueError(f"crops must hold {len(geometry.offsets)} voxels, not {values.shape[1]}")
+    density = values.mean(axis=1, keepdims=True) - values  # dark particles: positive
+    class_mask_vox = min(CLASS_MASK_FRACTION * radius_vox, MASK_RADIUS_VOX)
+    columns = [
+        _shell_profile(density, geometry),
+        _principal_axes(density, geometry, radius_vox),
+        _power_bands(density, geometry, _soft_sphere(geometry.distance, MASK_RADIUS_VOX)),
+        _power_bands(density, geometry, _soft_sphere(geometry.distance, class_mask_vox)),
+    ]
+    return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _CropGeometry:
+    """Fixed matrices over a crop's voxels (K of them) and its half spectrum."""
+
+    offsets: NDArray[np.int64]  # (K, 3)
+    distance: NDArray[np.float64]  # (K,) voxels from the centre
+    shell_means: NDArray[np.float32]  # (K, N_SHELLS): averages each shell
+    moments: NDArray[np.float32]  # (K, 9): z, y, x, zz, yy, xx, zy, zx, yx
+    band_means: NDArray[np.float32]  # (half-spectrum size, bands): averages each band
+
+
+@lru_cache(maxsize=1)
+def _geometry() -> _CropGeometry:
+    h = CROP_HALF_VOX
+    axis = np.arange(-h, h)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    distance = np.linalg.norm(grid, axis=1)
+    shell = np.floor(distance).astype(np.int64)
+    shell_means = np.stack([_mean_column(shell == s) for s in range(N_SHELLS)], axis=1)
+    z, y, x = grid.T.astype(np.float64)
+    moments = np.stack([z, y, x, z * z, y * y, x * x, z * y, z * x, y * x], axis=1)
+    full = np.fft.fftfreq(2 * h) * 2 * h
+    half = np.fft.rfftfreq(2 * h) * 2 * h
+    fz, fy, fx = np.meshgrid(full, full, half, indexing="ij")
+    frequency = np.sqrt(fz**2 + fy**2 + fx**2).ravel()
+    # the half spectrum holds the planes x = 0 and x = h once, every other one for itself
+    # and its mirror: weights make the band means those of the full spectrum
+    mirrored = np.where((fx == 0) | (fx == h), 1.0, 2.0).ravel()
+    edges = POWER_BAND_EDGES
+    bands = [
+        _mean_column(((frequency >= a) & (frequency < b)) * mirrored)
+        for a, b in itertools.pairwise(edges)
+    ]
+    return _CropGeometry(
+        offsets=grid,
+        distance=distance,
+        shell_means=shell_means,
+        moments=moments.astype(np.float32),
+        band_means=np.stack(bands, axis=1),
+    )
+
+
+def _mean_column(weights: NDArray) -> NDArray[np.float32]:
+    """Return a column that averages a row's entries with these weights (matrix product)."""
+    return (weights / max(float(weights.sum()), 1.0)).astype(np.float32)
+
+
+def _shell_profile(density: NDArray, geometry: _CropGeometry) -> NDArray:
+    """Mean density per 1-voxel shell, and its spread in every shell but the centre's."""
+    mean = density @ geometry.shell_means
+    mean_square = (density * density) @ geometry.shell_means
+    spread = np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
+    return np.concatenate([mean, spread[:, 1:]], axis=1)
+
+
+def _principal_axes(density: NDArray, geometry: _CropGeometry, radius_vox: float) -> NDArray:
+    """Principal lengths (largest first), two ratios, centre-of-mass offset, log mass."""
+    reach = min(INERTIA_RADIUS_FRACTION * radius_vox, MASK_RADIUS_VOX)
+    weight = np.maximum(density, 0.0) * (geometry.distance <= reach)
+    mass = weight.sum(axis=1) + 1e-6
+    moments = (weight @ geometry.moments) / mass[:, None]
+    centre = moments[:, :3]
+    covariance = np.empty((len(density), 3, 3), np.float64)
+    for i, j, column in ((0, 0, 3), (1, 1, 4), (2, 2, 5), (0, 1, 6), (0, 2, 7), (1, 2, 8)):
+        covariance[:, i, j] = covariance[:, j, i] = moments[:, column] - centre[:, i] * centre[:, j]
+    eigenvalues = np.linalg.eigvalsh(covariance)[:, ::-1]  # largest first
+    lengths = np.sqrt(np.maximum(eigenvalues, 1e-6))
+    return np.concatenate(
+        [
+            lengths,
+            lengths[:, 1:2] / lengths[:, :1],
+            lengths[:, 2:3] / lengths[:, :1],
+            np.linalg.norm(centre, axis=1)[:, None],
+            np.log(mass)[:, None],
+        ],
+        axis=1,
+    )
+
+
+def _soft_sphere(distance: NDArray, radius_vox: float) -> NDArray[np.float32]:
+    """1 within ``radius_vox - MASK_EDGE_VOX``, falling linearly to 0 at ``radius_vox``."""
+    return np.clip((radius_vox - distance) / MASK_EDGE_VOX, 0.0, 1.0).astype(np.float32)
+
+
+def _power_bands(density: NDArray, geometry: _CropGeometry, mask: NDArray) -> NDArray:
+    """Log mean power of the crop under ``mask`` (per voxel) in each frequency band."""
+    side = 2 * CROP_HALF_VOX
+    cubes = (density * mask).reshape(-1, side, side, side)
+    spectrum = np.asarray(scipy.fft.rfftn(cubes, axes=(1, 2, 3)))
+    power: NDArray = (spectrum.real**2 + spectrum.imag**2).reshape(len(density), -1)
+    band_power: NDArray = power @ geometry.band_means
+    return np.log(band_power + 1e-6)
