@@ -13,7 +13,7 @@ rescorer was refitted.
         --held-out-2 sim_ext/copick_config.json --seeds 0 3 6
 
 ``--hidden``, ``--epochs`` and ``--members`` change the rescorer itself (defaults: the
-bundled one's 64, 20, 3); ``--tag`` names the result file (``rescorer_seeds_TAG.json``).
+bundled one's 64, 20, 9); ``--tag`` names the result file (``rescorer_seeds_TAG.json``).
 Candidates are collected once (the expensive part). ``--flatten-background off`` (the
 default here) reproduces the candidates the bundled v3.4 rescorer was fitted on, from
 before the carbon-film flattening existed; prediction of the held-out runs uses
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--hidden", type=int, default=64, help="rescorer hidden width")
     parser.add_argument("--epochs", type=int, default=20, help="rescorer passes over the data")
-    parser.add_argument("--members", type=int, default=3, help="rescorer networks averaged")
+    parser.add_argument("--members", type=int, default=9, help="rescorer networks averaged")
     parser.add_argument("--tag", default="", help="suffix of the result file's name")
     args = parser.parse_args()
 

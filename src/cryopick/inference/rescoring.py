@@ -196,10 +196,15 @@ def _gather_clipped(volume: NDArray, centres: NDArray, offsets: NDArray) -> NDAr
     beyond the volume repeat the edge's.
     """
     shape = np.asarray(volume.shape)
-    flat = np.zeros((len(centres), len(offsets)), np.int64)
-    for axis in range(3):
-        position = np.clip(centres[:, axis, None] + offsets[None, :, axis], 0, shape[axis] - 1)
-        flat = flat * shape[axis] + position
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
+    flat = (centres @ strides)[:, None] + (offsets @ strides)[None, :]
+    near_edge = np.flatnonzero(
+        ((centres + offsets.min(axis=0)) < 0).any(axis=1)
+        | ((centres + offsets.max(axis=0)) > shape - 1).any(axis=1)
+    )
+    if len(near_edge):
+        positions = centres[near_edge, None, :] + offsets[None, :, :]
+        flat[near_edge] = np.clip(positions, 0, shape - 1) @ strides
     return np.asarray(np.asarray(volume).reshape(-1)[flat], np.float32)
 
 

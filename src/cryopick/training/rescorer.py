@@ -140,7 +140,7 @@ def fit_rescorer(
     floor: float = DEFAULT_CANDIDATE_FLOOR,
     hidden: int = 64,
     epochs: int = 20,
-    members: int = 3,
+    members: int = 9,
     training_data: Sequence[str] = (),
     seed: int = 0,
 ) -> Rescorer:
