@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from cryopick.core.coords import voxels_to_angstrom
 from cryopick.inference.rescoring import _gather_clipped, candidate_features, count_features
@@ -14,6 +15,7 @@ from cryopick.inference.shape_features import (
     POWER_BAND_EDGES,
     count_shape_features,
     crop_offsets,
+    reference_centres,
     shape_features,
 )
 from cryopick.io.picks import make_picks
@@ -97,7 +99,35 @@ def test_candidate_features_add_the_shape_columns_of_each_pick():
     assert count_features(7, "map+density+shape") == n_density + count_shape_features()
     np.testing.assert_array_equal(full[:, :n_density], density)
     crop = volume[20 - 12 : 20 + 12, 20 - 12 : 20 + 12, 20 - 12 : 20 + 12]
-    expected = shape_features(crop[None], radius_vox=6.0)
+    reference = _gather_clipped(volume, reference_centres(volume.shape), crop_offsets())
+    expected = shape_features(crop[None], radius_vox=6.0, reference=reference)
     np.testing.assert_allclose(full[:, n_density:], expected, rtol=1e-5)
     lengths = full[0, n_density + N_PROFILE : n_density + N_PROFILE + 3]
     assert lengths[0] > lengths[1] > lengths[2]  # x longest, then y, then z
+
+
+def test_power_relative_to_the_tomogram_ignores_its_gain_and_most_of_its_filter():
+    rng = np.random.default_rng(3)
+    volume = rng.normal(size=(48, 64, 64)).astype(np.float32)
+    volume[24 - 4 : 24 + 5, 32 - 4 : 32 + 5, 32 - 4 : 32 + 5] -= 2.0  # a dark cube
+    centre = np.array([[24, 32, 32]])
+    offsets = crop_offsets()
+
+    def power_columns(vol: np.ndarray, relative: bool) -> np.ndarray:
+        crops = _gather_clipped(vol, centre, offsets)
+        reference = _gather_clipped(vol, reference_centres(vol.shape), offsets)
+        row = shape_features(crops, 5.0, reference if relative else None)[0]
+        return row[-2 * N_BANDS :]
+
+    brighter = 3.0 * volume  # another gain: log power + log 9 in every band
+    np.testing.assert_allclose(
+        power_columns(brighter, True), power_columns(volume, True), atol=1e-4
+    )
+    assert power_columns(brighter, False) - power_columns(volume, False) == pytest.approx(
+        np.full(2 * N_BANDS, np.log(9.0)), abs=1e-3
+    )
+    smoothed = ndimage.gaussian_filter(volume, 1.0)  # as if resampled from coarser voxels
+    raw_shift = np.abs(power_columns(smoothed, False) - power_columns(volume, False)).mean()
+    relative_shift = np.abs(power_columns(smoothed, True) - power_columns(volume, True)).mean()
+    assert relative_shift < 0.3 * raw_shift
+    assert (reference_centres(volume.shape) == reference_centres(volume.shape)).all()

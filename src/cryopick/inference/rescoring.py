@@ -18,7 +18,12 @@ from numpy.typing import NDArray
 
 from cryopick.core.coords import angstrom_to_voxels, input_to_strided_vox
 from cryopick.core.particles import ParticleSet, resolve_particle_set
-from cryopick.inference.shape_features import count_shape_features, crop_offsets, shape_features
+from cryopick.inference.shape_features import (
+    count_shape_features,
+    crop_offsets,
+    reference_centres,
+    shape_features,
+)
 from cryopick.model.rescorer import FeatureSet, Rescorer
 
 SHELL_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
@@ -90,6 +95,9 @@ def candidate_features(
         return rows
     coords_zyx = picks[["z", "y", "x"]].to_numpy(np.float64)
     scores = picks["score"].to_numpy(np.float64)
+    reference = None
+    if volume is not None and features == "map+density+shape":
+        reference = _gather_clipped(volume, reference_centres(volume.shape), crop_offsets())
     for name, index in picks.groupby("particle_type").indices.items():
         radius_vox = ps.radius_A(str(name)) / spacing_A
         centres_vox = angstrom_to_voxels(coords_zyx[index], spacing_A)
@@ -101,8 +109,8 @@ def candidate_features(
         ]
         if volume is not None and features != "map":
             columns.append(_shell_features(volume, centres, radius_vox))
-        if volume is not None and features == "map+density+shape":
-            columns.append(_shape_columns(volume, centres, radius_vox))
+        if volume is not None and reference is not None:
+            columns.append(_shape_columns(volume, centres, radius_vox, reference))
         rows[index] = np.concatenate(columns, axis=1)
     return rows
 
@@ -177,12 +185,19 @@ def _map_features(probs: NDArray, centres: NDArray, radius_vox: float) -> NDArra
     return np.concatenate([at_centre, nearby], axis=1)
 
 
-def _shape_columns(volume: NDArray, centres: NDArray, radius_vox: float) -> NDArray:
-    """Shape descriptors of each centre's crop, read a chunk of candidates at a time."""
+def _shape_columns(
+    volume: NDArray, centres: NDArray, radius_vox: float, reference: NDArray
+) -> NDArray:
+    """Shape descriptors of each centre's crop (power relative to the ``reference`` crops).
+
+    Read a chunk of :data:`SHAPE_CHUNK` candidates at a time.
+    """
     offsets = crop_offsets()
     parts = [
         shape_features(
-            _gather_clipped(volume, centres[start : start + SHAPE_CHUNK], offsets), radius_vox
+            _gather_clipped(volume, centres[start : start + SHAPE_CHUNK], offsets),
+            radius_vox,
+            reference,
         )
         for start in range(0, len(centres), SHAPE_CHUNK)
     ]

@@ -16,7 +16,10 @@ with particles dark as the network sees them:
 - the rotationally averaged power spectrum of the crop in the bands
   :data:`POWER_BAND_EDGES` (log power), once under a soft spherical mask as wide as the
   crop, once under one of :data:`CLASS_MASK_FRACTION` of the class radius (the
-  particle's own structure, less of its neighbours').
+  particle's own structure, less of its neighbours'), each relative to the median over
+  crops at fixed positions of the same tomogram when those are given, so that a
+  tomogram's own spectrum (voxel size it was resampled from, reconstruction filter,
+  denoising) does not shift the numbers.
 
 Each is invariant to rotations of the particle (up to the voxel grid), so a classifier on
 them needs no orientation. :mod:`cryopick.inference.rescoring` adds them to the feature
@@ -53,6 +56,9 @@ the crop's inscribed sphere)."""
 MASK_RADIUS_VOX = CROP_HALF_VOX - 0.5
 """Radius of the soft spherical mask under which the power spectrum is measured."""
 
+N_REFERENCE_CROPS = 128
+"""Crops at fixed positions of a tomogram whose median power spectrum is the reference."""
+
 MASK_EDGE_VOX = 2.0
 """Width of the mask's linear fall-off, in voxels."""
 
@@ -70,7 +76,9 @@ def crop_offsets() -> NDArray[np.int64]:
     return _geometry().offsets
 
 
-def shape_features(crops: NDArray, radius_vox: float) -> NDArray[np.float32]:
+def shape_features(
+    crops: NDArray, radius_vox: float, reference: NDArray | None = None
+) -> NDArray[np.float32]:
     """Return the shape descriptors of density crops centred on candidates.
 
     Parameters
@@ -80,24 +88,66 @@ def shape_features(crops: NDArray, radius_vox: float) -> NDArray[np.float32]:
         axis is the centre), ``h = CROP_HALF_VOX``; see :func:`crop_offsets`.
     radius_vox : float
         The candidates' class radius in voxels.
+    reference : numpy.ndarray, shape (M, 2h, 2h, 2h) or (M, (2h)**3), optional
+        Crops of the same tomogram at positions that do not depend on the candidates
+        (:func:`reference_centres`). Each power band is then given relative to the
+        median of the reference crops' (log difference): the tomogram's own spectrum
+        (its resampling, filter, CTF, denoising) divides out, and what is left is how a
+        candidate differs from the rest of its tomogram.
 
     Returns
     -------
     numpy.ndarray, shape (N, :func:`count_shape_features`), float32
     """
     geometry = _geometry()
-    values = np.asarray(crops, dtype=np.float32).reshape(len(crops), -1)
-    if values.shape[1] != len(geometry.offsets):
-        raise ValueError(f"crops must hold {len(geometry.offsets)} voxels, not {values.shape[1]}")
-    density = values.mean(axis=1, keepdims=True) - values  # dark particles: positive
-    class_mask_vox = min(CLASS_MASK_FRACTION * radius_vox, MASK_RADIUS_VOX)
+    density = _centred_density(crops, geometry)
+    power = _power_columns(density, geometry, radius_vox)
+    if reference is not None:
+        reference_power = _power_columns(
+            _centred_density(reference, geometry), geometry, radius_vox
+        )
+        power = power - np.median(reference_power, axis=0)
     columns = [
         _shell_profile(density, geometry),
         _principal_axes(density, geometry, radius_vox),
-        _power_bands(density, geometry, _soft_sphere(geometry.distance, MASK_RADIUS_VOX)),
-        _power_bands(density, geometry, _soft_sphere(geometry.distance, class_mask_vox)),
+        power,
     ]
     return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+def reference_centres(shape: tuple[int, ...]) -> NDArray[np.int64]:
+    """Return :data:`N_REFERENCE_CROPS` fixed pseudo-random crop centres inside ``shape``.
+
+    The same for every call with one shape (seed 0), kept :data:`CROP_HALF_VOX` voxels
+    from the faces where the volume is large enough.
+    """
+    rng = np.random.default_rng(0)
+    low = [min(CROP_HALF_VOX, (n - 1) // 2) for n in shape[-3:]]
+    high = [max(n - CROP_HALF_VOX, lo + 1) for n, lo in zip(shape[-3:], low, strict=True)]
+    return np.stack(
+        [rng.integers(lo, hi, N_REFERENCE_CROPS) for lo, hi in zip(low, high, strict=True)], axis=1
+    )
+
+
+def _centred_density(crops: NDArray, geometry: _CropGeometry) -> NDArray:
+    """Return the crops as rows of density about their mean, particles positive."""
+    values = np.asarray(crops, dtype=np.float32).reshape(len(crops), -1)
+    if values.shape[1] != len(geometry.offsets):
+        raise ValueError(f"crops must hold {len(geometry.offsets)} voxels, not {values.shape[1]}")
+    centred: NDArray = values.mean(axis=1, keepdims=True) - values
+    return centred
+
+
+def _power_columns(density: NDArray, geometry: _CropGeometry, radius_vox: float) -> NDArray:
+    """Return the band powers under the wide mask, then under the class-radius mask."""
+    class_mask_vox = min(CLASS_MASK_FRACTION * radius_vox, MASK_RADIUS_VOX)
+    return np.concatenate(
+        [
+            _power_bands(density, geometry, _soft_sphere(geometry.distance, MASK_RADIUS_VOX)),
+            _power_bands(density, geometry, _soft_sphere(geometry.distance, class_mask_vox)),
+        ],
+        axis=1,
+    )
 
 
 @dataclass(frozen=True)
