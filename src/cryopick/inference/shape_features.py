@@ -91,7 +91,8 @@ def shape_features(
     reference : numpy.ndarray, shape (M, 2h, 2h, 2h) or (M, (2h)**3), optional
         Crops of the same tomogram at positions that do not depend on the candidates
         (:func:`reference_centres`). Each power band is then given relative to the
-        median of the reference crops' (log difference): the tomogram's own spectrum
+        median of the reference crops' (log difference; crops of constant value, as in
+        padding or a masked region, are left out): the tomogram's own spectrum
         (its resampling, filter, CTF, denoising) divides out, and what is left is how a
         candidate differs from the rest of its tomogram.
 
@@ -103,10 +104,11 @@ def shape_features(
     density = _centred_density(crops, geometry)
     power = _power_columns(density, geometry, radius_vox)
     if reference is not None:
-        reference_power = _power_columns(
-            _centred_density(reference, geometry), geometry, radius_vox
-        )
-        power = power - np.median(reference_power, axis=0)
+        reference_density = _centred_density(reference, geometry)
+        varied = reference_density.std(axis=1) > 1e-6  # not in a constant fill or padding
+        if varied.any():
+            reference_power = _power_columns(reference_density[varied], geometry, radius_vox)
+            power = power - np.median(reference_power, axis=0)
     columns = [
         _shell_profile(density, geometry),
         _principal_axes(density, geometry, radius_vox),
