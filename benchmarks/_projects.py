@@ -15,9 +15,11 @@ import pandas as pd
 from cryopick.io.picks import read_picks
 
 if TYPE_CHECKING:
+    from cryopick.evaluation.metric import ScoreResult
     from cryopick.inference.pipeline import PredictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+WEAK_TYPES = ("beta-galactosidase", "thyroglobulin")
 
 
 def add_held_out_arguments(parser: argparse.ArgumentParser, workdir: str) -> None:
@@ -34,6 +36,35 @@ def add_held_out_arguments(parser: argparse.ArgumentParser, workdir: str) -> Non
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--workdir", type=Path, default=Path(workdir))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+
+
+def add_rescorer_fit_arguments(parser: argparse.ArgumentParser, seeds: list[int]) -> None:
+    """Add the options of a rescorer comparison: model, fitting, validation, held-out runs."""
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--rescorer-data", type=Path, nargs="+", required=True)
+    parser.add_argument("--val", type=Path, required=True)
+    parser.add_argument("--held-out", type=Path, nargs="+", required=True)
+    parser.add_argument("--held-out-2", type=Path, nargs="*", default=[])
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+
+
+def describe_fit_data(args: argparse.Namespace) -> dict[str, object]:
+    """The projects and floor of a rescorer comparison, for its result file."""
+    return {
+        "rescorer_data": [str(p) for p in args.rescorer_data],
+        "validation": str(args.val),
+        "held_out": [str(p) for p in args.held_out],
+        "held_out_2": [str(p) for p in args.held_out_2],
+        "floor": args.floor,
+    }
+
+
+def summarise_weak_types(result: ScoreResult) -> dict[str, float]:
+    """Weighted F4 and the F4 of beta-galactosidase and thyroglobulin, rounded."""
+    per_class = result.to_dict()["per_class"]
+    row = {"score": round(result.score, 4)}
+    row.update({t: round(per_class[t]["fbeta"], 3) for t in WEAK_TYPES})
+    return row
 
 
 def held_out_projects(args: argparse.Namespace) -> list[Path]:

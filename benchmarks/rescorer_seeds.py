@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from _projects import predict_projects, read_truth
+from _projects import (
+    add_rescorer_fit_arguments,
+    describe_fit_data,
+    predict_projects,
+    read_truth,
+    summarise_weak_types,
+)
 
 from cryopick.evaluation.metric import score_picks
 from cryopick.evaluation.tuning import tune_model
@@ -38,26 +44,18 @@ from cryopick.model import describe_hardware, load_model
 from cryopick.training.rescorer import collect_project_candidates, fit_rescorer
 
 ROOT = Path(__file__).resolve().parents[1]
-TYPES = ("beta-galactosidase", "thyroglobulin")
 
 
 def score_projects(model_dir: Path, projects: list[Path]) -> dict[str, Any]:
     """Weighted F4 (and the two weak types') of a model on held-out projects, together."""
-    result = score_picks(read_truth(projects), predict_projects(projects, model_dir))
-    per_class = result.to_dict()["per_class"]
-    row = {"score": round(result.score, 4)}
-    row.update({t: round(per_class[t]["fbeta"], 3) for t in TYPES})
-    return row
+    return summarise_weak_types(
+        score_picks(read_truth(projects), predict_projects(projects, model_dir))
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--rescorer-data", type=Path, nargs="+", required=True)
-    parser.add_argument("--val", type=Path, required=True)
-    parser.add_argument("--held-out", type=Path, nargs="+", required=True)
-    parser.add_argument("--held-out-2", type=Path, nargs="*", default=[])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 3, 6])
+    add_rescorer_fit_arguments(parser, seeds=[0, 3, 6])
     parser.add_argument("--floor", type=float, default=0.2)
     parser.add_argument("--flatten-background", choices=("auto", "on", "off"), default="off")
     parser.add_argument("--truth-user", default="simulation")
@@ -112,11 +110,7 @@ def main() -> None:
         rows.append(row)
     record = {
         "model": str(model_dir),
-        "rescorer_data": [str(p) for p in args.rescorer_data],
-        "validation": str(args.val),
-        "held_out": [str(p) for p in args.held_out],
-        "held_out_2": [str(p) for p in args.held_out_2],
-        "floor": args.floor,
+        **describe_fit_data(args),
         "rescorer": {"hidden": args.hidden, "epochs": args.epochs, "members": args.members},
         "flatten_background_for_candidates": args.flatten_background,
         "n_candidates": len(candidates.labels),

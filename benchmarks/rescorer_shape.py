@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _projects import read_truth, rename_runs
+from _projects import (
+    add_rescorer_fit_arguments,
+    describe_fit_data,
+    read_truth,
+    rename_runs,
+    summarise_weak_types,
+)
 
 from cryopick.evaluation.metric import score_picks
 from cryopick.evaluation.thresholds import select_picks, tune_and_score
@@ -41,7 +47,6 @@ from cryopick.model.rescorer import Rescorer
 from cryopick.training.rescorer import Candidates, collect_project_candidates, fit_rescorer
 
 ROOT = Path(__file__).resolve().parents[1]
-TYPES = ("beta-galactosidase", "thyroglobulin")
 N_BANDS = len(POWER_BAND_EDGES) - 1
 SHAPE_GROUPS = {  # columns within the shape block, in shape_features' order
     "profile": range(0, 2 * N_SHELLS - 1),
@@ -102,21 +107,13 @@ def evaluate(
         if name == "val":
             continue
         picks = rescored(rescorer, candidates, blank_columns(candidates.features, groups, n))
-        result = score_picks(truth, select_picks(picks, tuned.thresholds))
-        per_class = result.to_dict()["per_class"]
-        row[name] = {"score": round(result.score, 4)}
-        row[name].update({t: round(per_class[t]["fbeta"], 3) for t in TYPES})
+        row[name] = summarise_weak_types(score_picks(truth, select_picks(picks, tuned.thresholds)))
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--rescorer-data", type=Path, nargs="+", required=True)
-    parser.add_argument("--val", type=Path, required=True)
-    parser.add_argument("--held-out", type=Path, nargs="+", required=True)
-    parser.add_argument("--held-out-2", type=Path, nargs="*", default=[])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 3])
+    add_rescorer_fit_arguments(parser, seeds=[0, 3])
     parser.add_argument("--floor", type=float, default=0.2, help="the card's candidate floor")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -155,11 +152,7 @@ def main() -> None:
             rows.append(row)
     record = {
         "model": str(model_dir),
-        "rescorer_data": [str(p) for p in args.rescorer_data],
-        "validation": str(args.val),
-        "held_out": [str(p) for p in args.held_out],
-        "held_out_2": [str(p) for p in args.held_out_2],
-        "floor": args.floor,
+        **describe_fit_data(args),
         "n_candidates": len(train.labels),
         "collect_seconds": round(collect_s, 1),
         "hardware": describe_hardware(),
