@@ -15,6 +15,7 @@ from cryopick.inference.shape_features import (
     POWER_BAND_EDGES,
     count_shape_features,
     crop_offsets,
+    median_reference_power,
     reference_centres,
     shape_features,
 )
@@ -100,7 +101,7 @@ def test_candidate_features_add_the_shape_columns_of_each_pick():
     np.testing.assert_array_equal(full[:, :n_density], density)
     crop = volume[20 - 12 : 20 + 12, 20 - 12 : 20 + 12, 20 - 12 : 20 + 12]
     reference = _gather_clipped(volume, reference_centres(volume.shape), crop_offsets())
-    expected = shape_features(crop[None], radius_vox=6.0, reference=reference)
+    expected = shape_features(crop[None], 6.0, median_reference_power(reference, 6.0))
     np.testing.assert_allclose(full[:, n_density:], expected, rtol=1e-5)
     lengths = full[0, n_density + N_PROFILE : n_density + N_PROFILE + 3]
     assert lengths[0] > lengths[1] > lengths[2]  # x longest, then y, then z
@@ -116,7 +117,9 @@ def test_power_relative_to_the_tomogram_ignores_its_gain_and_most_of_its_filter(
     def power_columns(vol: np.ndarray, relative: bool) -> np.ndarray:
         crops = _gather_clipped(vol, centre, offsets)
         reference = _gather_clipped(vol, reference_centres(vol.shape), offsets)
-        row = shape_features(crops, 5.0, reference if relative else None)[0]
+        row = shape_features(
+            crops, 5.0, median_reference_power(reference, 5.0) if relative else None
+        )[0]
         return row[-2 * N_BANDS :]
 
     brighter = 3.0 * volume  # another gain: log power + log 9 in every band
@@ -144,7 +147,8 @@ def test_reference_crops_in_a_constant_fill_are_left_out():
 
     def power_columns(vol: np.ndarray) -> np.ndarray:
         reference = _gather_clipped(vol, reference_centres(vol.shape), offsets)
-        row = shape_features(_gather_clipped(vol, centre, offsets), 5.0, reference)[0]
+        reference_power = median_reference_power(reference, 5.0)
+        row = shape_features(_gather_clipped(vol, centre, offsets), 5.0, reference_power)[0]
         return row[-2 * N_BANDS :]
 
     # most reference crops of the padded volume are constant: left out, the median is

@@ -21,6 +21,7 @@ from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.inference.shape_features import (
     count_shape_features,
     crop_offsets,
+    median_reference_power,
     reference_centres,
     shape_features,
 )
@@ -188,16 +189,18 @@ def _map_features(probs: NDArray, centres: NDArray, radius_vox: float) -> NDArra
 def _shape_columns(
     volume: NDArray, centres: NDArray, radius_vox: float, reference: NDArray
 ) -> NDArray:
-    """Shape descriptors of each centre's crop (power relative to the ``reference`` crops).
+    """Shape descriptors of each centre's crop (power relative to the ``reference`` crops').
 
-    Read a chunk of :data:`SHAPE_CHUNK` candidates at a time.
+    The reference's power is measured once for the class radius; the candidates' crops
+    are read :data:`SHAPE_CHUNK` at a time.
     """
     offsets = crop_offsets()
+    reference_power = median_reference_power(reference, radius_vox)
     parts = [
         shape_features(
             _gather_clipped(volume, centres[start : start + SHAPE_CHUNK], offsets),
             radius_vox,
-            reference,
+            reference_power,
         )
         for start in range(0, len(centres), SHAPE_CHUNK)
     ]

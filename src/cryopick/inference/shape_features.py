@@ -77,7 +77,7 @@ def crop_offsets() -> NDArray[np.int64]:
 
 
 def shape_features(
-    crops: NDArray, radius_vox: float, reference: NDArray | None = None
+    crops: NDArray, radius_vox: float, reference_power: NDArray | None = None
 ) -> NDArray[np.float32]:
     """Return the shape descriptors of density crops centred on candidates.
 
@@ -88,13 +88,11 @@ def shape_features(
         axis is the centre), ``h = CROP_HALF_VOX``; see :func:`crop_offsets`.
     radius_vox : float
         The candidates' class radius in voxels.
-    reference : numpy.ndarray, shape (M, 2h, 2h, 2h) or (M, (2h)**3), optional
-        Crops of the same tomogram at positions that do not depend on the candidates
-        (:func:`reference_centres`). Each power band is then given relative to the
-        median of the reference crops' (log difference; crops of constant value, as in
-        padding or a masked region, are left out): the tomogram's own spectrum
-        (its resampling, filter, CTF, denoising) divides out, and what is left is how a
-        candidate differs from the rest of its tomogram.
+    reference_power : numpy.ndarray, optional
+        The tomogram's own band powers for this radius (:func:`median_reference_power`).
+        Each power band is then given relative to it (log difference): the tomogram's own
+        spectrum (its resampling, filter, CTF, denoising) divides out, and what is left is
+        how a candidate differs from the rest of its tomogram.
 
     Returns
     -------
@@ -103,18 +101,40 @@ def shape_features(
     geometry = _geometry()
     density = _centred_density(crops, geometry)
     power = _power_columns(density, geometry, radius_vox)
-    if reference is not None:
-        reference_density = _centred_density(reference, geometry)
-        varied = reference_density.std(axis=1) > 1e-6  # not in a constant fill or padding
-        if varied.any():
-            reference_power = _power_columns(reference_density[varied], geometry, radius_vox)
-            power = power - np.median(reference_power, axis=0)
+    if reference_power is not None:
+        power = power - reference_power
     columns = [
         _shell_profile(density, geometry),
         _principal_axes(density, geometry, radius_vox),
         power,
     ]
     return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+def median_reference_power(reference: NDArray, radius_vox: float) -> NDArray | None:
+    """Return the median band powers of crops at fixed positions of a tomogram.
+
+    Parameters
+    ----------
+    reference : numpy.ndarray, shape (M, 2h, 2h, 2h) or (M, (2h)**3)
+        Crops of the tomogram at positions that do not depend on the candidates
+        (:func:`reference_centres`).
+    radius_vox : float
+        The class radius the candidates' power is measured for (the class mask).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The median of each power column of :func:`shape_features`; crops of constant
+        value (padding, a masked region) are left out, None when every crop is.
+    """
+    geometry = _geometry()
+    density = _centred_density(reference, geometry)
+    varied = density.std(axis=1) > 1e-6  # not in a constant fill or padding
+    if not varied.any():
+        return None
+    result: NDArray = np.median(_power_columns(density[varied], geometry, radius_vox), axis=0)
+    return result
 
 
 def reference_centres(shape: tuple[int, ...]) -> NDArray[np.int64]:
