@@ -41,19 +41,13 @@ from cryopick.evaluation.metric import score_picks
 from cryopick.evaluation.thresholds import select_picks, tune_and_score
 from cryopick.inference.pipeline import PredictConfig, bundled_model_dir
 from cryopick.inference.rescoring import count_features
-from cryopick.inference.shape_features import N_SHELLS, POWER_BAND_EDGES
+from cryopick.inference.shape_features import shape_column_groups
 from cryopick.model import describe_hardware, load_model
 from cryopick.model.rescorer import Rescorer
 from cryopick.training.rescorer import Candidates, collect_project_candidates, fit_rescorer
 
 ROOT = Path(__file__).resolve().parents[1]
-N_BANDS = len(POWER_BAND_EDGES) - 1
-SHAPE_GROUPS = {  # columns within the shape block, in shape_features' order
-    "profile": range(0, 2 * N_SHELLS - 1),
-    "axes": range(2 * N_SHELLS - 1, 2 * N_SHELLS + 6),
-    "power_wide": range(2 * N_SHELLS + 6, 2 * N_SHELLS + 6 + N_BANDS),
-    "power_class": range(2 * N_SHELLS + 6 + N_BANDS, 2 * N_SHELLS + 6 + 2 * N_BANDS),
-}
+SHAPE_GROUPS = shape_column_groups()  # columns within the shape block
 VARIANTS = {
     "map+density": [],
     "+profile": ["profile"],

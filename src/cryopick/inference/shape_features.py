@@ -63,9 +63,24 @@ MASK_EDGE_VOX = 2.0
 """Width of the mask's linear fall-off, in voxels."""
 
 
+def shape_column_groups() -> dict[str, range]:
+    """Return the columns of :func:`shape_features` rows, by group, in their order.
+
+    ``profile``: shell means, then spreads; ``axes``: the principal-axes numbers;
+    ``power_wide`` and ``power_class``: the bands under the wide and the class mask.
+    """
+    n_bands = len(POWER_BAND_EDGES) - 1
+    sizes = {"profile": 2 * N_SHELLS - 1, "axes": 7, "power_wide": n_bands, "power_class": n_bands}
+    groups, start = {}, 0
+    for name, size in sizes.items():
+        groups[name] = range(start, start + size)
+        start += size
+    return groups
+
+
 def count_shape_features() -> int:
     """Return the number of columns :func:`shape_features` returns."""
-    return N_SHELLS + (N_SHELLS - 1) + 7 + 2 * (len(POWER_BAND_EDGES) - 1)
+    return shape_column_groups()["power_class"].stop
 
 
 def crop_offsets() -> NDArray[np.int64]:
