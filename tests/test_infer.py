@@ -1,8 +1,11 @@
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from cryopick.inference.runtime import choose_batch_size, runs_lone_window_as_pair
 from cryopick.inference.window import (
     choose_patch_size,
     choose_window_steps,
@@ -302,3 +305,47 @@ def test_probability_map_carries_its_stride(volume):
     assert full.stride == 1 and full.probs.shape == (N_OUT, *v.shape)
     flat = predict_probability_map(PointwiseNet(), v, (8, 16, 8), device="cpu", upsample=False)
     assert flat.stride == 1 and flat.probs.shape == (N_OUT, *v.shape)
+
+
+class BatchRecorder(PointwiseNet):
+    """PointwiseNet that records the batch size of every call (in a class attribute: the
+    predictor runs a deep copy of the model)."""
+
+    batches: ClassVar[list[int]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        BatchRecorder.batches = []
+
+    output_stride = 1  # run natively: no probe of the stride
+
+    def forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        BatchRecorder.batches.append(int(x.shape[0]))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize(
+    ("precision", "expected"),
+    [("bf16", [1] * 9), ("fp32", [2] * 5), ("fp16", [2] * 5)],
+)
+def test_default_batches_on_cpu_single_windows_in_bf16_pairs_otherwise(volume, precision, expected):
+    model = BatchRecorder()
+    v = volume[:16, :48, :32]  # 1 x 3 x 3 windows of 16 x 24 x 16; in pairs the last one twice
+    probs = predict_probabilities(model, v, (16, 24, 16), device="cpu", precision=precision)
+    assert BatchRecorder.batches == expected
+    reference = predict_probabilities(
+        PointwiseNet(), v, (16, 24, 16), batch_size=2, device="cpu", precision=precision
+    )
+    np.testing.assert_array_equal(probs, reference)  # the batching changes no value
+
+
+@pytest.mark.parametrize(("precision", "lone"), [("bf16", 1), ("fp32", 2)])
+def test_a_lone_window_runs_as_a_pair_only_outside_bf16_on_cpu(volume, precision, lone):
+    model = BatchRecorder()
+    v = volume[:16, :24, :16]
+    predict_probabilities(model, v, (16, 24, 16), batch_size=1, device="cpu", precision=precision)
+    assert BatchRecorder.batches == [lone]
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_batch_size(cpu, torch.bfloat16) == 1 and choose_batch_size(cpu, None) == 2
+    assert choose_batch_size(cuda, torch.bfloat16) == 2
+    assert not runs_lone_window_as_pair(cuda, None)

@@ -8,13 +8,14 @@ import pytest
 from scipy import ndimage
 
 from cryopick.core.coords import voxels_to_angstrom
-from cryopick.inference.rescoring import _gather_clipped, candidate_features, count_features
+from cryopick.inference.rescoring import candidate_features, count_features
 from cryopick.inference.shape_features import (
     CROP_HALF_VOX,
     N_SHELLS,
     POWER_BAND_EDGES,
     count_shape_features,
     crop_offsets,
+    gather_crops,
     median_reference_power,
     reference_centres,
     shape_features,
@@ -77,12 +78,27 @@ def test_shape_features_refuse_crops_of_another_size():
 def test_crops_stay_centred_and_repeat_the_edge_beyond_the_volume():
     volume = np.arange(30 * 31 * 32, dtype=np.float32).reshape(30, 31, 32)
     centres = np.array([[15, 15, 15], [0, 30, 2]])
-    crops = _gather_clipped(volume, centres, crop_offsets()).reshape(2, SIDE, SIDE, SIDE)
+    crops = gather_crops(volume, centres)
     h = CROP_HALF_VOX
     assert crops[0, h, h, h] == volume[15, 15, 15] and crops[1, h, h, h] == volume[0, 30, 2]
     np.testing.assert_array_equal(crops[0], volume[15 - h : 15 + h, 15 - h : 15 + h, 3:27])
     assert (crops[1, :h, h, h] == volume[0, 30, 2]).all()  # above z = 0: the edge repeated
     assert (crops[1, h, h:, h] == volume[0, 30, 2]).all()  # beyond y = 30 too
+
+
+def test_crops_match_the_edge_padded_volume_and_the_crop_offsets_everywhere():
+    rng = np.random.default_rng(5)
+    volume = rng.normal(size=(26, 33, 40)).astype(np.float32)
+    h = CROP_HALF_VOX
+    padded = np.pad(volume, h, mode="edge")
+    centres = np.stack([rng.integers(0, n, 300) for n in volume.shape], axis=1)
+    centres[:3] = [[0, 0, 0], [25, 32, 39], [13, 16, 20]]  # both corners and the middle
+    crops = gather_crops(volume, centres)
+    assert crops.shape == (300, SIDE, SIDE, SIDE) and crops.dtype == np.float32
+    for crop, (z, y, x) in zip(crops, centres, strict=True):
+        np.testing.assert_array_equal(crop, padded[z : z + SIDE, y : y + SIDE, x : x + SIDE])
+    clipped = np.clip(centres[:, None, :] + crop_offsets()[None], 0, np.array(volume.shape) - 1)
+    np.testing.assert_array_equal(crops.reshape(300, -1), volume[tuple(clipped.transpose(2, 0, 1))])
 
 
 def test_candidate_features_add_the_shape_columns_of_each_pick():
@@ -100,7 +116,7 @@ def test_candidate_features_add_the_shape_columns_of_each_pick():
     assert count_features(7, "map+density+shape") == n_density + count_shape_features()
     np.testing.assert_array_equal(full[:, :n_density], density)
     crop = volume[20 - 12 : 20 + 12, 20 - 12 : 20 + 12, 20 - 12 : 20 + 12]
-    reference = _gather_clipped(volume, reference_centres(volume.shape), crop_offsets())
+    reference = gather_crops(volume, reference_centres(volume.shape))
     expected = shape_features(crop[None], 6.0, median_reference_power(reference, 6.0))
     np.testing.assert_allclose(full[:, n_density:], expected, rtol=1e-5)
     lengths = full[0, n_density + N_PROFILE : n_density + N_PROFILE + 3]
@@ -112,11 +128,10 @@ def test_power_relative_to_the_tomogram_ignores_its_gain_and_most_of_its_filter(
     volume = rng.normal(size=(48, 64, 64)).astype(np.float32)
     volume[24 - 4 : 24 + 5, 32 - 4 : 32 + 5, 32 - 4 : 32 + 5] -= 2.0  # a dark cube
     centre = np.array([[24, 32, 32]])
-    offsets = crop_offsets()
 
     def power_columns(vol: np.ndarray, relative: bool) -> np.ndarray:
-        crops = _gather_clipped(vol, centre, offsets)
-        reference = _gather_clipped(vol, reference_centres(vol.shape), offsets)
+        crops = gather_crops(vol, centre)
+        reference = gather_crops(vol, reference_centres(vol.shape))
         row = shape_features(
             crops, 5.0, median_reference_power(reference, 5.0) if relative else None
         )[0]
@@ -142,13 +157,12 @@ def test_reference_crops_in_a_constant_fill_are_left_out():
     volume[24 - 4 : 24 + 5, 32 - 4 : 32 + 5, 32 - 4 : 32 + 5] -= 2.0
     padded = np.zeros((48, 64, 256), np.float32)  # three quarters constant fill
     padded[:, :, :64] = volume
-    offsets = crop_offsets()
     centre = np.array([[24, 32, 32]])
 
     def power_columns(vol: np.ndarray) -> np.ndarray:
-        reference = _gather_clipped(vol, reference_centres(vol.shape), offsets)
+        reference = gather_crops(vol, reference_centres(vol.shape))
         reference_power = median_reference_power(reference, 5.0)
-        row = shape_features(_gather_clipped(vol, centre, offsets), 5.0, reference_power)[0]
+        row = shape_features(gather_crops(vol, centre), 5.0, reference_power)[0]
         return row[-2 * N_BANDS :]
 
     # most reference crops of the padded volume are constant: left out, the median is

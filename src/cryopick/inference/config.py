@@ -19,8 +19,9 @@ class PredictConfig(BaseModel):
     ----------
     overlap : float
         Minimum overlap between sliding windows (fraction of the patch).
-    batch_size : int
-        Windows per forward pass.
+    batch_size : int or None
+        Windows per forward pass; None (default): 1 on a CPU running bf16, else 2
+        (:func:`cryopick.inference.runtime.choose_batch_size`).
     device : str
         ``auto``, ``cpu`` or ``cuda`` (``cuda:N``).
     precision : str
@@ -66,7 +67,7 @@ class PredictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
-    batch_size: int = Field(2, ge=1)
+    batch_size: int | None = Field(None, ge=1)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     tta: bool = False

@@ -83,7 +83,6 @@ def _confidence(
         strip,
         patch_size=(edge, edge, edge),
         overlap=0.0,
-        batch_size=2,
         device=device,
         precision=precision,
         upsample=False,

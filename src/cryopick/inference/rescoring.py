@@ -20,7 +20,7 @@ from cryopick.core.coords import angstrom_to_voxels, input_to_strided_vox
 from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.inference.shape_features import (
     count_shape_features,
-    crop_offsets,
+    gather_crops,
     median_reference_power,
     reference_centres,
     shape_features,
@@ -98,7 +98,7 @@ def candidate_features(
     scores = picks["score"].to_numpy(np.float64)
     reference = None
     if volume is not None and features == "map+density+shape":
-        reference = _gather_clipped(volume, reference_centres(volume.shape), crop_offsets())
+        reference = gather_crops(volume, reference_centres(volume.shape))
     for name, index in picks.groupby("particle_type").indices.items():
         radius_vox = ps.radius_A(str(name)) / spacing_A
         centres_vox = angstrom_to_voxels(coords_zyx[index], spacing_A)
@@ -194,36 +194,14 @@ def _shape_columns(
     The reference's power is measured once for the class radius; the candidates' crops
     are read :data:`SHAPE_CHUNK` at a time.
     """
-    offsets = crop_offsets()
     reference_power = median_reference_power(reference, radius_vox)
     parts = [
         shape_features(
-            _gather_clipped(volume, centres[start : start + SHAPE_CHUNK], offsets),
-            radius_vox,
-            reference_power,
+            gather_crops(volume, centres[start : start + SHAPE_CHUNK]), radius_vox, reference_power
         )
         for start in range(0, len(centres), SHAPE_CHUNK)
     ]
     return np.concatenate(parts)
-
-
-def _gather_clipped(volume: NDArray, centres: NDArray, offsets: NDArray) -> NDArray:
-    """Values of ``volume`` at ``centres + offsets``, shape (N, K); outside: the nearest edge.
-
-    Unlike :func:`_gather`, a crop stays centred on its candidate; the voxels it reaches
-    beyond the volume repeat the edge's.
-    """
-    shape = np.asarray(volume.shape)
-    strides = np.array([shape[1] * shape[2], shape[2], 1])
-    flat = (centres @ strides)[:, None] + (offsets @ strides)[None, :]
-    near_edge = np.flatnonzero(
-        ((centres + offsets.min(axis=0)) < 0).any(axis=1)
-        | ((centres + offsets.max(axis=0)) > shape - 1).any(axis=1)
-    )
-    if len(near_edge):
-        positions = centres[near_edge, None, :] + offsets[None, :, :]
-        flat[near_edge] = np.clip(positions, 0, shape - 1) @ strides
-    return np.asarray(np.asarray(volume).reshape(-1)[flat], np.float32)
 
 
 def _shell_features(volume: NDArray, centres: NDArray, radius_vox: float) -> NDArray:

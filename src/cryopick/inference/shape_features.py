@@ -34,6 +34,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fft
+import torch
 from numpy.typing import NDArray
 
 CROP_HALF_VOX = 12
@@ -89,6 +90,32 @@ def crop_offsets() -> NDArray[np.int64]:
     In C order of a ``(2h, 2h, 2h)`` cube, ``h = CROP_HALF_VOX``: offsets ``-h .. h-1``.
     """
     return _geometry().offsets
+
+
+def gather_crops(volume: NDArray, centres: NDArray) -> NDArray[np.float32]:
+    """Return the crops of ``volume`` centred on ``centres``, shape (N, 2h, 2h, 2h), float32.
+
+    Voxel ``h`` of each axis is the centre (:func:`crop_offsets`, ``h = CROP_HALF_VOX``);
+    voxels a crop reaches beyond the volume repeat the nearest edge's. Crops wholly inside
+    are copied as blocks (a strided view), the others by clipped indices per axis.
+    """
+    side = 2 * CROP_HALF_VOX
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 3)
+    starts = centres - CROP_HALF_VOX
+    shape = np.asarray(volume.shape[-3:], dtype=np.int64)
+    inside = ((starts >= 0) & (starts + side <= shape)).all(axis=1)
+    crops = np.empty((len(centres), side, side, side), dtype=np.float32)
+    if inside.any():
+        blocks = np.lib.stride_tricks.sliding_window_view(volume, (side, side, side))
+        z, y, x = starts[inside].T
+        crops[inside] = blocks[z, y, x]
+    edge = np.flatnonzero(~inside)
+    if len(edge):
+        index = np.clip(starts[edge, :, None] + np.arange(side), 0, shape[None, :, None] - 1)
+        crops[edge] = volume[
+            index[:, 0, :, None, None], index[:, 1, None, :, None], index[:, 2, None, None, :]
+        ]
+    return crops
 
 
 def shape_features(
@@ -266,6 +293,11 @@ def _principal_axes(density: NDArray, geometry: _CropGeometry, radius_vox: float
     )
 
 
+def _fft_workers() -> int:
+    """Threads for the crops' FFTs: torch's (the CPU share the user or the batch gave us)."""
+    return max(1, int(torch.get_num_threads()))
+
+
 def _soft_sphere(distance: NDArray, radius_vox: float) -> NDArray[np.float32]:
     """1 within ``radius_vox - MASK_EDGE_VOX``, falling linearly to 0 at ``radius_vox``."""
     return np.clip((radius_vox - distance) / MASK_EDGE_VOX, 0.0, 1.0).astype(np.float32)
@@ -275,7 +307,7 @@ def _power_bands(density: NDArray, geometry: _CropGeometry, mask: NDArray) -> ND
     """Log mean power of the crop under ``mask`` (per voxel) in each frequency band."""
     side = 2 * CROP_HALF_VOX
     cubes = (density * mask).reshape(-1, side, side, side)
-    spectrum = np.asarray(scipy.fft.rfftn(cubes, axes=(1, 2, 3)))
+    spectrum = np.asarray(scipy.fft.rfftn(cubes, axes=(1, 2, 3), workers=_fft_workers()))
     power: NDArray = (spectrum.real**2 + spectrum.imag**2).reshape(len(density), -1)
     band_power: NDArray = power @ geometry.band_means
     return np.log(band_power + 1e-6)

@@ -36,10 +36,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cryopick.inference.blending import blend_windows, window_starts_per_axis
 from cryopick.inference.runtime import (  # noqa: F401 - re-exported: callers import them from here
+    choose_batch_size,
     cpu_has_fast_bf16,
     resolve_device,
     resolve_precision,
     resolve_training_channels_last,
+    runs_lone_window_as_pair,
 )
 
 log = logging.getLogger(__name__)
@@ -179,7 +181,7 @@ def predict_probability_map(
     volume: Any,
     patch_size: Sequence[int] | None = None,
     overlap: float = 0.25,
-    batch_size: int = 2,
+    batch_size: int | None = None,
     device: str | torch.device = "auto",
     tta: bool = False,
     *,
@@ -200,8 +202,9 @@ def predict_probability_map(
         Window size (z, y, x); default :func:`choose_patch_size` (up to 192³).
     overlap : float
         Minimum fraction of overlap between neighbouring windows, in [0, 1).
-    batch_size : int
-        Windows per forward pass.
+    batch_size : int, optional
+        Windows per forward pass; default :func:`cryopick.inference.runtime.choose_batch_size`
+        (1 on a CPU running bf16, else 2).
     device : str or torch.device
         ``"auto"``, ``"cpu"``, ``"cuda"``...
     tta : bool
@@ -235,12 +238,14 @@ def predict_probability_map(
     padded_shape = pad_shape_to_windows(shape, patch, stride)
     steps = choose_window_steps(padded_shape, patch, overlap, stride)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
-    predictor = _WindowPredictor(net, dev, tta, memory_format, progress)
+    pair = runs_lone_window_as_pair(dev, amp_dtype)
+    predictor = _WindowPredictor(net, dev, tta, memory_format, progress, pair)
     predictor.total = count_windows(padded_shape, patch, steps)
     data = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
     autocast = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     with torch.inference_mode(), autocast:
-        blended = blend_windows(data, padded_shape, patch, steps, predictor, batch_size, stride)
+        batch = batch_size or choose_batch_size(dev, amp_dtype)
+        blended = blend_windows(data, padded_shape, patch, steps, predictor, batch, stride)
     crop = tuple(slice(0, math.ceil(n / stride)) for n in shape)
     result = blended[(slice(None), *crop)].to(torch.float16).numpy()  # torch: multithreaded
     del blended
@@ -316,9 +321,9 @@ def count_windows(shape: Sequence[int], patch: Sequence[int], steps: Sequence[in
 class _WindowPredictor:
     """The network as the blending calls it: windows (B, 1, Z, Y, X) -> softmax (float32).
 
-    Averages over flips with ``tta``; runs a single window as a batch of two on CPU
-    (PyTorch runs batch-1 3D convolutions there without oneDNN, ~3x slower); reports
-    ``progress(done, total)`` after each batch.
+    Averages over flips with ``tta``; runs a single window as a batch of two when
+    ``pair_lone_windows`` (:func:`cryopick.inference.runtime.runs_lone_window_as_pair`);
+    reports ``progress(done, total)`` after each batch.
     """
 
     def __init__(
@@ -328,8 +333,10 @@ class _WindowPredictor:
         tta: bool,
         memory_format: torch.memory_format,
         progress: Callable[[int, int], None] | None,
+        pair_lone_windows: bool = False,
     ) -> None:
         self.net, self.device, self.memory_format = net, device, memory_format
+        self.pair_lone_windows = pair_lone_windows
         self.flips = TTA_FLIP_DIMS if tta else ((),)
         self.progress = progress
         self.total, self.done = 0, 0
@@ -337,7 +344,7 @@ class _WindowPredictor:
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
         windows = windows.to(self.device, non_blocking=True)
         n = windows.shape[0]
-        x = torch.cat([windows, windows]) if n == 1 and self.device.type == "cpu" else windows
+        x = torch.cat([windows, windows]) if n == 1 and self.pair_lone_windows else windows
         total = None
         for dims in self.flips:
             xi = torch.flip(x, dims) if dims else x
