@@ -7,6 +7,7 @@ projects together, each run is renamed ``project_folder/run``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 WEAK_TYPES = ("beta-galactosidase", "thyroglobulin")
+CLI = (sys.executable, "-c", "from cryopick.cli import app; app()")
+"""``cryopick`` as a user runs it, in a fresh process (append the command's arguments)."""
 
 
 def add_held_out_arguments(parser: argparse.ArgumentParser, workdir: str) -> None:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _projects import CLI
 
 from cryopick.evaluation.metric import score_picks
 from cryopick.inference.pipeline import predict_tomogram
@@ -56,7 +57,6 @@ from cryopick.simulate import simulate_project
 from cryopick.training.config import TrainConfig, compute_loss
 
 RUN = "sim_0000"
-CLI = [sys.executable, "-c", "from cryopick.cli import app; app()"]
 
 
 def synchronize(device: torch.device) -> None:

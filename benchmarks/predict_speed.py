@@ -38,7 +38,6 @@ import os
 import platform
 import resource
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _projects import CLI
 from scipy import ndimage
 
 from cryopick.core.particles import default_particle_set
@@ -159,7 +159,7 @@ def time_cli(volume: np.ndarray, workdir: Path, repeats: int) -> dict:
     with mrcfile.new(path, overwrite=True) as mrc:
         mrc.set_data(volume)
         mrc.voxel_size = 10.0
-    command = [sys.executable, "-c", "from cryopick.cli import app; app()", "predict", str(path)]
+    command = [*CLI, "predict", str(path)]
     seconds = []
     for i in range(repeats):
         output = workdir / f"cli_{i}.csv"

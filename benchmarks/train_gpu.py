@@ -28,11 +28,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-CLI = [sys.executable, "-c", "from cryopick.cli import app; app()"]
+from _projects import CLI
+
 VALIDATION = {"sim_val": (3, 9000), "sim_val2": (3, 9100)}
 TRAIN_SETTINGS = [
     "ema_decay=0.999",

@@ -70,14 +70,28 @@ def estimate_column_background(
     spread : float
         Its 95th minus 5th percentile over the blocks.
     """
+    smooth, block, spread = _measure_block_background(volume, spacing_A)
+    return _interpolate_blocks(smooth, block, volume.shape[1:]), spread
+
+
+def _measure_block_background(
+    volume: NDArray[np.float32], spacing_A: float
+) -> tuple[NDArray[np.float64], int, float]:
+    """Median-filtered block means of the columns' z means, the block side, their spread."""
     block = max(1, round(BLOCK_A / spacing_A))
     size = max(1, round(MEDIAN_A / (block * spacing_A))) | 1  # odd: centred on a block
     means = _block_means(volume.mean(axis=0).astype(np.float64), block)  # float32: 6x faster
-    smooth = ndimage.median_filter(means, size=size, mode="nearest")
+    smooth: NDArray[np.float64] = ndimage.median_filter(means, size=size, mode="nearest")
     low, high = np.percentile(smooth, [5.0, 95.0])
-    ny, nx = volume.shape[1:]
+    return smooth, block, float(high - low)
+
+
+def _interpolate_blocks(
+    smooth: NDArray[np.float64], block: int, shape_yx: tuple[int, ...]
+) -> NDArray[np.float32]:
+    """Bilinear interpolation of block values back to every (y, x) column."""
     full = ndimage.zoom(smooth, block, order=1, mode="nearest", grid_mode=True)
-    return full[:ny, :nx].astype(np.float32), float(high - low)
+    return full[: shape_yx[0], : shape_yx[1]].astype(np.float32)
 
 
 def flatten_column_background(
@@ -111,9 +125,10 @@ def flatten_column_background(
     """
     if mode == "off":
         return False
-    background, spread = estimate_column_background(volume, spacing_A)
+    smooth, block, spread = _measure_block_background(volume, spacing_A)
     if mode == "auto" and spread <= MIN_RANGE:
-        return False
+        return False  # measured, not interpolated: most tomograms stop here
+    background = _interpolate_blocks(smooth, block, volume.shape[1:])
     log.info(
         "%s: grey level drifts by %.2f robust spreads across x/y (a carbon film in view?): "
         "column background subtracted",
