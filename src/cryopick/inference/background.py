@@ -90,7 +90,7 @@ def _interpolate_blocks(
     smooth: NDArray[np.float64], block: int, shape_yx: tuple[int, ...]
 ) -> NDArray[np.float32]:
     """Bilinear interpolation of block values back to every (y, x) column."""
-    full = ndimage.zoom(smooth, block, order=1, mode="nearest", grid_mode=True)
+    full: NDArray[np.float64] = ndimage.zoom(smooth, block, order=1, mode="nearest", grid_mode=True)
     return full[: shape_yx[0], : shape_yx[1]].astype(np.float32)
 
 
