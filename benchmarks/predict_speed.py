@@ -14,7 +14,7 @@ is less sensitive to other processes), with the peak resident memory (RSS sample
 * ``network``: :func:`cryopick.inference.window.predict_probabilities` with the default network of
   :mod:`cryopick.model` (untrained: cost does not depend on the weights), the default
   inference window (:func:`cryopick.inference.window.choose_patch_size`, or ``--patch``), overlap
-  0.25, batch 2;
+  0.25, predict's default batch (one window at a time on a CPU running bf16, else two);
 * ``peaks``: :func:`cryopick.inference.peaks.find_peaks` on the network's map, and, because an
   untrained network gives flat maps, also on a synthetic map with 150 blobs per class
   (``peaks_synthetic``);
@@ -177,7 +177,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(184, 630, 630))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="windows per pass (default: predict's)"
+    )
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument(
         "--patch", type=int, nargs=3, default=None, help="window (default: choose_patch_size)"
@@ -200,7 +202,7 @@ def describe_setup(
         "architecture": card.architecture.model_dump(),
         "patch_size": patch,
         "overlap": args.overlap,
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size or "auto",
         "precision": str(resolve_precision("auto", torch.device("cpu"))),
     }
 
