@@ -23,6 +23,9 @@ is less sensitive to other processes), with the peak resident memory (RSS sample
   bundled model, in a fresh process (Python start, imports, model load, reading the MRC,
   polarity check, network, peaks, writing), ``--cli-repeats`` times; wall seconds and the
   child's peak RSS. This is the issue's end-to-end figure.
+* ``bundled_stages``: where that time goes: the import of the pipeline in a fresh process,
+  then the bundled model's loading, reading + preparing + orienting, networks, and peaks +
+  rescoring on the same MRC in this process (after one untimed pass).
 
 Also measured: fp32 and bf16 matmul peaks of this CPU (a 2048² matmul), the network's FLOPs
 per window (torch's FlopCounter), and the network's achieved FLOP/s. Results go to
@@ -38,6 +41,7 @@ import os
 import platform
 import resource
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -58,6 +62,7 @@ from cryopick.inference.window import (
     count_windows,
     pad_shape_to_windows,
     predict_probabilities,
+    predict_probability_map,
     resolve_precision,
 )
 from cryopick.io.omezarr import write_ome_zarr
@@ -255,7 +260,64 @@ def time_stages(
         results["n_picks_synthetic"] = len(synthetic_picks)
         del synthetic
         results["cli"] = time_cli(make_volume(shape), Path(tmp), args.cli_repeats)
+        results["bundled_stages"] = time_bundled_stages(Path(tmp) / "TS_cli.mrc")
     results["stages"] = stages
+
+
+def time_bundled_stages(path: Path) -> dict:
+    """Where the CLI's time goes: the bundled model's stages on ``path``, wall seconds.
+
+    ``imports``: a fresh process importing the prediction pipeline; the others run here,
+    after one untimed pass (so the MRC is in the page cache, as for the CLI runs before).
+    """
+    from cryopick.inference.picking import PickSettings, pick_particles
+    from cryopick.inference.pipeline import PredictConfig
+    from cryopick.inference.polarity import orient_contrast
+    from cryopick.inference.preprocess import prepare_volume
+    from cryopick.model import load_model
+    from cryopick.model.bundled import bundled_model_dir
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import cryopick.inference.pipeline"], check=True)
+    seconds = {"imports": time.perf_counter() - start}
+    config = PredictConfig()
+
+    def run_stages() -> None:
+        with timed(seconds, "load_model"):
+            model, card = load_model(bundled_model_dir())
+        with timed(seconds, "read_prepare_orient"):
+            tomogram = read_tomogram(path)
+            volume, _ = prepare_volume(tomogram, card.spacing_A)
+            volume = orient_contrast(volume, tomogram.name, None, model, "cpu", "auto")
+        with timed(seconds, "networks"):
+            prob_map = predict_probability_map(
+                model, volume, overlap=config.overlap, upsample=False
+            )
+        with timed(seconds, "peaks_rescoring"):
+            settings = PickSettings.for_model(card, config)
+            picks = pick_particles(
+                prob_map.probs,
+                settings,
+                spacing_A=card.spacing_A,
+                stride=prob_map.stride,
+                experiment="TS",
+                volume=volume,
+            )
+        seconds["n_picks"] = len(picks)
+
+    run_stages()  # warm: page cache, oneDNN primitives
+    run_stages()
+    result = {k: round(v, 3) if isinstance(v, float) else v for k, v in seconds.items()}
+    print(f"{'bundled stages':>18s}: {result}", flush=True)
+    return result
+
+
+@contextmanager
+def timed(seconds: dict, name: str):
+    """Store the wall seconds of the block under ``seconds[name]``."""
+    start = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - start
 
 
 def main() -> None:
