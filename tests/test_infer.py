@@ -5,7 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from cryopick.inference.runtime import choose_batch_size, runs_lone_window_as_pair
+from cryopick.inference.runtime import (
+    choose_batch_size,
+    map_in_threads,
+    runs_lone_window_as_pair,
+)
 from cryopick.inference.window import (
     choose_patch_size,
     choose_window_steps,
@@ -349,3 +353,24 @@ def test_a_lone_window_runs_as_a_pair_only_outside_bf16_on_cpu(volume, precision
     assert choose_batch_size(cpu, torch.bfloat16) == 1 and choose_batch_size(cpu, None) == 2
     assert choose_batch_size(cuda, torch.bfloat16) == 2
     assert not runs_lone_window_as_pair(cuda, None)
+
+
+def test_map_in_threads_keeps_the_order_and_uses_torch_threads(monkeypatch):
+    import threading
+
+    seen: set[int] = set()
+    barrier = threading.Barrier(2, timeout=5)
+
+    def work(i: int) -> int:
+        seen.add(threading.get_ident())
+        if i < 2:
+            barrier.wait()  # the first two items must run at the same time
+        return i * i
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert map_in_threads(work, range(7)) == [i * i for i in range(7)]
+    assert len(seen) == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    seen.clear()
+    assert map_in_threads(work, [5, 3, 4]) == [25, 9, 16]
+    assert seen == {threading.get_ident()}  # one thread: called in place, in order

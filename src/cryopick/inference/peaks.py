@@ -37,6 +37,7 @@ from cryopick.core.coords import voxels_to_angstrom
 from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.core.picks import empty_picks, make_picks
 from cryopick.inference.blobs import measure_blob_radii, refine_peaks
+from cryopick.inference.runtime import map_in_threads
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_NMS_FRACTION = 0.6
@@ -271,16 +272,21 @@ def find_peaks(
     """
     ps = resolve_particle_set(particles)
     thresholds = {ps.resolve(k): v for k, v in (thresholds or {}).items()}
-    frames = []
-    for name, label in _classes_to_find(probs, ps, particle_types):
+
+    def find_class(item: tuple[str, int]) -> pd.DataFrame | None:
+        name, label = item
         threshold = max(float(thresholds.get(name, default_threshold)), min_score)
         radius_vox = ps.radius_A(name) / spacing_A
         blob_vox = blob_radius_fraction * radius_vox if blob_radius_fraction else None
         limits = (threshold, nms_fraction, blob_vox, blob_ratio_range, max_peaks_per_class)
         coords, scores = _find_class_peaks(probs[label], radius_vox, *limits)
-        if len(coords):
-            coords_A = voxels_to_angstrom(coords, spacing_A) + origin_A
-            frames.append(make_picks(experiment, name, coords_A, score=scores))
+        if not len(coords):
+            return None
+        coords_A = voxels_to_angstrom(coords, spacing_A) + origin_A
+        return make_picks(experiment, name, coords_A, score=scores)
+
+    found = map_in_threads(find_class, _classes_to_find(probs, ps, particle_types))
+    frames = [frame for frame in found if frame is not None]
     if not frames:
         return empty_picks()
     picks = pd.concat(frames, ignore_index=True)

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from cryopick.core.coords import angstrom_to_voxels, input_to_strided_vox
 from cryopick.core.particles import ParticleSet, resolve_particle_set
+from cryopick.inference.runtime import map_in_threads
 from cryopick.inference.shape_features import (
     count_shape_features,
     gather_crops,
@@ -99,8 +100,10 @@ def candidate_features(
     reference = None
     if volume is not None and features == "map+density+shape":
         reference = gather_crops(volume, reference_centres(volume.shape))
-    for name, index in picks.groupby("particle_type").indices.items():
-        radius_vox = ps.radius_A(str(name)) / spacing_A
+
+    def describe_class(item: tuple[str, NDArray]) -> NDArray:
+        name, index = item
+        radius_vox = ps.radius_A(name) / spacing_A
         centres_vox = angstrom_to_voxels(coords_zyx[index], spacing_A)
         centres = np.rint(centres_vox).astype(np.int64)
         map_centres = np.rint(input_to_strided_vox(centres_vox, stride)).astype(np.int64)
@@ -112,7 +115,14 @@ def candidate_features(
             columns.append(_shell_features(volume, centres, radius_vox))
         if volume is not None and reference is not None:
             columns.append(_shape_columns(volume, centres, radius_vox, reference))
-        rows[index] = np.concatenate(columns, axis=1)
+        return np.concatenate(columns, axis=1)
+
+    groups = [
+        (str(name), np.asarray(index))
+        for name, index in picks.groupby("particle_type").indices.items()
+    ]
+    for (_, index), block in zip(groups, map_in_threads(describe_class, groups), strict=True):
+        rows[index] = block
     return rows
 
 

