@@ -23,6 +23,9 @@ is less sensitive to other processes), with the peak resident memory (RSS sample
   bundled model, in a fresh process (Python start, imports, model load, reading the MRC,
   polarity check, network, peaks, writing), ``--cli-repeats`` times; wall seconds and the
   child's peak RSS. This is the issue's end-to-end figure.
+* ``cli_tomogram`` (with ``--cli-tomogram PATH``): the same command on a given tomogram,
+  e.g. a simulated one, whose candidate peaks are as many as a real tomogram's (the
+  synthetic volume's random blobs give the rescorer more);
 * ``bundled_stages``: where that time goes: the import of the pipeline in a fresh process,
   then the bundled model's loading, reading + preparing + orienting, networks, and peaks +
   rescoring on the same MRC in this process (after one untimed pass).
@@ -164,17 +167,26 @@ def time_cli(volume: np.ndarray, workdir: Path, repeats: int) -> dict:
     with mrcfile.new(path, overwrite=True) as mrc:
         mrc.set_data(volume)
         mrc.voxel_size = 10.0
+    return time_cli_on(path, workdir, repeats, "cli")
+
+
+def time_cli_on(path: Path, workdir: Path, repeats: int, label: str) -> dict:
+    """Wall seconds of ``cryopick predict PATH`` in fresh processes, the children's peak RSS.
+
+    The peak is that of every child so far (``getrusage``): time the larger input first.
+    """
     command = [*CLI, "predict", str(path)]
-    seconds = []
+    seconds, n_picks = [], 0
     for i in range(repeats):
-        output = workdir / f"cli_{i}.csv"
+        output = workdir / f"{label}_{i}.csv"
         start = time.perf_counter()
         subprocess.run([*command, "--output", str(output), "--quiet"], check=True)
         seconds.append(round(time.perf_counter() - start, 3))
+        n_picks = sum(1 for _ in output.open()) - 1
     peak_GB = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
-    result = {"seconds": seconds, "median_seconds": float(np.median(seconds))}
-    result["peak_rss_GB"] = round(peak_GB, 3)
-    print(f"{'cli':>18s}: {result}", flush=True)
+    result = {"input": str(path), "seconds": seconds, "median_seconds": float(np.median(seconds))}
+    result.update(peak_rss_GB=round(peak_GB, 3), n_picks=n_picks)
+    print(f"{label:>18s}: {result}", flush=True)
     return result
 
 
@@ -190,6 +202,11 @@ def parse_args() -> argparse.Namespace:
         "--patch", type=int, nargs=3, default=None, help="window (default: choose_patch_size)"
     )
     parser.add_argument("--cli-repeats", type=int, default=3, help="fresh-process CLI runs")
+    parser.add_argument(
+        "--cli-tomogram",
+        type=Path,
+        help="also time the CLI on this tomogram (e.g. a simulated run's denoised.zarr)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
@@ -261,6 +278,10 @@ def time_stages(
         del synthetic
         results["cli"] = time_cli(make_volume(shape), Path(tmp), args.cli_repeats)
         results["bundled_stages"] = time_bundled_stages(Path(tmp) / "TS_cli.mrc")
+        if args.cli_tomogram:
+            results["cli_tomogram"] = time_cli_on(
+                args.cli_tomogram, Path(tmp), args.cli_repeats, "cli_tomogram"
+            )
     results["stages"] = stages
 
 
