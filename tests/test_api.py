@@ -56,3 +56,17 @@ def test_lazy_names_resolve_to_the_library_functions() -> None:
 
 def test_version_comes_from_the_package_metadata() -> None:
     assert cryopick.__version__ == version("cryopick")
+
+
+def test_the_command_line_freezes_the_heap_after_every_other_exit_handler() -> None:
+    # the CLI's handler runs last: a handler registered after importing it still sees an
+    # unfrozen heap, and the process ends with every object frozen (no final collections)
+    code = (
+        "import atexit, gc, sys\n"
+        "import cryopick.cli\n"
+        "atexit.register(lambda: print('later handler sees', gc.get_freeze_count()))\n"
+        "atexit._run_exitfuncs()\n"
+        "print('after all', gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["later handler sees 0", "after all True"]
