@@ -35,7 +35,12 @@ from cryopick.model import (
     save_model,
 )
 from cryopick.model.rescorer import DenseLayer, Rescorer
-from cryopick.training.rescorer import Candidates, fit_rescorer, label_candidates
+from cryopick.training.rescorer import (
+    Candidates,
+    _runs_in_turn,
+    fit_rescorer,
+    label_candidates,
+)
 
 from shared_settings import DarkBlobDetector
 
@@ -300,3 +305,27 @@ def test_a_tta_calibration_of_a_rescorer_card_marks_it_and_drops_stale_tta_thres
     assert choose_calibration(card, tta=True) == {"apo-ferritin": half}
     plain = _calibrated_card(_card(thresholds_tta={"apo-ferritin": 0.9}), {}, tta=True)
     assert not plain.tta_rescored and plain.thresholds_tta == {"apo-ferritin": 0.9}
+
+
+def test_rescorer_runs_take_the_reconstructions_in_turn_across_projects(tmp_path):
+    def project(name: str, runs: list[str], kinds: tuple[str, ...]) -> Path:
+        root = tmp_path / name
+        root.mkdir()
+        config = root / "copick.json"
+        config.write_text(json.dumps(make_copick_config(name, root / "overlay", root / "st")))
+        for run in runs:
+            for kind in kinds:
+                write_tomogram(read_copick_config(config), run, np.zeros((4, 8, 8)), 10.0, kind, 1)
+        return config
+
+    kinds = ("denoised", "wbp")
+    first = project("a", ["TS_1", "TS_2", "TS_3"], kinds)
+    second = project("b", ["TS_4", "TS_5"], kinds)
+    read_a = _runs_in_turn(first, ("denoised", "wbp", "denoised"), first=0)
+    read_b = _runs_in_turn(second, ("denoised", "wbp", "denoised"), first=3)
+    assert [t.name for t in read_a + read_b] == ["TS_1", "TS_2", "TS_3", "TS_4", "TS_5"]
+    assert [Path(t.source).stem for t in read_a + read_b] == [
+        "denoised", "wbp", "denoised", "denoised", "wbp"
+    ]  # fmt: skip
+    with pytest.raises(InputError):
+        _runs_in_turn(first, ("denoised", "ctfdeconvolved"), first=0)

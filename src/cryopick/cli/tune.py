@@ -89,6 +89,13 @@ def tune(
     ] = "map+density+shape",
     rule: ThresholdRuleOption = None,
     rescorer_floor: RescorerFloorOption = None,
+    rescorer_tomo_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Reconstruction of the rescorer's runs, in turn from run to run (repeat: "
+            "e.g. denoised, wbp, ctfdeconvolved); default --tomo-type."
+        ),
+    ] = None,
 ) -> None:
     """Re-tune per-class thresholds (F-beta) and score calibration on annotated runs.
 
@@ -114,6 +121,7 @@ def tune(
         rescorer_features=check_feature_set(rescorer_features),
         rule=None if rule is None else check_threshold_rule(rule),
         rescorer_floor=rescorer_floor,
+        rescorer_tomo_types=rescorer_tomo_type or [],
     )
     for name, value in thresholds.items():
         typer.echo(f"{name:>20s}  {value:.4f}")

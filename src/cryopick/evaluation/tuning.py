@@ -74,6 +74,7 @@ def tune_model(
     rescorer_features: FeatureSet = "map+density+shape",
     rule: ThresholdRule | None = None,
     rescorer_floor: float | None = None,
+    rescorer_tomo_types: Sequence[str] = (),
 ) -> dict[str, float]:
     """Re-tune per-class thresholds and calibration on annotated runs; write the new model.
 
@@ -107,6 +108,10 @@ def tune_model(
         Set the rescorer's ``candidate_floor`` (raw peak value above which predictions
         re-score candidates; higher is faster) before tuning; it is still fitted on every
         peak above the default floor.
+    rescorer_tomo_types : sequence of str
+        Reconstructions of the rescorer's runs, taken in turn from one run to the next
+        (:func:`cryopick.training.rescorer.collect_project_candidates`); default
+        ``tomo_type``.
     """
     model_dir, out_dir = _check_out_dir(model_dir, out_dir, overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
@@ -119,7 +124,8 @@ def tune_model(
     loaded = model or load_model(model_dir, device="cpu")
     if rescorer_data:
         source = (truth_user, truth_session)
-        loaded = _add_rescorer(loaded, rescorer_data, config, tomo_type, source, rescorer_features)
+        kinds = tuple(rescorer_tomo_types) or (tomo_type,)
+        loaded = _add_rescorer(loaded, rescorer_data, config, kinds, source, rescorer_features)
     if rescorer_floor is not None:
         loaded = _with_rescorer_floor(loaded, rescorer_floor, model_dir)
     card = loaded[1]
@@ -235,7 +241,7 @@ def _add_rescorer(
     model: LoadedModel,
     projects: Sequence[str | Path],
     config: PredictConfig,
-    tomo_type: str,
+    tomo_types: Sequence[str],
     truth_source: tuple[str | None, str | None],
     features: FeatureSet,
 ) -> LoadedModel:
@@ -250,7 +256,7 @@ def _add_rescorer(
         model,
         projects,
         config,
-        tomo_type=tomo_type,
+        tomo_types=tomo_types,
         truth_user=truth_source[0],
         truth_session=truth_source[1],
         features=features,

@@ -242,7 +242,7 @@ def fit_rescorer_on_projects(
     projects: Sequence[str | Path],
     config: PredictConfig | None = None,
     *,
-    tomo_type: str = DEFAULT_TOMO_TYPE,
+    tomo_types: Sequence[str] = (DEFAULT_TOMO_TYPE,),
     truth_user: str | None = None,
     truth_session: str | None = None,
     features: FeatureSet = "map+density+shape",
@@ -259,8 +259,11 @@ def fit_rescorer_on_projects(
         for the bundled model (truth user ``simulation``), never its held-out runs.
     config : PredictConfig, optional
         Prediction settings (device, precision, windows, polarity); ``tta`` is ignored.
-    tomo_type, truth_user, truth_session : str
-        Reconstruction type; whose annotations are the truth.
+    tomo_types : sequence of str
+        Reconstruction types, taken in turn from one run to the next over all projects
+        (:func:`collect_project_candidates`): a rescorer for several reconstructions.
+    truth_user, truth_session : str
+        Whose annotations are the truth.
     features, floor
         As for :func:`fit_rescorer`.
 
@@ -273,12 +276,12 @@ def fit_rescorer_on_projects(
         model,
         projects,
         config,
-        tomo_type=tomo_type,
+        tomo_types=tomo_types,
         truth=(truth_user, truth_session),
         floor=floor,
         features=features,
     )
-    described = [f"{p} ({tomo_type})" for p in projects]
+    described = [f"{p} ({'/'.join(tomo_types)})" for p in projects]
     particles = model[1].particle_set
     return fit_rescorer(
         candidates, particles, features=features, floor=floor, training_data=described
@@ -290,28 +293,45 @@ def collect_project_candidates(
     projects: Sequence[str | Path],
     config: PredictConfig | None = None,
     *,
-    tomo_type: str = DEFAULT_TOMO_TYPE,
+    tomo_types: Sequence[str] = (DEFAULT_TOMO_TYPE,),
     truth: tuple[str | None, str | None] = (None, None),
     floor: float = DEFAULT_CANDIDATE_FLOOR,
     features: FeatureSet = "map+density+shape",
 ) -> Candidates:
     """Labelled candidates of every run of annotated projects (:func:`collect_candidates`).
 
-    ``truth`` is the annotations' (user, session); the rest as for
+    Run ``i`` (counted over all projects, in order) is read as reconstruction
+    ``tomo_types[i % len(tomo_types)]``: each run once, the types in turn (repeat a type
+    to give it more runs). ``truth`` is the annotations' (user, session); the rest as for
     :func:`fit_rescorer_on_projects`, which fits a rescorer on what this returns.
     """
+    if not tomo_types:
+        raise ValueError("give at least one reconstruction type")
     config = (config or PredictConfig()).model_copy(update={"tta": False})
     particles = model[1].particle_set
-    parts = []
+    parts: list[Candidates] = []
     for project in projects:
-        tomograms = read_inputs(project, tomo_type, None)
         annotations = read_truth(
             project, user_id=truth[0], session_id=truth[1], particles=particles
         )
-        for tomogram in tomograms:
+        for tomogram in _runs_in_turn(project, tomo_types, first=len(parts)):
             run_truth = annotations[annotations["experiment"] == tomogram.name]
             if run_truth.empty:
                 raise InputError(project, f"run {tomogram.name} has no annotated picks")
             parts.append(collect_candidates(tomogram, run_truth, model, config, floor, features))
             log.info("%s: %d candidates", tomogram.name, len(parts[-1].labels))
     return Candidates.concat(parts)
+
+
+def _runs_in_turn(project: str | Path, tomo_types: Sequence[str], first: int) -> list[Tomogram]:
+    """Return the project's runs, run ``j`` read as ``tomo_types[(first + j) % n_types]``."""
+    by_type = {kind: read_inputs(project, kind, None) for kind in dict.fromkeys(tomo_types)}
+    names = [t.name for t in by_type[tomo_types[0]]]
+    chosen = []
+    for j, name in enumerate(names):
+        kind = tomo_types[(first + j) % len(tomo_types)]
+        found = [t for t in by_type[kind] if t.name == name]
+        if not found:
+            raise InputError(project, f"run {name} has no {kind} tomogram")
+        chosen.append(found[0])
+    return chosen
