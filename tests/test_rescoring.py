@@ -38,6 +38,7 @@ from cryopick.model.rescorer import DenseLayer, Rescorer
 from cryopick.training.rescorer import (
     Candidates,
     _runs_in_turn,
+    describe_turns,
     fit_rescorer,
     label_candidates,
 )
@@ -329,3 +330,10 @@ def test_rescorer_runs_take_the_reconstructions_in_turn_across_projects(tmp_path
     ]  # fmt: skip
     with pytest.raises(InputError):
         _runs_in_turn(first, ("denoised", "ctfdeconvolved"), first=0)
+
+
+def test_rescorer_training_data_names_the_reconstructions_in_turn():
+    assert describe_turns(["denoised"]) == "denoised"
+    assert describe_turns(["denoised", "wbp", "denoised"]) == "denoised/wbp/denoised"
+    long = ["denoised"] * 6 + ["wbp", "ctfdeconvolved"] * 2
+    assert describe_turns(long) == "denoised x6, wbp x2, ctfdeconvolved x2, in turn"

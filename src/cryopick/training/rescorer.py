@@ -13,6 +13,7 @@ ones a model is measured on.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,7 +282,7 @@ def fit_rescorer_on_projects(
         floor=floor,
         features=features,
     )
-    described = [f"{p} ({'/'.join(tomo_types)})" for p in projects]
+    described = [f"{p} ({describe_turns(tomo_types)})" for p in projects]
     particles = model[1].particle_set
     return fit_rescorer(
         candidates, particles, features=features, floor=floor, training_data=described
@@ -335,3 +336,11 @@ def _runs_in_turn(project: str | Path, tomo_types: Sequence[str], first: int) ->
             raise InputError(project, f"run {name} has no {kind} tomogram")
         chosen.append(found[0])
     return chosen
+
+
+def describe_turns(tomo_types: Sequence[str]) -> str:
+    """Name the reconstructions taken in turn: ``denoised/wbp`` or, for a long list, counts."""
+    if len(tomo_types) <= 4:
+        return "/".join(tomo_types)
+    counts = Counter(tomo_types)
+    return ", ".join(f"{kind} x{n}" for kind, n in counts.items()) + ", in turn"
