@@ -8,7 +8,11 @@ thick ice, gold fiducials with a carbon edge in view, and procedural crowders of
 family ("branched") that the ``varied`` training preset leaves out.
 
     python benchmarks/robustness.py [--model DIR] [--runs 2] [--shape 184 448 448]
-        [--only NAME ...] [--config predict.json] [--out DIR]
+        [--only NAME ...] [--config predict.json] [--out DIR] [--cache DIR]
+
+``--cache DIR`` keeps each simulated run (its tomogram as read and its truth) and reads it
+back on the next call with the same seed and shape: comparing models then costs their
+picking only (simulating is most of the 19 minutes of a 4-run matrix).
 
 ``--config`` takes predict settings as ``cryopick predict --config`` does (a JSON
 file of :class:`cryopick.inference.pipeline.PredictConfig` fields), e.g.
@@ -39,6 +43,7 @@ from cryopick.simulate.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 BOX_A = 10.0  # the default condition's voxel size
+TRUTH_COLUMNS = ["experiment", "particle_type", "x", "y", "z"]  # what the metric reads
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,39 @@ def simulate_condition(
     return run, Tomogram(label, data, spacing_A, Path(label), tomo_type)
 
 
+def load_or_simulate_condition(
+    name: str, shape_10A: tuple[int, int, int], seed: int, index: int, cache: Path | None
+) -> tuple[pd.DataFrame, Tomogram]:
+    """Return run ``index`` of a condition (truth picks, tomogram), from ``cache`` if there.
+
+    Simulating is most of the matrix's time; the same runs scored again with another model
+    are read back instead (float32, exactly as simulated). Files are written atomically.
+    """
+    if cache is None:
+        run, tomogram = simulate_condition(name, shape_10A, seed, index)
+        return run.picks, tomogram
+    slug = "".join(c if c.isalnum() else "_" for c in name)
+    stem = cache / f"{slug}_seed{seed}_{'x'.join(map(str, shape_10A))}_r{index}"
+    volume_path, truth_path = stem.with_suffix(".npy"), stem.with_suffix(".csv")
+    condition = CONDITIONS[name]
+    if volume_path.exists() and truth_path.exists():
+        data = np.load(volume_path, mmap_mode="r")
+        label = f"r{index}"
+        tomogram = Tomogram(label, data, condition.spacing_A, Path(label), condition.tomo_type)
+        return pd.read_csv(truth_path), tomogram
+    run, tomogram = simulate_condition(name, shape_10A, seed, index)
+    cache.mkdir(parents=True, exist_ok=True)
+    for path, write in (
+        (volume_path, lambda f: np.save(f, np.asarray(tomogram.data, dtype=np.float32))),
+        (truth_path, lambda f: run.picks[TRUTH_COLUMNS].to_csv(f, index=False)),
+    ):
+        partial = path.with_name(path.name + ".partial")
+        with partial.open("wb") as handle:
+            write(handle)
+        partial.replace(path)
+    return run.picks, tomogram
+
+
 def score_condition(
     name: str,
     model: LoadedModel,
@@ -125,15 +163,17 @@ def score_condition(
     shape_10A: tuple[int, int, int],
     seed: int,
     settings: PredictConfig | None = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Simulate ``runs`` tomograms under one condition, pick and score them."""
+    """Simulate ``runs`` tomograms under one condition (or read them from ``cache``), pick
+    and score them."""
     truths, picks = [], []
     t0 = time.perf_counter()
     for i in range(runs):
-        run, tomogram = simulate_condition(name, shape_10A, seed, i)
+        truth, tomogram = load_or_simulate_condition(name, shape_10A, seed, i, cache)
         network, card = model
         picks.append(predict_tomogram(tomogram, network, card, settings))
-        truths.append(run.picks)
+        truths.append(truth)
     result = score_picks(pd.concat(truths), pd.concat(picks))
     per_class = result.to_dict()["per_class"]
     row = {"condition": name, "score": round(result.score, 4), "seconds": 0.0}
@@ -170,6 +210,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="condition names (default: all)")
     parser.add_argument("--config", type=Path, help="predict settings (JSON)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--cache", type=Path, help="keep the simulated runs here and read them back next time"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("cryopick.inference.background").setLevel(logging.INFO)  # flattened runs
@@ -180,7 +223,9 @@ def main() -> None:
     model: LoadedModel = load_model(args.model or bundled_model_dir())
     names = args.only or list(CONDITIONS)
     shape = tuple(args.shape)
-    rows = [score_condition(n, model, args.runs, shape, args.seed, settings) for n in names]
+    rows = [
+        score_condition(n, model, args.runs, shape, args.seed, settings, args.cache) for n in names
+    ]
     record = {
         "model": str(args.model or bundled_model_dir()),
         "runs": args.runs,
