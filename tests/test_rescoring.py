@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from cryopick.model.rescorer import DenseLayer, Rescorer
 from cryopick.training.rescorer import (
     Candidates,
     _runs_in_turn,
-    describe_turns,
+    describe_sources,
     fit_rescorer,
     label_candidates,
 )
@@ -252,6 +253,7 @@ def test_tune_fits_a_rescorer_that_drops_decoys_the_network_cannot_tell_apart(tm
     card = read_model_card(tmp_path / "tuned")
     assert card.rescorer is not None and card.rescorer.features == "map+density+shape"
     assert str(fit_on) in card.rescorer.training_data[0]
+    assert re.search(r"\(\d+ runs?: denoised x\d+\)$", card.rescorer.training_data[0])
     # re-scored candidates are tuned with the probability rule: best F4 (1.0 here) / 17
     assert card.thresholds["apo-ferritin"] == pytest.approx(1.0 / 17)
     picks = predict_tomogram(tomogram, DarkBlobDetector(), card, cpu)
@@ -328,12 +330,24 @@ def test_rescorer_runs_take_the_reconstructions_in_turn_across_projects(tmp_path
     assert [Path(t.source).stem for t in read_a + read_b] == [
         "denoised", "wbp", "denoised", "denoised", "wbp"
     ]  # fmt: skip
+    assert [t.tomo_type for t in read_a + read_b] == [Path(t.source).stem for t in read_a + read_b]
     with pytest.raises(InputError):
         _runs_in_turn(first, ("denoised", "ctfdeconvolved"), first=0)
 
 
-def test_rescorer_training_data_names_the_reconstructions_in_turn():
-    assert describe_turns(["denoised"]) == "denoised"
-    assert describe_turns(["denoised", "wbp", "denoised"]) == "denoised/wbp/denoised"
-    long = ["denoised"] * 6 + ["wbp", "ctfdeconvolved"] * 2
-    assert describe_turns(long) == "denoised x6, wbp x2, ctfdeconvolved x2, in turn"
+def test_rescorer_training_data_names_each_project_once_with_its_runs_reconstructions():
+    sources = [("a.json", f"TS_{i}", "denoised") for i in range(3)]
+    sources += [("b.json", "TS_1", "denoised")]
+    sources += [("a.json", f"TS_{i}", kind) for i, kind in enumerate(["wbp", "ctf", "wbp"])]
+    assert describe_sources(sources) == [
+        "a.json (3 runs: denoised x3, wbp x2, ctf x1)",
+        "b.json (1 run: denoised x1)",
+    ]
+    joined = Candidates.concat(
+        [
+            Candidates(pd.DataFrame({"x": [1.0]}), np.zeros((1, 2), np.float32),
+                       np.ones(1, bool), [source])
+            for source in sources[:2]
+        ]
+    )  # fmt: skip
+    assert joined.sources == sources[:2] and len(joined.labels) == 2

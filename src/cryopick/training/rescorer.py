@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +48,15 @@ DEFAULT_CANDIDATE_FLOOR = 0.05
 
 @dataclass
 class Candidates:
-    """Candidate picks of annotated runs, their feature rows and labels."""
+    """Candidate picks of annotated runs, their feature rows and labels.
+
+    ``sources`` names the runs they come from: (project, run, reconstruction) each.
+    """
 
     picks: pd.DataFrame
     features: NDArray[np.float32]
     labels: NDArray[np.bool_]
+    sources: list[tuple[str, str, str]] = field(default_factory=list)
 
     @classmethod
     def concat(cls, parts: Sequence[Candidates]) -> Candidates:
@@ -61,6 +65,7 @@ class Candidates:
             pd.concat([p.picks for p in parts], ignore_index=True),
             np.concatenate([p.features for p in parts]),
             np.concatenate([p.labels for p in parts]),
+            [source for p in parts for source in p.sources],
         )
 
 
@@ -282,10 +287,13 @@ def fit_rescorer_on_projects(
         floor=floor,
         features=features,
     )
-    described = [f"{p} ({describe_turns(tomo_types)})" for p in projects]
     particles = model[1].particle_set
     return fit_rescorer(
-        candidates, particles, features=features, floor=floor, training_data=described
+        candidates,
+        particles,
+        features=features,
+        floor=floor,
+        training_data=describe_sources(candidates.sources),
     )
 
 
@@ -319,7 +327,9 @@ def collect_project_candidates(
             run_truth = annotations[annotations["experiment"] == tomogram.name]
             if run_truth.empty:
                 raise InputError(project, f"run {tomogram.name} has no annotated picks")
-            parts.append(collect_candidates(tomogram, run_truth, model, config, floor, features))
+            part = collect_candidates(tomogram, run_truth, model, config, floor, features)
+            part.sources = [(str(project), tomogram.name, tomogram.tomo_type or "?")]
+            parts.append(part)
             log.info("%s: %d candidates", tomogram.name, len(parts[-1].labels))
     return Candidates.concat(parts)
 
@@ -338,9 +348,21 @@ def _runs_in_turn(project: str | Path, tomo_types: Sequence[str], first: int) ->
     return chosen
 
 
-def describe_turns(tomo_types: Sequence[str]) -> str:
-    """Name the reconstructions taken in turn: ``denoised/wbp`` or, for a long list, counts."""
-    if len(tomo_types) <= 4:
-        return "/".join(tomo_types)
-    counts = Counter(tomo_types)
-    return ", ".join(f"{kind} x{n}" for kind, n in counts.items()) + ", in turn"
+def describe_sources(sources: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Name each project once, with how many of its runs were read as each reconstruction.
+
+    ``sources`` are (project, run, reconstruction) in the order read; a project given twice
+    (its runs read again as another reconstruction) is named once, its counts added:
+    ``sim_r2/copick_config.json (16 runs: denoised x16, wbp x8, ctfdeconvolved x8)``.
+    """
+    by_project: dict[str, Counter[str]] = {}
+    runs: dict[str, set[str]] = {}
+    for project, run, kind in sources:
+        by_project.setdefault(project, Counter())[kind] += 1
+        runs.setdefault(project, set()).add(run)
+    described = []
+    for project, counts in by_project.items():
+        n_runs = len(runs[project])
+        kinds = ", ".join(f"{kind} x{n}" for kind, n in counts.items())
+        described.append(f"{project} ({n_runs} run{'' if n_runs == 1 else 's'}: {kinds})")
+    return described
