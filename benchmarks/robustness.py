@@ -150,8 +150,12 @@ def load_or_simulate_condition(
         (truth_path, lambda f: run.picks[TRUTH_COLUMNS].to_csv(f, index=False)),
     ):
         partial = path.with_name(path.name + ".partial")
-        with partial.open("wb") as handle:
-            write(handle)
+        try:
+            with partial.open("wb") as handle:
+                write(handle)
+        except BaseException:
+            partial.unlink(missing_ok=True)  # e.g. a full disk: leave no half-written file
+            raise
         partial.replace(path)
     return run.picks, tomogram
 
