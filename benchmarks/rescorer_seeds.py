@@ -14,7 +14,10 @@ rescorer was refitted.
 
 ``--hidden``, ``--epochs`` and ``--members`` change the rescorer itself (defaults: the
 bundled one's 64, 20, 9); ``--tag`` names the result file (``rescorer_seeds_TAG.json``).
-Candidates are collected once (the expensive part). ``--flatten-background off`` (the
+Candidates are collected once (the expensive part), at ``--collect-floor`` (0.05; pass
+the ``--floor`` to fit as ``cryopick tune --rescorer-floor`` does), read as the
+``--tomo-type`` reconstructions in turn (repeatable, as ``cryopick tune
+--rescorer-tomo-type``; a project may be given twice). ``--flatten-background off`` (the
 default here) reproduces the candidates the bundled v3.4 rescorer was fitted on, from
 before the carbon-film flattening existed; prediction of the held-out runs uses
 ``auto``, as ``cryopick predict`` does.
@@ -39,9 +42,14 @@ from _projects import (
 
 from cryopick.evaluation.metric import score_picks
 from cryopick.evaluation.tuning import tune_model
-from cryopick.inference.pipeline import PredictConfig, bundled_model_dir
+from cryopick.inference.pipeline import LoadedModel, PredictConfig, bundled_model_dir
 from cryopick.model import describe_hardware, load_model
-from cryopick.training.rescorer import collect_project_candidates, fit_rescorer
+from cryopick.training.rescorer import (
+    Candidates,
+    collect_project_candidates,
+    describe_sources,
+    fit_rescorer,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,17 +61,76 @@ def score_projects(model_dir: Path, projects: list[Path]) -> dict[str, Any]:
     )
 
 
+def fit_and_score(
+    args: argparse.Namespace,
+    candidates: Candidates,
+    model: LoadedModel,
+    model_dir: Path,
+    config: PredictConfig,
+    seed: int,
+    members: int,
+) -> dict[str, Any]:
+    """Fit one rescorer, tune thresholds on the validation runs, score the held-out runs."""
+    network, card = model
+    t0 = time.perf_counter()
+    rescorer = fit_rescorer(
+        candidates,
+        card.particle_set,
+        seed=seed,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        members=members,
+        training_data=describe_sources(candidates.sources),
+    ).model_copy(update={"candidate_floor": args.floor})
+    out_dir = args.workdir / f"seed{seed}_members{members}"
+    tuned = (network, card.model_copy(update={"rescorer": rescorer}))
+    tune_model(
+        model_dir,
+        args.val,
+        out_dir,
+        config,
+        truth_user=args.truth_user,
+        overwrite=True,
+        model=tuned,
+    )
+    row: dict[str, Any] = {
+        "seed": seed,
+        "members": members,
+        "validation": json.loads((out_dir / "model.json").read_text())["score"],
+    }
+    row["held_out"] = score_projects(out_dir, list(args.held_out))
+    if args.held_out_2:
+        row["held_out_2"] = score_projects(out_dir, list(args.held_out_2))
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_rescorer_fit_arguments(parser, seeds=[0, 3, 6])
     parser.add_argument("--floor", type=float, default=0.2)
+    parser.add_argument(
+        "--collect-floor",
+        type=float,
+        default=0.05,
+        help="candidates fitted on (cryopick tune --rescorer-floor F collects at F)",
+    )
+    parser.add_argument(
+        "--tomo-type",
+        action="append",
+        default=None,
+        help="reconstructions taken in turn over the runs (repeat), as --rescorer-tomo-type",
+    )
     parser.add_argument("--flatten-background", choices=("auto", "on", "off"), default="off")
     parser.add_argument("--truth-user", default="simulation")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cryopick_rescorer_seeds"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--hidden", type=int, default=64, help="rescorer hidden width")
     parser.add_argument("--epochs", type=int, default=20, help="rescorer passes over the data")
-    parser.add_argument("--members", type=int, default=9, help="rescorer networks averaged")
+    parser.add_argument(
+        "--members", type=int, nargs="+", default=[9], help="rescorer networks averaged (each)"
+    )
     parser.add_argument("--tag", default="", help="suffix of the result file's name")
     args = parser.parse_args()
 
@@ -72,48 +139,27 @@ def main() -> None:
     config = PredictConfig(flatten_background=args.flatten_background)
     t0 = time.perf_counter()
     candidates = collect_project_candidates(
-        (network, card), args.rescorer_data, config, truth=(args.truth_user, None)
+        (network, card),
+        args.rescorer_data,
+        config,
+        tomo_types=args.tomo_type or ["denoised"],
+        truth=(args.truth_user, None),
+        floor=args.collect_floor,
     )
     collect_s = time.perf_counter() - t0
-    rows = []
-    for seed in args.seeds:
-        t0 = time.perf_counter()
-        rescorer = fit_rescorer(
-            candidates,
-            card.particle_set,
-            seed=seed,
-            hidden=args.hidden,
-            epochs=args.epochs,
-            members=args.members,
-            training_data=[str(p) for p in args.rescorer_data],
-        ).model_copy(update={"candidate_floor": args.floor})
-        out_dir = args.workdir / f"seed{seed}"
-        tuned = (network, card.model_copy(update={"rescorer": rescorer}))
-        tune_model(
-            model_dir,
-            args.val,
-            out_dir,
-            config,
-            truth_user=args.truth_user,
-            overwrite=True,
-            model=tuned,
-        )
-        row: dict[str, Any] = {
-            "seed": seed,
-            "validation": json.loads((out_dir / "model.json").read_text())["score"],
-        }
-        row["held_out"] = score_projects(out_dir, list(args.held_out))
-        if args.held_out_2:
-            row["held_out_2"] = score_projects(out_dir, list(args.held_out_2))
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+    rows = [
+        fit_and_score(args, candidates, (network, card), model_dir, config, seed, members)
+        for members in args.members
+        for seed in args.seeds
+    ]
     record = {
         "model": str(model_dir),
         **describe_fit_data(args),
         "rescorer": {"hidden": args.hidden, "epochs": args.epochs, "members": args.members},
         "flatten_background_for_candidates": args.flatten_background,
         "n_candidates": len(candidates.labels),
+        "collect_floor": args.collect_floor,
+        "tomo_types": describe_sources(candidates.sources),
         "collect_seconds": round(collect_s, 1),
         "hardware": describe_hardware(),
         "rows": rows,
