@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -168,3 +170,24 @@ def test_reference_crops_in_a_constant_fill_are_left_out():
     # most reference crops of the padded volume are constant: left out, the median is
     # that of the data's crops (other positions, so not exactly the same numbers)
     np.testing.assert_allclose(power_columns(padded), power_columns(volume), atol=0.3)
+
+
+def test_power_bands_are_the_mean_power_of_the_full_spectrum_in_each_band():
+    from cryopick.inference.shape_features import _geometry, _power_bands
+
+    rng = np.random.default_rng(11)
+    density = rng.normal(size=(5, SIDE**3)).astype(np.float32)
+    mask = rng.uniform(0.0, 1.0, SIDE**3).astype(np.float32)
+    power = np.abs(np.fft.fftn((density * mask).reshape(5, SIDE, SIDE, SIDE), axes=(1, 2, 3)))
+    frequency = np.fft.fftfreq(SIDE) * SIDE
+    fz, fy, fx = np.meshgrid(frequency, frequency, frequency, indexing="ij")
+    radius = np.sqrt(fz**2 + fy**2 + fx**2)
+    expected = np.stack(
+        [
+            (power**2)[:, (radius >= a) & (radius < b)].mean(axis=1)
+            for a, b in itertools.pairwise(POWER_BAND_EDGES)
+        ],
+        axis=1,
+    )
+    found = _power_bands(density, _geometry(), mask)
+    np.testing.assert_allclose(found, np.log(expected + 1e-6), rtol=1e-5, atol=1e-5)
