@@ -14,8 +14,9 @@ rescorer was refitted.
 
 ``--hidden``, ``--epochs`` and ``--members`` change the rescorer itself (defaults: the
 bundled one's 64, 20, 9); ``--tag`` names the result file (``rescorer_seeds_TAG.json``).
-Candidates are collected once (the expensive part), at ``--collect-floor`` (0.05; pass
-the ``--floor`` to fit as ``cryopick tune --rescorer-floor`` does), read as the
+Candidates are collected once (the expensive part), every peak above ``--collect-floor``
+(0.05, as ``cryopick tune`` collects them; ``--floor`` is the re-scoring floor stored in
+the rescorer, as ``tune --rescorer-floor`` sets it), read as the
 ``--tomo-type`` reconstructions in turn (repeatable, as ``cryopick tune
 --rescorer-tomo-type``; a project may be given twice). ``--flatten-background off`` (the
 default here) reproduces the candidates the bundled v3.4 rescorer was fitted on, from
@@ -114,7 +115,7 @@ def main() -> None:
         "--collect-floor",
         type=float,
         default=0.05,
-        help="candidates fitted on (cryopick tune --rescorer-floor F collects at F)",
+        help="raw peak value of the candidates fitted on (cryopick tune: 0.05)",
     )
     parser.add_argument(
         "--tomo-type",
