@@ -34,6 +34,7 @@ import pandas as pd
 
 from cryopick.evaluation.metric import score_picks
 from cryopick.inference.pipeline import LoadedModel, PredictConfig, predict_tomogram
+from cryopick.io.atomic import atomic_path
 from cryopick.io.tomograms import Tomogram
 from cryopick.model import bundled_model_dir, describe_hardware
 from cryopick.simulate import SimulatedRun, simulate_run
@@ -119,8 +120,15 @@ def simulate_condition(
     label = f"r{index}"
     run = simulate_run(config, shape, spacing_A, np.random.SeedSequence([seed, index]), label)
     volume = run.tomograms[tomo_type]
-    data = -volume if condition.inverted else volume
-    return run, Tomogram(label, data, spacing_A, Path(label), tomo_type)
+    return run, condition_tomogram(name, index, -volume if condition.inverted else volume)
+
+
+def condition_tomogram(name: str, index: int, data: Any) -> Tomogram:
+    """Run ``index`` of a condition as picking reads it: named ``r<index>``, its voxel
+    size and reconstruction."""
+    condition = CONDITIONS[name]
+    label = f"r{index}"
+    return Tomogram(label, data, condition.spacing_A, Path(label), condition.tomo_type)
 
 
 def load_or_simulate_condition(
@@ -129,7 +137,8 @@ def load_or_simulate_condition(
     """Return run ``index`` of a condition (truth picks, tomogram), from ``cache`` if there.
 
     Simulating is most of the matrix's time; the same runs scored again with another model
-    are read back instead (float32, exactly as simulated). Files are written atomically.
+    are read back instead (float32, exactly as simulated). Files are written atomically
+    (:func:`cryopick.io.atomic.atomic_path`: a failed write, e.g. on a full disk, leaves none).
     """
     if cache is None:
         run, tomogram = simulate_condition(name, shape_10A, seed, index)
@@ -137,26 +146,14 @@ def load_or_simulate_condition(
     slug = "".join(c if c.isalnum() else "_" for c in name)
     stem = cache / f"{slug}_seed{seed}_{'x'.join(map(str, shape_10A))}_r{index}"
     volume_path, truth_path = stem.with_suffix(".npy"), stem.with_suffix(".csv")
-    condition = CONDITIONS[name]
     if volume_path.exists() and truth_path.exists():
         data = np.load(volume_path, mmap_mode="r")
-        label = f"r{index}"
-        tomogram = Tomogram(label, data, condition.spacing_A, Path(label), condition.tomo_type)
-        return pd.read_csv(truth_path), tomogram
+        return pd.read_csv(truth_path), condition_tomogram(name, index, data)
     run, tomogram = simulate_condition(name, shape_10A, seed, index)
-    cache.mkdir(parents=True, exist_ok=True)
-    for path, write in (
-        (volume_path, lambda f: np.save(f, np.asarray(tomogram.data, dtype=np.float32))),
-        (truth_path, lambda f: run.picks[TRUTH_COLUMNS].to_csv(f, index=False)),
-    ):
-        partial = path.with_name(path.name + ".partial")
-        try:
-            with partial.open("wb") as handle:
-                write(handle)
-        except BaseException:
-            partial.unlink(missing_ok=True)  # e.g. a full disk: leave no half-written file
-            raise
-        partial.replace(path)
+    with atomic_path(volume_path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, np.asarray(tomogram.data, dtype=np.float32))
+    with atomic_path(truth_path) as tmp:
+        run.picks[TRUTH_COLUMNS].to_csv(tmp, index=False)
     return run.picks, tomogram
 
 
