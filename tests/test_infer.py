@@ -244,6 +244,38 @@ def test_precision_auto_avoids_emulated_bf16_on_cpu(monkeypatch):
         runtime.resolve_precision("int8", torch.device("cpu"))
 
 
+def test_precision_auto_is_fp32_where_bf16_is_reported_but_runs_slow(monkeypatch):
+    # a CPU with AVX512-BF16 whose oneDNN is limited to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2)
+    # runs bf16 convolutions ~8x slower than fp32: the flag alone would pick bf16
+    import cryopick.inference.runtime as runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: "flags : fpu avx2 avx512f avx512_bf16")
+    monkeypatch.setattr(runtime, "measure_bf16_slowdown", lambda: 8.0)
+    assert runtime.resolve_precision("auto", cpu) is None
+    assert runtime.resolve_precision("bf16", cpu) == torch.bfloat16  # asked for, given
+    monkeypatch.setattr(runtime, "measure_bf16_slowdown", lambda: 1.2)  # noisy but native
+    assert runtime.resolve_precision("auto", cpu) == torch.bfloat16
+
+
+def test_bf16_slowdown_is_measured_once_per_process(monkeypatch):
+    import cryopick.inference.runtime as runtime
+
+    runtime.measure_bf16_slowdown.cache_clear()
+    calls = []
+    real_conv3d = torch.nn.Conv3d.forward
+
+    def counted(self, x):
+        calls.append(x.shape)
+        return real_conv3d(self, x)
+
+    monkeypatch.setattr(torch.nn.Conv3d, "forward", counted)
+    first = runtime.measure_bf16_slowdown()
+    assert runtime.measure_bf16_slowdown() == first and first > 0
+    assert len(calls) == 8  # (1 set-up + 3 timed) x (fp32, bf16), then the cached value
+    runtime.measure_bf16_slowdown.cache_clear()
+
+
 def test_bf16_path_matches_fp32_within_bf16_rounding(volume):
     # "auto" picks bf16 on CPUs with AVX512-BF16/AMX; either way bf16 must run and agree
     model = AsymmetricConv()
@@ -259,6 +291,7 @@ def test_training_channels_last_follows_the_cpu(monkeypatch):
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(runtime, "_cpu_flags", lambda: "flags : fpu avx2 avx512f avx512_bf16")
+    monkeypatch.setattr(runtime, "measure_bf16_slowdown", lambda: 0.4)
     assert runtime.resolve_training_channels_last(None, cpu) is True
     assert runtime.resolve_training_channels_last(None, cuda) is False
     assert runtime.resolve_training_channels_last(False, cpu) is False

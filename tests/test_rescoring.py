@@ -331,8 +331,16 @@ def test_rescorer_runs_take_the_reconstructions_in_turn_across_projects(tmp_path
         "denoised", "wbp", "denoised", "denoised", "wbp"
     ]  # fmt: skip
     assert [t.tomo_type for t in read_a + read_b] == [Path(t.source).stem for t in read_a + read_b]
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="ctfdeconvolved"):
         _runs_in_turn(first, ("denoised", "ctfdeconvolved"), first=0)
+    # a project of denoised tomograms only, in a tune whose list reads another as wbp
+    only_denoised = project("c", ["TS_6", "TS_7"], ("denoised",))
+    turns = ("denoised", "denoised", "wbp", "wbp")
+    read_c = _runs_in_turn(only_denoised, turns, first=0)
+    assert [(t.name, t.tomo_type) for t in read_c] == [("TS_6", "denoised"), ("TS_7", "denoised")]
+    assert [t.tomo_type for t in _runs_in_turn(first, turns, first=2)] == ["wbp", "wbp", "denoised"]
+    with pytest.raises(InputError, match="wbp"):  # when one of its runs is to be read as wbp
+        _runs_in_turn(only_denoised, turns, first=1)
 
 
 def test_rescorer_training_data_names_each_project_once_with_its_runs_reconstructions():

@@ -2,12 +2,15 @@
 
 One place answers "which device", "which autocast dtype" and "what is this machine" for
 training, inference and the model card; choices are made by measured capability (e.g. bf16
-only on CPUs with native bf16 instructions), never by a fixed list of machines.
+only where the CPU reports native bf16 instructions and a bf16 convolution, timed once,
+runs at their speed), never by a fixed list of machines.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -20,6 +23,7 @@ from cryopick.core.errors import InputError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -56,13 +60,50 @@ def _cpu_flags() -> str:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX).
+    """Whether bf16 runs fast on this CPU: native bf16 instructions that PyTorch uses.
 
-    Without them, bf16 matmuls and convolutions fall back to slow reference kernels
-    (measured: ~0.2 GFLOP/s bf16 vs ~80 GFLOP/s fp32 on a 2-core AVX2 EPYC).
+    The CPU must report AVX512-BF16 or AMX, and a bf16 3D convolution, measured once per
+    process, must not run more than :data:`BF16_SLOWDOWN_LIMIT` times slower than fp32.
+    Without the instructions, or where oneDNN is kept from them (``ONEDNN_MAX_CPU_ISA``,
+    a hypervisor), bf16 falls back to slow reference kernels (measured: ~0.2 GFLOP/s bf16
+    vs ~80 GFLOP/s fp32 on a 2-core AVX2 EPYC; 8x slower than fp32 on an AMX Xeon limited
+    to AVX2).
     """
     flags = _cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+        return False
+    slowdown = measure_bf16_slowdown()
+    if slowdown > BF16_SLOWDOWN_LIMIT:
+        log.info("the CPU reports bf16 but it runs %.1fx slower than fp32 here: fp32", slowdown)
+        return False
+    return True
+
+
+# bf16 at most this many times slower than fp32 still counts as native: the fast kernels
+# run 1.5-10x faster than fp32, the fallback 8-400x slower, so noise cannot flip the choice
+BF16_SLOWDOWN_LIMIT = 2.0
+
+
+@lru_cache(maxsize=1)
+def measure_bf16_slowdown(repeats: int = 3) -> float:
+    """Time of a bf16 3D convolution over that of fp32 on this CPU (best of ``repeats``).
+
+    The convolution (16 -> 8 channels, 3^3 kernel, 24 x 56 x 56 voxels) is large enough
+    that PyTorch sends it to oneDNN in either precision, as the networks' levels are; the
+    measurement takes ~30 ms where bf16 is native.
+    """
+    conv = torch.nn.Conv3d(16, 8, 3, padding=1, bias=False).eval()
+    x = torch.randn(1, 16, 24, 56, 56, generator=torch.Generator().manual_seed(0))
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        best = float("inf")
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, dtype != torch.float32):
+            for _ in range(repeats + 1):  # the first call sets up the kernel
+                start = time.perf_counter()
+                conv(x)
+                best = min(best, time.perf_counter() - start)
+        seconds[dtype] = best
+    return seconds[torch.bfloat16] / max(seconds[torch.float32], 1e-9)
 
 
 def resolve_training_channels_last(channels_last: bool | None, device: torch.device) -> bool:

@@ -32,7 +32,7 @@ from cryopick.inference.pipeline import LoadedModel, compute_probability_map
 from cryopick.inference.rescoring import candidate_features, count_features
 from cryopick.io.picks import read_truth
 from cryopick.io.runs import read_inputs
-from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
+from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, MissingTomoTypeError, Tomogram
 from cryopick.model.rescorer import DenseLayer, FeatureSet, Rescorer
 
 log = logging.getLogger(__name__)
@@ -335,15 +335,25 @@ def collect_project_candidates(
 
 
 def _runs_in_turn(project: str | Path, tomo_types: Sequence[str], first: int) -> list[Tomogram]:
-    """Return the project's runs, run ``j`` read as ``tomo_types[(first + j) % n_types]``."""
-    by_type = {kind: read_inputs(project, kind, None) for kind in dict.fromkeys(tomo_types)}
-    names = [t.name for t in by_type[tomo_types[0]]]
+    """Return the project's runs, run ``j`` read as ``tomo_types[(first + j) % n_types]``.
+
+    A type the project lacks altogether is an error only when one of its runs is to be read
+    as it: a project of denoised tomograms can share a tune with one read as wbp.
+    """
+    by_type: dict[str, list[Tomogram]] = {}
+    missing: dict[str, MissingTomoTypeError] = {}
+    for kind in dict.fromkeys(tomo_types):
+        try:
+            by_type[kind] = read_inputs(project, kind, None)
+        except MissingTomoTypeError as error:
+            by_type[kind], missing[kind] = [], error
+    names = list(dict.fromkeys(t.name for kind in by_type for t in by_type[kind]))
     chosen = []
     for j, name in enumerate(names):
         kind = tomo_types[(first + j) % len(tomo_types)]
         found = [t for t in by_type[kind] if t.name == name]
         if not found:
-            raise InputError(project, f"run {name} has no {kind} tomogram")
+            raise missing.get(kind) or InputError(project, f"run {name} has no {kind} tomogram")
         chosen.append(found[0])
     return chosen
 
