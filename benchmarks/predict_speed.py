@@ -59,6 +59,7 @@ from scipy import ndimage
 from cryopick.core.particles import default_particle_set
 from cryopick.inference.peaks import find_peaks
 from cryopick.inference.preprocess import normalise_volume
+from cryopick.inference.runtime import measure_bf16_slowdown
 from cryopick.inference.window import (
     choose_patch_size,
     choose_window_steps,
@@ -226,6 +227,8 @@ def describe_setup(
         "overlap": args.overlap,
         "batch_size": args.batch_size or "auto",
         "precision": str(resolve_precision("auto", torch.device("cpu"))),
+        "bf16_conv_slowdown": round(measure_bf16_slowdown(), 3),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(not set)"),
     }
 
     from torch.utils.flop_counter import FlopCounterMode
