@@ -66,8 +66,8 @@ def cpu_has_fast_bf16() -> bool:
     process, must not run more than :data:`BF16_SLOWDOWN_LIMIT` times slower than fp32.
     Without the instructions, or where oneDNN is kept from them (``ONEDNN_MAX_CPU_ISA``,
     a hypervisor), bf16 falls back to slow reference kernels (measured: ~0.2 GFLOP/s bf16
-    vs ~80 GFLOP/s fp32 on a 2-core AVX2 EPYC; 8x slower than fp32 on an AMX Xeon limited
-    to AVX2).
+    vs ~80 GFLOP/s fp32 on a 2-core AVX2 EPYC; 41x slower than fp32 on an AMX Xeon limited
+    to AVX2, 8x with the cores busy).
     """
     flags = _cpu_flags()
     if "avx512_bf16" not in flags and "amx_bf16" not in flags:
