@@ -25,7 +25,8 @@ from cryopick.evaluation.metric import DEFAULT_TUNE_TOLERANCE, score_picks, tune
 from cryopick.evaluation.thresholds import select_picks
 from cryopick.inference.picking import PickSettings, pick_particles
 from cryopick.inference.preprocess import normalise_volume
-from cryopick.inference.window import predict_probabilities, prepare_network, resolve_device
+from cryopick.inference.runtime import resolve_device
+from cryopick.inference.window import predict_probabilities, prepare_network
 from cryopick.io.tomograms import read_tomograms
 from cryopick.model import TargetSpec, bundled_model_dir, describe_hardware, load_model
 

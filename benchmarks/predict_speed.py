@@ -59,7 +59,7 @@ from scipy import ndimage
 from cryopick.core.particles import default_particle_set
 from cryopick.inference.peaks import find_peaks
 from cryopick.inference.preprocess import normalise_volume
-from cryopick.inference.runtime import measure_bf16_slowdown
+from cryopick.inference.runtime import measure_bf16_slowdown, resolve_precision
 from cryopick.inference.window import (
     choose_patch_size,
     choose_window_steps,
@@ -67,7 +67,6 @@ from cryopick.inference.window import (
     pad_shape_to_windows,
     predict_probabilities,
     predict_probability_map,
-    resolve_precision,
 )
 from cryopick.io.omezarr import write_ome_zarr
 from cryopick.io.picks import write_picks

@@ -117,17 +117,22 @@ def simulate_condition(
     if condition.z_A is not None:
         shape_10A = (round(condition.z_A / BOX_A), *shape_10A[1:])
     shape = tuple(round(s * BOX_A / spacing_A) for s in shape_10A)
-    label = f"r{index}"
-    run = simulate_run(config, shape, spacing_A, np.random.SeedSequence([seed, index]), label)
+    seed_seq = np.random.SeedSequence([seed, index])
+    run = simulate_run(config, shape, spacing_A, seed_seq, run_label(index))
     volume = run.tomograms[tomo_type]
     return run, condition_tomogram(name, index, -volume if condition.inverted else volume)
+
+
+def run_label(index: int) -> str:
+    """The name of a condition's run ``index``: ``r<index>``, in the truth and the picks."""
+    return f"r{index}"
 
 
 def condition_tomogram(name: str, index: int, data: Any) -> Tomogram:
     """Run ``index`` of a condition as picking reads it: named ``r<index>``, its voxel
     size and reconstruction."""
     condition = CONDITIONS[name]
-    label = f"r{index}"
+    label = run_label(index)
     return Tomogram(label, data, condition.spacing_A, Path(label), condition.tomo_type)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from cryopick.inference.window import cpu_has_fast_bf16
+from cryopick.inference.runtime import cpu_has_fast_bf16
 from cryopick.model import ModelConfig, build_model, count_parameters, describe_hardware
 from cryopick.training.config import TrainConfig, compute_loss
 

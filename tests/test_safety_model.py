@@ -19,7 +19,7 @@ from cryopick.core.coords import voxels_to_angstrom
 from cryopick.core.errors import InputError
 from cryopick.core.particles import default_particle_set
 from cryopick.inference.pipeline import PredictConfig, bundled_model_dir, predict_tomogram
-from cryopick.inference.window import resolve_device
+from cryopick.inference.runtime import resolve_device
 from cryopick.io.mrc import write_mrc
 from cryopick.io.tomograms import Tomogram
 from cryopick.model import (

@@ -47,7 +47,8 @@ from cryopick.inference.preprocess import (
     warn_if_smaller_than_window,
     warn_if_thickness_not_along_z,
 )
-from cryopick.inference.window import ProbabilityMap, predict_probability_map, resolve_device
+from cryopick.inference.runtime import resolve_device
+from cryopick.inference.window import ProbabilityMap, predict_probability_map
 from cryopick.io.runs import RunResult, open_tomograms, raise_all_failed
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
 from cryopick.model import ModelCard, bundled_model_dir

@@ -35,12 +35,10 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cryopick.inference.blending import blend_windows, window_starts_per_axis
-from cryopick.inference.runtime import (  # noqa: F401 - re-exported: callers import them from here
+from cryopick.inference.runtime import (
     choose_batch_size,
-    cpu_has_fast_bf16,
     resolve_device,
     resolve_precision,
-    resolve_training_channels_last,
     runs_lone_window_as_pair,
 )
 
