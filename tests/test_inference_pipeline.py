@@ -96,6 +96,21 @@ def test_other_voxel_sizes_are_resampled_and_picks_stay_in_angstrom(spacing_A):
     assert _matched(picks, tol_A=3.0)
 
 
+def test_voxel_size_within_one_percent_is_not_resampled_and_picks_use_it():
+    # the CZII portal's tomograms say 10.012 Å for a 10 Å model: same voxels, picks in
+    # the tomogram's own Å (no resampling blur, no pass over the data)
+    volume = _volume(10.08)
+    at_model = predict_tomogram(_tomogram(volume), DarkBlobDetector(), _card(), device="cpu")
+    own = predict_tomogram(
+        _tomogram(volume, spacing_A=10.08), DarkBlobDetector(), _card(), device="cpu"
+    )
+    assert _matched(own, tol_A=3.0)
+    assert len(own) == len(at_model) == 2
+    xyz = ["z", "y", "x"]
+    np.testing.assert_allclose(own[xyz], at_model[xyz].to_numpy() * 1.008, rtol=1e-9)
+    np.testing.assert_allclose(own["score"], at_model["score"])
+
+
 def test_int8_input_works_and_nan_input_names_the_file(tmp_path):
     volume = np.clip(_volume() * 60, -128, 127).astype(np.int8)
     write_mrc(tmp_path / "TS_8.mrc", volume, 10.0)

@@ -1,4 +1,5 @@
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +15,15 @@ from cryopick.inference.polarity import (
     orient_contrast,
 )
 from cryopick.inference.preprocess import (
+    SPACING_TOLERANCE,
+    choose_network_spacing_A,
     normalise_volume,
+    prepare_volume,
     resample_volume,
     resampled_shape,
 )
 from cryopick.inference.resample import resample_separable
+from cryopick.io.tomograms import Tomogram
 
 
 def _reference_normalise(volume: np.ndarray, clip: float = 5.0) -> np.ndarray:
@@ -163,6 +168,24 @@ def test_resample_same_spacing_is_a_float32_copy():
     out = resample_volume(volume, 10.0, 10.0)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, volume)
+
+
+def test_network_reads_voxels_within_one_percent_of_the_models_as_they_are():
+    assert SPACING_TOLERANCE == 0.01
+    assert choose_network_spacing_A(10.012, 10.0) == 10.012  # the CZII portal's
+    assert choose_network_spacing_A(9.95, 10.0) == 9.95
+    assert choose_network_spacing_A(10.2, 10.0) == 10.0
+    assert choose_network_spacing_A(13.48, 10.0) == 10.0
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(20, 40, 40)).astype(np.float32)
+
+    def prepared(spacing_A: float) -> np.ndarray:
+        tomogram = Tomogram("TS", data, spacing_A, Path("TS.mrc"))
+        return prepare_volume(tomogram, 10.0, find_beads=False, background="off")[0]
+
+    np.testing.assert_array_equal(prepared(10.012), prepared(10.0))  # no resampling
+    assert prepared(10.2).shape == (20, 40, 40)  # resampled: same grid size, new values
+    assert not np.allclose(prepared(10.2), prepared(10.0))
 
 
 def test_contrast_polarity_is_detected_from_the_dark_tail():

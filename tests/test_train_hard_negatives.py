@@ -1,5 +1,8 @@
 """Training patches centred on hard negatives: the distractors a simulation recorded."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,3 +79,30 @@ def test_runs_get_their_own_projects_negatives(tmp_path):
     assert not np.array_equal(runs[0].negatives_zyx_A, runs[1].negatives_zyx_A)
     with pytest.raises(InputError, match="hard_negative_fraction needs recorded distractors"):
         attach_hard_negatives(runs, projects, ["large/no-such-map"])
+
+
+def test_runs_within_one_percent_of_the_models_voxel_size_keep_their_voxels(tmp_path):
+    # a project at the CZII portal's 10.012 Å trains a 10 Å model on its own voxels, with
+    # its own voxel size for the picks; 10.3 Å is resampled to 10 Å
+    runs = {}
+    for spacing_A in (10.0, 10.012, 10.3):
+        out = tmp_path / f"p{spacing_A}"
+        simulate_project(out, n_runs=1, seed=1, shape=(32, 64, 64), preset="easy", spacing_A=10.0)
+        if spacing_A != 10.0:  # the same voxels, declared at another voxel size
+            _relabel_voxel_size(out, spacing_A)
+        (runs[spacing_A],) = load_runs(str(out / "copick_config.json"), spacing_A=10.0)
+    assert runs[10.012].spacing_A == 10.012 and runs[10.3].spacing_A == 10.0
+    np.testing.assert_array_equal(runs[10.012].volumes["denoised"], runs[10.0].volumes["denoised"])
+    assert runs[10.3].volumes["denoised"].shape != runs[10.0].volumes["denoised"].shape
+
+
+def _relabel_voxel_size(project: Path, spacing_A: float) -> None:
+    """Make every OME-Zarr of ``project`` declare ``spacing_A`` per voxel at full resolution."""
+    for attrs_path in project.glob("ExperimentRuns/*/VoxelSpacing*/*.zarr/.zattrs"):
+        attrs = json.loads(attrs_path.read_text())
+        for level in attrs["multiscales"][0]["datasets"]:
+            for transform in level["coordinateTransformations"]:
+                if transform["type"] == "scale":
+                    factor = spacing_A / 10.0
+                    transform["scale"] = [s * factor for s in transform["scale"]]
+        attrs_path.write_text(json.dumps(attrs))

@@ -43,6 +43,7 @@ from cryopick.inference.output import (
 from cryopick.inference.picking import PickSettings, check_config_for_model, pick_particles
 from cryopick.inference.polarity import orient_contrast
 from cryopick.inference.preprocess import (
+    choose_network_spacing_A,
     prepare_volume,
     warn_if_smaller_than_window,
     warn_if_thickness_not_along_z,
@@ -120,7 +121,7 @@ def predict_tomogram(
     picks = pick_particles(
         prob_map.probs,
         settings,
-        spacing_A=float(card.spacing_A),
+        spacing_A=choose_network_spacing_A(tomogram.spacing_A, card.spacing_A),
         stride=prob_map.stride,
         experiment=tomogram.name,
         volume=volume,
@@ -147,9 +148,10 @@ def compute_probability_map(
 ) -> tuple[ProbabilityMap, NDArray[np.float32], Fiducials]:
     """Run the network over one tomogram: its map, the volume it saw, the gold beads found.
 
-    The tomogram is resampled to the card's voxel size and normalised (beads looked for
-    unless ``config.fiducial_max_score`` is None), its contrast oriented, and the network
-    run window by window (map on the network's strided grid). Used by
+    The tomogram is resampled to the card's voxel size (unless within 1 %: its grid's voxel
+    size is :func:`cryopick.inference.preprocess.choose_network_spacing_A`) and normalised
+    (beads looked for unless ``config.fiducial_max_score`` is None), its contrast oriented,
+    and the network run window by window (map on the network's strided grid). Used by
     :func:`predict_tomogram` and by the rescorer's fit
     (:mod:`cryopick.training.rescorer`).
     """

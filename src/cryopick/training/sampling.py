@@ -20,7 +20,6 @@ randomness comes from one ``numpy.random.Generator``, whose state is the sampler
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,11 +97,11 @@ class TrainRun:
         return int(z), int(y), int(x)
 
 
-def _prepare_volume(data: Any, spacing_A: float, target_spacing_A: float, source: Any) -> NDArray:
+def _prepare_volume(data: Any, spacing_A: float, grid_spacing_A: float, source: Any) -> NDArray:
     from cryopick.inference.preprocess import normalise_volume, resample_volume
 
-    if not math.isclose(spacing_A, target_spacing_A, rel_tol=1e-3):
-        data = resample_volume(data, spacing_A, target_spacing_A)
+    if spacing_A != grid_spacing_A:
+        data = resample_volume(data, spacing_A, grid_spacing_A)
     return normalise_volume(data, source=source).astype(np.float16)
 
 
@@ -122,7 +121,9 @@ def load_runs(
     tomo_types : sequence of str
         Reconstruction types to load; types a run lacks are skipped (each run needs one).
     spacing_A : float
-        Model voxel size; volumes at other sizes are resampled.
+        Model voxel size; volumes more than 1 % off it are resampled to it, the others
+        keep their own voxels (each run's ``spacing_A``;
+        :func:`cryopick.inference.preprocess.choose_network_spacing_A`).
     runs : sequence of str, optional
         Only these runs.
     particles : ParticleSet, optional
@@ -133,6 +134,7 @@ def load_runs(
     list of TrainRun
         Runs that have truth picks, sorted by name.
     """
+    from cryopick.inference.preprocess import choose_network_spacing_A
     from cryopick.io.picks import read_picks
     from cryopick.io.tomograms import read_tomograms
 
@@ -147,10 +149,13 @@ def load_runs(
             log.info("%s: no %s tomograms (%s)", source, tomo_type, err.problem)
             continue
         for tomo in tomograms:
-            by_run.setdefault(tomo.name, {})[tomo_type] = _prepare_volume(
-                tomo.data, tomo.spacing_A, spacing_A, tomo.source
+            # within 1 % of the model's voxel size a run keeps its own voxels, as in predict
+            grid_spacing_A = found_spacing.setdefault(
+                tomo.name, choose_network_spacing_A(tomo.spacing_A, spacing_A)
             )
-            found_spacing[tomo.name] = tomo.spacing_A
+            by_run.setdefault(tomo.name, {})[tomo_type] = _prepare_volume(
+                tomo.data, tomo.spacing_A, grid_spacing_A, tomo.source
+            )
     if not by_run:
         raise InputError(source, f"no tomograms of type(s) {', '.join(tomo_types)} found")
     out = []
@@ -159,7 +164,8 @@ def load_runs(
         if picks.empty:
             log.warning("%s: run %s has no picks; skipped", source, name)
             continue
-        out.append(TrainRun(name, by_run[name], picks, spacing_A, str(source), particle_set))
+        grid_spacing_A = found_spacing[name]
+        out.append(TrainRun(name, by_run[name], picks, grid_spacing_A, str(source), particle_set))
     if not out:
         raise InputError(source, "no run has both a tomogram and truth picks")
     return out
