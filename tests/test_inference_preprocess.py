@@ -239,20 +239,43 @@ def test_the_network_decides_polarity_where_a_dense_film_fools_the_skewness():
     assert choose_inversion(volume.copy(), "tomo", detector) is False  # the veto
 
 
-def test_the_network_confirms_an_inversion_the_skewness_finds():
-    rng = np.random.default_rng(1)
+def _tomogram_with_dark_particles(seed: int) -> np.ndarray:
+    """40 dark balls of radius 4 voxels in unit noise, (64, 160, 160)."""
+    rng = np.random.default_rng(seed)
     volume = rng.normal(0, 1, (64, 160, 160)).astype(np.float32)
     z, y, x = np.mgrid[:64, :160, :160]
     for cz, cy, cx in zip(
         rng.integers(8, 56, 40), rng.integers(8, 152, 40), rng.integers(8, 152, 40), strict=True
     ):
         volume[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 16] -= 3.0
-    dark = normalise_volume(volume)
+    return volume
+
+
+def test_the_network_confirms_an_inversion_the_skewness_finds():
+    dark = normalise_volume(_tomogram_with_dark_particles(seed=1))
     as_is, inverted = measure_network_polarity(DarkSpotPicker(), -dark)
     assert inverted > as_is + 0.02  # the network agrees: particles are bright
     oriented = orient_contrast(-dark, "tomo", None, DarkSpotPicker())
     np.testing.assert_array_equal(oriented, dark)
     assert choose_inversion(dark.copy(), "tomo", DarkSpotPicker()) is False
+
+
+def test_the_network_decides_polarity_where_the_skewness_cannot_tell(monkeypatch, caplog):
+    # wbp tomograms skew between -0.1 and +0.1 either way up: inverted, they were kept
+    # inverted (every pick lost); now the network's clear preference inverts them
+    from cryopick.inference import polarity
+
+    monkeypatch.setattr(polarity, "measure_contrast_skew", lambda volume: 0.05)
+    dark = normalise_volume(_tomogram_with_dark_particles(seed=1))
+    as_is, inverted = measure_network_polarity(DarkSpotPicker(), -dark)
+    assert inverted > as_is + 0.1  # a clear preference
+    assert choose_inversion(-dark, "bright", DarkSpotPicker()) is True
+    assert "inverting" in caplog.text
+    caplog.clear()
+    assert choose_inversion(dark.copy(), "dark", DarkSpotPicker()) is False
+    assert "unclear" not in caplog.text  # the network confirmed it: no warning
+    assert choose_inversion(-dark, "no model") is False  # no evidence: kept, with a warning
+    assert "unclear" in caplog.text
 
 
 class _ChunkedVolume:
