@@ -155,13 +155,12 @@ def choose_inversion(
     if evidence is not None and evidence[0] > evidence[1] + NETWORK_MARGIN:
         log.warning(
             "%s: the grey values look inverted (smoothed skewness %+.2f) but the network "
-            "finds particles as the volume is (confidence %.2f against %.2f inverted): kept "
-            "as it is (a carbon film or other dense object?); pass --invert if particles "
-            "are bright",
+            "finds particles as the volume is (confidence %.2f as it is, %.2f inverted): "
+            "kept as it is (a carbon film or other dense object?); pass --invert if "
+            "particles are bright",
             name,
             skew,
-            evidence[0],
-            evidence[1],
+            *evidence,
         )
         return False
     log.warning(
@@ -175,26 +174,16 @@ def choose_inversion(
 
 def _decide_unclear_polarity(name: str, skew: float, evidence: tuple[float, float] | None) -> bool:
     """Return the network's decision where the skewness is within the margin of 0 (logged)."""
+    found = "(confidence %.2f as it is, %.2f inverted)"
     if evidence is not None and evidence[1] > evidence[0] + UNCLEAR_NETWORK_MARGIN:
-        log.warning(
-            "%s: contrast polarity unclear from the grey values (smoothed skewness %+.2f); "
-            "the network finds particles in the inverted volume (confidence %.2f against "
-            "%.2f as it is): inverting it (--no-invert keeps it as it is)",
-            name,
-            skew,
-            evidence[1],
-            evidence[0],
-        )
+        message = "%s: contrast polarity unclear from the grey values (smoothed skewness %+.2f)"
+        message += "; the network finds particles in the inverted volume " + found
+        message += ": inverting it (--no-invert keeps it as it is)"
+        log.warning(message, name, skew, *evidence)
         return True
     if evidence is not None and evidence[0] > evidence[1] + NETWORK_MARGIN:
-        log.info(
-            "%s: smoothed skewness %+.2f; the network finds particles dark (confidence %.2f "
-            "against %.2f inverted): kept as it is",
-            name,
-            skew,
-            evidence[0],
-            evidence[1],
-        )
+        message = "%s: smoothed skewness %+.2f; the network finds particles dark " + found
+        log.info(message + ": kept as it is", name, skew, *evidence)
         return False
     log.warning(
         "%s: contrast polarity unclear (smoothed skewness %+.2f), kept as particles "
