@@ -18,8 +18,11 @@ from typer.testing import CliRunner
 
 from cryopick.cli import app
 from cryopick.core.errors import InputError
+from cryopick.inference.input_checks import (
+    warn_if_thickness_not_along_z,
+    warn_if_voxel_size_implausible,
+)
 from cryopick.inference.pipeline import PredictConfig, predict, predict_tomogram
-from cryopick.inference.preprocess import warn_if_thickness_not_along_z
 from cryopick.io.atomic import temp_prefix, write_text_atomic
 from cryopick.io.layout import make_copick_config, read_copick_config
 from cryopick.io.mrc import write_mrc
@@ -440,16 +443,34 @@ def test_an_input_or_another_data_file_is_never_the_output(tmp_path, tiny_untrai
     assert picks.read_bytes() == kept
 
 
+def test_a_voxel_size_far_from_the_models_is_warned_about(caplog):
+    # a binned tomogram whose header kept the tilt series' pixel size (2.5 Å at bin 4)
+    card = _card()
+    with caplog.at_level(logging.WARNING, logger="cryopick.inference.input_checks"):
+        predict_tomogram(_tomogram(_volume(), spacing_A=10.2), DarkBlobDetector(), card)
+    assert "voxel size" not in caplog.text
+    shape = (96, 160, 176)  # SHAPE in 2.5 Å voxels
+    with caplog.at_level(logging.WARNING, logger="cryopick.inference.input_checks"):
+        predict_tomogram(
+            _tomogram(_volume(2.5, shape), spacing_A=2.5), DarkBlobDetector(), card, device="cpu"
+        )
+    assert "TS_1: voxel size 2.5 Å is 4x finer than the model's 10 Å" in caplog.text
+    assert "--spacing-A" in caplog.text
+    assert warn_if_voxel_size_implausible("T", 40.0, 10.0)
+    assert not warn_if_voxel_size_implausible("T", 13.48, 10.0)
+    assert not warn_if_voxel_size_implausible("T", 5.0, 10.0)
+
+
 def test_a_tomogram_thinnest_along_y_is_warned_about(caplog):
     # an IMOD reconstruction before trimvol -rx: thickness along y, the beam not along z
     card = _card()
-    with caplog.at_level(logging.WARNING, logger="cryopick.inference.preprocess"):
+    with caplog.at_level(logging.WARNING, logger="cryopick.inference.input_checks"):
         predict_tomogram(
             _tomogram(_volume(shape=(20, 40, 44))), DarkBlobDetector(), card, device="cpu"
         )
     assert "looks unrotated" not in caplog.text
     unrotated = _volume(shape=(44, 18, 40))
-    with caplog.at_level(logging.WARNING, logger="cryopick.inference.preprocess"):
+    with caplog.at_level(logging.WARNING, logger="cryopick.inference.input_checks"):
         predict_tomogram(_tomogram(unrotated), DarkBlobDetector(), card, device="cpu")
     assert "(44 x 18 x 40 voxels, z y x) is thinnest along y, not z" in caplog.text
     assert warn_if_thickness_not_along_z("T", (40, 44, 15)) and not warn_if_thickness_not_along_z(

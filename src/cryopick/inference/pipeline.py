@@ -32,6 +32,11 @@ from cryopick.core.errors import RunsFailedError, one_line_error
 from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.inference.config import PredictConfig
 from cryopick.inference.fiducials import Fiducials, drop_fiducial_streak_picks
+from cryopick.inference.input_checks import (
+    warn_if_smaller_than_window,
+    warn_if_thickness_not_along_z,
+    warn_if_voxel_size_implausible,
+)
 from cryopick.inference.output import (
     PICKS_SESSION_ID,
     PICKS_USER_ID,
@@ -42,12 +47,7 @@ from cryopick.inference.output import (
 )
 from cryopick.inference.picking import PickSettings, check_config_for_model, pick_particles
 from cryopick.inference.polarity import orient_contrast
-from cryopick.inference.preprocess import (
-    choose_network_spacing_A,
-    prepare_volume,
-    warn_if_smaller_than_window,
-    warn_if_thickness_not_along_z,
-)
+from cryopick.inference.preprocess import choose_network_spacing_A, prepare_volume
 from cryopick.inference.runtime import resolve_device
 from cryopick.inference.window import ProbabilityMap, predict_probability_map
 from cryopick.io.runs import RunResult, open_tomograms, raise_all_failed
@@ -157,6 +157,7 @@ def compute_probability_map(
     """
     device = resolve_device(config.device)  # a bad --device fails before any work
     model_spacing_A = float(card.spacing_A)
+    warn_if_voxel_size_implausible(tomogram.name, tomogram.spacing_A, model_spacing_A)
     volume, fiducials = prepare_volume(
         tomogram,
         model_spacing_A,

@@ -1,8 +1,8 @@
 """Preprocessing: robust intensity normalisation and resampling to the model's voxel size.
 
 Both functions work z-block by z-block, so a lazy volume (zarr array, memory-mapped MRC)
-is read once and only the float32 result is held in memory. :func:`warn_if_smaller_than_window`
-warns about inputs thinner than the network's window.
+is read once and only the float32 result is held in memory. The checks that warn about
+unusual inputs are in :mod:`cryopick.inference.input_checks`.
 
 Resampling and coordinates
 --------------------------
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -320,52 +319,3 @@ def resample_volume(
     out_shape = resampled_shape(shape, spacing_A, target_spacing_A)
     factor = float(target_spacing_A) / float(spacing_A)  # input voxels per output voxel
     return resample_separable(volume, out_shape, factor, kernel=kernel)
-
-
-def warn_if_smaller_than_window(
-    name: str, shape_zyx: Sequence[int], patch_zyx: Sequence[int], spacing_A: float
-) -> bool:
-    """Warn when a tomogram is thinner than the network's training window on some axis.
-
-    The network then sees mostly padding there; picks are unreliable and often none are
-    found. Returns True when it warned.
-    """
-    small = [
-        f"{axis} {n} < {p}"
-        for axis, n, p in zip("zyx", shape_zyx, patch_zyx, strict=True)
-        if int(n) < int(p)
-    ]
-    if small:
-        log.warning(
-            "%s: the tomogram (%s voxels at %.4g Å) is smaller than the network's %s-voxel "
-            "window (%s): picks are unreliable and there may be none",
-            name,
-            "x".join(map(str, shape_zyx)),
-            spacing_A,
-            "x".join(map(str, patch_zyx)),
-            ", ".join(small),
-        )
-    return bool(small)
-
-
-def warn_if_thickness_not_along_z(name: str, shape_zyx: Sequence[int]) -> bool:
-    """Warn when y or x, not z, is clearly the tomogram's thinnest axis.
-
-    cryopick's networks expect the beam (the sample's thickness, and the missing wedge)
-    along z. An IMOD reconstruction before ``trimvol -rx`` / ``clip rotx`` has its
-    thickness along y; picks in it are unreliable. Returns True when it warned.
-    """
-    z, y, x = (int(n) for n in shape_zyx)
-    thinnest = "y" if y < 0.5 * min(z, x) else "x" if x < 0.5 * min(z, y) else None
-    if thinnest is not None:
-        log.warning(
-            "%s: the tomogram (%d x %d x %d voxels, z y x) is thinnest along %s, not z: it "
-            "looks unrotated (IMOD: trimvol -rx or clip rotx); cryopick expects the beam "
-            "along z, so its picks are unreliable until the volume is rotated",
-            name,
-            z,
-            y,
-            x,
-            thinnest,
-        )
-    return thinnest is not None
