@@ -8,7 +8,8 @@ Simulates one small ``czii`` tomogram per element with only that element on (gol
 fiducials, carbon edge, ice contamination, procedural crowders with hard negatives) and
 saves ``sim_<element>.png``: XY and XZ slices of the ``denoised`` tomogram through the
 element (for the crowders, the central XY slice and a gallery of crowders and hard
-negatives beside the beta-galactosidase and thyroglobulin maps they imitate).
+negatives beside the beta-galactosidase and thyroglobulin maps they imitate), and
+``sim_crowder_families.png``: three crowders of each procedural family.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import numpy as np
 
 from cryopick.simulate import get_preset, simulate_run
 from cryopick.simulate.artefacts import CarbonFilm, GoldBeads, IceContamination, SpecimenExtras
-from cryopick.simulate.crowders import ProceduralCrowders, crowder_pool, imitated_targets
+from cryopick.simulate.crowders import (
+    SHAPES,
+    ProceduralCrowders,
+    crowder_pool,
+    imitated_targets,
+    make_crowder,
+)
 from cryopick.simulate.library import prepare_library
 from cryopick.simulate.presets import SimulationConfig, draw_run_params
 from cryopick.simulate.sample import Sample, build_sample
@@ -125,6 +132,26 @@ def _crowders_figure(shape: tuple[int, int, int], img_dir: Path) -> Path:
     return path
 
 
+def _families_figure(img_dir: Path) -> Path:
+    """Three crowders of each family, 200 Å across, projected along z."""
+    families = (*SHAPES, "ring")
+    fig, cells = plt.subplots(3, len(families), figsize=(7, 4.4), layout="constrained")
+    rng = np.random.default_rng(4)
+    for column, family in enumerate(families):
+        config = ProceduralCrowders(fraction=(0.5, 0.5), size_A=(200.0, 200.0), shapes=(family,))
+        for row in range(3):
+            cell = cells[row, column]
+            cell.imshow(make_crowder(config, 10.0, rng).sum(axis=0), cmap="gray_r")
+            cell.set_axis_off()
+            if row == 0:
+                cell.set_title(family, fontsize=9)
+    fig.suptitle("procedural crowder families (projections along z, 10 Å voxels)", fontsize=9)
+    path = img_dir / "sim_crowder_families.png"
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--img-dir", type=Path, default=Path("docs/img"))
@@ -138,6 +165,8 @@ def main() -> None:
         else:
             path = _slices_figure(element, shape, args.img_dir)
         print(f"{path} ({path.stat().st_size / 1024:.0f} KB)")
+    path = _families_figure(args.img_dir)
+    print(f"{path} ({path.stat().st_size / 1024:.0f} KB)")
 
 
 if __name__ == "__main__":

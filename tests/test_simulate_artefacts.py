@@ -209,7 +209,7 @@ def test_built_sample_with_all_extras_keeps_targets_clear_and_is_reproducible():
 
 
 def test_procedural_crowders_span_the_configured_sizes_and_shapes():
-    for shape in ("globular", "elongated", "branched", "shell"):
+    for shape in ("globular", "elongated", "branched", "shell", "ring"):
         config = ProceduralCrowders(fraction=(0.5, 0.5), size_A=(150.0, 150.0), shapes=(shape,))
         rng = np.random.default_rng(0)
         for _ in range(6):
@@ -229,6 +229,18 @@ def test_procedural_crowders_span_the_configured_sizes_and_shapes():
     hollow = make_crowder(shell, 10.0, np.random.default_rng(2))
     assert hollow[tuple(np.array(hollow.shape) // 2)] == 0
     assert support_mask(hollow).sum() > 1.3 * (hollow > 0.35).sum()  # the lumen is filled
+
+
+def test_rings_of_subunits_leave_their_centre_empty():
+    # subunits on a circle: a ring of 4 or more blobs has a hole where a lump has density
+    hollow = {}
+    for shape in ("ring", "globular"):
+        config = ProceduralCrowders(fraction=(0.5, 0.5), size_A=(200.0, 200.0), shapes=(shape,))
+        rng = np.random.default_rng(3)
+        centres = [make_crowder(config, 10.0, rng) for _ in range(20)]
+        hollow[shape] = sum(c[tuple(np.array(c.shape) // 2)] < 0.35 for c in centres)
+    assert hollow["ring"] >= 5 and hollow["globular"] == 0
+    assert "ring" not in ProceduralCrowders().shapes  # asked for by name: old seeds unchanged
 
 
 def test_hard_negatives_take_a_targets_size_but_not_its_shape():

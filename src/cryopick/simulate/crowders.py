@@ -42,8 +42,10 @@ if TYPE_CHECKING:
     from cryopick.simulate.library import SpecimenLibrary, TargetTemplate
 
 Range = tuple[float, float]
-ShapeName = Literal["globular", "elongated", "branched", "shell"]
+ShapeName = Literal["globular", "elongated", "branched", "shell", "ring"]
 SHAPES: tuple[ShapeName, ...] = ("globular", "elongated", "branched", "shell")
+"""The default families ("ring", added later, is asked for by name: earlier seeds
+simulate as before)."""
 MIN_SHELL_VOX = 1.5  # thinnest shell wall, so a small shell keeps a visible wall
 _HARD_NEGATIVE_TRIES = 6
 _VOLUME_TOLERANCE = 0.15  # a hard negative's support volume within 15 % ends the search
@@ -196,6 +198,8 @@ def _layout(shape: ShapeName, n: int, rng: np.random.Generator) -> Blobs:
             step = rng.normal(size=3)
             distance = (axes[parent].mean() + axes[i].mean()) * rng.uniform(0.6, 0.95)
             centres[i] = centres[parent] + step / np.linalg.norm(step) * distance
+    elif shape == "ring":
+        centres, axes = _ring_layout(n, rng)
     else:  # a hollow shell with lobes on its surface
         axes = _random_axes(n, 0.12, 0.3, rng)
         axes[0] = rng.uniform(0.85, 1.15, size=3)
@@ -207,6 +211,24 @@ def _layout(shape: ShapeName, n: int, rng: np.random.Generator) -> Blobs:
     centres = centres - (weights[:, None] * centres).sum(axis=0) / weights.sum()
     turn = _rotations(1, rng)[0]
     return Blobs(centres @ turn.T, axes, turn @ rotations, shells)
+
+
+def _ring_layout(n: int, rng: np.random.Generator) -> tuple[NDArray, NDArray]:
+    """Return centres and semi-axes of blobs evenly spaced on a circle of radius 1.
+
+    A ring of subunits, as chaperonins, proteasomes and pores have; half the assemblies of
+    6 blobs or more are two stacked rings, half a step apart.
+    """
+    n_rings = 2 if n >= 6 and rng.random() < 0.5 else 1
+    per_ring = int(np.ceil(n / n_rings))
+    index = np.arange(n)
+    ring = index // per_ring
+    angle = 2 * np.pi * (index % per_ring + 0.5 * ring) / per_ring + rng.uniform(0, 2 * np.pi)
+    height = (ring - 0.5 * (n_rings - 1)) * rng.uniform(0.5, 0.8)
+    centres = np.stack([height, np.sin(angle), np.cos(angle)], axis=1)
+    # neighbours touch or overlap a little: a blob's size follows the spacing on the circle
+    size = np.clip(np.pi / max(per_ring, 2) * rng.uniform(0.9, 1.2), 0.2, 0.7)
+    return centres, _random_axes(n, size, size * 1.1, rng)
 
 
 def make_crowder(
