@@ -59,8 +59,10 @@ def rescore_candidates(model: LoadedModel, project: Path, tomo_type: str) -> pd.
     settings = PickSettings.for_candidates(card.target, rescorer.candidate_floor, card.particle_set)
     frames = []
     for tomo in read_tomograms(project, tomo_type=tomo_type):
-        prob_map, volume, _ = compute_probability_map(tomo, network, card, PredictConfig())
-        grid = {"spacing_A": float(card.spacing_A), "stride": prob_map.stride}
+        prob_map, volume, _, spacing_A = compute_probability_map(
+            tomo, network, card, PredictConfig()
+        )
+        grid = {"spacing_A": spacing_A, "stride": prob_map.stride}
         found = pick_particles(prob_map.probs, settings, experiment=tomo.name, **grid)
         found = found.assign(raw=found["score"])
         frames.append(

@@ -134,8 +134,10 @@ def candidates_of(model: LoadedModel, project: Path, tomo_type: str) -> pd.DataF
     )
     frames = []
     for tomo in read_tomograms(project, tomo_type=tomo_type):
-        prob_map, volume, _ = compute_probability_map(tomo, network, card, PredictConfig())
-        grid = {"spacing_A": float(card.spacing_A), "stride": prob_map.stride}
+        prob_map, volume, _, spacing_A = compute_probability_map(
+            tomo, network, card, PredictConfig()
+        )
+        grid = {"spacing_A": spacing_A, "stride": prob_map.stride}
         found = pick_particles(prob_map.probs, settings, experiment=tomo.name, **grid)
         found = rescore_picks(
             found.assign(raw=found["score"]), card.rescorer, prob_map.probs, volume, **grid

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,7 @@ __all__ = [
     "PICKS_SESSION_ID",
     "PICKS_USER_ID",
     "LoadedModel",
+    "NetworkPass",
     "OutputFormat",
     "PredictConfig",
     "check_config_for_model",
@@ -111,7 +112,7 @@ def predict_tomogram(
     # field, as batch workers pass them, made every model_dump warn)
     config = PredictConfig.model_validate({**(config or PredictConfig()).model_dump(), **options})
     settings = PickSettings.for_model(card, config)
-    prob_map, network_input, fiducials = compute_probability_map(
+    prob_map, network_input, fiducials, spacing_A = compute_probability_map(
         tomogram, model, card, config, progress=progress
     )
     volume: NDArray[np.float32] | None = network_input
@@ -121,7 +122,7 @@ def predict_tomogram(
     picks = pick_particles(
         prob_map.probs,
         settings,
-        spacing_A=choose_network_spacing_A(tomogram.spacing_A, card.spacing_A),
+        spacing_A=spacing_A,
         stride=prob_map.stride,
         experiment=tomogram.name,
         volume=volume,
@@ -138,6 +139,15 @@ def predict_tomogram(
     return kept
 
 
+class NetworkPass(NamedTuple):
+    """One network pass over a tomogram (:func:`compute_probability_map`)."""
+
+    prob_map: ProbabilityMap
+    volume: NDArray[np.float32]  # the normalised, oriented tomogram the network saw
+    fiducials: Fiducials  # gold beads found in it
+    spacing_A: float  # voxel size of ``volume``: convert the map's positions with it
+
+
 def compute_probability_map(
     tomogram: Tomogram,
     model: torch.nn.Module,
@@ -145,11 +155,12 @@ def compute_probability_map(
     config: PredictConfig,
     *,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[ProbabilityMap, NDArray[np.float32], Fiducials]:
+) -> NetworkPass:
     """Run the network over one tomogram: its map, the volume it saw, the gold beads found.
 
-    The tomogram is resampled to the card's voxel size (unless within 1 %: its grid's voxel
-    size is :func:`cryopick.inference.preprocess.choose_network_spacing_A`) and normalised
+    The tomogram is resampled to the card's voxel size (unless within 1 %: the voxel size
+    it is read at, ``spacing_A`` of the result, is
+    :func:`cryopick.inference.preprocess.choose_network_spacing_A`) and normalised
     (beads looked for unless ``config.fiducial_max_score`` is None), its contrast oriented,
     and the network run window by window (map on the network's strided grid). Used by
     :func:`predict_tomogram` and by the rescorer's fit
@@ -158,6 +169,7 @@ def compute_probability_map(
     device = resolve_device(config.device)  # a bad --device fails before any work
     model_spacing_A = float(card.spacing_A)
     warn_if_voxel_size_implausible(tomogram.name, tomogram.spacing_A, model_spacing_A)
+    grid_spacing_A = choose_network_spacing_A(tomogram.spacing_A, model_spacing_A)
     volume, fiducials = prepare_volume(
         tomogram,
         model_spacing_A,
@@ -167,7 +179,7 @@ def compute_probability_map(
     volume = orient_contrast(
         volume, tomogram.name, config.invert, model, str(device), config.precision
     )
-    warn_if_smaller_than_window(tomogram.name, volume.shape, card.patch_size, model_spacing_A)
+    warn_if_smaller_than_window(tomogram.name, volume.shape, card.patch_size, grid_spacing_A)
     warn_if_thickness_not_along_z(tomogram.name, volume.shape)
     prob_map = predict_probability_map(
         model,
@@ -181,7 +193,7 @@ def compute_probability_map(
         upsample=False,
         progress=progress,
     )
-    return prob_map, volume, fiducials
+    return NetworkPass(prob_map, volume, fiducials, grid_spacing_A)
 
 
 def predict_tomograms(

@@ -29,7 +29,6 @@ from cryopick.evaluation.metric import match_radius_A
 from cryopick.inference.config import PredictConfig
 from cryopick.inference.picking import PickSettings, pick_particles
 from cryopick.inference.pipeline import LoadedModel, compute_probability_map
-from cryopick.inference.preprocess import choose_network_spacing_A
 from cryopick.inference.rescoring import candidate_features, count_features
 from cryopick.io.picks import read_truth
 from cryopick.io.runs import read_inputs
@@ -117,9 +116,8 @@ def collect_candidates(
     """
     network, card = model
     particles = card.particle_set
-    prob_map, volume, _ = compute_probability_map(tomogram, network, card, config)
+    prob_map, volume, _, spacing_A = compute_probability_map(tomogram, network, card, config)
     settings = PickSettings.for_candidates(card.target, floor, particles)
-    spacing_A = choose_network_spacing_A(tomogram.spacing_A, card.spacing_A)
     picks = pick_particles(
         prob_map.probs,
         settings,
