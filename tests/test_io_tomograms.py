@@ -234,6 +234,17 @@ def test_mrc_not_3d_and_not_mrc(tmp_path):
         read_mrc(junk)
 
 
+def test_a_truncated_mrc_is_called_truncated_with_its_sizes(tmp_path):
+    path = tmp_path / "TS_5.mrc"
+    write_mrc(path, np.ones((8, 10, 12), np.float32), spacing_A=10.0)
+    path.write_bytes(path.read_bytes()[: 1024 + 2000])  # an interrupted copy
+    with pytest.raises(InputError) as info:
+        read_mrc(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a readable MRC file: the file is truncated")
+    assert "8 x 10 x 12 voxels (4,864 bytes) but it has 3,024 bytes" in message
+
+
 # ---------------------------------------------------------------- project layouts
 
 
@@ -328,6 +339,15 @@ def test_read_tomograms_nothing_there(tmp_path):
         read_tomograms(tmp_path / "nope")
     with pytest.raises(InputError, match="no tomograms found"):
         read_tomograms(tmp_path)
+
+
+def test_a_copick_config_broken_by_an_edit_says_where_its_json_breaks(tmp_path):
+    config, _ = _copick_project(tmp_path)
+    text = config.read_text()
+    config.write_text(text.replace('"overlay_root"', '"overlay_root" "', 1))
+    line = text[: text.index('"overlay_root"')].count("\n") + 1
+    with pytest.raises(InputError, match=rf"copick.json: not valid JSON \(.* at line {line}, "):
+        read_tomograms(config)
 
 
 def _write_store_with_axes(path, volume, axes):

@@ -37,6 +37,7 @@ from cryopick.inference.input_checks import (
     warn_if_thickness_not_along_z,
     warn_if_voxel_size_implausible,
 )
+from cryopick.inference.memory import check_memory
 from cryopick.inference.output import (
     PICKS_SESSION_ID,
     PICKS_USER_ID,
@@ -47,7 +48,11 @@ from cryopick.inference.output import (
 )
 from cryopick.inference.picking import PickSettings, check_config_for_model, pick_particles
 from cryopick.inference.polarity import orient_contrast
-from cryopick.inference.preprocess import choose_network_spacing_A, prepare_volume
+from cryopick.inference.preprocess import (
+    choose_network_spacing_A,
+    prepare_volume,
+    resampled_shape,
+)
 from cryopick.inference.runtime import resolve_device
 from cryopick.inference.window import ProbabilityMap, predict_probability_map
 from cryopick.io.runs import RunResult, open_tomograms, raise_all_failed
@@ -170,6 +175,8 @@ def compute_probability_map(
     model_spacing_A = float(card.spacing_A)
     warn_if_voxel_size_implausible(tomogram.name, tomogram.spacing_A, model_spacing_A)
     grid_spacing_A = choose_network_spacing_A(tomogram.spacing_A, model_spacing_A)
+    grid_shape = resampled_shape(tomogram.shape, tomogram.spacing_A, grid_spacing_A)
+    check_memory(tomogram.source, grid_shape, grid_spacing_A)  # before any large allocation
     volume, fiducials = prepare_volume(
         tomogram,
         model_spacing_A,

@@ -165,6 +165,27 @@ def is_copick_config(path: str | Path) -> bool:
     return isinstance(head, dict) and "overlay_root" in head
 
 
+def _raise_if_broken_json(path: Path) -> None:
+    """Raise InputError when ``path`` starts like a JSON object but does not parse.
+
+    A copick config broken by a hand edit would otherwise be "not a tomogram" or "no runs".
+    """
+    try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            return
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    if not text.lstrip().startswith("{"):
+        return
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(
+            path, f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        ) from None
+
+
 def resolve_layout(path: str | Path, content: str = "tomograms") -> ProjectLayout | None:
     """Layout for a copick config, a Kaggle root, or a bare ``ExperimentRuns`` parent.
 
@@ -193,7 +214,10 @@ def resolve_layout(path: str | Path, content: str = "tomograms") -> ProjectLayou
     """
     path = Path(path)
     if path.is_file():
-        return read_copick_config(path) if is_copick_config(path) else None
+        if is_copick_config(path):
+            return read_copick_config(path)
+        _raise_if_broken_json(path)
+        return None
     if is_kaggle_root(path):
         return kaggle_layout(path)
     if path.is_dir() and (path / RUNS_DIR).is_dir():

@@ -64,7 +64,7 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
     with mrc:
         data = mrc.data
         if data is None:
-            raise InputError(path, "not a readable MRC file: no data block (unknown mode?)")
+            raise InputError(path, f"not a readable MRC file: {_why_no_data(mrc, path)}")
         if data.ndim != 3:
             raise InputError(path, f"expected a 3-D volume, got shape {data.shape}")
         if _is_unsigned_imod_bytes(mrc):
@@ -74,6 +74,25 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
     if data.dtype.name not in _SUPPORTED_DTYPES:
         raise InputError(path, f"unsupported MRC data type {data.dtype}")
     return data, _choose_spacing_A(path, header_A, spacing_A)
+
+
+def _why_no_data(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> str:
+    """Say why mrcfile found no data block: a truncated file, or a mode it does not know."""
+    header = mrc.header
+    try:
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+    except ValueError:
+        return f"unknown data mode {int(header.mode)}"
+    shape = (int(header.nz), int(header.ny), int(header.nx))
+    expected = 1024 + int(header.nsymbt) + int(np.prod(shape)) * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        return (
+            f"the file is truncated: its header describes {shape[0]} x {shape[1]} x "
+            f"{shape[2]} voxels ({expected:,} bytes) but it has {size:,} bytes "
+            "(an interrupted copy or write?)"
+        )
+    return "no data block"
 
 
 def _choose_spacing_A(path: Path, header_A: float | None, given_A: float | None) -> float:
