@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 _TYPE_HELP = "Particle type of every pick of a {} STAR file not written by cryopick."
 _PICKS_SOURCE_HELP = (
     "CSV (Kaggle submission or experiment,particle_type,x,y,z[,score] in Å), RELION-5 STAR "
-    "(needs --tomograms), copick pick file or config JSON, or Kaggle root / overlay folder."
+    "(needs --tomograms) or RELION-4 / Warp STAR (pixels: --star-pixel-A), copick pick "
+    "file or config JSON, or Kaggle root / overlay folder."
 )
 
 
@@ -60,6 +61,16 @@ def evaluate(
     ] = None,
     truth_particle_type: Annotated[
         str | None, typer.Option("--truth-particle-type", help=_TYPE_HELP.format("--truth"))
+    ] = None,
+    star_pixel_A: Annotated[
+        float | None,
+        typer.Option(
+            "--star-pixel-A",
+            min=0.01,
+            help="Pixel size (Å) of STAR positions in pixels (rlnCoordinateX/Y/Z: RELION-4 "
+            "uses the unbinned tilt series', Warp the tomogram's); default the file's "
+            "rlnTomoTiltSeriesPixelSize.",
+        ),
     ] = None,
     particles: Annotated[
         Path | None,
@@ -91,6 +102,7 @@ def evaluate(
         user_id=truth_user,
         session_id=truth_session,
         particles=particle_set,
+        star_pixel_A=star_pixel_A,
     )
     picks_df = read_picks(
         picks,
@@ -100,6 +112,7 @@ def evaluate(
         session_id=picks_session,
         single_source=True,
         particles=particle_set,
+        star_pixel_A=star_pixel_A,
     )
     if truth_df.empty:
         raise InputError(truth, "no ground-truth picks found")

@@ -19,6 +19,7 @@ format        matches         what
               header
 ``csv``       ``.csv``        ``experiment,particle_type,x,y,z,score`` (Å)
 ``star``      ``.star``       RELION-5 particles, Å from the tomogram centre
+                              (read also: RELION-4 / Warp pixel positions)
 ============  ==============  ================================================
 
 Every reader and writer takes the particle set of the picks (``particles``, a
@@ -133,10 +134,15 @@ def _read_star(
     tomogram_shapes: dict[str, tuple[tuple[int, int, int], float]] | None = None,
     particle_type: str | None = None,
     particles: ParticleSet | None = None,
+    star_pixel_A: float | None = None,
     **_: Any,
 ) -> pd.DataFrame:
     return read_star_picks(
-        path, tomogram_shapes=tomogram_shapes, particle_type=particle_type, particles=particles
+        path,
+        tomogram_shapes=tomogram_shapes,
+        particle_type=particle_type,
+        particles=particles,
+        pixel_A=star_pixel_A,
     )
 
 
@@ -167,6 +173,7 @@ def read_picks(
     session_id: str | None = None,
     single_source: bool = False,
     particles: ParticleSet | None = None,
+    star_pixel_A: float | None = None,
 ) -> pd.DataFrame:
     """Read picks from a file, project or folder, whatever format it is in.
 
@@ -191,6 +198,9 @@ def read_picks(
         project, objects outside it are skipped with a warning). Default: a copick
         project's declared set, else the CZII set for STAR labels and copick projects;
         other files keep names outside the CZII set as they are.
+    star_pixel_A : float, optional
+        For STAR files with positions in pixels (``rlnCoordinateX``; RELION-4, Warp): the
+        pixel size they are in; default the file's ``rlnTomoTiltSeriesPixelSize``.
 
     Returns
     -------
@@ -217,6 +227,7 @@ def read_picks(
                 session_id=session_id,
                 single_source=single_source,
                 particles=particles,
+                star_pixel_A=star_pixel_A,
             )
     known = sorted({e for f in PICKS_FORMATS for e in f.extensions})
     raise InputError(
@@ -234,6 +245,7 @@ def read_truth(
     user_id: str | None = None,
     session_id: str | None = None,
     particles: ParticleSet | None = None,
+    star_pixel_A: float | None = None,
 ) -> pd.DataFrame:
     """Read ground-truth picks: from one annotation source, without duplicates.
 
@@ -249,7 +261,7 @@ def read_truth(
     ----------
     path : str or Path
         Any source :func:`read_picks` reads.
-    tomogram_shapes, particle_type, user_id, session_id
+    tomogram_shapes, particle_type, user_id, session_id, star_pixel_A
         As for :func:`read_picks`.
     particles : ParticleSet, optional
         The set of the truth; default the set a copick project's config declares, else
@@ -277,6 +289,7 @@ def read_truth(
         session_id=session_id,
         single_source=True,
         particles=particles,
+        star_pixel_A=star_pixel_A,
     )
     return merge_duplicate_truth(df, source=path, particles=particles)
 

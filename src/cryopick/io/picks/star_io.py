@@ -1,5 +1,8 @@
 """Picks as RELION-5 particle STAR files (needs the ``starfile`` package: ``cryopick[star]``).
 
+Written as RELION-5; read also from RELION-4, Warp and pytom files with positions in pixels
+(:mod:`cryopick.io.picks.star_positions` turns every convention into Å).
+
 RELION-5 stores tomogram particle positions as ``rlnCenteredCoordinate{X,Y,Z}Angst``:
 Å relative to the tomogram centre. RELION turns them back into pixel positions as
 ``pixel = centered_A / pixel_size + centre`` with ``centre = size / 2.0`` (a float
@@ -31,7 +34,6 @@ given (default CZII); a file whose marker lists other names for its labels is re
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -42,9 +44,14 @@ from cryopick.core.errors import InputError
 from cryopick.core.particles import ParticleSet, UnknownParticleError, resolve_particle_set
 from cryopick.core.picks import empty_picks, validate_picks
 from cryopick.io.atomic import atomic_path
-
-TomogramShapes = Mapping[str, tuple[Sequence[int], float]]
-"""experiment -> (shape_zyx in voxels, spacing_A)."""
+from cryopick.io.picks.star_positions import (
+    CENTERED,
+    TomogramShapes,
+    find_particle_block,
+    positions_xyz_A,
+    tomogram_centre_xyz_A,
+    tomogram_names,
+)
 
 CRYOPICK_MARKER = "# written by cryopick: rlnClassNumber is the particle label"
 """First line of STAR files cryopick writes: their rlnClassNumber is a particle label."""
@@ -53,11 +60,7 @@ _TYPE_HINT = (
     "give the particle type of all its picks (cryopick evaluate: --particle-type, or "
     "--truth-particle-type for the truth)"
 )
-_CENTERED = (
-    "rlnCenteredCoordinateXAngst",
-    "rlnCenteredCoordinateYAngst",
-    "rlnCenteredCoordinateZAngst",
-)
+_CENTERED = CENTERED
 
 
 def _import_starfile() -> ModuleType:
@@ -69,24 +72,6 @@ def _import_starfile() -> ModuleType:
         ) from None
     module: ModuleType = starfile  # untyped: its functions return Any
     return module
-
-
-def _centre_xyz_A(
-    shapes: TomogramShapes | None, experiment: str, path: str | Path | None
-) -> np.ndarray:
-    """Tomogram centre in Å, (x, y, z) order, in cryopick's frame."""
-    if shapes is None:
-        raise InputError(
-            path,
-            "RELION-5 STAR coordinates are relative to the tomogram centre: converting them "
-            "needs the tomogram shapes and voxel sizes (tomogram_shapes, or --tomograms)",
-        )
-    if experiment not in shapes:
-        raise InputError(path, f"no tomogram shape given for experiment {experiment!r}")
-    shape_zyx, spacing_A = shapes[experiment]
-    if len(shape_zyx) != 3:
-        raise InputError(path, f"tomogram shape for {experiment!r} is not 3D: {shape_zyx!r}")
-    return np.asarray(shape_zyx, dtype=np.float64)[::-1] / 2.0 * float(spacing_A)
 
 
 def _check_in_set(df: pd.DataFrame, path: str | Path, particle_set: ParticleSet) -> None:
@@ -137,7 +122,7 @@ def write_star_picks(
     df = validate_picks(df, particles=particle_set)
     centred = np.empty((len(df), 3))
     for exp, idx in df.groupby("experiment", sort=False).indices.items():
-        centre = _centre_xyz_A(tomogram_shapes, str(exp), None)
+        centre = tomogram_centre_xyz_A(tomogram_shapes, str(exp), None)
         centred[idx] = df[["x", "y", "z"]].to_numpy()[idx] - centre
     out = pd.DataFrame(
         {
@@ -219,18 +204,26 @@ def read_star_picks(
     tomogram_shapes: TomogramShapes | None = None,
     particle_type: str | None = None,
     particles: ParticleSet | None = None,
+    pixel_A: float | None = None,
 ) -> pd.DataFrame:
-    """Read a RELION-5 particle STAR file into a picks table.
+    """Read a RELION-5, RELION-4 or Warp particle STAR file into a picks table.
 
     Parameters
     ----------
     path : str or Path
-        STAR file with ``rlnTomoName`` and ``rlnCenteredCoordinate{X,Y,Z}Angst``.
+        STAR file with ``rlnCenteredCoordinate{X,Y,Z}Angst`` (RELION-5) or
+        ``rlnCoordinate{X,Y,Z}`` (pixels), and ``rlnTomoName`` or ``rlnMicrographName``
+        (:mod:`cryopick.io.picks.star_positions`); origin shifts are applied.
     tomogram_shapes : mapping
-        ``experiment -> (shape_zyx, spacing_A)`` for every tomogram named in the file.
+        ``experiment -> (shape_zyx, spacing_A)`` for every tomogram named in the file
+        (RELION-5 positions only).
     particle_type : str, optional
         Type of all picks; needed unless the file was written by cryopick (only then is
         ``rlnClassNumber`` a particle label); overrides it otherwise.
+    particles : ParticleSet, optional
+        The set whose labels ``rlnClassNumber`` holds (default CZII).
+    pixel_A : float, optional
+        Pixel size of pixel positions; default the file's ``rlnTomoTiltSeriesPixelSize``.
 
     Returns
     -------
@@ -243,24 +236,12 @@ def read_star_picks(
         blocks = starfile.read(path, always_dict=True)
     except Exception as err:  # starfile raises assorted parser errors
         raise InputError(path, f"cannot read STAR file: {err}") from None
-    table = next(
-        (b for b in blocks.values() if isinstance(b, pd.DataFrame) and _CENTERED[0] in b), None
-    )
-    if table is None:
-        raise InputError(
-            path,
-            "no block with rlnCenteredCoordinateXAngst: only RELION-5 particle files "
-            "(coordinates in Å from the tomogram centre) are supported",
-        )
-    if "rlnTomoName" not in table:
-        raise InputError(path, "STAR particle block has no rlnTomoName column")
+    table, optics = find_particle_block(blocks, str(path))
     if table.empty:
         return empty_picks()
+    experiments = tomogram_names(table, str(path))
     types = _particle_types(path, table, particle_type, resolve_particle_set(particles))
-    experiments = table["rlnTomoName"].astype(str).to_numpy()
-    xyz = table[list(_CENTERED)].to_numpy(dtype=np.float64)
-    for exp in pd.unique(experiments):
-        xyz[experiments == exp] += _centre_xyz_A(tomogram_shapes, exp, path)
+    xyz = positions_xyz_A(table, optics, experiments, str(path), tomogram_shapes, pixel_A)
     df = pd.DataFrame(
         {
             "experiment": experiments,
