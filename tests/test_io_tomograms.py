@@ -234,6 +234,20 @@ def test_mrc_not_3d_and_not_mrc(tmp_path):
         read_mrc(junk)
 
 
+@pytest.mark.parametrize("compress", ["gzip", "bz2"])
+def test_compressed_mrc_as_emdb_distributes_maps_is_read(tmp_path, compress):
+    import bz2
+    import gzip
+
+    volume = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    plain = write_mrc(tmp_path / "emd_1.map", volume, spacing_A=1.06)
+    packed = tmp_path / f"emd_1.map.{'gz' if compress == 'gzip' else 'bz2'}"
+    packed.write_bytes((gzip if compress == "gzip" else bz2).compress(plain.read_bytes()))
+    data, spacing_A = read_mrc(packed)
+    np.testing.assert_array_equal(data, volume)
+    assert spacing_A == pytest.approx(1.06) and not data.flags.writeable
+
+
 def test_a_truncated_mrc_is_called_truncated_with_its_sizes(tmp_path):
     path = tmp_path / "TS_5.mrc"
     write_mrc(path, np.ones((8, 10, 12), np.float32), spacing_A=10.0)

@@ -1,5 +1,8 @@
 """MRC/REC volumes: memory-mapped reading with the voxel size from the header, atomic writing.
 
+gzip- or bzip2-compressed files (EMDB distributes maps as ``.map.gz``) are read too, into
+memory (a compressed file cannot be memory-mapped).
+
 Modes read: 0 (int8; uint8 when IMOD's header flags say the bytes are unsigned),
 1 (int16), 2 (float32), 6 (uint16) and 12 (float16). The data are returned as a
 read-only ``numpy.memmap`` indexed (z, y, x), so a large tomogram is read only where used.
@@ -41,7 +44,8 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
     Returns
     -------
     data : numpy.memmap, shape (Z, Y, X)
-        Read-only view of the file's voxels in their stored dtype.
+        Read-only view of the file's voxels in their stored dtype (an in-memory array,
+        read-only too, for a compressed file).
     spacing_A : float
         Voxel size in Å.
 
@@ -54,10 +58,13 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "does not exist or is not a file")
+    # gzip / bzip2 (EMDB's .map.gz) cannot be memory-mapped: read those into memory
+    compressed = _is_compressed(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # permissive mode warns about header quirks
-            mrc = mrcfile.mmap(path, mode="r", permissive=True)
+            opener = mrcfile.open if compressed else mrcfile.mmap
+            mrc = opener(path, mode="r", permissive=True)
     except Exception as err:
         raise InputError(path, f"not a readable MRC file: {err}") from None
     # closing the file leaves the (read-only) memmap valid: it holds its own mapping
@@ -76,6 +83,13 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
     return data, _choose_spacing_A(path, header_A, spacing_A)
 
 
+def _is_compressed(path: Path) -> bool:
+    """Tell whether ``path`` starts with the gzip or bzip2 magic bytes."""
+    with path.open("rb") as f:
+        head = f.read(3)
+    return head[:2] == b"\x1f\x8b" or head == b"BZh"
+
+
 def _why_no_data(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> str:
     """Say why mrcfile found no data block: a truncated file, or a mode it does not know."""
     header = mrc.header
@@ -86,7 +100,7 @@ def _why_no_data(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> str:
     shape = (int(header.nz), int(header.ny), int(header.nx))
     expected = 1024 + int(header.nsymbt) + int(np.prod(shape)) * dtype.itemsize
     size = path.stat().st_size
-    if size < expected:
+    if size < expected and not _is_compressed(path):
         return (
             f"the file is truncated: its header describes {shape[0]} x {shape[1]} x "
             f"{shape[2]} voxels ({expected:,} bytes) but it has {size:,} bytes "
