@@ -134,3 +134,27 @@ def test_evaluate_scores_warp_picks_against_truth_with_their_pixel_size(tmp_path
     assert '"tp": 2' in result.output and '"fp": 0' in result.output
     wrong = CliRunner().invoke(app, [*args, "--star-pixel-A", "10"])
     assert wrong.exit_code == 0 and '"tp": 0' in wrong.output  # 28 % too far out
+
+
+def test_the_report_reads_warp_picks_with_their_pixel_size(tmp_path):
+    from cryopick.io.tomograms import Tomogram
+    from cryopick.report.page import ReportConfig, _read_picks_and_truth
+
+    star = tmp_path / "warp.star"
+    table = pd.DataFrame(
+        {
+            "rlnMicrographName": ["TS_01.tomostar"],
+            "rlnCoordinateX": [12.0],
+            "rlnCoordinateY": [5.0],
+            "rlnCoordinateZ": [3.0],
+        }
+    )
+    starfile.write({"particles": table}, star)
+    tomograms = [Tomogram("TS_01", np.zeros((8, 16, 16), np.float32), 10.0, tmp_path / "a.mrc")]
+    config = ReportConfig(star_pixel_A=10.0)
+    with pytest.raises(InputError, match="particle type"):  # a foreign STAR: no type
+        _read_picks_and_truth(star, None, tomograms, config, None)
+    typed = ReportConfig(star_pixel_A=10.0, particle_type="ribosome")
+    picks, _ = _read_picks_and_truth(star, None, tomograms, typed, None)
+    assert picks[["x", "y", "z"]].to_numpy().tolist() == [[120.0, 50.0, 30.0]]
+    assert picks["particle_type"].tolist() == ["ribosome"]

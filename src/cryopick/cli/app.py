@@ -62,6 +62,16 @@ OverwriteModelOption = Annotated[
 TruthSessionOption = Annotated[str | None, typer.Option(help="copick: truth session_id.")]
 PicksUserOption = Annotated[str | None, typer.Option(help="copick: picks user_id.")]
 PicksSessionOption = Annotated[str | None, typer.Option(help="copick: picks session_id.")]
+StarPixelOption = Annotated[
+    float | None,
+    typer.Option(
+        "--star-pixel-A",
+        min=0.01,
+        help="Pixel size (Å) of STAR positions in pixels (rlnCoordinateX/Y/Z: RELION-4 uses "
+        "the unbinned tilt series', Warp the tomogram's); default the file's "
+        "rlnTomoTiltSeriesPixelSize.",
+    ),
+]
 
 
 def describe_os_error(err: OSError) -> str:

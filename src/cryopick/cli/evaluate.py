@@ -17,6 +17,7 @@ from cryopick.cli.app import (
     TRUTH_USER_HELP,
     PicksSessionOption,
     PicksUserOption,
+    StarPixelOption,
     TruthSessionOption,
     app,
     report_input_errors,
@@ -62,16 +63,7 @@ def evaluate(
     truth_particle_type: Annotated[
         str | None, typer.Option("--truth-particle-type", help=_TYPE_HELP.format("--truth"))
     ] = None,
-    star_pixel_A: Annotated[
-        float | None,
-        typer.Option(
-            "--star-pixel-A",
-            min=0.01,
-            help="Pixel size (Å) of STAR positions in pixels (rlnCoordinateX/Y/Z: RELION-4 "
-            "uses the unbinned tilt series', Warp the tomogram's); default the file's "
-            "rlnTomoTiltSeriesPixelSize.",
-        ),
-    ] = None,
+    star_pixel_A: StarPixelOption = None,
     particles: Annotated[
         Path | None,
         typer.Option(

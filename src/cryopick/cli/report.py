@@ -11,6 +11,7 @@ from cryopick.cli.app import (
     TRUTH_USER_HELP,
     PicksSessionOption,
     PicksUserOption,
+    StarPixelOption,
     TruthSessionOption,
     app,
     report_input_errors,
@@ -72,6 +73,11 @@ def report(
     truth_session: TruthSessionOption = None,
     picks_user: PicksUserOption = None,
     picks_session: PicksSessionOption = None,
+    star_pixel_A: StarPixelOption = None,
+    particle_type: Annotated[
+        str | None,
+        typer.Option(help="Particle type of every pick of a STAR file not written by cryopick."),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML page to check picks by eye (slices, metrics, model)."""
     from cryopick.report import ReportConfig, write_report
@@ -88,6 +94,8 @@ def report(
         "truth_session": truth_session,
         "picks_user": picks_user,
         "picks_session": picks_session,
+        "star_pixel_A": star_pixel_A,
+        "particle_type": particle_type,
     }
     config = ReportConfig(**{k: v for k, v in options.items() if v is not None})
     path = write_report(

@@ -75,6 +75,10 @@ class ReportConfig(BaseModel):
     truth_user, truth_session, picks_user, picks_session : str or None
         copick projects: read only picks of this user / session. A truth (or picks)
         project holding several user/session pairs after this filter is an error.
+    star_pixel_A : float or None
+        Pixel size of STAR positions in pixels (RELION-4, Warp); default the file's.
+    particle_type : str or None
+        Type of every pick of a picks STAR file not written by cryopick.
     """
 
     tomo_type: str = "denoised"
@@ -91,6 +95,8 @@ class ReportConfig(BaseModel):
     truth_session: str | None = None
     picks_user: str | None = None
     picks_session: str | None = None
+    star_pixel_A: float | None = Field(None, gt=0)
+    particle_type: str | None = None
 
 
 def render_figures(
@@ -250,6 +256,8 @@ def _read_picks_and_truth(
         session_id=config.picks_session,
         single_source=True,
         particles=particles,
+        star_pixel_A=config.star_pixel_A,
+        particle_type=config.particle_type,
     )
     picks = _restrict_to_runs(picks, tomograms, picks_path)
     if truth_path is None:
@@ -260,6 +268,7 @@ def _read_picks_and_truth(
         user_id=config.truth_user,
         session_id=config.truth_session,
         particles=particles,
+        star_pixel_A=config.star_pixel_A,
     )
     truth = _restrict_to_runs(truth, tomograms, truth_path)
     check_experiments(truth, picks, truth_path, picks_path)

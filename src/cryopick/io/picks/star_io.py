@@ -57,8 +57,8 @@ CRYOPICK_MARKER = "# written by cryopick: rlnClassNumber is the particle label"
 """First line of STAR files cryopick writes: their rlnClassNumber is a particle label."""
 
 _TYPE_HINT = (
-    "give the particle type of all its picks (cryopick evaluate: --particle-type, or "
-    "--truth-particle-type for the truth)"
+    "give the particle type of all its picks (cryopick evaluate and report: "
+    "--particle-type; evaluate: --truth-particle-type for the truth)"
 )
 _CENTERED = CENTERED
 
