@@ -170,10 +170,15 @@ def test_runs_lacking_the_tomo_type_are_skipped_with_a_warning(tmp_path, caplog)
         assert [t.name for t in read_tomograms(tmp_path)] == ["TS_1", "TS_3"]
     assert "skipping 1 of 3 runs without a 'denoised'" in caplog.text
     assert "TS_2 (has: wbp (10 Å))" in caplog.text
-    with pytest.raises(MissingTomoTypeError, match=r"run 'TS_2' has no 'denoised'.*wbp"):
+    with pytest.raises(
+        MissingTomoTypeError, match=r"run 'TS_2' has no 'denoised'.*wbp.*--tomo-type wbp\)$"
+    ):
         read_tomogram(tmp_path, run="TS_2")
-    with pytest.raises(MissingTomoTypeError, match=r"no run has a 'isonet'.*denoised \(2 of 3"):
+    with pytest.raises(
+        MissingTomoTypeError, match=r"no run has a 'isonet'.*denoised \(2 of 3"
+    ) as e:
         read_tomograms(tmp_path, tomo_type="isonet")
+    assert str(e.value).endswith("; choose one with --tomo-type (e.g. --tomo-type denoised)")
     assert issubclass(MissingTomoTypeError, InputError)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,7 +287,7 @@ def select_runs_with_tomo_type(
             raise MissingTomoTypeError(
                 layout.run_dirs(run)[0],
                 f"run {run!r} has no {tomo_type!r} tomogram; available: "
-                f"{_describe_types(types) or 'none'}",
+                f"{_describe_types(types) or 'none'}" + _choose_hint(types),
             )
         counts: dict[str, int] = {}
         for types in skipped.values():
@@ -295,7 +295,9 @@ def select_runs_with_tomo_type(
                 counts[t] = counts.get(t, 0) + 1
         listing = ", ".join(f"{t} ({n} of {len(skipped)} runs)" for t, n in sorted(counts.items()))
         raise MissingTomoTypeError(
-            source, f"no run has a {tomo_type!r} tomogram; available: {listing or 'none'}"
+            source,
+            f"no run has a {tomo_type!r} tomogram; available: {listing or 'none'}"
+            + _choose_hint(counts),
         )
     shown = [f"{r} (has: {_describe_types(t) or 'none'})" for r, t in list(skipped.items())[:20]]
     more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
@@ -309,6 +311,13 @@ def select_runs_with_tomo_type(
         more,
     )
     return kept
+
+
+def _choose_hint(types: Mapping[str, object]) -> str:
+    """``; choose one with --tomo-type (e.g. --tomo-type wbp)``, or nothing when none."""
+    if not types:
+        return ""
+    return f"; choose one with --tomo-type (e.g. --tomo-type {sorted(types)[0]})"
 
 
 def _describe_types(types: dict[str, list[float]]) -> str:
