@@ -134,6 +134,18 @@ def test_copick_config_of_any_file_name(tmp_path):
         assert resolve_layout(tmp_path / other) is None
 
 
+def test_remote_and_portal_copick_configs_say_to_download_first(tmp_path):
+    cfg = make_copick_config("p", tmp_path / "overlay", tmp_path / "static")
+    remote = tmp_path / "remote.json"
+    remote.write_text(json.dumps({**cfg, "static_root": "s3://cryoet-data-portal-public/1/"}))
+    with pytest.raises(InputError, match=r"^\S*remote.json: copick root 's3://.*download"):
+        read_tomograms(remote)
+    portal = tmp_path / "portal.json"
+    portal.write_text(json.dumps({**cfg, "config_type": "cryoet_data_portal"}))
+    with pytest.raises(InputError, match=r"^\S*portal.json: a CryoET Data Portal .*download"):
+        read_tomograms(portal)
+
+
 def test_competition_root_with_one_split(tmp_path, caplog):
     _kaggle(tmp_path / "train", {"TS_5_4": "denoised"})
     caplog.set_level(logging.INFO, logger="cryopick")

@@ -95,11 +95,20 @@ def picks_filename(user_id: str, session_id: str, object_name: str) -> str:
     return f"{user_id}_{session_id}_{object_name}.json"
 
 
-def _strip_url(root: str, base: Path) -> Path:
+_DOWNLOAD_HINT = (
+    "cryopick reads local files only: download the tomograms first (e.g. with the "
+    "cryoet-data-portal client or copick's own tools) into a filesystem project"
+)
+
+
+def _strip_url(root: str, base: Path, config_path: Path) -> Path:
     if "://" in root:
         scheme, rest = root.split("://", 1)
         if scheme not in ("local", "file"):
-            raise InputError(None, f"copick root {root!r} is not on the local filesystem")
+            raise InputError(
+                config_path,
+                f"copick root {root!r} is not on the local filesystem; {_DOWNLOAD_HINT}",
+            )
         root = rest
     p = Path(root).expanduser()
     return p if p.is_absolute() else (base / p)
@@ -118,13 +127,15 @@ def read_copick_config(config_path: str | Path) -> ProjectLayout:
         cfg = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(config_path, f"cannot read copick config: {err}") from None
+    if isinstance(cfg, dict) and cfg.get("config_type") == "cryoet_data_portal":
+        raise InputError(config_path, f"a CryoET Data Portal copick config; {_DOWNLOAD_HINT}")
     if not isinstance(cfg, dict) or "overlay_root" not in cfg:
         raise InputError(config_path, "not a copick filesystem config: no 'overlay_root' key")
     base = config_path.parent
     static = cfg.get("static_root")
     return ProjectLayout(
-        overlay_root=_strip_url(cfg["overlay_root"], base),
-        static_root=_strip_url(static, base) if static else None,
+        overlay_root=_strip_url(cfg["overlay_root"], base, config_path),
+        static_root=_strip_url(static, base, config_path) if static else None,
         config_path=config_path,
         pickable_objects=list(cfg.get("pickable_objects", [])),
     )
