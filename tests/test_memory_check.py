@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from cryopick.cli import app
 from cryopick.core.errors import InputError
+from cryopick.core import memory as core_memory
 from cryopick.inference import memory
 from cryopick.inference.memory import check_memory, estimate_predict_bytes
 from cryopick.inference.pipeline import predict_tomogram
@@ -56,8 +57,10 @@ def test_cgroup_limit_of_a_job_is_read(tmp_path, monkeypatch):
     job.mkdir(parents=True)
     (job / "memory.limit_in_bytes").write_text(f"{4 * GIB}\n")
     (job / "memory.usage_in_bytes").write_text(f"{1 * GIB}\n")
-    monkeypatch.setattr(memory, "_cgroup_dirs", lambda: [tmp_path / "none", job])
-    assert memory._cgroup_headroom_bytes() == 3 * GIB
+    monkeypatch.setattr(core_memory, "_cgroup_dirs", lambda: [tmp_path / "none", job])
+    assert core_memory._cgroup_headroom_bytes() == 3 * GIB
+    monkeypatch.setattr(core_memory, "_meminfo_available_bytes", lambda: 20 * GIB)
+    assert core_memory.measure_available_bytes() == 3 * GIB  # the job's limit, not the node's
 
 
 def test_a_wrong_voxel_size_is_refused_before_any_allocation(monkeypatch):
@@ -79,4 +82,19 @@ def test_the_cli_refuses_it_in_one_line_and_writes_nothing(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "TS_9.mrc: at the network's" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_simulating_a_run_larger_than_memory_is_refused_before_any_folder(tmp_path, monkeypatch):
+    from cryopick.simulate.library import check_simulation_memory
+
+    check_simulation_memory((184, 630, 630), available_bytes=8 * GIB)  # 2.7 GB: fits
+    with pytest.raises(InputError, match=r"^--shape 184 630 630: .* about 2\.7 GB .* 1\.0 GB"):
+        check_simulation_memory((184, 630, 630), available_bytes=1 * GIB)
+    monkeypatch.setattr(core_memory, "measure_available_bytes", lambda: 1 * GIB)
+    out = tmp_path / "sim"
+    result = CliRunner().invoke(
+        app, ["simulate", str(out), "--runs", "1", "--shape", "184", "630", "630"]
+    )
+    assert result.exit_code == 2 and "--shape 184 630 630" in result.output
     assert not out.exists()

@@ -18,79 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryopick.core.errors import InputError
+from cryopick.core.memory import format_gb, measure_available_bytes
 
 log = logging.getLogger(__name__)
 
 BYTES_PER_VOXEL = 16  # measured 13.2 per voxel of the grid; rounded up for candidate-rich maps
 BASE_BYTES = 600 * 1024**2
-_CGROUP_LIMITS = (
-    ("memory.max", "memory.current"),  # cgroup v2
-    ("memory.limit_in_bytes", "memory.usage_in_bytes"),  # cgroup v1
-)
-_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _meminfo_available_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _cgroup_dirs() -> list[Path]:
-    """Memory cgroup folders of this process: its own (v2 or v1 path), then the mount's root."""
-    root = Path("/sys/fs/cgroup")
-    dirs = []
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, rel = line.split(":", 2)
-            if controllers == "":
-                dirs.append(root / rel.lstrip("/"))
-            elif "memory" in controllers.split(","):
-                dirs.append(root / "memory" / rel.lstrip("/"))
-    except (OSError, ValueError):
-        pass
-    return [*dirs, root, root / "memory"]
-
-
-def _cgroup_headroom_bytes() -> int | None:
-    """Limit minus usage of the first memory cgroup that has a limit (a SLURM job's)."""
-    for folder in _cgroup_dirs():
-        for limit_name, usage_name in _CGROUP_LIMITS:
-            limit = _read_int(folder / limit_name)
-            usage = _read_int(folder / usage_name)
-            if limit is not None and usage is not None and limit < _NO_LIMIT:
-                return max(0, limit - usage)
-    return None
-
-
-def measure_available_bytes() -> int | None:
-    """Memory this process may still use: the smaller of the system's and its cgroup's.
-
-    None where neither can be read (not Linux); then nothing is checked.
-    """
-    figures = [b for b in (_meminfo_available_bytes(), _cgroup_headroom_bytes()) if b is not None]
-    return min(figures) if figures else None
 
 
 def estimate_predict_bytes(grid_shape_zyx: Sequence[int]) -> int:
     """Estimated peak resident memory of picking a tomogram of this shape on the network's grid."""
     return BASE_BYTES + BYTES_PER_VOXEL * math.prod(int(n) for n in grid_shape_zyx)
-
-
-def _gb(n_bytes: int) -> str:
-    return f"{n_bytes / 1024**3:,.1f} GB"
 
 
 def check_memory(
@@ -126,7 +64,7 @@ def check_memory(
         raise InputError(
             source,
             f"at the network's {grid_spacing_A:.4g} Å voxels the tomogram is {shape} voxels "
-            f"({_gb(grid_bytes)} as float32), more than the {_gb(available)} "
+            f"({format_gb(grid_bytes)} as float32), more than the {format_gb(available)} "
             "of memory available; check its voxel size (MRC: --spacing-A), or bin or crop it",
         )
     peak = estimate_predict_bytes(grid_shape_zyx)
@@ -138,6 +76,6 @@ def check_memory(
             source,
             shape,
             grid_spacing_A,
-            _gb(peak),
-            _gb(available),
+            format_gb(peak),
+            format_gb(available),
         )

@@ -26,7 +26,12 @@ import numpy as np
 import pandas as pd
 
 from cryopick.core.particles import ParticleSet
-from cryopick.simulate.library import SpecimenLibrary, check_fits, prepare_library
+from cryopick.simulate.library import (
+    SpecimenLibrary,
+    check_fits,
+    check_simulation_memory,
+    prepare_library,
+)
 from cryopick.simulate.presets import SimulationConfig, get_preset
 from cryopick.simulate.run import DISTRACTOR_COLUMNS, SimulatedRun, run_name, simulate_run
 
@@ -203,8 +208,9 @@ def simulate_project(
     Raises
     ------
     InputError
-        If a particle or distractor density is invalid or a particle does not fit the
-        tomogram (checked before ``out_dir`` is touched), or ``out_dir`` may not be used.
+        If a particle or distractor density is invalid, a particle does not fit the
+        tomogram, a run would not fit in memory (all checked before ``out_dir`` is
+        touched), or ``out_dir`` may not be used.
     """
     from cryopick.io.atomic import write_text_atomic
     from cryopick.io.layout import make_copick_config, read_copick_config
@@ -215,6 +221,7 @@ def simulate_project(
     config = get_preset(preset)
     library = prepare_library(particles, spacing_A, distractors)
     check_fits(library, shape)
+    check_simulation_memory(shape)
     cluster_fractions(config, library.particles)
     out_dir = Path(out_dir)
     prepare_project_folder(out_dir, overwrite)
