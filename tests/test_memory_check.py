@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cryopick.cli import app
-from cryopick.core.errors import InputError
 from cryopick.core import memory as core_memory
+from cryopick.core.errors import InputError
 from cryopick.inference import memory
 from cryopick.inference.memory import check_memory, estimate_predict_bytes
 from cryopick.inference.pipeline import predict_tomogram
