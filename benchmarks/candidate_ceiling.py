@@ -26,14 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _projects import add_held_out_arguments, read_truth, run_key
-from held_out_misses import rescore_candidates, sort_particles
+from held_out_misses import rescore_candidates, rescore_tomogram, sort_particles
 from robustness import load_or_simulate_condition
 from scipy.spatial import cKDTree
 
 from cryopick.evaluation.metric import match_radius_A, score_picks
-from cryopick.inference.picking import PickSettings, pick_particles
-from cryopick.inference.pipeline import LoadedModel, PredictConfig, compute_probability_map
-from cryopick.inference.rescoring import rescore_picks
+from cryopick.inference.pipeline import LoadedModel
 from cryopick.io.tomograms import read_tomograms
 from cryopick.model import ModelCard, bundled_model_dir, load_model
 from cryopick.model.calibration import apply_calibration
@@ -46,25 +44,10 @@ def cell_candidates(
     model: LoadedModel, cell: str, runs: int, seed: int, cache: Path | None
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[float, float]]]:
     """Candidates, truth and lateral extents (Å) of a robustness cell's runs."""
-    network, card = model
-    assert card.rescorer is not None
-    settings = PickSettings.for_candidates(
-        card.target, card.rescorer.candidate_floor, card.particle_set
-    )
     frames, truths, extents = [], [], {}
     for i in range(runs):
         truth, tomo = load_or_simulate_condition(cell, (184, 448, 448), seed, i, cache)
-        prob_map, volume, _, spacing_A = compute_probability_map(
-            tomo, network, card, PredictConfig()
-        )
-        grid = {"spacing_A": spacing_A, "stride": prob_map.stride}
-        found = pick_particles(prob_map.probs, settings, experiment=tomo.name, **grid)
-        found = found.assign(raw=found["score"])
-        frames.append(
-            rescore_picks(
-                found, card.rescorer, prob_map.probs, volume, particles=card.particle_set, **grid
-            )
-        )
+        frames.append(rescore_tomogram(model, tomo))
         truths.append(truth)
         extents[tomo.name] = tuple((n - 1) * tomo.spacing_A for n in tomo.shape[1:])
     return pd.concat(frames), pd.concat(truths), extents

@@ -38,7 +38,7 @@ from cryopick.evaluation.metric import match_radius_A
 from cryopick.inference.picking import PickSettings, pick_particles
 from cryopick.inference.pipeline import LoadedModel, PredictConfig, compute_probability_map
 from cryopick.inference.rescoring import rescore_picks
-from cryopick.io.tomograms import read_tomograms
+from cryopick.io.tomograms import Tomogram, read_tomograms
 from cryopick.model import ModelCard, load_model
 from cryopick.model.bundled import bundled_model_dir
 from cryopick.simulate import read_simulated_distractors
@@ -53,24 +53,23 @@ def rescore_candidates(model: LoadedModel, project: Path, tomo_type: str) -> pd.
     Candidates are the peaks above the rescorer's floor, found as prediction finds them
     (:func:`cryopick.inference.picking.pick_particles`), then re-scored.
     """
+    frames = [rescore_tomogram(model, t) for t in read_tomograms(project, tomo_type=tomo_type)]
+    return rename_runs(pd.concat(frames, ignore_index=True), project)
+
+
+def rescore_tomogram(model: LoadedModel, tomo: Tomogram) -> pd.DataFrame:
+    """The candidates of one tomogram, re-scored (see :func:`rescore_candidates`)."""
     network, card = model
     rescorer = card.rescorer
     assert rescorer is not None  # checked by main
     settings = PickSettings.for_candidates(card.target, rescorer.candidate_floor, card.particle_set)
-    frames = []
-    for tomo in read_tomograms(project, tomo_type=tomo_type):
-        prob_map, volume, _, spacing_A = compute_probability_map(
-            tomo, network, card, PredictConfig()
-        )
-        grid = {"spacing_A": spacing_A, "stride": prob_map.stride}
-        found = pick_particles(prob_map.probs, settings, experiment=tomo.name, **grid)
-        found = found.assign(raw=found["score"])
-        frames.append(
-            rescore_picks(
-                found, rescorer, prob_map.probs, volume, particles=card.particle_set, **grid
-            )
-        )
-    return rename_runs(pd.concat(frames, ignore_index=True), project)
+    prob_map, volume, _, spacing_A = compute_probability_map(tomo, network, card, PredictConfig())
+    grid = {"spacing_A": spacing_A, "stride": prob_map.stride}
+    found = pick_particles(prob_map.probs, settings, experiment=tomo.name, **grid)
+    found = found.assign(raw=found["score"])
+    return rescore_picks(
+        found, rescorer, prob_map.probs, volume, particles=card.particle_set, **grid
+    )
 
 
 def sort_particles(
