@@ -11,7 +11,7 @@ from cryopick.cli.app import app
 
 COMMAND_MODULES = (
     "particles", "simulate", "train", "learn", "combine", "predict", "tune", "evaluate",
-    "report",
+    "report", "convert",
 )  # fmt: skip
 
 for _name in COMMAND_MODULES:

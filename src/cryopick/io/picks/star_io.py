@@ -46,6 +46,7 @@ from cryopick.core.picks import empty_picks, validate_picks
 from cryopick.io.atomic import atomic_path
 from cryopick.io.picks.star_positions import (
     CENTERED,
+    PIXELS,
     TomogramShapes,
     find_particle_block,
     positions_xyz_A,
@@ -91,8 +92,9 @@ def write_star_picks(
     path: str | Path,
     tomogram_shapes: TomogramShapes | None = None,
     particles: ParticleSet | None = None,
+    pixel_A: float | None = None,
 ) -> Path:
-    """Write picks as a RELION-5 particle STAR file, atomically.
+    """Write picks as a RELION-5 particle STAR file (or in pixels), atomically.
 
     Parameters
     ----------
@@ -101,9 +103,13 @@ def write_star_picks(
     path : str or Path
         Output ``.star`` file.
     tomogram_shapes : mapping
-        ``experiment -> (shape_zyx, spacing_A)`` for every experiment in ``df``.
+        ``experiment -> (shape_zyx, spacing_A)`` for every experiment in ``df``
+        (RELION-5 positions only).
     particles : ParticleSet, optional
         The set whose labels are written as ``rlnClassNumber`` (default: the CZII set).
+    pixel_A : float, optional
+        Write ``rlnCoordinate{X,Y,Z}`` in pixels of this size (RELION-4, Warp; pixel
+        ``i`` centred at ``i``) instead of RELION-5's Å from the tomogram centre.
 
     Returns
     -------
@@ -120,20 +126,12 @@ def write_star_picks(
     df = validate_picks(df)
     _check_in_set(df, path, particle_set)
     df = validate_picks(df, particles=particle_set)
-    centred = np.empty((len(df), 3))
-    for exp, idx in df.groupby("experiment", sort=False).indices.items():
-        centre = tomogram_centre_xyz_A(tomogram_shapes, str(exp), None)
-        centred[idx] = df[["x", "y", "z"]].to_numpy()[idx] - centre
-    out = pd.DataFrame(
-        {
-            "rlnTomoName": df["experiment"].astype(str).to_numpy(),
-            _CENTERED[0]: centred[:, 0],
-            _CENTERED[1]: centred[:, 1],
-            _CENTERED[2]: centred[:, 2],
-            "rlnClassNumber": [particle_set.label(t) for t in df["particle_type"]],
-            "rlnAutopickFigureOfMerit": df["score"].to_numpy(),
-        }
-    )
+    out = pd.DataFrame({"rlnTomoName": df["experiment"].astype(str).to_numpy()})
+    columns = PIXELS if pixel_A is not None else _CENTERED
+    for column, xyz in zip(columns, _star_positions(df, tomogram_shapes, pixel_A).T, strict=True):
+        out[column] = xyz
+    out["rlnClassNumber"] = [particle_set.label(t) for t in df["particle_type"]]
+    out["rlnAutopickFigureOfMerit"] = df["score"].to_numpy()
     if out["rlnAutopickFigureOfMerit"].isna().all():
         out = out.drop(columns="rlnAutopickFigureOfMerit")  # e.g. ground truth
     with atomic_path(path) as tmp:
@@ -143,11 +141,25 @@ def write_star_picks(
     return Path(path)
 
 
+def _star_positions(
+    df: pd.DataFrame, shapes: TomogramShapes | None, pixel_A: float | None
+) -> np.ndarray:
+    """Positions (x, y, z) to write: pixels of ``pixel_A``, else Å from each centre."""
+    xyz = df[["x", "y", "z"]].to_numpy(dtype=np.float64)
+    if pixel_A is not None:
+        if not pixel_A > 0:
+            raise InputError(None, f"the STAR pixel size must be > 0, got {pixel_A}")
+        return xyz / float(pixel_A)
+    for exp, idx in df.groupby("experiment", sort=False).indices.items():
+        xyz[idx] -= tomogram_centre_xyz_A(shapes, str(exp), None)
+    return xyz
+
+
 def _written_by_cryopick(path: Path, table: pd.DataFrame) -> bool:
     """Tell whether cryopick wrote this STAR file: its marker line, or only its columns."""
     with path.open(errors="replace") as f:
         head = [f.readline() for _ in range(3)]
-    own = {"rlnTomoName", *_CENTERED, "rlnClassNumber", "rlnAutopickFigureOfMerit"}
+    own = {"rlnTomoName", *_CENTERED, *PIXELS, "rlnClassNumber", "rlnAutopickFigureOfMerit"}
     return any(line.startswith(CRYOPICK_MARKER) for line in head) or set(table) <= own
 
 
