@@ -211,3 +211,25 @@ def test_complete_radii_from_the_data_else_measured(files: Path) -> None:
     assert complete_radii(ps, [None, other, declared]).radii_A == {"Ball": 30.0, "blob": 44.0}
     measured = complete_radii(ps).radius_A("blob")  # the model's equivalent sphere
     assert abs(measured - MODEL_RADIUS_A) < 0.2 * MODEL_RADIUS_A
+
+
+def test_sizes_that_do_not_suit_the_picker_are_named_with_a_voxel_size_that_does(
+    files: Path,
+) -> None:
+    from cryopick.core.particles_file import describe_size_problems
+
+    particle_set = complete_radii(load_particles_file(_write(files, GOOD, "sizes.json")))
+    assert describe_size_problems(particle_set, 10.0) == []  # 60 and ~80 Å: 6 and ~8 voxels
+    # at 20 Å the ball is 3 voxels across and the blob ~4 (just enough)
+    tiny, huge = (
+        describe_size_problems(particle_set, 20.0),
+        describe_size_problems(particle_set, 1.0),
+    )
+    assert len(tiny) == 1 and tiny[0].startswith("'Ball' is 60 Å across, 3 voxels at 20 Å")
+    assert "too small to pick; use --spacing-A 7.5 " in tiny[0]  # 8 voxels across
+    assert len(huge) == 2 and "60 voxels at 1 Å: too large" in huge[0]
+    assert "--spacing-A 4 " in huge[0] and "about 2.5 Å would suit it" in huge[0]
+    result = CliRunner().invoke(app, ["particles", str(files / "sizes.json"), "--spacing-A", "20"])
+    assert (
+        result.exit_code == 0 and "warning:" in result.output and "'Ball' is 60 Å" in result.output
+    )

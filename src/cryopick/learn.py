@@ -133,6 +133,7 @@ def learn_particles(
     particles_file = Path(particles_file)
     particle_set = load_particles_file(particles_file)
     check_model_folder(out_dir, resume, overwrite)
+    warn_about_sizes(particles_file, particle_set, settings.spacing_A)
     t0 = time.perf_counter()
     projects = _simulate_data(particle_set, out_dir / "data", settings, resume, overwrite, progress)
     sim_min = (time.perf_counter() - t0) / 60.0
@@ -158,6 +159,15 @@ def learn_particles(
 
     write_text_atomic(out_dir / "learn.json", json.dumps(record, indent=2))
     return card
+
+
+def warn_about_sizes(particles_file: Path, particle_set: ParticleSet, spacing_A: float) -> None:
+    """Warn about each type too small or too large to pick at ``spacing_A`` (with the fix)."""
+    from cryopick.core.particles_file import complete_radii, describe_size_problems
+
+    measured = complete_radii(particle_set, spacing_A=spacing_A)
+    for problem in describe_size_problems(measured, spacing_A):
+        log.warning("%s: %s", particles_file, problem)
 
 
 def _simulate_data(

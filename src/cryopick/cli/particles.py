@@ -27,7 +27,11 @@ def particles(
     ] = False,
 ) -> None:
     """Load a particles file, build each density and print a table to check before use."""
-    from cryopick.core.particles_file import check_radius, load_particles_file
+    from cryopick.core.particles_file import (
+        check_radius,
+        describe_size_problems,
+        load_particles_file,
+    )
     from cryopick.simulate.user_maps import density_for
 
     if make_example:
@@ -40,12 +44,14 @@ def particles(
     particle_set = load_particles_file(file)
     header = ("name", "label", "weight", "radius_A", "measured_A", "source", "box_vox")
     rows = [header]
+    radii = {}
     for spec in particle_set:
         try:
             density, measured = density_for(spec, spacing_A)
         except InputError as err:
             raise InputError(file, f"particle '{spec.name}': {err}") from None
         check_radius(file, spec, measured)
+        radii[spec.name] = spec.radius_A if spec.radius_A is not None else measured
         given = "-" if spec.radius_A is None else f"{spec.radius_A:g}"
         source = "map" if spec.map is not None else "model"
         name = spec.source.name if spec.source is not None else "-"
@@ -55,3 +61,5 @@ def particles(
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for problem in describe_size_problems(particle_set.with_radii(radii), spacing_A):
+        typer.echo(f"warning: {file}: {problem}", err=True)

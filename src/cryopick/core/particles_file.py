@@ -199,3 +199,42 @@ def complete_radii(
         )
         particle_set = particle_set.with_radii(measured)
     return particle_set
+
+
+PICKABLE_DIAMETER_VOX = (4.0, 48.0)
+"""Particle diameters, in voxels of the simulation / picking grid, that the 3D U-Net's
+default 64³-voxel training window suits: below 4 voxels a particle is a blob of noise,
+above 48 it fills the window and the network never sees it whole with its surroundings."""
+
+
+def describe_size_problems(
+    particle_set: ParticleSet, spacing_A: float, spacing_range_A: tuple[float, float] = (4.0, 25.0)
+) -> list[str]:
+    """One line per type whose size does not suit a picker at ``spacing_A``, with the fix.
+
+    The voxel size suggested puts the particle about twice the smallest or half the
+    largest suitable diameter across, within ``spacing_range_A`` (what ``cryopick simulate``
+    and ``learn`` accept). Radii must be known (:func:`complete_radii`).
+    """
+    low, high = PICKABLE_DIAMETER_VOX
+    problems = []
+    for spec in particle_set:
+        if spec.radius_A is None:
+            continue
+        diameter_A = 2.0 * spec.radius_A
+        diameter_vox = diameter_A / spacing_A
+        if low <= diameter_vox <= high:
+            continue
+        small = diameter_vox < low
+        ideal_A = diameter_A / (2 * low if small else high / 2)
+        best_A = min(max(ideal_A, spacing_range_A[0]), spacing_range_A[1])
+        what = "too small to pick" if small else "too large for the network's window"
+        fix = f"--spacing-A {best_A:.3g} and tomograms binned to it"
+        if best_A != ideal_A:
+            lo, hi = spacing_range_A
+            fix += f" (about {ideal_A:.3g} Å would suit it; cryopick simulates {lo:g}-{hi:g} Å)"
+        problems.append(
+            f"'{spec.name}' is {diameter_A:.0f} Å across, {diameter_vox:.3g} voxels at "
+            f"{spacing_A:g} Å: {what}; use {fix}"
+        )
+    return problems
