@@ -135,6 +135,15 @@ def test_evaluate_truth_of_several_users_needs_truth_user(two_users: dict[str, P
     assert len(read_picks(two_users["config"])) == 5
 
 
+def test_a_truth_user_with_no_picks_names_the_users_there(
+    two_users: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert read_picks(two_users["config"], user_id="simulatoin").empty  # a typo
+    assert "no picks of user simulatoin, session any; the project has picks of" in caplog.text
+    assert "cryopick/0 (2 picks), simulation/0 (3 picks)" in caplog.text
+
+
 def test_report_takes_truth_user(two_users: dict[str, Path]) -> None:
     tomo = two_users["root"] / "TS_1.mrc"
     write_mrc(tomo, np.zeros(SHAPE, np.float32), SPACING_A)

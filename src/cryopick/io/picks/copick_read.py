@@ -227,6 +227,7 @@ def read_copick_project_picks(
     frames: list[pd.DataFrame] = []
     seen: set[tuple[str, str, str, str]] = set()
     found: dict[tuple[str, str], int] = {}  # picks per (user, session)
+    skipped: dict[tuple[str, str], int] = {}  # picks per (user, session) filtered out
     for file in _pick_files(layout):
         data = _load_json(file)
         if not is_copick_picks(data):
@@ -239,6 +240,8 @@ def read_copick_project_picks(
         if (user_id is not None and user != user_id) or (
             session_id is not None and session != session_id
         ):
+            points = data.get("points") or []
+            skipped[(user, session)] = skipped.get((user, session), 0) + len(points)
             continue
         if obj not in particle_set:
             log.warning(
@@ -257,6 +260,15 @@ def read_copick_project_picks(
     if len(found) > 1:
         _several_sources(layout, found, single_source)
     if not frames:
+        if skipped and not found:
+            pairs = ", ".join(f"{u}/{v} ({n} picks)" for (u, v), n in sorted(skipped.items()))
+            log.warning(
+                "%s: no picks of user %s, session %s; the project has picks of %s",
+                path,
+                user_id or "any",
+                session_id or "any",
+                pairs,
+            )
         return empty_picks()
     return validate_picks(pd.concat(frames, ignore_index=True), particles=particle_set)
 
