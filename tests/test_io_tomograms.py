@@ -364,7 +364,7 @@ def test_a_copick_config_broken_by_an_edit_says_where_its_json_breaks(tmp_path):
         read_tomograms(config)
 
 
-def _write_store_with_axes(path, volume, axes):
+def _write_store_with_axes(path, volume, axes, dtype="f4"):
     """A zarr v2 / NGFF 0.4 store of one level written with zarr itself, with these axes.
 
     Chunks are 4 voxels along the last three axes and 1 along any before them; every
@@ -373,11 +373,19 @@ def _write_store_with_axes(path, volume, axes):
     group = zarr.open_group(str(path), mode="w", **({"zarr_format": 2} if ZARR3 else {}))
     create = group.create_array if ZARR3 else group.create_dataset
     chunks = (1,) * (volume.ndim - 3) + (4, 4, 4)
-    create("0", shape=volume.shape, dtype="f4", chunks=chunks)[...] = volume
+    create("0", shape=volume.shape, dtype=dtype, chunks=chunks)[...] = volume
     scale = [1.0] * volume.ndim
     dataset = {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
     group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [dataset]}]
     return path
+
+
+def test_a_complex_ome_zarr_is_refused_not_cast(tmp_path):
+    zyx = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+    volume = np.ones((4, 8, 8), np.complex64)
+    store = _write_store_with_axes(tmp_path / "fft.zarr", volume, zyx, dtype="c8")
+    with pytest.raises(InputError, match=r"fft\.zarr: level 0: data type complex64 is not"):
+        read_tomogram(store)
 
 
 TCZYX = [

@@ -92,6 +92,10 @@ def read_ome_zarr(path: str | Path, level: int = 0) -> tuple[Any, float]:
         ) from None
     if not isinstance(data, zarr.Array):
         raise InputError(path, f"level {level}: {ds_path!r} is not an array")
+    if data.dtype.kind not in "iuf":  # complex (a Fourier transform?), bool, strings
+        raise InputError(
+            path, f"level {level}: data type {data.dtype} is not a tomogram's (integers or floats)"
+        )
     n_leading = count_leading_axes(path, ms, data.shape, level)
     spacing_A, unit_A = read_spacing_A(path, ms, dataset, level, n_leading)
     warn_if_translated(path, level, ms, dataset, unit_A)
