@@ -339,11 +339,13 @@ def test_report_table_adds_expected_particles_only_for_calibrated_scores():
     plain, _ = summarise_picks_per_class(picks)
     assert "expected_particles" not in plain.columns
     assert "expected particles" not in render_summary_table(plain, None)
+    assert "expected-note" not in render_summary_table(plain, None)
     table, _ = summarise_picks_per_class(picks, calibrated=True)
     apo = table.set_index("particle_type").loc["apo-ferritin"]
     assert apo["expected_particles"] == pytest.approx(1.5)
     html = render_summary_table(table, None)
     assert "expected particles" in html and '<td class="">1.5</td>' in html
+    assert 'id="expected-note"' in html and "calibrated on simulated tomograms" in html
     card = _card(thresholds={"apo-ferritin": 0.55}, calibration={"apo-ferritin": HALF})
     assert marked_thresholds(card, "apo-ferritin") == pytest.approx((0.3, None))
     assert marked_thresholds(_card(thresholds={"apo-ferritin": 0.55}), "apo-ferritin") == (

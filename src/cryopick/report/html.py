@@ -71,6 +71,15 @@ def _swatch(name: str, particles: ParticleSet) -> str:
     return f'<span class="swatch" style="background:{colour}"></span>'
 
 
+_EXPECTED_NOTE = (
+    '<p class="meta" id="expected-note">Expected particles: the sum of the picks\' scores, '
+    "each the probability that the pick is right as calibrated on simulated tomograms. On "
+    "data unlike them it can be far off: among complexes of shapes the model never saw it "
+    "counted 6 times the beta-galactosidases present (docs/benchmarks.md). Check a few "
+    "picks by eye before relying on it.</p>"
+)
+
+
 def render_summary_table(
     table: pd.DataFrame,
     score: float | None,
@@ -80,7 +89,8 @@ def render_summary_table(
     """Render the per-class summary (:func:`cryopick.report.summarise_picks_per_class`) as HTML.
 
     ``particles`` gives each type's colour (default the CZII set). An
-    ``expected_particles`` column (calibrated scores) is shown after the picks.
+    ``expected_particles`` column (calibrated scores) is shown after the picks, with a
+    note below the table on what it means and where it can be wrong.
     """
     particle_set = resolve_particle_set(particles)
     with_truth = "tp" in table.columns
@@ -116,7 +126,8 @@ def render_summary_table(
             f'<tr class="total"><td class="name">weighted F{beta:g} score</td>'
             f'<td colspan="{len(head) - 1}" id="weighted-score">{_fmt(score, 4)}</td></tr>'
         )
-    return '<table id="summary-table">' + "".join(rows) + "</table>"
+    note = _EXPECTED_NOTE if expected else ""
+    return '<table id="summary-table">' + "".join(rows) + "</table>" + note
 
 
 def _summary_json(table: pd.DataFrame, score: float | None) -> str:
