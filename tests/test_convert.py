@@ -67,8 +67,27 @@ def test_convert_refuses_what_it_cannot_do_without_writing(tmp_path):
     for args, message in (
         (["-o", str(tmp_path / "x.csv"), "--to-pixel-A", "2"], "STAR output only"),
         (["-o", str(csv)], "is an input of this command"),
-        (["-o", str(tmp_path / "x.json"), "--format", "copick"], "writes csv, kaggle or star"),
+        (["-o", str(tmp_path / "x.json"), "--format", "mrc"], "writes csv, kaggle, star or copick"),
     ):
         result = RUNNER.invoke(app, ["convert", str(csv), *args])
         assert result.exit_code == 2 and message in result.output, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["picks.csv"]
+
+
+def test_csv_into_a_copick_project_never_replaces_picks_without_overwrite(tmp_path):
+    csv = write_picks(_picks(), tmp_path / "picks.csv", format="csv")
+    project = tmp_path / "project"
+    args = ["convert", str(csv), "-o", str(project), "--format", "copick"]
+    first = RUNNER.invoke(app, [*args, "--user-id", "relion"])
+    assert first.exit_code == 0, first.output
+    back = read_picks(project, user_id="relion")
+    np.testing.assert_allclose(
+        back.sort_values("x")[["x", "y", "z"]], _picks().sort_values("x")[["x", "y", "z"]]
+    )
+    files = sorted(p.name for p in project.rglob("relion_0_*.json"))
+    before = {p: p.read_bytes() for p in project.rglob("*.json")}
+    again = RUNNER.invoke(app, [*args, "--user-id", "relion"])
+    assert again.exit_code == 2 and "pick file(s) of user 'relion'" in again.output
+    assert {p: p.read_bytes() for p in project.rglob("*.json")} == before
+    assert RUNNER.invoke(app, [*args, "--user-id", "relion", "--overwrite"]).exit_code == 0
+    assert sorted(p.name for p in project.rglob("relion_0_*.json")) == files

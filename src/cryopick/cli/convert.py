@@ -1,9 +1,11 @@
 """``cryopick convert``: picks from one format to another (CSV, Kaggle, STAR, copick), in Å.
 
 Reads what ``evaluate`` reads (a CSV, a Kaggle submission, a RELION-5 / RELION-4 / Warp
-STAR file, a copick pick file or project) and writes CSV, a Kaggle submission or a STAR
-file: RELION-5 (Å from the tomogram centre; the shapes come from ``--tomograms``) or, with
-``--to-pixel-A``, RELION-4 / Warp positions in pixels of that size.
+STAR file, a copick pick file or project) and writes CSV, a Kaggle submission, a STAR
+file (RELION-5: Å from the tomogram centre, the shapes from ``--tomograms``; or, with
+``--to-pixel-A``, RELION-4 / Warp positions in pixels of that size), or copick pick files
+of one user and session into a project (refused where that user and session already have
+pick files there, unless ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ def convert(
     source: Annotated[
         Path, typer.Argument(help="Picks: CSV, Kaggle CSV, STAR, copick file or project.")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.csv or .star).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output file (.csv, .star) or copick project.")
+    ],
     format: Annotated[
-        str | None, typer.Option(help="csv, kaggle or star (default: from the extension).")
+        str | None,
+        typer.Option(help="csv, kaggle, star or copick (default: from the extension)."),
     ] = None,
     tomograms: Annotated[
         Path | None,
@@ -55,17 +60,25 @@ def convert(
     ] = None,
     picks_user: PicksUserOption = None,
     picks_session: PicksSessionOption = None,
+    user_id: Annotated[str, typer.Option(help="copick output: the picks' user_id.")] = "converted",
+    session_id: Annotated[str, typer.Option(help="copick output: the picks' session_id.")] = "0",
+    overwrite: Annotated[
+        bool, typer.Option(help="copick output: replace this user and session's pick files.")
+    ] = False,
 ) -> None:
     """Convert picks between formats (CSV, Kaggle, STAR in Å or pixels), positions checked."""
     from cryopick.io.atomic import check_output_file
     from cryopick.io.picks import read_picks, write_picks
 
     fmt = format or ("star" if output.suffix.lower() == ".star" else "csv")
-    if fmt not in ("csv", "kaggle", "star"):
-        raise InputError(None, f"--format {fmt!r}: convert writes csv, kaggle or star")
+    if fmt not in ("csv", "kaggle", "star", "copick"):
+        raise InputError(None, f"--format {fmt!r}: convert writes csv, kaggle, star or copick")
     if to_pixel_A is not None and fmt != "star":
         raise InputError(None, "--to-pixel-A applies to STAR output only")
-    check_output_file(output, [source], (".star",) if fmt == "star" else (".csv",))
+    if fmt == "copick":
+        check_copick_output(output, user_id, session_id, overwrite)
+    else:
+        check_output_file(output, [source], (".star",) if fmt == "star" else (".csv",))
     shapes = None
     if tomograms is not None:
         from cryopick.io.tomograms import read_tomograms
@@ -82,6 +95,35 @@ def convert(
     )
     if fmt == "star":
         write_picks(picks, output, format=fmt, tomogram_shapes=shapes, pixel_A=to_pixel_A)
+    elif fmt == "copick":
+        write_picks(picks, output, format=fmt, user_id=user_id, session_id=session_id)
     else:
         write_picks(picks, output, format=fmt)
     typer.echo(f"wrote {len(picks)} picks ({fmt}) to {output}")
+
+
+def check_copick_output(project: Path, user_id: str, session_id: str, overwrite: bool) -> None:
+    """Refuse to replace pick files of ``user_id`` / ``session_id`` in ``project``.
+
+    Raises
+    ------
+    InputError
+        If ``project`` is not a copick project (or a new folder), or holds pick files of
+        that user and session and ``overwrite`` is not set.
+    """
+    from cryopick.io.picks.copick_write import resolve_copick_target
+
+    layout = resolve_copick_target(project)
+    prefix = f"{user_id}_{session_id}_"
+    existing = [
+        f
+        for run in layout.run_names()
+        for run_dir in layout.run_dirs(run)
+        for f in sorted((run_dir / "Picks").glob(f"{prefix}*.json"))
+    ]
+    if existing and not overwrite:
+        raise InputError(
+            project,
+            f"holds {len(existing)} pick file(s) of user {user_id!r}, session {session_id!r} "
+            f"(e.g. {existing[0]}): choose another --user-id / --session-id, or --overwrite",
+        )
