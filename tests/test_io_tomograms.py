@@ -257,6 +257,9 @@ def test_a_truncated_mrc_is_called_truncated_with_its_sizes(tmp_path):
     message = str(info.value)
     assert message.startswith(f"{path}: not a readable MRC file: the file is truncated")
     assert "8 x 10 x 12 voxels (4,864 bytes) but it has 3,024 bytes" in message
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match=r"TS_5\.mrc: the file is empty \(0 bytes\)"):
+        read_mrc(path)
 
 
 # ---------------------------------------------------------------- project layouts

@@ -58,6 +58,8 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "the file is empty (0 bytes): an interrupted copy or write?")
     # gzip / bzip2 (EMDB's .map.gz) cannot be memory-mapped: read those into memory
     compressed = _is_compressed(path)
     try:
