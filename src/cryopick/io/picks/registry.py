@@ -229,6 +229,12 @@ def read_picks(
                 particles=particles,
                 star_pixel_A=star_pixel_A,
             )
+    if path.suffix.lower() in (".mrc", ".rec", ".map", ".st", ".ali", ".zarr"):
+        raise InputError(
+            path,
+            "is a tomogram, not picks: give picks (CSV, STAR, a copick pick file) or a "
+            "project holding tomograms and picks (a copick config, a Kaggle root)",
+        )
     known = sorted({e for f in PICKS_FORMATS for e in f.extensions})
     raise InputError(
         path,
