@@ -111,15 +111,12 @@ def check_copick_output(project: Path, user_id: str, session_id: str, overwrite:
         If ``project`` is not a copick project (or a new folder), or holds pick files of
         that user and session and ``overwrite`` is not set.
     """
+    from cryopick.io.picks.copick_read import list_pick_files
     from cryopick.io.picks.copick_write import resolve_copick_target
 
-    layout = resolve_copick_target(project)
     prefix = f"{user_id}_{session_id}_"
     existing = [
-        f
-        for run in layout.run_names()
-        for run_dir in layout.run_dirs(run)
-        for f in sorted((run_dir / "Picks").glob(f"{prefix}*.json"))
+        f for f in list_pick_files(resolve_copick_target(project)) if f.name.startswith(prefix)
     ]
     if existing and not overwrite:
         raise InputError(

@@ -51,7 +51,7 @@ def particles(
         except InputError as err:
             raise InputError(file, f"particle '{spec.name}': {err}") from None
         check_radius(file, spec, measured)
-        radii[spec.name] = spec.radius_A if spec.radius_A is not None else measured
+        radii[spec.name] = measured  # used where the file gives no radius
         given = "-" if spec.radius_A is None else f"{spec.radius_A:g}"
         source = "map" if spec.map is not None else "model"
         name = spec.source.name if spec.source is not None else "-"

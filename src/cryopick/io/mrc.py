@@ -73,7 +73,9 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
     with mrc:
         data = mrc.data
         if data is None:
-            raise InputError(path, f"not a readable MRC file: {_why_no_data(mrc, path)}")
+            raise InputError(
+                path, f"not a readable MRC file: {_why_no_data(mrc, path, compressed)}"
+            )
         if data.ndim != 3:
             raise InputError(path, f"expected a 3-D volume, got shape {data.shape}")
         if _is_unsigned_imod_bytes(mrc):
@@ -92,7 +94,7 @@ def _is_compressed(path: Path) -> bool:
     return head[:2] == b"\x1f\x8b" or head == b"BZh"
 
 
-def _why_no_data(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> str:
+def _why_no_data(mrc: mrcfile.mrcfile.MrcFile, path: Path, compressed: bool) -> str:
     """Say why mrcfile found no data block: a truncated file, or a mode it does not know."""
     header = mrc.header
     try:
@@ -102,7 +104,7 @@ def _why_no_data(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> str:
     shape = (int(header.nz), int(header.ny), int(header.nx))
     expected = 1024 + int(header.nsymbt) + int(np.prod(shape)) * dtype.itemsize
     size = path.stat().st_size
-    if size < expected and not _is_compressed(path):
+    if size < expected and not compressed:
         return (
             f"the file is truncated: its header describes {shape[0]} x {shape[1]} x "
             f"{shape[2]} voxels ({expected:,} bytes) but it has {size:,} bytes "

@@ -127,7 +127,8 @@ def read_copick_picks_file(
     return validate_picks(df, source=path, particles=particles)
 
 
-def _pick_files(layout: ProjectLayout) -> list[Path]:
+def list_pick_files(layout: ProjectLayout) -> list[Path]:
+    """Every ``*.json`` in the ``Picks`` folders of the project's runs (overlay, static)."""
     files = []
     for run in layout.run_names():
         for run_dir in layout.run_dirs(run):
@@ -228,7 +229,7 @@ def read_copick_project_picks(
     seen: set[tuple[str, str, str, str]] = set()
     found: dict[tuple[str, str], int] = {}  # picks per (user, session)
     skipped: dict[tuple[str, str], int] = {}  # picks per (user, session) filtered out
-    for file in _pick_files(layout):
+    for file in list_pick_files(layout):
         data = _load_json(file)
         if not is_copick_picks(data):
             continue

@@ -52,6 +52,7 @@ from cryopick.core.picks import (
     make_picks,
     validate_picks,
 )
+from cryopick.io.mrc import MRC_SUFFIXES
 from cryopick.io.picks.copick_read import (
     is_copick_source,
     project_particle_set,
@@ -229,7 +230,7 @@ def read_picks(
                 particles=particles,
                 star_pixel_A=star_pixel_A,
             )
-    if path.suffix.lower() in (".mrc", ".rec", ".map", ".st", ".ali", ".zarr"):
+    if path.suffix.lower() in (*MRC_SUFFIXES, ".zarr"):
         raise InputError(
             path,
             "is a tomogram, not picks: give picks (CSV, STAR, a copick pick file) or a "

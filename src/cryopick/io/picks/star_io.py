@@ -61,7 +61,6 @@ _TYPE_HINT = (
     "give the particle type of all its picks (cryopick evaluate and report: "
     "--particle-type; evaluate: --truth-particle-type for the truth)"
 )
-_CENTERED = CENTERED
 
 
 def _import_starfile() -> ModuleType:
@@ -127,7 +126,7 @@ def write_star_picks(
     _check_in_set(df, path, particle_set)
     df = validate_picks(df, particles=particle_set)
     out = pd.DataFrame({"rlnTomoName": df["experiment"].astype(str).to_numpy()})
-    columns = PIXELS if pixel_A is not None else _CENTERED
+    columns = PIXELS if pixel_A is not None else CENTERED
     for column, xyz in zip(columns, _star_positions(df, tomogram_shapes, pixel_A).T, strict=True):
         out[column] = xyz
     out["rlnClassNumber"] = [particle_set.label(t) for t in df["particle_type"]]
@@ -159,7 +158,7 @@ def _written_by_cryopick(path: Path, table: pd.DataFrame) -> bool:
     """Tell whether cryopick wrote this STAR file: its marker line, or only its columns."""
     with path.open(errors="replace") as f:
         head = [f.readline() for _ in range(3)]
-    own = {"rlnTomoName", *_CENTERED, *PIXELS, "rlnClassNumber", "rlnAutopickFigureOfMerit"}
+    own = {"rlnTomoName", *CENTERED, *PIXELS, "rlnClassNumber", "rlnAutopickFigureOfMerit"}
     return any(line.startswith(CRYOPICK_MARKER) for line in head) or set(table) <= own
 
 
