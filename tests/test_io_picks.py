@@ -272,6 +272,9 @@ def test_read_picks_errors(tmp_path):
     (tmp_path / "TS_1.mrc").write_bytes(b"\0" * 1024)  # a tomogram given as training data
     with pytest.raises(InputError, match=r"TS_1\.mrc: is a tomogram, not picks"):
         read_picks(tmp_path / "TS_1.mrc")
+    (tmp_path / "TS_2.mrc.gz").write_bytes(b"\x1f\x8b" + b"\0" * 64)  # compressed, too
+    with pytest.raises(InputError, match=r"TS_2\.mrc\.gz: is a tomogram, not picks"):
+        read_picks(tmp_path / "TS_2.mrc.gz")
     (tmp_path / "p.json").write_text('{"a": 1}')
     with pytest.raises(InputError, match="neither a copick config nor a copick pick file"):
         read_picks(tmp_path / "p.json")

@@ -427,3 +427,54 @@ def test_ome_zarr_several_channels_or_unnamed_axes_are_clear_errors(tmp_path):
     last = _write_store_with_axes(tmp_path / "last.zarr", two[0, :1].transpose(1, 2, 3, 0), zyxc)
     with pytest.raises(InputError, match="expected a 3-D"):
         read_ome_zarr(last)
+
+
+def _write_mrc_with_sizes(path, volume, sizes_xyz_A):
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(volume)
+        mrc.voxel_size = sizes_xyz_A
+    return path
+
+
+def test_mrc_with_voxel_sizes_differing_between_axes_is_refused_unless_given(tmp_path):
+    """A z size twice x's would put every pick's z at half its true value: refuse it."""
+    vol = _volume((6, 7, 8))
+    path = _write_mrc_with_sizes(tmp_path / "TS_1.mrc", vol, (10.0, 10.0, 20.0))
+    with pytest.raises(
+        InputError, match=r"TS_1\.mrc: .*differs between axes \(z 20\.00, y 10\.00, x 10\.00 Å\)"
+    ):
+        read_mrc(path)
+    data, spacing_A = read_mrc(path, spacing_A=10.0)  # the user says the header is wrong
+    assert spacing_A == 10.0 and data.shape == (6, 7, 8)
+    # header rounding (a cell of 1347.99 Å over 100 voxels) is not anisotropy
+    close = _write_mrc_with_sizes(tmp_path / "TS_2.mrc", vol, (13.48, 13.48, 13.4799))
+    assert read_mrc(close)[1] == pytest.approx(13.48)
+
+
+def test_folder_of_compressed_mrcs_is_read_with_run_names(tmp_path):
+    """IMOD/EMPIAR downloads come as TS_1.mrc.gz: the run is TS_1, its voxels as written."""
+    import bz2
+    import gzip
+
+    from cryopick.io.mrc import split_volume_name
+    from cryopick.io.runs import list_run_refs
+
+    folder = tmp_path / "tomos"
+    folder.mkdir()
+    volumes = {"TS_1": _volume(seed=1), "TS_2": _volume(seed=2)}
+    for name, vol in volumes.items():
+        plain = write_mrc(tmp_path / f"{name}.mrc", vol, spacing_A=10.0)
+        packed = gzip.compress if name == "TS_1" else bz2.compress
+        suffix = ".mrc.gz" if name == "TS_1" else ".mrc.bz2"
+        (folder / f"{name}{suffix}").write_bytes(packed(plain.read_bytes()))
+    (folder / "notes.txt.gz").write_bytes(gzip.compress(b"not a volume"))
+    tomograms = read_tomograms(folder)
+    assert [t.name for t in tomograms] == ["TS_1", "TS_2"]
+    for t in tomograms:
+        np.testing.assert_array_equal(t.to_numpy(), volumes[t.name])
+        assert t.spacing_A == 10.0
+    assert [r.run for r in list_run_refs([folder])] == ["TS_1", "TS_2"]
+    assert read_tomogram(folder / "TS_1.mrc.gz").name == "TS_1"
+    assert split_volume_name(folder / "TS_1.MRC.GZ") == ("TS_1", ".mrc")
+    assert split_volume_name("archive.tar.gz") == ("archive.tar", ".gz")
+    assert split_volume_name("TS_3.zarr") == ("TS_3", ".zarr")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from cryopick.core.errors import InputError
 from cryopick.io._checks import as_volume_to_write
@@ -25,6 +25,10 @@ from cryopick.io.atomic import atomic_path
 logger = logging.getLogger(__name__)
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".st", ".ali")
+COMPRESSED_SUFFIXES = (".gz", ".bz2")
+"""Compression suffixes read after a volume suffix (``TS_1.mrc.gz``, ``emd_1234.map.bz2``)."""
+ANISOTROPY_TOLERANCE = 0.01
+"""Relative difference between the header's axis voxel sizes read as cubic voxels."""
 _SUPPORTED_DTYPES = ("int8", "uint8", "int16", "uint16", "float16", "float32")
 # IMOD marks its files with this stamp; bit 0 of its flags set means bytes are signed
 _IMOD_STAMP = 1146047817
@@ -53,7 +57,8 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
     ------
     InputError
         If the file is missing or not a readable MRC, is not 3-D, has an unsupported
-        mode, or has no voxel size in its header and ``spacing_A`` is not given.
+        mode, or has no voxel size in its header (or one differing between axes) and
+        ``spacing_A`` is not given.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,11 +85,25 @@ def read_mrc(path: str | Path, spacing_A: float | None = None) -> tuple[np.memma
             raise InputError(path, f"expected a 3-D volume, got shape {data.shape}")
         if _is_unsigned_imod_bytes(mrc):
             data = data.view(np.uint8)
-        header_A = _header_spacing_A(mrc, path)
+        header_zyx_A = _header_spacing_A(mrc)
         data = _to_zyx(data, mrc, path)
     if data.dtype.name not in _SUPPORTED_DTYPES:
         raise InputError(path, f"unsupported MRC data type {data.dtype}")
-    return data, _choose_spacing_A(path, header_A, spacing_A)
+    return data, _choose_spacing_A(path, header_zyx_A, spacing_A)
+
+
+def split_volume_name(path: str | Path) -> tuple[str, str]:
+    """Return a volume file's run name and its volume suffix, lower-case.
+
+    A compression suffix is looked through: ``TS_1.mrc.gz`` gives ``("TS_1", ".mrc")``,
+    ``TS_1.mrc`` gives ``("TS_1", ".mrc")``, ``TS_1.zarr`` gives ``("TS_1", ".zarr")``.
+    """
+    path = Path(path)
+    if path.suffix.lower() in COMPRESSED_SUFFIXES and Path(path.stem).suffix:
+        inner = Path(path.stem)
+        if inner.suffix.lower() in MRC_SUFFIXES:
+            return inner.stem, inner.suffix.lower()
+    return path.stem, path.suffix.lower()
 
 
 def _is_compressed(path: Path) -> bool:
@@ -113,21 +132,40 @@ def _why_no_data(mrc: mrcfile.mrcfile.MrcFile, path: Path, compressed: bool) -> 
     return "no data block"
 
 
-def _choose_spacing_A(path: Path, header_A: float | None, given_A: float | None) -> float:
+def _choose_spacing_A(
+    path: Path, header_zyx_A: NDArray[np.float64] | None, given_A: float | None
+) -> float:
     """Return the caller's voxel size (warning if the header disagrees), else the header's.
 
-    Raises InputError naming ``path`` when neither is usable.
+    Raises InputError naming ``path`` when neither is usable: no size in the header, or
+    sizes that differ between axes by more than :data:`ANISOTROPY_TOLERANCE` (the picks'
+    positions would be wrong along an axis whatever single size were taken).
     """
     if given_A is not None:
         if not given_A > 0:
             raise InputError(path, f"spacing_A must be > 0, got {given_A}")
-        if header_A is not None and not np.isclose(header_A, given_A, rtol=1e-3):
-            msg = "%s: header voxel size %.3f Å overridden by %.3f Å"
-            logger.warning(msg, path, header_A, given_A)
+        if header_zyx_A is not None and not np.allclose(header_zyx_A, given_A, rtol=1e-3):
+            sizes = _format_sizes_A(header_zyx_A)
+            msg = "%s: header voxel size %s overridden by %.3f Å"
+            logger.warning(msg, path, sizes, given_A)
         return float(given_A)
-    if header_A is None:
+    if header_zyx_A is None:
         raise InputError(path, "the header has no voxel size (0 or 1 Å); pass it with --spacing-A")
-    return header_A
+    x_A = float(header_zyx_A[-1])
+    if not np.allclose(header_zyx_A, x_A, rtol=ANISOTROPY_TOLERANCE, atol=0.0):
+        raise InputError(
+            path,
+            f"the header's voxel size differs between axes ({_format_sizes_A(header_zyx_A)}); "
+            "cryopick needs cubic voxels: resample the tomogram to one voxel size "
+            "(e.g. IMOD's squeezevol), or, if the header is wrong, pass the true size "
+            "with --spacing-A",
+        )
+    return x_A
+
+
+def _format_sizes_A(zyx_A: NDArray[np.float64]) -> str:
+    """Format per-axis sizes as ``z 20.00, y 10.00, x 10.00 Å``."""
+    return ", ".join(f"{axis} {size:.2f}" for axis, size in zip("zyx", zyx_A, strict=True)) + " Å"
 
 
 def write_mrc(path: str | Path, volume: ArrayLike, spacing_A: float) -> Path:
@@ -166,15 +204,14 @@ def write_mrc(path: str | Path, volume: ArrayLike, spacing_A: float) -> Path:
     return path
 
 
-def _header_spacing_A(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float | None:
+def _header_spacing_A(mrc: mrcfile.mrcfile.MrcFile) -> NDArray[np.float64] | None:
+    """Return the header's voxel size per axis (z, y, x) in Å, or None when unset."""
     vs = mrc.voxel_size
     zyx = np.array([vs.z, vs.y, vs.x], dtype=np.float64)
     # 0 is "unset"; 1 is what many programs write when cell == grid, i.e. also unset
     if not np.all(np.isfinite(zyx)) or np.any(zyx <= 0) or np.allclose(zyx, 1.0):
         return None
-    if not np.allclose(zyx, zyx[-1], rtol=1e-3):
-        logger.warning("%s: anisotropic voxel size %s Å; using x", path, zyx)
-    return float(zyx[-1])
+    return zyx
 
 
 def _to_zyx(data: np.memmap, mrc: mrcfile.mrcfile.MrcFile, path: Path) -> np.memmap:

@@ -106,12 +106,12 @@ def list_run_refs(sources: Sequence[str | Path], tomo_type: str | None = None) -
 def _list_run_names(path: Path, tomo_type: str | None) -> list[str]:
     """Run names of one existing input: a project's runs, a volume file, a folder's volumes."""
     from cryopick.io.layout import resolve_layout
-    from cryopick.io.mrc import MRC_SUFFIXES
+    from cryopick.io.mrc import MRC_SUFFIXES, split_volume_name
     from cryopick.io.tomograms import select_runs_with_tomo_type
 
     suffixes = (*MRC_SUFFIXES, ".zarr")
-    if path.suffix.lower() in suffixes:
-        return [path.stem]
+    if split_volume_name(path)[1] in suffixes:
+        return [split_volume_name(path)[0]]
     layout = resolve_layout(path)
     if layout is not None:
         names = layout.run_names()
@@ -119,11 +119,8 @@ def _list_run_names(path: Path, tomo_type: str | None) -> list[str]:
             names = select_runs_with_tomo_type(path, layout, names, tomo_type)
         return names
     if path.is_dir():
-        return sorted(
-            p.stem
-            for p in path.iterdir()
-            if p.suffix.lower() in suffixes and not p.name.startswith(".")
-        )
+        named = (split_volume_name(p) for p in path.iterdir() if not p.name.startswith("."))
+        return sorted(stem for stem, suffix in named if suffix in suffixes)
     return []
 
 

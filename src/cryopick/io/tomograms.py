@@ -10,6 +10,9 @@
 * a folder of ``.mrc``/``.rec``/``.zarr`` volumes (run name = file stem),
 * one ``.mrc``/``.rec`` file or one ``.zarr`` store (run name = stem).
 
+MRC files may be gzip- or bzip2-compressed (``TS_1.mrc.gz``: run ``TS_1``), read into
+memory.
+
 The voxel size always comes from the data's own metadata (zarr ``scale``, MRC header),
 never from a ``VoxelSpacing`` folder name: the challenge data sit in ``VoxelSpacing10.000``
 but their metadata say 10.012 Å. Data stay lazy (zarr.Array / numpy.memmap) until
@@ -31,7 +34,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from cryopick.core.errors import InputError
 from cryopick.io.layout import ProjectLayout, resolve_layout
-from cryopick.io.mrc import MRC_SUFFIXES, read_mrc
+from cryopick.io.mrc import COMPRESSED_SUFFIXES, MRC_SUFFIXES, read_mrc, split_volume_name
 from cryopick.io.omezarr import read_ome_zarr, write_ome_zarr
 
 log = logging.getLogger(__name__)
@@ -91,7 +94,7 @@ def _read_mrc_tomogram(path: Path, level: int, spacing_A: float | None) -> Tomog
     if level != 0:
         raise InputError(path, f"an MRC file has one resolution level; got level={level}")
     data, spacing = read_mrc(path, spacing_A=spacing_A)
-    return Tomogram(name=path.stem, data=data, spacing_A=spacing, source=path)
+    return Tomogram(name=split_volume_name(path)[0], data=data, spacing_A=spacing, source=path)
 
 
 def _read_zarr_tomogram(path: Path, level: int, spacing_A: float | None) -> Tomogram:
@@ -161,12 +164,13 @@ def read_tomograms(
             raise InputError(
                 path,
                 "no tomograms found: expected a copick config, a folder with ExperimentRuns/, "
-                f"or files ending in {', '.join(_READERS)}",
+                f"or files ending in {_describe_suffixes()}",
             )
     else:
-        suffixes = ", ".join(_READERS)
-        raise InputError(path, f"not a tomogram: expected a copick config or a {suffixes} file")
-    stems = [p.stem for p, _ in members]
+        raise InputError(
+            path, f"not a tomogram: expected a copick config or a {_describe_suffixes()} file"
+        )
+    stems = [split_volume_name(p)[0] for p, _ in members]
     if dupes := sorted({n for n in stems if stems.count(n) > 1}):
         raise InputError(path, f"several volumes share the run name(s) {dupes}")
     by_name = dict(zip(stems, members, strict=True))
@@ -227,12 +231,19 @@ def list_tomo_types(layout: ProjectLayout, run: str) -> dict[str, list[float]]:
     return {t: sorted(s) for t, s in sorted(types.items())}
 
 
+def _describe_suffixes() -> str:
+    """Describe the volume suffixes read, for messages."""
+    compressed = "/".join(COMPRESSED_SUFFIXES)
+    return f"{', '.join(_READERS)} (MRC files also {compressed}-compressed)"
+
+
 def _reader_for(path: Path) -> Callable[[Path, int, float | None], Tomogram] | None:
-    reader = _READERS.get(path.suffix.lower())
+    suffix = split_volume_name(path)[1]
+    reader = _READERS.get(suffix)
     if reader is None:
         return None
     # a *.zarr that is not a zarr store is reported by the zarr reader, naming it
-    return reader if (path.is_dir() if path.suffix.lower() == ".zarr" else path.is_file()) else None
+    return reader if (path.is_dir() if suffix == ".zarr" else path.is_file()) else None
 
 
 def _spacing_dirs(layout: ProjectLayout, run: str) -> list[tuple[Path, float]]:
