@@ -476,3 +476,43 @@ def test_a_tomogram_thinnest_along_y_is_warned_about(caplog):
     assert warn_if_thickness_not_along_z("T", (40, 44, 15)) and not warn_if_thickness_not_along_z(
         "T", (300, 200, 1000)
     )
+
+
+# ------------------------------------------------------------ 7. Ctrl-C and other libraries' logs
+
+
+def test_ctrl_c_while_picks_are_written_keeps_the_old_file_and_says_so(
+    tmp_path, tiny_untrained_model_dir, monkeypatch
+):
+    tomos = _mrc_folder(tmp_path / "tomos")
+    out = tmp_path / "picks.csv"
+    out.write_text("the picks of yesterday\n")
+
+    def interrupted_halfway(frame, path, *args, **kwargs):
+        Path(path).write_text("experiment,particle_type,x")  # half a file, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", interrupted_halfway)
+    result = RUNNER.invoke(app, _predict_args(tiny_untrained_model_dir, str(tomos), "-o", str(out)))
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and "Traceback" not in result.output
+    assert out.read_text() == "the picks of yesterday\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["picks.csv", "tomos"]
+
+
+def test_other_libraries_info_logs_stay_quiet_and_cryopick_s_show():
+    # torch logged its FakeTensor cache statistics at INFO on every interrupted predict
+    code = textwrap.dedent(
+        """
+        import logging
+        from cryopick.cli.app import _main
+        _main(verbose=False)
+        logging.getLogger("torch._subclasses.fake_tensor").info("cache_hits: 0")
+        logging.getLogger("cryopick.inference.pipeline").info("TS_1: 28 picks")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "TS_1: 28 picks" in done.stderr
+    assert "cache_hits" not in done.stderr

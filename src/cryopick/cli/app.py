@@ -88,11 +88,18 @@ def describe_os_error(err: OSError) -> str:
     return f"{where}{reason}"
 
 
+INTERRUPTED_MESSAGE = (
+    "interrupted: every output is written whole or not at all, so none was left half-written "
+    "(train: --resume continues from the last checkpoint)"
+)
+
+
 def report_input_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn expected failures into one line on stderr and an exit code, never a traceback.
 
     InputError and unknown particle names exit 2; a failed file operation (a full disk,
-    no permission) exits 1; runs that failed in a multi-run command are listed, exit 1.
+    no permission) exits 1; runs that failed in a multi-run command are listed, exit 1;
+    Ctrl-C says that no output was left half-written, exit 130.
     """
 
     @functools.wraps(func)
@@ -112,6 +119,9 @@ def report_input_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as err:
             typer.secho(f"error: {describe_os_error(err)}", err=True, fg=typer.colors.RED)
             raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            typer.secho(INTERRUPTED_MESSAGE, err=True, fg=typer.colors.RED)
+            raise typer.Exit(code=130) from None
 
     return wrapper
 
@@ -141,7 +151,7 @@ def load_predict_config(config_file: Path | None, **overrides: Any) -> Any:
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # cryopick's own messages from INFO (DEBUG with -v); other libraries' (torch logs its
+    # cache statistics at exit) only from WARNING
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("cryopick").setLevel(logging.DEBUG if verbose else logging.INFO)
