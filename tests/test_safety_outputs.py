@@ -516,3 +516,21 @@ def test_other_libraries_info_logs_stay_quiet_and_cryopick_s_show():
     )
     assert "TS_1: 28 picks" in done.stderr
     assert "cache_hits" not in done.stderr
+
+
+@pytest.mark.parametrize("flag", [[], ["-q"], ["--quiet"]])
+def test_simulate_quiet_hides_its_progress_bar(tmp_path, monkeypatch, flag):
+    # simulate had no --quiet, unlike predict and tune: a SLURM log filled with its bar
+    import cryopick.console as console
+
+    shown = []
+    real = console.step_progress_bar
+
+    def record(show, total, label):
+        shown.append(show)
+        return real(show, total, label)
+
+    monkeypatch.setattr(console, "step_progress_bar", record)
+    result = RUNNER.invoke(app, ["simulate", str(tmp_path / "sim"), *SIM, *flag])
+    assert result.exit_code == 0, result.output
+    assert shown == [not flag]

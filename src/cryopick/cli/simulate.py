@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cryopick.cli.app import app, report_input_errors
+from cryopick.cli.app import QuietOption, app, report_input_errors
 from cryopick.core.errors import InputError
 
 
@@ -53,6 +53,7 @@ def simulate(
             "simulated), none, or a particles file of distractor maps/models.",
         ),
     ] = "default",
+    quiet: QuietOption = False,
 ) -> None:
     """Simulate tomograms with ground-truth picks and labels as a copick project."""
     from cryopick.core.particles_file import load_particles_file
@@ -75,5 +76,6 @@ def simulate(
         overwrite=overwrite,
         particles=particle_set,
         distractors=distractors,
+        progress=not quiet,
     )
     typer.echo(f"wrote {runs} simulated run(s): {path}")
