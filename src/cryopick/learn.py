@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryopick.core.errors import InputError
-from cryopick.core.particles import ParticleSet
+from cryopick.core.particles import SIMULATION_SPACING_RANGE_A, ParticleSet
 from cryopick.model import ModelCard
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,9 @@ class LearnSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     minutes: float = Field(20.0, gt=0)
-    spacing_A: float = Field(10.0, ge=4.0, le=25.0)
+    spacing_A: float = Field(
+        10.0, ge=SIMULATION_SPACING_RANGE_A[0], le=SIMULATION_SPACING_RANGE_A[1]
+    )
     train_runs: int = Field(8, ge=1)
     val_runs: int = Field(2, ge=1)
     shape: tuple[int, int, int] | None = None

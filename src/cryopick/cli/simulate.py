@@ -9,6 +9,7 @@ import typer
 
 from cryopick.cli.app import QuietOption, app, report_input_errors
 from cryopick.core.errors import InputError
+from cryopick.core.particles import SIMULATION_SPACING_RANGE_A
 
 
 @app.command()
@@ -64,8 +65,9 @@ def simulate(
     particle_set = None if particles is None else load_particles_file(particles)
     if min(shape) < 16:
         raise InputError(None, f"--shape must be at least 16 voxels per axis, got {shape}")
-    if not 4.0 <= spacing_A <= 25.0:
-        raise InputError(None, f"--spacing-A must lie in 4..25 Å, got {spacing_A}")
+    low_A, high_A = SIMULATION_SPACING_RANGE_A
+    if not low_A <= spacing_A <= high_A:
+        raise InputError(None, f"--spacing-A must lie in {low_A:g}..{high_A:g} Å, got {spacing_A}")
     path = simulate_project(
         out,
         runs,

@@ -29,6 +29,9 @@ PALETTE: tuple[str, ...] = (
     "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
     "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
 )  # fmt: skip
+SIMULATION_SPACING_RANGE_A: tuple[float, float] = (4.0, 25.0)
+"""Voxel sizes (Å) cryopick simulates at: the packaged templates are 10 Å maps, so finer
+voxels invent detail they lack and coarser ones leave too few voxels per particle."""
 # fields of a spec kept in model cards and copick configs (not the density source paths)
 RECORD_KEYS: tuple[str, ...] = (
     "name",

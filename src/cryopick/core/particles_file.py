@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from cryopick.core.errors import InputError, squeeze_error
 from cryopick.core.particles import (
+    SIMULATION_SPACING_RANGE_A,
     SPEC_KEYS,
     ParticleSet,
     ParticleSetError,
@@ -208,7 +209,9 @@ above 48 it fills the window and the network never sees it whole with its surrou
 
 
 def describe_size_problems(
-    particle_set: ParticleSet, spacing_A: float, spacing_range_A: tuple[float, float] = (4.0, 25.0)
+    particle_set: ParticleSet,
+    spacing_A: float,
+    spacing_range_A: tuple[float, float] = SIMULATION_SPACING_RANGE_A,
 ) -> list[str]:
     """One line per type whose size does not suit a picker at ``spacing_A``, with the fix.
 

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
+from cryopick.core.particles import SIMULATION_SPACING_RANGE_A
 from cryopick.simulate.artefacts import Canvas, add_artefacts
 from cryopick.simulate.library import SpecimenLibrary, prepare_library
 from cryopick.simulate.placement import fill_distractors, random_centre, try_place
@@ -298,9 +299,11 @@ def build_sample(
 
 def _checked_library(library: SpecimenLibrary | None, spacing_A: float) -> SpecimenLibrary:
     """Return the library for ``spacing_A`` (the default one if None), checking the size."""
-    if not 4.0 <= spacing_A <= 25.0:
+    low_A, high_A = SIMULATION_SPACING_RANGE_A
+    if not low_A <= spacing_A <= high_A:
         raise ValueError(
-            f"spacing_A must lie in 4..25 Å (templates are 10 Å maps), got {spacing_A}"
+            f"spacing_A must lie in {low_A:g}..{high_A:g} Å (templates are 10 Å maps), "
+            f"got {spacing_A}"
         )
     if library is None:
         return prepare_library(None, spacing_A)
