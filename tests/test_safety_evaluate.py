@@ -290,3 +290,32 @@ def test_cryopick_star_keeps_its_class_labels(tmp_path: Path) -> None:
     starfile.write({"particles": table}, tmp_path / "old.star")
     old = read_picks(tmp_path / "old.star", tomogram_shapes=shapes)
     assert list(old["particle_type"]) == [p.name for p in PARTICLES]
+
+
+def _scattered(n: int, seed: int, extent_A: float = 6300.0) -> pd.DataFrame:
+    """``n`` apo-ferritins spread over a 630 x 630-voxel tomogram at 10 Å, run TS_1."""
+    rng = np.random.default_rng(seed)
+    zyx = rng.uniform([200.0, 0.0, 0.0], [1600.0, extent_A, extent_A], size=(n, 3))
+    return make_picks("TS_1", ["apo-ferritin"] * n, zyx)
+
+
+def test_picks_in_pixels_are_named_as_such_before_a_score_of_zero(tmp_path, caplog):
+    from cryopick.io.picks import check_position_scale
+
+    truth = _scattered(60, seed=1)
+    in_pixels = truth.assign(x=truth["x"] / 10.0, y=truth["y"] / 10.0, z=truth["z"] / 10.0)
+    write_picks(truth, tmp_path / "truth.csv")
+    write_picks(in_pixels, tmp_path / "picks.csv")
+    with caplog.at_level(logging.WARNING):
+        code, _, data = _evaluate(
+            "--picks", str(tmp_path / "picks.csv"), "--truth", str(tmp_path / "truth.csv")
+        )
+    assert code == 0 and data is not None and data["score"] == 0.0
+    warned = [r.getMessage() for r in caplog.records if "positions must be in Å" in r.getMessage()]
+    assert len(warned) == 1 and "picks.csv" in warned[0] and "0.1 times" in warned[0]
+    assert check_position_scale(truth, in_pixels) == pytest.approx(0.1)
+    # a picker's own picks: a few missed, others false, the same span: no warning
+    picker = pd.concat([truth.iloc[10:], _scattered(15, seed=2)], ignore_index=True)
+    assert 0.8 < check_position_scale(truth, picker) < 1.25
+    # too few picks in the shared runs to tell
+    assert check_position_scale(truth, in_pixels.iloc[:5]) is None

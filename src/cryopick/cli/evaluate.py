@@ -78,7 +78,7 @@ def evaluate(
 
     from cryopick.console import format_score_table
     from cryopick.evaluation.metric import score_picks
-    from cryopick.io.picks import check_experiments, read_picks, read_truth
+    from cryopick.io.picks import check_experiments, check_position_scale, read_picks, read_truth
 
     particle_set = evaluation_particle_set(truth, particles)
     shapes = None
@@ -109,6 +109,7 @@ def evaluate(
     if truth_df.empty:
         raise InputError(truth, "no ground-truth picks found")
     check_experiments(truth_df, picks_df, truth, picks)
+    check_position_scale(truth_df, picks_df, picks)
     result = score_picks(truth_df, picks_df, beta=beta, particles=particle_set)
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))

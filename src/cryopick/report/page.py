@@ -246,7 +246,7 @@ def _read_picks_and_truth(
     particles: ParticleSet,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Read the picks and the truth (or None) of the shown runs, names from ``particles``."""
-    from cryopick.io.picks import check_experiments, read_picks, read_truth
+    from cryopick.io.picks import check_experiments, check_position_scale, read_picks, read_truth
 
     shapes = {t.name: (t.shape, t.spacing_A) for t in tomograms}  # STAR files need them
     picks = read_picks(
@@ -272,6 +272,7 @@ def _read_picks_and_truth(
     )
     truth = _restrict_to_runs(truth, tomograms, truth_path)
     check_experiments(truth, picks, truth_path, picks_path)
+    check_position_scale(truth, picks, picks_path)
     return picks, truth
 
 

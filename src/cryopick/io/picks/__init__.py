@@ -1,5 +1,6 @@
 """Picks tables in every format cryopick reads and writes (see :mod:`.registry`)."""
 
+from cryopick.io.picks.checks import check_position_scale
 from cryopick.io.picks.registry import (
     PICKS_COLUMNS,
     PICKS_FORMATS,
@@ -22,6 +23,7 @@ __all__ = [
     "TRANSFORMATION_COLUMN",
     "PicksFormat",
     "check_experiments",
+    "check_position_scale",
     "empty_picks",
     "make_picks",
     "read_copick_project_picks",

@@ -36,7 +36,7 @@ and :func:`check_experiments` says which runs of picks and truth do not match by
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from cryopick.core.picks import (
     validate_picks,
 )
 from cryopick.io.mrc import MRC_SUFFIXES, split_volume_name
+from cryopick.io.picks.checks import check_experiments
 from cryopick.io.picks.copick_read import (
     is_copick_source,
     project_particle_set,
@@ -299,62 +300,6 @@ def read_truth(
         star_pixel_A=star_pixel_A,
     )
     return merge_duplicate_truth(df, source=path, particles=particles)
-
-
-def _some(names: Sequence[str], n: int = 5) -> str:
-    """List the first ``n`` names, and how many more there are."""
-    more = f" and {len(names) - n} more" if len(names) > n else ""
-    return ", ".join(names[:n]) + more
-
-
-def check_experiments(
-    truth: pd.DataFrame,
-    picks: pd.DataFrame,
-    truth_source: str | Path | None = None,
-    picks_source: str | Path | None = None,
-) -> None:
-    """Say which runs of the picks and of the truth do not match by name.
-
-    The metric pairs picks and truth by run name (``experiment``): picks of runs without
-    truth are ignored, and truth runs without picks count as all missed. Both are logged
-    as warnings, naming the runs.
-
-    Parameters
-    ----------
-    truth, picks : pandas.DataFrame
-        Truth and picks tables.
-    truth_source, picks_source : str or Path, optional
-        Where they came from, named in the messages.
-
-    Raises
-    ------
-    InputError
-        If there are picks but none of their runs is a truth run (the score would be 0
-        for a naming mismatch); the message lists a few run names of each side.
-    """
-    truth_runs, pick_runs = set(truth["experiment"]), set(picks["experiment"])
-    if pick_runs and truth_runs and not pick_runs & truth_runs:
-        truth_name = f"truth ({truth_source})" if truth_source else "truth"
-        raise InputError(
-            picks_source,
-            f"no run of the picks is a run of the {truth_name}: picks have "
-            f"{_some(sorted(pick_runs))}; truth has {_some(sorted(truth_runs))} "
-            "(run names must be equal)",
-        )
-    if extra := sorted(pick_runs - truth_runs):
-        log.warning(
-            "%s: %d run(s) have no truth, their picks are not scored: %s",
-            picks_source or "picks",
-            len(extra),
-            _some(extra),
-        )
-    if missing := sorted(truth_runs - pick_runs):
-        log.warning(
-            "%s: %d truth run(s) have no picks (all their particles count as missed): %s",
-            truth_source or "truth",
-            len(missing),
-            _some(missing),
-        )
 
 
 def write_picks(
