@@ -106,3 +106,42 @@ def _relabel_voxel_size(project: Path, spacing_A: float) -> None:
                     factor = spacing_A / 10.0
                     transform["scale"] = [s * factor for s in transform["scale"]]
         attrs_path.write_text(json.dumps(attrs))
+
+
+def test_training_picks_outside_their_tomogram_are_named(tmp_path, caplog):
+    # picks in nm read as Å land inside; in Å but ten times too large (a tool that wrote
+    # 0.1 nm units, or a unit mix-up) land outside: training learnt from empty targets
+    import json
+    import logging
+
+    out = tmp_path / "p"
+    simulate_project(out, n_runs=1, seed=1, shape=(32, 64, 64), preset="easy")
+    for pick_file in out.rglob("Picks/*.json"):
+        record = json.loads(pick_file.read_text())
+        for point in record["points"]:
+            point["location"] = {k: 10.0 * v for k, v in point["location"].items()}
+        pick_file.write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING):
+        (run,) = load_runs(str(out / "copick_config.json"))
+    warned = [r.getMessage() for r in caplog.records if "outside the tomogram" in r.getMessage()]
+    assert len(warned) == 1 and "run sim_0000" in warned[0]
+    assert f"of {len(run.picks)} picks lie outside the tomogram (630 x 630 x 310 Å" in warned[0]
+
+
+def test_position_problems_of_one_run():
+    from cryopick.io.picks import make_picks
+    from cryopick.io.picks.checks import describe_position_problems
+
+    rng = np.random.default_rng(0)
+    zyx_A = rng.uniform([100.0, 0.0, 0.0], [1700.0, 6290.0, 6290.0], size=(40, 3))
+    in_A = make_picks("TS_1", "ribosome", zyx_A)
+    shape, spacing_A = (184, 630, 630), 10.0
+    assert describe_position_problems(in_A, shape, spacing_A) is None
+    in_pixels = make_picks("TS_1", "ribosome", zyx_A / 10.0)
+    problem = describe_position_problems(in_pixels, shape, spacing_A)
+    assert problem is not None and problem.startswith("all 40 picks lie within")
+    assert "are the positions in pixels?" in problem
+    few = make_picks("TS_1", "ribosome", zyx_A[:5] / 10.0)  # too few to tell
+    assert describe_position_problems(few, shape, spacing_A) is None
+    one_out = make_picks("TS_1", "ribosome", np.vstack([zyx_A, [[100.0, 7000.0, 100.0]]]))
+    assert describe_position_problems(one_out, shape, spacing_A) is None  # 1 of 41: 2.4 %

@@ -133,3 +133,44 @@ def check_position_scale(
         ratio,
     )
     return ratio
+
+
+def describe_position_problems(
+    picks: pd.DataFrame, shape_zyx: tuple[int, int, int], spacing_A: float
+) -> str | None:
+    """Say what is wrong with one run's positions (Å) for its tomogram, or None.
+
+    Two signs of positions in other units: more than 5 % of them outside the volume (by
+    more than 5 voxels), or, with :data:`MIN_POSITIONS` or more, all of them crowded into
+    less than a quarter of its width on both x and y (pixels of a 10 Å tomogram read as Å
+    fill a tenth of it).
+
+    Parameters
+    ----------
+    picks : pandas.DataFrame
+        One run's picks (``x``, ``y``, ``z`` in Å).
+    shape_zyx : tuple of int
+        The tomogram's shape in voxels.
+    spacing_A : float
+        Its voxel size in Å (positions: voxel ``i`` at ``i * spacing_A``).
+    """
+    if picks.empty:
+        return None
+    xyz_A = picks[["x", "y", "z"]].to_numpy(np.float64)
+    extent_A = (np.asarray(shape_zyx[::-1], np.float64) - 1.0) * spacing_A
+    margin_A = 5.0 * spacing_A
+    outside = np.any((xyz_A < -margin_A) | (xyz_A > extent_A + margin_A), axis=1)
+    if outside.mean() > 0.05:
+        return (
+            f"{int(outside.sum())} of {len(picks)} picks lie outside the tomogram "
+            f"({' x '.join(f'{e:.0f}' for e in extent_A)} Å in x, y, z): are the positions "
+            "in Å, and of this tomogram?"
+        )
+    span_xy = np.percentile(np.abs(xyz_A[:, :2]), 98, axis=0)
+    if len(picks) >= MIN_POSITIONS and np.all(span_xy < extent_A[:2] / SCALE_RATIO_LIMIT):
+        return (
+            f"all {len(picks)} picks lie within {span_xy.max():.0f} Å of the origin in x and "
+            f"y, of a tomogram {extent_A[0]:.0f} x {extent_A[1]:.0f} Å wide: are the "
+            "positions in pixels? They must be in Å"
+        )
+    return None
