@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -607,3 +608,19 @@ def test_report_renders_in_headless_chromium(simulated: dict[str, Path], tmp_pat
     assert grey[is_grey].std() > 0.08
     assert len(np.unique(np.round(grey[is_grey] * 255))) > 64
     shutil.copy(shot, simulated["root"] / "chromium_screenshot.png")  # to look at
+
+
+def test_report_names_picks_outside_the_tomogram(
+    project: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # picks of another, larger tomogram (or in other units): drawn nowhere, said nothing
+    _, picks = _truth_and_picks()
+    far = picks.assign(x=picks["x"] + 10_000.0)
+    write_picks(far, tmp_path / "far.csv")
+    out = tmp_path / "far.html"
+    args = ["report", str(project["tomo"]), "--picks", str(tmp_path / "far.csv")]
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(app, [*args, "--out", str(out), "--slices", "1"])
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if "outside the tomogram" in r.getMessage()]
+    assert len(warned) == 1 and f"far.csv: run {RUN}: {len(far)} of {len(far)} picks" in warned[0]

@@ -247,6 +247,7 @@ def _read_picks_and_truth(
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Read the picks and the truth (or None) of the shown runs, names from ``particles``."""
     from cryopick.io.picks import check_experiments, check_position_scale, read_picks, read_truth
+    from cryopick.io.picks.checks import warn_position_problems
 
     shapes = {t.name: (t.shape, t.spacing_A) for t in tomograms}  # STAR files need them
     picks = read_picks(
@@ -260,6 +261,7 @@ def _read_picks_and_truth(
         particle_type=config.particle_type,
     )
     picks = _restrict_to_runs(picks, tomograms, picks_path)
+    warn_position_problems(picks, shapes, picks_path)
     if truth_path is None:
         return picks, None
     truth = read_truth(

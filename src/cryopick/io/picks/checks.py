@@ -174,3 +174,19 @@ def describe_position_problems(
             "positions in pixels? They must be in Å"
         )
     return None
+
+
+def warn_position_problems(
+    picks: pd.DataFrame,
+    tomogram_shapes: dict[str, tuple[tuple[int, int, int], float]],
+    source: str | Path | None = None,
+) -> None:
+    """Log :func:`describe_position_problems` of every run of ``picks`` with a known shape.
+
+    ``tomogram_shapes`` maps run name to (shape zyx in voxels, voxel size in Å).
+    """
+    for run, run_picks in picks.groupby("experiment"):
+        if str(run) in tomogram_shapes:
+            shape, spacing_A = tomogram_shapes[str(run)]
+            if problem := describe_position_problems(run_picks, shape, spacing_A):
+                log.warning("%s: run %s: %s", source or "picks", run, problem)
