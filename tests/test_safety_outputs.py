@@ -180,14 +180,21 @@ def test_one_corrupt_run_does_not_lose_the_others(tmp_path, tiny_untrained_model
     assert "Traceback" not in result.output
 
 
-def test_a_single_bad_tomogram_is_one_line_and_writes_nothing(tmp_path, tiny_untrained_model_dir):
+def test_a_single_bad_tomogram_is_one_line_and_writes_nothing(
+    tmp_path, tiny_untrained_model_dir, caplog
+):
     bad = tmp_path / "TS_bad.mrc"
     bad.write_bytes(b"garbage" * 50)
     out = tmp_path / "picks.csv"
-    result = RUNNER.invoke(app, _predict_args(tiny_untrained_model_dir, str(bad), "-o", str(out)))
+    with caplog.at_level(logging.INFO):
+        result = RUNNER.invoke(
+            app, _predict_args(tiny_untrained_model_dir, str(bad), "-o", str(out))
+        )
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "TS_bad.mrc" in result.output
     assert not out.exists()
+    # the reason once, in the error line: no "ERROR ...: TS_bad: cannot open: ..." before it
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # ------------------------------------------------------------ 7. a full disk

@@ -242,6 +242,7 @@ def predict_tomograms(
     network, card = _resolve_model(model_dir, model)
     check_config_for_model(config, card)  # a threshold of an unknown type fails once, too
     frames = []
+    several_runs = len(tomograms) + len(failures or {}) > 1  # runs that failed to open too
     with window_progress_bar(show_progress) as bar:
         for tomo in tomograms:
             task = bar.add_task(tomo.name, total=None) if bar else None
@@ -258,7 +259,8 @@ def predict_tomograms(
                     raise
                 failures[tomo.name] = err
                 reason = one_line_error(err)
-                log.error("%s: prediction failed: %s", tomo.name, reason)
+                if several_runs:  # one run: the command's own error line says it
+                    log.error("%s: prediction failed: %s", tomo.name, reason)
                 result = RunResult(tomo.name, "failed", 0, time.perf_counter() - start, reason)
             else:
                 log.info("%s: %d picks", tomo.name, len(frames[-1]))

@@ -178,7 +178,8 @@ def open_tomograms(
             if failures is None:
                 raise
             failures[name] = err
-            log.error("%s: cannot open: %s", name, one_line_error(err))
+            if len(names) > 1:  # one run: the command's own error line says it
+                log.error("%s: cannot open: %s", name, one_line_error(err))
             if on_run_done is not None:
                 on_run_done(RunResult(name, "failed", 0, error=one_line_error(err)))
     return tomograms
