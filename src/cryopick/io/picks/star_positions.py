@@ -103,10 +103,16 @@ def tomogram_centre_xyz_A(
         raise InputError(
             path,
             "RELION-5 STAR coordinates are relative to the tomogram centre: converting them "
-            "needs the tomogram shapes and voxel sizes (tomogram_shapes, or --tomograms)",
+            "needs each run's tomogram (its shape and voxel size): give the tomograms "
+            "(evaluate, convert: --tomograms; in Python: tomogram_shapes)",
         )
     if experiment not in shapes:
-        raise InputError(path, f"no tomogram shape given for experiment {experiment!r}")
+        given = ", ".join(sorted(shapes)[:5]) or "none"
+        raise InputError(
+            path,
+            f"run {experiment!r} has no tomogram among those given (runs: {given}): its "
+            "RELION-5 positions are relative to that tomogram's centre",
+        )
     shape_zyx, spacing_A = shapes[experiment]
     if len(shape_zyx) != 3:
         raise InputError(path, f"tomogram shape for {experiment!r} is not 3D: {shape_zyx!r}")
