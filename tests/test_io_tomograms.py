@@ -478,3 +478,21 @@ def test_folder_of_compressed_mrcs_is_read_with_run_names(tmp_path):
     assert split_volume_name(folder / "TS_1.MRC.GZ") == ("TS_1", ".mrc")
     assert split_volume_name("archive.tar.gz") == ("archive.tar", ".gz")
     assert split_volume_name("TS_3.zarr") == ("TS_3", ".zarr")
+
+
+def test_tilt_series_are_never_read_as_tomograms(tmp_path):
+    """IMOD keeps TS_1.st (raw), TS_1.ali (aligned) and TS_1.rec (the tomogram) together."""
+    folder = tmp_path / "TS_1"
+    folder.mkdir()
+    stack = _volume((41, 60, 50), seed=3)  # 41 projections
+    for suffix in (".st", ".ali"):
+        write_mrc(folder / f"TS_1{suffix}", stack, spacing_A=2.7)
+    with pytest.raises(InputError, match=r"only tilt series: TS_1\.ali, TS_1\.st"):
+        read_tomograms(folder)
+    with pytest.raises(InputError, match=r"TS_1\.st: is a tilt series .*reconstruct it first"):
+        read_tomograms(folder / "TS_1.st")
+    tomogram = _volume((10, 60, 50), seed=4)
+    write_mrc(folder / "TS_1.rec", tomogram, spacing_A=10.8)
+    (found,) = read_tomograms(folder)  # the tomogram alone, not three runs named TS_1
+    assert found.name == "TS_1" and found.source.name == "TS_1.rec"
+    np.testing.assert_array_equal(found.to_numpy(), tomogram)

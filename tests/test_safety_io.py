@@ -171,7 +171,7 @@ def test_competition_root_with_both_splits_is_ambiguous(tmp_path):
 
 
 def test_runs_lacking_the_tomo_type_are_skipped_with_a_warning(tmp_path, caplog):
-    from cryopick.io.tomograms import MissingTomoTypeError, runs_with_tomo_type
+    from cryopick.io.tomo_types import MissingTomoTypeError, runs_with_tomo_type
 
     _kaggle(tmp_path, {"TS_1": "denoised", "TS_2": "wbp", "TS_3": "denoised"})
     kept, skipped = runs_with_tomo_type(
@@ -195,7 +195,7 @@ def test_runs_lacking_the_tomo_type_are_skipped_with_a_warning(tmp_path, caplog)
 
 
 def test_list_run_refs_skips_runs_lacking_the_tomo_type(tmp_path, caplog):
-    from cryopick.io.tomograms import MissingTomoTypeError
+    from cryopick.io.tomo_types import MissingTomoTypeError
 
     _kaggle(tmp_path, {"TS_1": "denoised", "TS_2": "wbp"})
     assert [r.run for r in list_run_refs([tmp_path])] == ["TS_1", "TS_2"]  # old call unchanged

@@ -24,7 +24,11 @@ from cryopick.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
-MRC_SUFFIXES = (".mrc", ".rec", ".map", ".st", ".ali")
+MRC_SUFFIXES = (".mrc", ".rec", ".map")
+"""Suffixes of MRC volumes read as tomograms."""
+TILT_SERIES_SUFFIXES = (".st", ".ali", ".mrcs")
+"""MRC stacks of 2-D images (IMOD's raw and aligned tilt series, RELION's stacks): never
+read as tomograms (a tilt series must be reconstructed first)."""
 COMPRESSED_SUFFIXES = (".gz", ".bz2")
 """Compression suffixes read after a volume suffix (``TS_1.mrc.gz``, ``emd_1234.map.bz2``)."""
 ANISOTROPY_TOLERANCE = 0.01
@@ -101,7 +105,7 @@ def split_volume_name(path: str | Path) -> tuple[str, str]:
     path = Path(path)
     if path.suffix.lower() in COMPRESSED_SUFFIXES and Path(path.stem).suffix:
         inner = Path(path.stem)
-        if inner.suffix.lower() in MRC_SUFFIXES:
+        if inner.suffix.lower() in (*MRC_SUFFIXES, *TILT_SERIES_SUFFIXES):
             return inner.stem, inner.suffix.lower()
     return path.stem, path.suffix.lower()
 

@@ -78,7 +78,7 @@ def list_run_refs(sources: Sequence[str | Path], tomo_type: str | None = None) -
         Inputs as accepted by :func:`cryopick.io.tomograms.read_tomograms`.
     tomo_type : str, optional
         For project layouts: keep only runs that have this reconstruction type, warning
-        about the others (:func:`cryopick.io.tomograms.select_runs_with_tomo_type`).
+        about the others (:func:`cryopick.io.tomo_types.select_runs_with_tomo_type`).
         Default: every run.
 
     Raises
@@ -107,7 +107,7 @@ def _list_run_names(path: Path, tomo_type: str | None) -> list[str]:
     """Run names of one existing input: a project's runs, a volume file, a folder's volumes."""
     from cryopick.io.layout import resolve_layout
     from cryopick.io.mrc import MRC_SUFFIXES, split_volume_name
-    from cryopick.io.tomograms import select_runs_with_tomo_type
+    from cryopick.io.tomo_types import select_runs_with_tomo_type
 
     suffixes = (*MRC_SUFFIXES, ".zarr")
     if split_volume_name(path)[1] in suffixes:

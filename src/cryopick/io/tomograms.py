@@ -17,14 +17,13 @@ The voxel size always comes from the data's own metadata (zarr ``scale``, MRC he
 never from a ``VoxelSpacing`` folder name: the challenge data sit in ``VoxelSpacing10.000``
 but their metadata say 10.012 Å. Data stay lazy (zarr.Array / numpy.memmap) until
 :meth:`Tomogram.to_numpy`. In projects, runs without the requested reconstruction type
-are skipped with a warning (:func:`runs_with_tomo_type`).
+are skipped with a warning (:func:`cryopick.io.tomo_types.runs_with_tomo_type`).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,21 +33,22 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from cryopick.core.errors import InputError
 from cryopick.io.layout import ProjectLayout, resolve_layout
-from cryopick.io.mrc import COMPRESSED_SUFFIXES, MRC_SUFFIXES, read_mrc, split_volume_name
+from cryopick.io.mrc import (
+    COMPRESSED_SUFFIXES,
+    MRC_SUFFIXES,
+    TILT_SERIES_SUFFIXES,
+    read_mrc,
+    split_volume_name,
+)
 from cryopick.io.omezarr import read_ome_zarr, write_ome_zarr
+from cryopick.io.tomo_types import (
+    select_runs_with_tomo_type,
+    tomo_type_stores,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOMO_TYPE = "denoised"
-_SPACING_DIR = re.compile(r"^VoxelSpacing(\d+(?:\.\d*)?)$")
-
-
-class MissingTomoTypeError(InputError):
-    """No run asked for has a tomogram of the requested type (the message lists those it has).
-
-    Raised for ``read_tomogram(path, run=X)`` when run ``X`` lacks the type, so a caller
-    handling many runs one by one can skip that run and fail on anything else.
-    """
 
 
 @dataclass
@@ -150,22 +150,14 @@ def read_tomograms(
     path = Path(path)
     if not path.exists():
         raise InputError(path, "does not exist")
+    if _is_tilt_series(path):
+        raise InputError(path, TILT_SERIES_PROBLEM)
     if (reader := _reader_for(path)) is not None:
         members = [(path, reader)]
     elif (layout := resolve_layout(path)) is not None:
         return _read_layout(path, layout, tomo_type, level, spacing_A, runs)
     elif path.is_dir():
-        members = [
-            (p, read)
-            for p in sorted(path.iterdir())
-            if not p.name.startswith(".") and (read := _reader_for(p)) is not None
-        ]
-        if not members:
-            raise InputError(
-                path,
-                "no tomograms found: expected a copick config, a folder with ExperimentRuns/, "
-                f"or files ending in {_describe_suffixes()}",
-            )
+        members = _folder_members(path)
     else:
         raise InputError(
             path, f"not a tomogram: expected a copick config or a {_describe_suffixes()} file"
@@ -221,14 +213,34 @@ def write_tomogram(
     return write_ome_zarr(path, volume_zyx, spacing_A, n_levels=n_levels, zarr_format=zarr_format)
 
 
-def list_tomo_types(layout: ProjectLayout, run: str) -> dict[str, list[float]]:
-    """Reconstruction types of ``run`` mapped to the folder voxel spacings that hold them."""
-    types: dict[str, set[float]] = {}
-    for spacing_dir, folder_A in _spacing_dirs(layout, run):
-        for store in spacing_dir.glob("*.zarr"):
-            if not store.stem.endswith("_features"):  # copick feature maps, not tomograms
-                types.setdefault(store.stem, set()).add(folder_A)
-    return {t: sorted(s) for t, s in sorted(types.items())}
+TILT_SERIES_PROBLEM = (
+    "is a tilt series (a stack of 2-D projections), not a tomogram: reconstruct it first "
+    "(IMOD, AreTomo, Warp, RELION) and give the tomogram"
+)
+
+
+def _is_tilt_series(path: Path) -> bool:
+    """Tell whether ``path`` is a file named as a tilt series (``.st``, ``.ali``, ``.mrcs``)."""
+    return split_volume_name(path)[1] in TILT_SERIES_SUFFIXES and path.is_file()
+
+
+def _folder_members(
+    path: Path,
+) -> list[tuple[Path, Callable[[Path, int, float | None], Tomogram]]]:
+    """Return the volumes of a plain folder with their readers (tilt series left out)."""
+    entries = [p for p in sorted(path.iterdir()) if not p.name.startswith(".")]
+    members = [(p, read) for p in entries if (read := _reader_for(p)) is not None]
+    tilt_series = [p.name for p in entries if _is_tilt_series(p)]
+    if tilt_series:
+        log.info("%s: %d tilt series left out (not tomograms)", path, len(tilt_series))
+    if not members:
+        found = f" (it holds only tilt series: {', '.join(tilt_series[:3])})" if tilt_series else ""
+        raise InputError(
+            path,
+            "no tomograms found: expected a copick config, a folder with ExperimentRuns/, "
+            f"or files ending in {_describe_suffixes()}{found}",
+        )
+    return members
 
 
 def _describe_suffixes() -> str:
@@ -244,105 +256,6 @@ def _reader_for(path: Path) -> Callable[[Path, int, float | None], Tomogram] | N
         return None
     # a *.zarr that is not a zarr store is reported by the zarr reader, naming it
     return reader if (path.is_dir() if suffix == ".zarr" else path.is_file()) else None
-
-
-def _spacing_dirs(layout: ProjectLayout, run: str) -> list[tuple[Path, float]]:
-    """``VoxelSpacing*`` folders of a run with the spacing in their name, overlay first."""
-    found = []
-    for run_dir in layout.run_dirs(run):
-        for d in sorted(run_dir.iterdir()):
-            if d.is_dir() and (m := _SPACING_DIR.match(d.name)):
-                found.append((d, float(m.group(1))))
-    return found
-
-
-def runs_with_tomo_type(
-    layout: ProjectLayout, runs: Sequence[str], tomo_type: str
-) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
-    """Split ``runs`` into those that have a ``tomo_type`` tomogram and those that do not.
-
-    Only folder names are looked at; no tomogram is opened.
-
-    Returns
-    -------
-    kept : list of str
-        Runs with a ``<tomo_type>.zarr`` in some ``VoxelSpacing`` folder, in input order.
-    skipped : dict
-        The other runs, each mapped to the types it has (:func:`list_tomo_types`).
-    """
-    kept, skipped = [], {}
-    for run in runs:
-        if _tomo_type_stores(layout, run, tomo_type):
-            kept.append(run)
-        else:
-            skipped[run] = list_tomo_types(layout, run)
-    return kept, skipped
-
-
-def select_runs_with_tomo_type(
-    source: str | Path, layout: ProjectLayout, runs: Sequence[str], tomo_type: str
-) -> list[str]:
-    """Keep the runs that have ``tomo_type``, warning about (and listing) the others.
-
-    Raises
-    ------
-    MissingTomoTypeError
-        If none of ``runs`` has ``tomo_type``; the message lists the types they have.
-    """
-    kept, skipped = runs_with_tomo_type(layout, runs, tomo_type)
-    if not skipped:
-        return kept
-    if not kept:
-        if len(skipped) == 1:
-            run, types = next(iter(skipped.items()))
-            raise MissingTomoTypeError(
-                layout.run_dirs(run)[0],
-                f"run {run!r} has no {tomo_type!r} tomogram; available: "
-                f"{_describe_types(types) or 'none'}" + _choose_hint(types),
-            )
-        counts: dict[str, int] = {}
-        for types in skipped.values():
-            for t in types:
-                counts[t] = counts.get(t, 0) + 1
-        listing = ", ".join(f"{t} ({n} of {len(skipped)} runs)" for t, n in sorted(counts.items()))
-        raise MissingTomoTypeError(
-            source,
-            f"no run has a {tomo_type!r} tomogram; available: {listing or 'none'}"
-            + _choose_hint(counts),
-        )
-    shown = [f"{r} (has: {_describe_types(t) or 'none'})" for r, t in list(skipped.items())[:20]]
-    more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-    log.warning(
-        "%s: skipping %d of %d runs without a %r tomogram: %s%s",
-        source,
-        len(skipped),
-        len(runs),
-        tomo_type,
-        "; ".join(shown),
-        more,
-    )
-    return kept
-
-
-def _choose_hint(types: Mapping[str, object]) -> str:
-    """``; choose one with --tomo-type (e.g. --tomo-type wbp)``, or nothing when none."""
-    if not types:
-        return ""
-    return f"; choose one with --tomo-type (e.g. --tomo-type {sorted(types)[0]})"
-
-
-def _describe_types(types: dict[str, list[float]]) -> str:
-    return ", ".join(f"{t} ({'/'.join(f'{s:g}' for s in sp)} Å)" for t, sp in types.items())
-
-
-def _tomo_type_stores(layout: ProjectLayout, run: str, tomo_type: str) -> dict[float, Path]:
-    """``<tomo_type>.zarr`` stores of a run by folder voxel spacing, overlay first."""
-    candidates: dict[float, Path] = {}
-    for spacing_dir, folder_A in _spacing_dirs(layout, run):
-        store = spacing_dir / f"{tomo_type}.zarr"
-        if store.is_dir():
-            candidates.setdefault(folder_A, store)  # overlay before static
-    return candidates
 
 
 def _read_layout(
@@ -361,7 +274,7 @@ def _read_layout(
     )
     tomograms = []
     for run in selected:
-        candidates = _tomo_type_stores(layout, run, tomo_type)
+        candidates = tomo_type_stores(layout, run, tomo_type)
         if spacing_A is None:
             folder_A = min(candidates)
         else:

@@ -32,7 +32,8 @@ from cryopick.inference.pipeline import LoadedModel, compute_probability_map
 from cryopick.inference.rescoring import candidate_features, count_features
 from cryopick.io.picks import read_truth
 from cryopick.io.runs import read_inputs
-from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, MissingTomoTypeError, Tomogram
+from cryopick.io.tomo_types import MissingTomoTypeError
+from cryopick.io.tomograms import DEFAULT_TOMO_TYPE, Tomogram
 from cryopick.model.rescorer import DenseLayer, FeatureSet, Rescorer
 
 log = logging.getLogger(__name__)

@@ -52,7 +52,7 @@ from cryopick.core.picks import (
     make_picks,
     validate_picks,
 )
-from cryopick.io.mrc import MRC_SUFFIXES, split_volume_name
+from cryopick.io.mrc import MRC_SUFFIXES, TILT_SERIES_SUFFIXES, split_volume_name
 from cryopick.io.picks.checks import check_experiments
 from cryopick.io.picks.copick_read import (
     is_copick_source,
@@ -231,7 +231,7 @@ def read_picks(
                 particles=particles,
                 star_pixel_A=star_pixel_A,
             )
-    if split_volume_name(path)[1] in (*MRC_SUFFIXES, ".zarr"):
+    if split_volume_name(path)[1] in (*MRC_SUFFIXES, *TILT_SERIES_SUFFIXES, ".zarr"):
         raise InputError(
             path,
             "is a tomogram, not picks: give picks (CSV, STAR, a copick pick file) or a "
