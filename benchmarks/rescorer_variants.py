@@ -12,7 +12,8 @@ gold-streak filter runs in ``predict`` only).
 
 Variants: ``base`` (the bundled features), ``context`` (also where each candidate's raw
 peak stands among its tomogram's candidates of its type: its logit minus their median,
-its rank from the top, how many there are, how many above 0.8).
+its rank from the top, how many there are, how many above 0.8). ``--hidden``, ``--epochs``
+and ``--members`` change the networks of every variant.
 
     python benchmarks/rescorer_variants.py collect-fit fit_base --cache C \\
         --projects sim_r/copick_config.json sim_r2/copick_config.json ... \\
@@ -150,8 +151,10 @@ def feature_rows(picks: pd.DataFrame, rows: np.ndarray, n_base: int, variant: st
     return np.concatenate([base, rank_context(picks, floor)], axis=1)
 
 
-def fit_variant(cache: Path, fit_sets: list[str], variant: str, card) -> Rescorer:
-    """Fit a rescorer as ``tune`` does (9 networks, seeds 0-8, width 64, 20 epochs)."""
+def fit_variant(
+    cache: Path, fit_sets: list[str], variant: str, card, shape: tuple[int, int, int]
+) -> Rescorer:
+    """Fit a rescorer as ``tune`` does; ``shape`` is (width, epochs, networks): 64, 20, 9."""
     bundled = card.rescorer
     names = list(card.particle_set.names)
     loaded = [load_set(cache, s) for s in fit_sets]
@@ -164,7 +167,11 @@ def fit_variant(cache: Path, fit_sets: list[str], variant: str, card) -> Rescore
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     index = np.array([names.index(n) for n in picks["particle_type"]])
     inputs = np.concatenate([(x - mean) / scale, np.eye(len(names))[index]], axis=1)
-    networks = [_train_network(inputs, labels, index, len(names), (64, 20, s)) for s in range(9)]
+    width, epochs, members = shape
+    networks = [
+        _train_network(inputs, labels, index, len(names), (width, epochs, seed))
+        for seed in range(members)
+    ]
     return bundled.model_copy(
         update={"n_features": x.shape[1], "mean": mean.tolist(), "scale": scale.tolist(),
                 "members": networks, "n_candidates": len(labels)}
@@ -203,11 +210,18 @@ def compare(args: argparse.Namespace, card) -> None:
     print("bundled", json.dumps(rows["bundled"]), flush=True)
     for variant in args.variants:
         t0 = time.perf_counter()
-        rescorer = fit_variant(args.cache, args.fit, variant, card)
+        shape = (args.hidden, args.epochs, args.members)
+        rescorer = fit_variant(args.cache, args.fit, variant, card, shape)
         rows[variant] = score_sets(args.cache, rescorer, variant, card, args.sets, args.val)
         seconds = time.perf_counter() - t0
         print(variant, f"{seconds:.0f} s", json.dumps(rows[variant]), flush=True)
-    record = {"fit": args.fit, "val": args.val, "hardware": describe_hardware(), "rows": rows}
+    record = {
+        "fit": args.fit,
+        "val": args.val,
+        "rescorer": {"hidden": args.hidden, "epochs": args.epochs, "members": args.members},
+        "hardware": describe_hardware(),
+        "rows": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"rescorer_variants{'_' + args.tag if args.tag else ''}.json"
     path.write_text(json.dumps(record, indent=2))
@@ -228,6 +242,9 @@ def main() -> None:
     parser.add_argument("--val", default="val", help="cached set the thresholds are set on")
     parser.add_argument("--sets", nargs="+", default=[], help="cached sets to score")
     parser.add_argument("--variants", nargs="+", default=["base", "context"])
+    parser.add_argument("--hidden", type=int, default=64, help="rescorer width (tune: 64)")
+    parser.add_argument("--epochs", type=int, default=20, help="passes over the data (tune: 20)")
+    parser.add_argument("--members", type=int, default=9, help="networks averaged (tune: 9)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()

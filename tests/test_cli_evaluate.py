@@ -98,4 +98,17 @@ def test_evaluate_star_without_tomograms_is_a_clear_error(tmp_path, hand_case):
     write_picks(read_picks(truth), star, format="star", tomogram_shapes=shapes)
     result = runner.invoke(app, ["evaluate", "--truth", str(truth), "--picks", str(star)])
     assert result.exit_code == 2
-    assert "picks.star" in result.output and "tomogram shapes" in result.output
+    assert "picks.star" in result.output and "give the tomograms" in result.output
+    assert "--tomograms" in result.output
+
+
+def test_version_names_cryopick_and_its_libraries():
+    from importlib.metadata import version
+
+    import cryopick
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    first, second = result.output.splitlines()
+    assert first == f"cryopick {cryopick.__version__}"
+    assert f"torch {version('torch')}" in second and f"numpy {version('numpy')}" in second

@@ -147,9 +147,44 @@ def load_predict_config(config_file: Path | None, **overrides: Any) -> Any:
         ) from None
 
 
+VERSIONED_PACKAGES = ("numpy", "scipy", "torch", "zarr", "mrcfile", "pandas", "starfile")
+"""Libraries whose versions ``--version`` prints (for bug reports)."""
+
+
+def describe_versions() -> str:
+    """Return cryopick's version, then Python's and its main libraries' (one line each)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from cryopick import __version__
+
+    found = []
+    for package in VERSIONED_PACKAGES:
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            found.append(f"{package} (not installed)")
+    return f"cryopick {__version__}\npython {platform.python_version()}, " + ", ".join(found)
+
+
+def _print_version(show: bool) -> None:
+    if show:
+        typer.echo(describe_versions())
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the versions of cryopick, Python and its libraries, and exit.",
+        ),
+    ] = False,
 ) -> None:
     # cryopick's own messages from INFO (DEBUG with -v); other libraries' (torch logs its
     # cache statistics at exit) only from WARNING
