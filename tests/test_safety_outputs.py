@@ -541,3 +541,28 @@ def test_simulate_quiet_hides_its_progress_bar(tmp_path, monkeypatch, flag):
     result = RUNNER.invoke(app, ["simulate", str(tmp_path / "sim"), *SIM, *flag])
     assert result.exit_code == 0, result.output
     assert shown == [not flag]
+
+
+@pytest.mark.parametrize("flag", [[], ["-q"], ["--no-progress"]])
+def test_train_and_learn_take_quiet_too(tmp_path, monkeypatch, flag):
+    # train and learn had only --no-progress; every other long command takes -q
+    from types import SimpleNamespace
+
+    import cryopick.learn
+    import cryopick.training.trainer
+
+    shown = []
+
+    def record(*args, progress, **kwargs):
+        shown.append(progress)
+        return SimpleNamespace(steps=0, score=None, validation=[])
+
+    monkeypatch.setattr(cryopick.training.trainer, "train", record)
+    monkeypatch.setattr(cryopick.learn, "learn_particles", record)
+    data = ["--data", str(tmp_path / "project")]
+    trained = RUNNER.invoke(app, ["train", *data, "--out", str(tmp_path / "m"), *flag])
+    learnt = RUNNER.invoke(
+        app, ["learn", str(tmp_path / "p.json"), "--out", str(tmp_path / "l"), *flag]
+    )
+    assert trained.exit_code == 0 and learnt.exit_code == 0, trained.output + learnt.output
+    assert shown == [not flag, not flag]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cryopick.cli.app import OverwriteModelOption, app, report_input_errors
+from cryopick.cli.app import OverwriteModelOption, QuietOption, app, report_input_errors
 from cryopick.core.errors import InputError, squeeze_error
 
 
@@ -45,8 +45,9 @@ def learn(
     resume: Annotated[
         bool, typer.Option("--resume", help="Keep finished simulations, continue training.")
     ] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bars (--no-progress = -q).")] = True,
     overwrite: OverwriteModelOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Simulate your particles, train a picker within --minutes, tune it, write the model."""
     from pydantic import ValidationError
@@ -69,7 +70,12 @@ def learn(
     except ValidationError as err:
         raise InputError(None, f"invalid option: {squeeze_error(err)}") from None
     card = learn_particles(
-        particles_file, out, settings, resume=resume, overwrite=overwrite, progress=progress
+        particles_file,
+        out,
+        settings,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress and not quiet,
     )
     score = "n/a" if card.score is None else f"{card.score:.3f}"
     per_type = ", ".join(f"{m.particle_type} {m.fbeta:.3f}" for m in card.validation)

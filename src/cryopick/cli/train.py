@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cryopick.cli.app import OverwriteModelOption, app, report_input_errors
+from cryopick.cli.app import OverwriteModelOption, QuietOption, app, report_input_errors
 from cryopick.core.errors import InputError, squeeze_error
 
 
@@ -93,8 +93,9 @@ def train(
     show_config: Annotated[
         bool, typer.Option("--show-config", help="Print the resulting TrainConfig and exit.")
     ] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bar (--no-progress = -q).")] = True,
     overwrite: OverwriteModelOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train the 3D U-Net on annotated and/or simulated tomograms.
 
@@ -119,6 +120,7 @@ def train(
         raise InputError(None, "no training data: give --data and/or --simulate N")
     from cryopick.training.trainer import train as run_training
 
-    card = run_training(config, out, resume=resume, progress=progress, overwrite=overwrite)
+    show = progress and not quiet
+    card = run_training(config, out, resume=resume, progress=show, overwrite=overwrite)
     score = "n/a" if card.score is None else f"{card.score:.4f}"
     typer.echo(f"model written to {out} (step {card.steps}, validation F4 {score})")
