@@ -281,3 +281,13 @@ def test_read_picks_errors(tmp_path):
     with pytest.raises(InputError, match="unknown picks format 'xml'"):
         write_picks(sample_picks(), tmp_path / "p.xml", format="xml")
     assert {f.name for f in PICKS_FORMATS} == {"csv", "kaggle", "star", "copick"}
+
+
+def test_a_pick_without_a_number_is_named_by_its_place_and_value(tmp_path):
+    rows = ["experiment,particle_type,x,y,z"] + [f"TS_1,ribosome,{i}0,10,10" for i in range(1, 4)]
+    (tmp_path / "nan.csv").write_text("\n".join([*rows, "TS_1,ribosome,,10,10", ""]))
+    with pytest.raises(InputError, match=r"nan\.csv: 1 pick\(s\) .* x coordinate .*pick 4.*'nan'"):
+        read_picks(tmp_path / "nan.csv")
+    (tmp_path / "text.csv").write_text("\n".join([*rows, "TS_1,ribosome,10,ten,10", ""]))
+    with pytest.raises(InputError, match=r"y coordinate \(first in pick 4, .*: 'ten'\)"):
+        read_picks(tmp_path / "text.csv")

@@ -209,7 +209,7 @@ def validate_picks(
             raise InputError(
                 source,
                 f"{int(bad.sum())} pick(s) have a non-finite or non-numeric {axis} coordinate "
-                f"(first at row {row}: {df[axis].iloc[row]!r})",
+                f"(first in pick {row + 1}, counting from 1: {str(df[axis].iloc[row])!r})",
             )
         out[axis] = values
     if "score" in df.columns:
