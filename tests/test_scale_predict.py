@@ -105,3 +105,17 @@ def test_read_picks_takes_the_first_registered_format_that_matches(tmp_path: Pat
         assert back[["experiment", "particle_type"]].values.tolist() == [["TS_1", "ribosome"]]
     (tmp_path / "p.txt").write_text("x")
     assert not [f.name for f in PICKS_FORMATS if f.can_read(tmp_path / "p.txt")]
+
+
+def test_slurm_without_dask_jobqueue_writes_nothing(
+    project, tiny_untrained_model_dir, tmp_path, monkeypatch
+):
+    # the error came after the output's .parts folder and manifest had been written
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    out = tmp_path / "out" / "picks.csv"
+    args = ["predict", str(project), "--model", str(tiny_untrained_model_dir), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--slurm", "-q"])
+    assert result.exit_code == 2 and "pip install 'cryopick[slurm]'" in result.output
+    assert not (tmp_path / "out").exists()

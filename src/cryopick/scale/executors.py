@@ -176,6 +176,25 @@ def slurm_cluster_kwargs(config: ClusterConfig) -> dict[str, Any]:
     }
 
 
+def check_cluster_libraries(config: ClusterConfig) -> None:
+    """Raise InputError, before any work, when the libraries ``config`` needs are missing.
+
+    Dask's ``distributed`` for every cluster; ``dask_jobqueue`` too for ``slurm``.
+    """
+    _import_distributed()
+    if config.slurm:
+        _import_slurm_cluster()
+
+
+def _import_slurm_cluster() -> Any:
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        message = "--slurm needs dask-jobqueue: pip install 'cryopick[slurm]'"
+        raise InputError(None, message) from None
+    return SLURMCluster
+
+
 def _import_distributed() -> Any:
     try:
         import distributed
@@ -218,13 +237,7 @@ def _open_client(distributed: Any, config: ClusterConfig) -> Iterator[Any]:
             yield client
         return
     if config.slurm:
-        try:
-            from dask_jobqueue import SLURMCluster
-        except ImportError:
-            raise InputError(
-                None, "--slurm needs dask-jobqueue: pip install 'cryopick[slurm]'"
-            ) from None
-        with SLURMCluster(**slurm_cluster_kwargs(config)) as cluster:
+        with _import_slurm_cluster()(**slurm_cluster_kwargs(config)) as cluster:
             cluster.scale(jobs=config.slurm_jobs)
             with distributed.Client(cluster) as client:
                 client.register_plugin(

@@ -19,7 +19,11 @@ from cryopick.core.errors import RunsFailedError
 from cryopick.inference.output import OutputFormat, RunShape
 from cryopick.io.runs import RunResult
 from cryopick.io.tomograms import DEFAULT_TOMO_TYPE
-from cryopick.scale.executors import ClusterConfig, cluster_config_from_options
+from cryopick.scale.executors import (
+    ClusterConfig,
+    check_cluster_libraries,
+    cluster_config_from_options,
+)
 from cryopick.scale.parts import parse_shard
 from cryopick.scale.results import RunsResult
 from cryopick.scale.runner import run_predict_tasks
@@ -173,6 +177,8 @@ def _predict_as_tasks(
         shard = parse_shard(shard)
     if cluster is not None and not isinstance(cluster, ClusterConfig):
         cluster = cluster_config_from_options(dict(cluster), sharded=shard is not None)
+    if cluster is not None:
+        check_cluster_libraries(cluster)  # before the parts folder is made
     if cluster is None or not (cluster.scheduler or cluster.slurm):
         resolve_device(config.device if config else "auto")  # workers on this machine: check now
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
