@@ -148,7 +148,7 @@ def test_star_round_trip_and_centre_convention(tmp_path, shape_zyx):
 
 def test_star_needs_shapes(tmp_path):
     df = sample_picks()
-    with pytest.raises(InputError, match=r"needs each run's tomogram .*--tomograms"):
+    with pytest.raises(InputError, match=r"p\.star: .*needs each run.s tomogram .*--tomograms"):
         write_picks(df, tmp_path / "p.star", format="star")
     shapes = {"TS_1": ((10, 10, 10), 10.0), "TS_2": ((10, 10, 10), 10.0)}
     path = write_picks(df, tmp_path / "p.star", format="star", tomogram_shapes=shapes)

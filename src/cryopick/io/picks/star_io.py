@@ -127,7 +127,8 @@ def write_star_picks(
     df = validate_picks(df, particles=particle_set)
     out = pd.DataFrame({"rlnTomoName": df["experiment"].astype(str).to_numpy()})
     columns = PIXELS if pixel_A is not None else CENTERED
-    for column, xyz in zip(columns, _star_positions(df, tomogram_shapes, pixel_A).T, strict=True):
+    positions = _star_positions(df, tomogram_shapes, pixel_A, str(path))
+    for column, xyz in zip(columns, positions.T, strict=True):
         out[column] = xyz
     out["rlnClassNumber"] = [particle_set.label(t) for t in df["particle_type"]]
     out["rlnAutopickFigureOfMerit"] = df["score"].to_numpy()
@@ -141,16 +142,16 @@ def write_star_picks(
 
 
 def _star_positions(
-    df: pd.DataFrame, shapes: TomogramShapes | None, pixel_A: float | None
+    df: pd.DataFrame, shapes: TomogramShapes | None, pixel_A: float | None, path: str
 ) -> np.ndarray:
-    """Positions (x, y, z) to write: pixels of ``pixel_A``, else Å from each centre."""
+    """Positions (x, y, z) to write to ``path``: pixels of ``pixel_A``, else Å from centres."""
     xyz = df[["x", "y", "z"]].to_numpy(dtype=np.float64)
     if pixel_A is not None:
         if not pixel_A > 0:
-            raise InputError(None, f"the STAR pixel size must be > 0, got {pixel_A}")
+            raise InputError(path, f"the STAR pixel size must be > 0, got {pixel_A}")
         return xyz / float(pixel_A)
     for exp, idx in df.groupby("experiment", sort=False).indices.items():
-        xyz[idx] -= tomogram_centre_xyz_A(shapes, str(exp), None)
+        xyz[idx] -= tomogram_centre_xyz_A(shapes, str(exp), path)
     return xyz
 
 
