@@ -252,6 +252,7 @@ def test_tune_fits_a_rescorer_that_drops_decoys_the_network_cannot_tell_apart(tm
     )
     card = read_model_card(tmp_path / "tuned")
     assert card.rescorer is not None and card.rescorer.features == "map+density+shape"
+    assert len(card.rescorer.members) == 9  # the default
     assert str(fit_on) in card.rescorer.training_data[0]
     assert re.search(r"\(\d+ runs?: denoised x\d+\)$", card.rescorer.training_data[0])
     # re-scored candidates are tuned with the probability rule: best F4 (1.0 here) / 17
@@ -281,6 +282,25 @@ def test_tune_fits_a_rescorer_that_drops_decoys_the_network_cannot_tell_apart(tm
     assert tta_card.tta_rescored and tta_card.thresholds_tta["apo-ferritin"] == pytest.approx(
         1 / 17
     )
+
+
+def test_tune_fits_as_many_rescorer_networks_as_asked(tmp_path):
+    fit_on = _blob_project(tmp_path / "fit", [1, 2])
+    tune_on = _blob_project(tmp_path / "tune", [7])
+    model_dir = save_model(tmp_path / "model", build_model(_card().architecture), _card())
+    cpu = PredictConfig(device="cpu", fiducial_max_score=None, invert=False)
+    common = {"model": (DarkBlobDetector(), _card()), "truth_user": "curation"}
+    tune_model(
+        model_dir,
+        tune_on,
+        tmp_path / "t3",
+        cpu,
+        rescorer_data=[fit_on],
+        rescorer_members=3,
+        **common,
+    )
+    rescorer = read_model_card(tmp_path / "t3").rescorer
+    assert rescorer is not None and len(rescorer.members) == 3
 
 
 def test_tune_sets_the_rescorer_floor_and_refuses_one_without_a_rescorer(tmp_path):

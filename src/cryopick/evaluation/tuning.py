@@ -43,7 +43,7 @@ from cryopick.model import (
     read_model_card,
 )
 from cryopick.model.rescorer import FeatureSet
-from cryopick.training.rescorer import fit_rescorer_on_projects
+from cryopick.training.rescorer import DEFAULT_MEMBERS, fit_rescorer_on_projects
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ def tune_model(
     rule: ThresholdRule | None = None,
     rescorer_floor: float | None = None,
     rescorer_tomo_types: Sequence[str] = (),
+    rescorer_members: int = DEFAULT_MEMBERS,
 ) -> dict[str, float]:
     """Re-tune per-class thresholds and calibration on annotated runs; write the new model.
 
@@ -112,6 +113,8 @@ def tune_model(
         Reconstructions of the rescorer's runs, taken in turn from one run to the next
         (:func:`cryopick.training.rescorer.collect_project_candidates`); default
         ``tomo_type``.
+    rescorer_members : int
+        Networks the fitted rescorer averages (more: steadier scores, a slower fit).
     """
     model_dir, out_dir = _check_out_dir(model_dir, out_dir, overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
@@ -125,7 +128,8 @@ def tune_model(
     if rescorer_data:
         source = (truth_user, truth_session)
         kinds = tuple(rescorer_tomo_types) or (tomo_type,)
-        loaded = _add_rescorer(loaded, rescorer_data, config, kinds, source, rescorer_features)
+        fit = (kinds, source, rescorer_features, rescorer_members)
+        loaded = _add_rescorer(loaded, rescorer_data, config, fit)
     if rescorer_floor is not None:
         loaded = _with_rescorer_floor(loaded, rescorer_floor, model_dir)
     card = loaded[1]
@@ -241,15 +245,14 @@ def _add_rescorer(
     model: LoadedModel,
     projects: Sequence[str | Path],
     config: PredictConfig,
-    tomo_types: Sequence[str],
-    truth_source: tuple[str | None, str | None],
-    features: FeatureSet,
+    fit: tuple[Sequence[str], tuple[str | None, str | None], FeatureSet, int],
 ) -> LoadedModel:
     """Return the network with a card holding a rescorer fitted on ``projects``.
 
-    ``truth_source`` is the annotations' (user, session). Refused with TTA (a rescorer
-    reads plain maps).
+    ``fit`` is (reconstruction types in turn, the annotations' (user, session), features,
+    networks averaged). Refused with TTA (a rescorer reads plain maps).
     """
+    tomo_types, truth_source, features, members = fit
     if config.tta:
         raise InputError(None, "a rescorer is fitted for plain predictions, not with TTA")
     rescorer = fit_rescorer_on_projects(
@@ -260,6 +263,7 @@ def _add_rescorer(
         truth_user=truth_source[0],
         truth_session=truth_source[1],
         features=features,
+        members=members,
     )
     return model[0], model[1].model_copy(update={"rescorer": rescorer})
 

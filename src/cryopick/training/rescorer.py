@@ -43,6 +43,9 @@ MIN_STEPS = 500
 
 BATCH_SIZE = 512
 
+DEFAULT_MEMBERS = 9
+"""Networks a rescorer averages (each a few hundred kB of the card's JSON)."""
+
 DEFAULT_CANDIDATE_FLOOR = 0.05
 """Raw peak value a candidate needs to be re-scored (lower: more candidates, slower)."""
 
@@ -146,7 +149,7 @@ def fit_rescorer(
     floor: float = DEFAULT_CANDIDATE_FLOOR,
     hidden: int = 64,
     epochs: int = 20,
-    members: int = 9,
+    members: int = DEFAULT_MEMBERS,
     training_data: Sequence[str] = (),
     seed: int = 0,
 ) -> Rescorer:
@@ -253,6 +256,7 @@ def fit_rescorer_on_projects(
     truth_session: str | None = None,
     features: FeatureSet = "map+density+shape",
     floor: float = DEFAULT_CANDIDATE_FLOOR,
+    members: int = DEFAULT_MEMBERS,
 ) -> Rescorer:
     """Collect candidates on every run of annotated projects and fit a rescorer on them.
 
@@ -270,7 +274,7 @@ def fit_rescorer_on_projects(
         (:func:`collect_project_candidates`): a rescorer for several reconstructions.
     truth_user, truth_session : str
         Whose annotations are the truth.
-    features, floor
+    features, floor, members
         As for :func:`fit_rescorer`.
 
     Raises
@@ -293,6 +297,7 @@ def fit_rescorer_on_projects(
         particles,
         features=features,
         floor=floor,
+        members=members,
         training_data=describe_sources(candidates.sources),
     )
 
