@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from cryopick.scale.results import RunsResult
     from cryopick.training.loop import TrainProgress, TrainState
 
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+"""How log messages print (the CLI and the demo): ``WARNING cryopick.x: what happened``."""
+
 
 class _NoBar:
     def __enter__(self) -> None:

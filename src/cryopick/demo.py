@@ -81,9 +81,10 @@ def run_demo(out_dir: str | Path = "demo_out", shape: tuple[int, int, int] = DEM
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m cryopick.demo [OUT_DIR]``."""
+    from cryopick.console import LOG_FORMAT
     from cryopick.core.errors import InputError
 
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     args = sys.argv[1:] if argv is None else argv
     try:
         run_demo(args[0] if args else "demo_out")

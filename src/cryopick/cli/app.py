@@ -188,5 +188,7 @@ def _main(
 ) -> None:
     # cryopick's own messages from INFO (DEBUG with -v); other libraries' (torch logs its
     # cache statistics at exit) only from WARNING
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from cryopick.console import LOG_FORMAT
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     logging.getLogger("cryopick").setLevel(logging.DEBUG if verbose else logging.INFO)
