@@ -405,6 +405,17 @@ def test_a_tomogram_smaller_than_the_window_is_warned_about(caplog):
     assert "smaller than the network's 16x16x16-voxel window (z 8 < 16)" in caplog.text
 
 
+def test_an_image_saved_as_a_one_slice_volume_is_refused(tmp_path, tiny_untrained_model_dir):
+    # a slice or projection exported as MRC: picked as a tomogram, 0 picks and no reason
+    image = tmp_path / "slice_42.mrc"
+    write_mrc(image, _volume(shape=(1, 40, 44)), 10.0)
+    out = tmp_path / "picks.csv"
+    result = RUNNER.invoke(app, _predict_args(tiny_untrained_model_dir, str(image), "-o", str(out)))
+    assert result.exit_code == 2 and not out.exists()
+    assert "slice_42.mrc: is 1 x 40 x 44 voxels (z, y, x), only 1 along z" in result.output
+    assert "not a tomogram" in result.output
+
+
 @pytest.mark.filterwarnings("ignore:Data array contains NaN")  # the point of the test
 def test_report_warns_about_slices_without_data(tmp_path, caplog):
     from cryopick.report import write_report

@@ -3,15 +3,39 @@
 Each names the run, what looks wrong and what to do; none stops the prediction (the
 input may be unusual but right). :func:`warn_if_voxel_size_implausible` (a header that
 kept the tilt series' pixel size), :func:`warn_if_smaller_than_window` and
-:func:`warn_if_thickness_not_along_z` (an unrotated reconstruction).
+:func:`warn_if_thickness_not_along_z` (an unrotated reconstruction). One check does stop
+it: :func:`check_is_a_volume` refuses a 2-D image saved as a volume of one slice.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
+
+from cryopick.core.errors import InputError
 
 log = logging.getLogger(__name__)
+
+MIN_AXIS_VOXELS = 4
+"""An axis shorter than this holds no particle: the input is an image, not a tomogram."""
+
+
+def check_is_a_volume(source: str | Path, shape_zyx: Sequence[int]) -> None:
+    """Refuse a "tomogram" with an axis of fewer than :data:`MIN_AXIS_VOXELS` voxels.
+
+    A slice or projection exported as an MRC of one (or a few) z slices is read as a volume;
+    picking it finds nothing, without a word of why.
+    """
+    sizes = zip("zyx", shape_zyx, strict=True)
+    thin = [f"{n} along {axis}" for axis, n in sizes if n < MIN_AXIS_VOXELS]
+    if thin:
+        raise InputError(
+            source,
+            f"is {' x '.join(map(str, shape_zyx))} voxels (z, y, x), only {', '.join(thin)}: "
+            "an image or a slice, not a tomogram",
+        )
+
 
 PLAUSIBLE_SPACING_RATIO = (0.3, 3.0)
 """Voxel sizes within these multiples of the model's pass without a warning (3-30 Å for a

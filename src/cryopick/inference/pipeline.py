@@ -33,6 +33,7 @@ from cryopick.core.particles import ParticleSet, resolve_particle_set
 from cryopick.inference.config import PredictConfig
 from cryopick.inference.fiducials import Fiducials, drop_fiducial_streak_picks
 from cryopick.inference.input_checks import (
+    check_is_a_volume,
     warn_if_smaller_than_window,
     warn_if_thickness_not_along_z,
     warn_if_voxel_size_implausible,
@@ -172,6 +173,7 @@ def compute_probability_map(
     (:mod:`cryopick.training.rescorer`).
     """
     device = resolve_device(config.device)  # a bad --device fails before any work
+    check_is_a_volume(tomogram.source, tomogram.shape)
     model_spacing_A = float(card.spacing_A)
     warn_if_voxel_size_implausible(tomogram.name, tomogram.spacing_A, model_spacing_A)
     grid_spacing_A = choose_network_spacing_A(tomogram.spacing_A, model_spacing_A)
