@@ -496,3 +496,18 @@ def test_tilt_series_are_never_read_as_tomograms(tmp_path):
     (found,) = read_tomograms(folder)  # the tomogram alone, not three runs named TS_1
     assert found.name == "TS_1" and found.source.name == "TS_1.rec"
     np.testing.assert_array_equal(found.to_numpy(), tomogram)
+
+
+def test_a_plain_zarr_array_is_read_at_the_voxel_size_given(tmp_path):
+    """A zarr array saved by napari / dask (no OME-NGFF metadata) says no voxel size."""
+    vol = _volume((6, 7, 8), seed=5)
+    zarr.open_array(str(tmp_path / "TS_1.zarr"), mode="w", shape=vol.shape, dtype="f4")[:] = vol
+    with pytest.raises(InputError, match=r"TS_1\.zarr: a plain zarr array .* --spacing-A"):
+        read_tomogram(tmp_path / "TS_1.zarr")
+    tomo = read_tomogram(tmp_path / "TS_1.zarr", spacing_A=13.48)
+    assert tomo.name == "TS_1" and tomo.spacing_A == 13.48
+    np.testing.assert_array_equal(tomo.to_numpy(), vol)
+    # a level inside an OME-Zarr image is not plain: its parent holds the voxel size
+    store = write_ome_zarr(tmp_path / "TS_2.zarr", vol, 10.0)
+    with pytest.raises(InputError, match="pass the parent"):
+        read_ome_zarr(store / "0")

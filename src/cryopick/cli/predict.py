@@ -45,7 +45,11 @@ FormatOption = Annotated[OutputFormat, typer.Option("--format", help=_FORMAT_HEL
 RunOption = Annotated[list[str] | None, typer.Option("--run", help="Only this run (repeatable).")]
 SpacingOption = Annotated[
     float | None,
-    typer.Option("--spacing-A", min=0.5, help="Voxel size (Å) of MRCs whose header has none."),
+    typer.Option(
+        "--spacing-A",
+        min=0.5,
+        help="Voxel size (Å) of MRCs whose header has none, and of plain zarr arrays.",
+    ),
 ]
 TtaOption = Annotated[
     bool | None, typer.Option("--tta/--no-tta", help="Flip test-time augmentation (4x).")

@@ -135,15 +135,57 @@ def is_zarr_store(path: str | Path) -> bool:
     return path.is_dir() and any((path / f).exists() for f in (*_GROUP_FILES, ".zarray"))
 
 
+def is_plain_zarr_array(path: str | Path) -> bool:
+    """Tell whether ``path`` is a zarr array outside any OME-Zarr image (no voxel size).
+
+    A level of an OME-Zarr image (``TS_1.zarr/0``) is not: its parent holds the metadata.
+    """
+    path = Path(path)
+    if not _is_bare_array(path):
+        return False
+    return not (is_zarr_store(path.parent) and not _is_bare_array(path.parent))
+
+
+def read_plain_zarr(path: str | Path, spacing_A: float | None) -> tuple[Any, float]:
+    """Open a plain 3-D zarr array (z, y, x) lazily, at the voxel size the caller gives.
+
+    Raises InputError naming ``path`` without ``spacing_A`` (the array says none), for
+    another number of axes, or for data that are not integers or floats.
+    """
+    path = Path(path)
+    if spacing_A is None or not spacing_A > 0:
+        raise InputError(
+            path,
+            "a plain zarr array (no OME-NGFF metadata) has no voxel size: pass it with "
+            "--spacing-A, or write the tomogram as OME-Zarr",
+        )
+    try:
+        data = zarr.open_array(str(path), mode="r")
+    except Exception as err:  # zarr raises many types for corrupt metadata
+        raise InputError(path, f"corrupt or unreadable zarr metadata: {err}") from None
+    if data.ndim != 3:
+        raise InputError(path, f"expected a 3-D (z, y, x) array, got shape {data.shape}")
+    if data.dtype.kind not in "iuf":
+        raise InputError(path, f"data type {data.dtype} is not a tomogram's (integers or floats)")
+    return checked_array(path, "", data), float(spacing_A)
+
+
+def _is_bare_array(path: Path) -> bool:
+    return (path / ".zarray").exists() or _v3_node_type(path) == "array"
+
+
 def _open_group(path: Path) -> Any:
     if not path.exists():
         raise InputError(path, "does not exist")
     if not is_zarr_store(path):
         raise InputError(path, "not a zarr store: no .zgroup/.zattrs (v2) or zarr.json (v3)")
-    if (path / ".zarray").exists() or _v3_node_type(path) == "array":
-        raise InputError(
-            path, "is a bare zarr array, not an OME-Zarr group: pass the parent *.zarr folder"
+    if _is_bare_array(path):
+        hint = (
+            "give its voxel size with --spacing-A"
+            if is_plain_zarr_array(path)
+            else "pass the parent *.zarr folder"
         )
+        raise InputError(path, f"is a bare zarr array, not an OME-Zarr group: {hint}")
     if (path / "zarr.json").exists() and not (path / ".zgroup").exists() and not ZARR3:
         raise InputError(path, f"zarr v3 store needs zarr-python >= 3 (have {zarr.__version__})")
     try:

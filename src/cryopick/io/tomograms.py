@@ -40,7 +40,12 @@ from cryopick.io.mrc import (
     read_mrc,
     split_volume_name,
 )
-from cryopick.io.omezarr import read_ome_zarr, write_ome_zarr
+from cryopick.io.omezarr import (
+    is_plain_zarr_array,
+    read_ome_zarr,
+    read_plain_zarr,
+    write_ome_zarr,
+)
 from cryopick.io.tomo_types import (
     select_runs_with_tomo_type,
     tomo_type_stores,
@@ -98,6 +103,9 @@ def _read_mrc_tomogram(path: Path, level: int, spacing_A: float | None) -> Tomog
 
 
 def _read_zarr_tomogram(path: Path, level: int, spacing_A: float | None) -> Tomogram:
+    if is_plain_zarr_array(path):  # no metadata: the caller's voxel size
+        data, spacing = read_plain_zarr(path, spacing_A)
+        return Tomogram(name=path.stem, data=data, spacing_A=spacing, source=path)
     data, spacing = read_ome_zarr(path, level=level)  # metadata spacing wins over spacing_A
     return Tomogram(name=path.stem, data=data, spacing_A=spacing, source=path)
 
