@@ -112,3 +112,27 @@ def test_version_names_cryopick_and_its_libraries():
     first, second = result.output.splitlines()
     assert first == f"cryopick {cryopick.__version__}"
     assert f"torch {version('torch')}" in second and f"numpy {version('numpy')}" in second
+
+
+def test_a_tomogram_without_a_voxel_size_takes_spacing_a_in_evaluate_and_report(tmp_path):
+    # evaluate, report and convert said "pass it with --spacing-A" but had no such option
+    import mrcfile
+    import numpy as np
+
+    truth = make_picks("TS_1", "ribosome", [[200.0, 300.0, 400.0], [500.0, 600.0, 700.0]])
+    write_picks(truth, tmp_path / "truth.csv")
+    shapes = {"TS_1": ((64, 96, 128), 10.0)}
+    write_picks(truth, tmp_path / "picks.star", format="star", tomogram_shapes=shapes)
+    with mrcfile.new(tmp_path / "TS_1.mrc") as mrc:  # the header's voxel size left unset
+        mrc.set_data(np.zeros((64, 96, 128), np.float32))
+    args = ["--truth", str(tmp_path / "truth.csv"), "--picks", str(tmp_path / "picks.star")]
+    args += ["--tomograms", str(tmp_path / "TS_1.mrc"), "--json"]
+    unset = runner.invoke(app, ["evaluate", *args])
+    assert unset.exit_code == 2 and "pass it with --spacing-A" in unset.output
+    given = runner.invoke(app, ["evaluate", *args, "--spacing-A", "10"])
+    assert given.exit_code == 0, given.output
+    ribosome = json.loads(given.output)["per_class"]["ribosome"]
+    assert (ribosome["tp"], ribosome["fp"], ribosome["fn"]) == (2, 0, 0)  # centres back in place
+    report = ["report", str(tmp_path / "TS_1.mrc"), "--picks", str(tmp_path / "truth.csv")]
+    report += ["--out", str(tmp_path / "r.html"), "--slices", "1", "--spacing-A", "10"]
+    assert runner.invoke(app, report).exit_code == 0 and (tmp_path / "r.html").is_file()

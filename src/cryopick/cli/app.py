@@ -62,6 +62,14 @@ OverwriteModelOption = Annotated[
 TruthSessionOption = Annotated[str | None, typer.Option(help="copick: truth session_id.")]
 PicksUserOption = Annotated[str | None, typer.Option(help="copick: picks user_id.")]
 PicksSessionOption = Annotated[str | None, typer.Option(help="copick: picks session_id.")]
+SpacingOption = Annotated[
+    float | None,
+    typer.Option(
+        "--spacing-A",
+        min=0.5,
+        help="Voxel size (Å) of MRCs whose header has none, and of plain zarr arrays.",
+    ),
+]
 StarPixelOption = Annotated[
     float | None,
     typer.Option(

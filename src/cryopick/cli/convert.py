@@ -18,6 +18,7 @@ import typer
 from cryopick.cli.app import (
     PicksSessionOption,
     PicksUserOption,
+    SpacingOption,
     StarPixelOption,
     TomoTypeOption,
     app,
@@ -44,6 +45,7 @@ def convert(
         typer.Option(help="Tomograms giving shapes and voxel sizes (RELION-5 STAR in or out)."),
     ] = None,
     tomo_type: TomoTypeOption = "denoised",
+    spacing_A: SpacingOption = None,
     star_pixel_A: StarPixelOption = None,
     to_pixel_A: Annotated[
         float | None,
@@ -81,9 +83,9 @@ def convert(
         check_output_file(output, [source], (".star",) if fmt == "star" else (".csv",))
     shapes = None
     if tomograms is not None:
-        from cryopick.io.tomograms import read_tomograms
+        from cryopick.io.tomograms import read_tomogram_shapes
 
-        shapes = {t.name: (t.shape, t.spacing_A) for t in read_tomograms(tomograms, tomo_type)}
+        shapes = read_tomogram_shapes(tomograms, tomo_type, spacing_A)
     picks = read_picks(
         source,
         tomogram_shapes=shapes,

@@ -17,6 +17,7 @@ from cryopick.cli.app import (
     TRUTH_USER_HELP,
     PicksSessionOption,
     PicksUserOption,
+    SpacingOption,
     StarPixelOption,
     TruthSessionOption,
     app,
@@ -53,6 +54,7 @@ def evaluate(
     tomo_type: Annotated[
         str, typer.Option("--tomo-type", help="Tomogram type read from --tomograms projects.")
     ] = "denoised",
+    spacing_A: SpacingOption = None,
     truth_user: Annotated[str | None, typer.Option(help=TRUTH_USER_HELP)] = None,
     truth_session: TruthSessionOption = None,
     picks_user: PicksUserOption = None,
@@ -83,10 +85,9 @@ def evaluate(
     particle_set = evaluation_particle_set(truth, particles)
     shapes = None
     if tomograms is not None:
-        from cryopick.io.tomograms import read_tomograms
+        from cryopick.io.tomograms import read_tomogram_shapes
 
-        found = read_tomograms(tomograms, tomo_type=tomo_type)
-        shapes = {t.name: (t.shape, t.spacing_A) for t in found}
+        shapes = read_tomogram_shapes(tomograms, tomo_type, spacing_A)
     truth_df = read_truth(
         truth,
         tomogram_shapes=shapes,

@@ -20,6 +20,7 @@ from cryopick.cli.app import (
     DeviceOption,
     PredictConfigOption,
     QuietOption,
+    SpacingOption,
     TomoTypeOption,
     app,
     load_predict_config,
@@ -43,14 +44,6 @@ ModelOption = Annotated[Path | None, typer.Option("--model", help=MODEL_HELP)]
 OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help=_OUTPUT_HELP)]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help=_FORMAT_HELP)]
 RunOption = Annotated[list[str] | None, typer.Option("--run", help="Only this run (repeatable).")]
-SpacingOption = Annotated[
-    float | None,
-    typer.Option(
-        "--spacing-A",
-        min=0.5,
-        help="Voxel size (Å) of MRCs whose header has none, and of plain zarr arrays.",
-    ),
-]
 TtaOption = Annotated[
     bool | None, typer.Option("--tta/--no-tta", help="Flip test-time augmentation (4x).")
 ]

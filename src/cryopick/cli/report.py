@@ -11,6 +11,7 @@ from cryopick.cli.app import (
     TRUTH_USER_HELP,
     PicksSessionOption,
     PicksUserOption,
+    SpacingOption,
     StarPixelOption,
     TruthSessionOption,
     app,
@@ -78,6 +79,7 @@ def report(
         str | None,
         typer.Option(help="Particle type of every pick of a STAR file not written by cryopick."),
     ] = None,
+    spacing_A: SpacingOption = None,
 ) -> None:
     """Write one self-contained HTML page to check picks by eye (slices, metrics, model)."""
     from cryopick.report import ReportConfig, write_report
@@ -96,6 +98,7 @@ def report(
         "picks_session": picks_session,
         "star_pixel_A": star_pixel_A,
         "particle_type": particle_type,
+        "spacing_A": spacing_A,
     }
     config = ReportConfig(**{k: v for k, v in options.items() if v is not None})
     path = write_report(

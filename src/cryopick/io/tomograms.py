@@ -203,6 +203,18 @@ def read_tomogram(
     return tomograms[0]
 
 
+def read_tomogram_shapes(
+    path: str | Path, tomo_type: str = DEFAULT_TOMO_TYPE, spacing_A: float | None = None
+) -> dict[str, tuple[tuple[int, int, int], float]]:
+    """Return each run's tomogram shape (z, y, x voxels) and voxel size in Å at ``path``.
+
+    What RELION-5 STAR positions (Å from the tomogram's centre) are converted with;
+    nothing but the metadata is read. ``spacing_A`` as for :func:`read_tomograms`.
+    """
+    found = read_tomograms(path, tomo_type=tomo_type, spacing_A=spacing_A)
+    return {t.name: (t.shape, t.spacing_A) for t in found}
+
+
 def write_tomogram(
     layout: ProjectLayout,
     run: str,

@@ -79,6 +79,8 @@ class ReportConfig(BaseModel):
         Pixel size of STAR positions in pixels (RELION-4, Warp); default the file's.
     particle_type : str or None
         Type of every pick of a picks STAR file not written by cryopick.
+    spacing_A : float or None
+        Voxel size (Å) of MRCs whose header has none, and of plain zarr arrays.
     """
 
     tomo_type: str = "denoised"
@@ -97,6 +99,7 @@ class ReportConfig(BaseModel):
     picks_session: str | None = None
     star_pixel_A: float | None = Field(None, gt=0)
     particle_type: str | None = None
+    spacing_A: float | None = Field(None, gt=0)
 
 
 def render_figures(
@@ -326,7 +329,9 @@ def write_report(
     check_output_file(out_path, [input_path, picks_path, truth_path], (".html", ".htm"))
     card = None if model_dir is None else read_model_card(model_dir)
     particle_set = choose_report_particles(card, picks_path, particles)
-    tomograms = read_tomograms(input_path, tomo_type=config.tomo_type, runs=config.runs)
+    tomograms = read_tomograms(
+        input_path, tomo_type=config.tomo_type, runs=config.runs, spacing_A=config.spacing_A
+    )
     if not tomograms:
         raise InputError(input_path, f"no tomograms of type {config.tomo_type!r} found")
     picks, truth = _read_picks_and_truth(picks_path, truth_path, tomograms, config, particle_set)
