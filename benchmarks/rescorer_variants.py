@@ -89,7 +89,8 @@ def collect_fit(args: argparse.Namespace, model) -> None:
     parts: list[Candidates] = []
     for project in args.projects:
         truth = read_truth(project, user_id="simulation")
-        for tomo in _runs_in_turn(project, args.tomo_type or ["denoised"], first=len(parts)):
+        kinds, spacing_A = args.tomo_type or ["denoised"], float(model[1].spacing_A)
+        for tomo in _runs_in_turn(project, kinds, len(parts), spacing_A):
             own = truth[truth["experiment"] == tomo.name]
             found = collect_candidates(tomo, own, model, PredictConfig(), COLLECT_FLOOR)
             key = f"{len(parts)}:{Path(project).parent.name}/{tomo.name}/{tomo.tomo_type}"

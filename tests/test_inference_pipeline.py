@@ -351,3 +351,17 @@ def test_spacing_option_for_mrc_without_voxel_size(
     result = runner.invoke(app, [*args, "--spacing-A", "5"])
     assert result.exit_code == 0, result.output
     _same_picks(read_picks(out), predict(path, tiny_untrained_model_dir, config=cpu, spacing_A=5.0))
+
+
+def test_predict_reads_the_voxel_spacing_nearest_the_models(tmp_path, dark_blob_model):
+    # the CZII portal keeps runs at 4.99 and 10.012 Å; predict read the finest: 8 times the
+    # voxels, resampled to the model's 10 Å (here a 5 Å copy without particles: no picks)
+    config = tmp_path / "copick.json"
+    config.write_text(json.dumps(make_copick_config("t", tmp_path / "overlay", tmp_path / "st")))
+    layout = read_copick_config(config)
+    write_tomogram(layout, "TS_1", _volume(), 10.0, n_levels=1)
+    plain = np.random.default_rng(1).normal(0.0, 0.1, size=(96, 96, 96)).astype(np.float32)
+    write_tomogram(layout, "TS_1", plain, 5.0, n_levels=1)
+    assert read_tomograms(config)[0].spacing_A == 5.0  # without a model: the finest
+    picks = predict(config, config=PredictConfig(device="cpu"), model=dark_blob_model)
+    assert _matched(picks, tol_A=10.0)

@@ -119,7 +119,7 @@ def tune_model(
     model_dir, out_dir = _check_out_dir(model_dir, out_dir, overwrite)
     card = read_model_card(model_dir) if model is None else model[1]
     particles = card.particle_set
-    tomograms = read_inputs(data, tomo_type, runs)
+    tomograms = read_inputs(data, tomo_type, runs, prefer_spacing_A=float(card.spacing_A))
     truth_df = _read_tuning_truth(
         truth or data, {t.name for t in tomograms}, truth_user, truth_session, particles
     )

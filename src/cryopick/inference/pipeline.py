@@ -343,7 +343,15 @@ def predict(
         card = _resolve_model(model_dir, model)[1]
     ps = check_config_for_model(config, card, format)
     failures: dict[str, BaseException] = {}
-    tomograms = open_tomograms(input_path, tomo_type, runs, spacing_A, failures, on_run_done)
+    tomograms = open_tomograms(
+        input_path,
+        tomo_type,
+        runs,
+        spacing_A,
+        failures,
+        on_run_done,
+        prefer_spacing_A=float(card.spacing_A),  # a project's voxel spacing nearest the model's
+    )
     picks = predict_tomograms(
         tomograms,
         model_dir,

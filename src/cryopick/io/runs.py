@@ -129,12 +129,16 @@ def read_inputs(
     tomo_type: str,
     runs: list[str] | None,
     spacing_A: float | None = None,
+    prefer_spacing_A: float | None = None,
 ) -> list[Tomogram]:
     """Open the tomograms at ``input_path``; an InputError when there are none.
 
-    ``spacing_A`` overrides the voxel size of MRC files whose header has none.
+    ``spacing_A`` overrides the voxel size of MRC files whose header has none;
+    ``prefer_spacing_A`` chooses among a project's voxel spacings (the model's).
     """
-    tomograms = read_tomograms(input_path, tomo_type=tomo_type, runs=runs, spacing_A=spacing_A)
+    tomograms = read_tomograms(
+        input_path, tomo_type, spacing_A=spacing_A, runs=runs, prefer_spacing_A=prefer_spacing_A
+    )
     if not tomograms:
         raise InputError(input_path, "no tomograms found")
     return tomograms
@@ -147,13 +151,15 @@ def open_tomograms(
     spacing_A: float | None = None,
     failures: dict[str, BaseException] | None = None,
     on_run_done: Callable[[RunResult], None] | None = None,
+    prefer_spacing_A: float | None = None,
 ) -> list[Tomogram]:
     """Open each run at ``input_path`` on its own, so one unreadable run spoils no other.
 
     Runs are listed by name first (runs of a project without a ``tomo_type`` tomogram are
     skipped with a warning); a run that cannot be opened is recorded in ``failures``
     (run -> error) when given, and reported to ``on_run_done`` as a failed
-    :class:`RunResult`; without ``failures`` its error is raised.
+    :class:`RunResult`; without ``failures`` its error is raised. ``prefer_spacing_A``
+    chooses among a project's voxel spacings (:func:`cryopick.io.tomograms.read_tomograms`).
 
     Raises
     ------
@@ -170,10 +176,13 @@ def open_tomograms(
         names = list(dict.fromkeys(runs))
     if not names:
         raise InputError(input_path, "no tomograms found")
-    tomograms = []
+    tomograms, preferred_A = [], prefer_spacing_A
     for name in names:
         try:
-            tomograms.append(read_tomogram(input_path, tomo_type, spacing_A=spacing_A, run=name))
+            found = read_tomogram(
+                input_path, tomo_type, spacing_A=spacing_A, run=name, prefer_spacing_A=preferred_A
+            )
+            tomograms.append(found)
         except Exception as err:
             if failures is None:
                 raise

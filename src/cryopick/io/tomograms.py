@@ -123,6 +123,7 @@ def read_tomograms(
     level: int = 0,
     spacing_A: float | None = None,
     runs: Sequence[str] | None = None,
+    prefer_spacing_A: float | None = None,
 ) -> list[Tomogram]:
     """Open every tomogram found at ``path`` (see the module docstring for what it may be).
 
@@ -141,6 +142,11 @@ def read_tomograms(
         to this (default: the smallest). For MRC files: voxel size overriding the header.
     runs : sequence of str, optional
         Only these runs (default: all), in this order.
+    prefer_spacing_A : float, optional
+        Without ``spacing_A``: the ``VoxelSpacing`` folder to take, the closest to this
+        (a model's voxel size: the CZII portal keeps runs at 4.99 and 10.012 Å, and a
+        10 Å model is best fed the 10.012 Å tomogram, not 8 times the voxels at 4.99).
+        Never overrides a file's voxel size.
 
     Returns
     -------
@@ -163,7 +169,8 @@ def read_tomograms(
     if (reader := _reader_for(path)) is not None:
         members = [(path, reader)]
     elif (layout := resolve_layout(path)) is not None:
-        return _read_layout(path, layout, tomo_type, level, spacing_A, runs)
+        target_A = spacing_A if spacing_A is not None else prefer_spacing_A
+        return _read_layout(path, layout, tomo_type, level, target_A, runs)
     elif path.is_dir():
         members = _folder_members(path)
     else:
@@ -184,6 +191,7 @@ def read_tomogram(
     level: int = 0,
     spacing_A: float | None = None,
     run: str | None = None,
+    prefer_spacing_A: float | None = None,
 ) -> Tomogram:
     """Open exactly one tomogram (``run`` picks it from a project); see :func:`read_tomograms`.
 
@@ -194,9 +202,8 @@ def read_tomogram(
     InputError
         If ``path`` holds several tomograms and no ``run`` is given, or cannot be read.
     """
-    tomograms = read_tomograms(
-        path, tomo_type, level, spacing_A, runs=None if run is None else [run]
-    )
+    runs = None if run is None else [run]
+    tomograms = read_tomograms(path, tomo_type, level, spacing_A, runs, prefer_spacing_A)
     if len(tomograms) != 1:
         names = [t.name for t in tomograms]
         raise InputError(path, f"holds {len(names)} tomograms {names[:10]}; choose one run")

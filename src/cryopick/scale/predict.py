@@ -197,7 +197,11 @@ def _predict_as_tasks(
         [input_path],
         model_dir,
         output if output is not None else input_path,
-        read_options={"tomo_type": tomo_type, "spacing_A": spacing_A},
+        read_options={
+            "tomo_type": tomo_type,
+            "spacing_A": spacing_A,
+            "prefer_spacing_A": float(card.spacing_A),
+        },
         predict_options=config.model_dump(mode="json"),
         write_output=write_output,
         runs=runs,

@@ -328,7 +328,8 @@ def collect_project_candidates(
         annotations = read_truth(
             project, user_id=truth[0], session_id=truth[1], particles=particles
         )
-        for tomogram in _runs_in_turn(project, tomo_types, first=len(parts)):
+        spacing_A = float(model[1].spacing_A)  # a project's voxel spacing nearest the model's
+        for tomogram in _runs_in_turn(project, tomo_types, len(parts), spacing_A):
             run_truth = annotations[annotations["experiment"] == tomogram.name]
             if run_truth.empty:
                 raise InputError(project, f"run {tomogram.name} has no annotated picks")
@@ -339,7 +340,12 @@ def collect_project_candidates(
     return Candidates.concat(parts)
 
 
-def _runs_in_turn(project: str | Path, tomo_types: Sequence[str], first: int) -> list[Tomogram]:
+def _runs_in_turn(
+    project: str | Path,
+    tomo_types: Sequence[str],
+    first: int,
+    prefer_spacing_A: float | None = None,
+) -> list[Tomogram]:
     """Return the project's runs, run ``j`` read as ``tomo_types[(first + j) % n_types]``.
 
     A type the project lacks altogether is an error only when one of its runs is to be read
@@ -349,7 +355,7 @@ def _runs_in_turn(project: str | Path, tomo_types: Sequence[str], first: int) ->
     missing: dict[str, MissingTomoTypeError] = {}
     for kind in dict.fromkeys(tomo_types):
         try:
-            by_type[kind] = read_inputs(project, kind, None)
+            by_type[kind] = read_inputs(project, kind, None, prefer_spacing_A=prefer_spacing_A)
         except MissingTomoTypeError as error:
             by_type[kind], missing[kind] = [], error
     names = list(dict.fromkeys(t.name for kind in by_type for t in by_type[kind]))
