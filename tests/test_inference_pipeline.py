@@ -322,6 +322,19 @@ def test_cli_tune_passes_the_threshold_rule_and_refuses_an_unknown_one(monkeypat
     assert result.exit_code == 2 and "--threshold-rule" in result.output
 
 
+def test_cli_tune_tunes_the_bundled_model_without_model(monkeypatch, tmp_path):
+    # the README says to re-tune the bundled model on your runs; --model was required
+    import cryopick.evaluation.tuning as tuning
+    from cryopick.model import bundled_model_dir
+
+    seen = []
+    monkeypatch.setattr(tuning, "tune_model", lambda *a, **kw: seen.append(a) or {})
+    args = ["tune", "--data", "d", "--out", str(tmp_path / "t"), "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert Path(seen[0][0]) == bundled_model_dir()
+
+
 def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
     import cryopick.model.bundled as bundled_module
 

@@ -53,11 +53,14 @@ RescorerFloorOption = Annotated[
 @app.command()
 @report_input_errors
 def tune(
-    model: Annotated[Path, typer.Option("--model", help="Trained model folder to tune.")],
     data: Annotated[
         Path, typer.Option("--data", help="Annotated runs: copick config or Kaggle root.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the tuned model copy.")],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Trained model folder to tune; default: the bundled model."),
+    ] = None,
     tomo_type: TomoTypeOption = "denoised",
     truth: Annotated[
         Path | None, typer.Option(help="Annotations if not the picks in --data.")
@@ -111,9 +114,10 @@ def tune(
     --rescorer-data, a rescorer is fitted first and the thresholds apply to its scores.
     """
     from cryopick.evaluation.tuning import tune_model
+    from cryopick.model import bundled_model_dir
 
     thresholds = tune_model(
-        model,
+        model or bundled_model_dir(),
         data,
         out,
         load_predict_config(config, device=device),
