@@ -81,11 +81,9 @@ def convert(
         check_copick_output(output, user_id, session_id, overwrite)
     else:
         check_output_file(output, [source], (".star",) if fmt == "star" else (".csv",))
-    shapes = None
-    if tomograms is not None:
-        from cryopick.io.tomograms import read_tomogram_shapes
+    from cryopick.io.tomograms import read_tomogram_shapes
 
-        shapes = read_tomogram_shapes(tomograms, tomo_type, spacing_A)
+    shapes = None if tomograms is None else read_tomogram_shapes(tomograms, tomo_type, spacing_A)
     picks = read_picks(
         source,
         tomogram_shapes=shapes,

@@ -83,11 +83,9 @@ def evaluate(
     from cryopick.io.picks import check_experiments, check_position_scale, read_picks, read_truth
 
     particle_set = evaluation_particle_set(truth, particles)
-    shapes = None
-    if tomograms is not None:
-        from cryopick.io.tomograms import read_tomogram_shapes
+    from cryopick.io.tomograms import read_tomogram_shapes
 
-        shapes = read_tomogram_shapes(tomograms, tomo_type, spacing_A)
+    shapes = None if tomograms is None else read_tomogram_shapes(tomograms, tomo_type, spacing_A)
     truth_df = read_truth(
         truth,
         tomogram_shapes=shapes,

@@ -128,8 +128,9 @@ def tune_model(
     if rescorer_data:
         source = (truth_user, truth_session)
         kinds = tuple(rescorer_tomo_types) or (tomo_type,)
-        fit = (kinds, source, rescorer_features, rescorer_members)
-        loaded = _add_rescorer(loaded, rescorer_data, config, fit)
+        loaded = _add_rescorer(
+            loaded, rescorer_data, config, kinds, source, rescorer_features, rescorer_members
+        )
     if rescorer_floor is not None:
         loaded = _with_rescorer_floor(loaded, rescorer_floor, model_dir)
     card = loaded[1]
@@ -245,14 +246,16 @@ def _add_rescorer(
     model: LoadedModel,
     projects: Sequence[str | Path],
     config: PredictConfig,
-    fit: tuple[Sequence[str], tuple[str | None, str | None], FeatureSet, int],
+    tomo_types: Sequence[str],
+    truth_source: tuple[str | None, str | None],
+    features: FeatureSet,
+    members: int,
 ) -> LoadedModel:
     """Return the network with a card holding a rescorer fitted on ``projects``.
 
-    ``fit`` is (reconstruction types in turn, the annotations' (user, session), features,
-    networks averaged). Refused with TTA (a rescorer reads plain maps).
+    ``truth_source`` is the annotations' (user, session); ``members`` the networks the
+    rescorer averages. Refused with TTA (a rescorer reads plain maps).
     """
-    tomo_types, truth_source, features, members = fit
     if config.tta:
         raise InputError(None, "a rescorer is fitted for plain predictions, not with TTA")
     rescorer = fit_rescorer_on_projects(

@@ -110,8 +110,9 @@ def _list_run_names(path: Path, tomo_type: str | None) -> list[str]:
     from cryopick.io.tomo_types import select_runs_with_tomo_type
 
     suffixes = (*MRC_SUFFIXES, ".zarr")
-    if split_volume_name(path)[1] in suffixes:
-        return [split_volume_name(path)[0]]
+    stem, suffix = split_volume_name(path)
+    if suffix in suffixes:
+        return [stem]
     layout = resolve_layout(path)
     if layout is not None:
         names = layout.run_names()
@@ -176,11 +177,15 @@ def open_tomograms(
         names = list(dict.fromkeys(runs))
     if not names:
         raise InputError(input_path, "no tomograms found")
-    tomograms, preferred_A = [], prefer_spacing_A
+    tomograms = []
     for name in names:
         try:
             found = read_tomogram(
-                input_path, tomo_type, spacing_A=spacing_A, run=name, prefer_spacing_A=preferred_A
+                input_path,
+                tomo_type,
+                spacing_A=spacing_A,
+                run=name,
+                prefer_spacing_A=prefer_spacing_A,
             )
             tomograms.append(found)
         except Exception as err:

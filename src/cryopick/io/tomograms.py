@@ -105,8 +105,8 @@ def _read_mrc_tomogram(path: Path, level: int, spacing_A: float | None) -> Tomog
 def _read_zarr_tomogram(path: Path, level: int, spacing_A: float | None) -> Tomogram:
     if is_plain_zarr_array(path):  # no metadata: the caller's voxel size
         data, spacing = read_plain_zarr(path, spacing_A)
-        return Tomogram(name=path.stem, data=data, spacing_A=spacing, source=path)
-    data, spacing = read_ome_zarr(path, level=level)  # metadata spacing wins over spacing_A
+    else:
+        data, spacing = read_ome_zarr(path, level=level)  # metadata spacing wins over spacing_A
     return Tomogram(name=path.stem, data=data, spacing_A=spacing, source=path)
 
 

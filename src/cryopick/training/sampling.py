@@ -136,7 +136,7 @@ def load_runs(
     """
     from cryopick.inference.preprocess import choose_network_spacing_A
     from cryopick.io.picks import read_picks
-    from cryopick.io.picks.checks import describe_position_problems
+    from cryopick.io.picks.checks import warn_position_problems
     from cryopick.io.tomograms import read_tomograms
 
     particle_set = resolve_particle_set(particles)
@@ -167,8 +167,7 @@ def load_runs(
             continue
         grid_spacing_A = found_spacing[name]
         volume = next(iter(by_run[name].values()))
-        if problem := describe_position_problems(picks, volume.shape, grid_spacing_A):
-            log.warning("%s: run %s: %s", source, name, problem)
+        warn_position_problems(picks, {name: (volume.shape, grid_spacing_A)}, source)
         out.append(TrainRun(name, by_run[name], picks, grid_spacing_A, str(source), particle_set))
     if not out:
         raise InputError(source, "no run has both a tomogram and truth picks")
